@@ -1,0 +1,118 @@
+//! The `kind` of an event: a closed list of dotted names (DESIGN.md §2).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What an event records. Serialised as its dotted name, e.g. `"mcp.request"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A tap started supervising a server (stdio) or accepted a session.
+    #[serde(rename = "session.start")]
+    #[default]
+    SessionStart,
+    /// The session ended; `session.end_reason` says why.
+    #[serde(rename = "session.end")]
+    SessionEnd,
+    /// A JSON-RPC request, either direction.
+    #[serde(rename = "mcp.request")]
+    McpRequest,
+    /// A JSON-RPC response (result or error), either direction.
+    #[serde(rename = "mcp.response")]
+    McpResponse,
+    /// A JSON-RPC notification, either direction.
+    #[serde(rename = "mcp.notification")]
+    McpNotification,
+    /// A snapshot of `tools/list`, `prompts/list` or `resources/list` with per-item hashes.
+    #[serde(rename = "tool.catalog")]
+    ToolCatalog,
+    /// A catalog item's definition changed within a session.
+    #[serde(rename = "tool.changed")]
+    ToolChanged,
+    /// A network call made by a tool server (egress proxy).
+    #[serde(rename = "net.egress")]
+    NetEgress,
+    /// Liveness of a tap: written periodically while it runs.
+    #[serde(rename = "system.heartbeat")]
+    SystemHeartbeat,
+    /// The ledger found and quarantined a torn (incomplete) last line left by a killed writer.
+    #[serde(rename = "system.ledger_recovered")]
+    SystemLedgerRecovered,
+    /// The tap could not do its job fully (e.g. ledger write retried); detail says what.
+    #[serde(rename = "system.error")]
+    SystemError,
+    /// A configuration change.
+    #[serde(rename = "system.config")]
+    SystemConfig,
+    /// A detection raised an alert.
+    #[serde(rename = "alert")]
+    Alert,
+    /// A message that could not be parsed as JSON-RPC; it was forwarded unchanged.
+    #[serde(rename = "malformed")]
+    Malformed,
+}
+
+impl EventKind {
+    /// Every kind, in documentation order.
+    pub const ALL: &'static [EventKind] = &[
+        EventKind::SessionStart,
+        EventKind::SessionEnd,
+        EventKind::McpRequest,
+        EventKind::McpResponse,
+        EventKind::McpNotification,
+        EventKind::ToolCatalog,
+        EventKind::ToolChanged,
+        EventKind::NetEgress,
+        EventKind::SystemHeartbeat,
+        EventKind::SystemLedgerRecovered,
+        EventKind::SystemError,
+        EventKind::SystemConfig,
+        EventKind::Alert,
+        EventKind::Malformed,
+    ];
+
+    /// The dotted name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::SessionStart => "session.start",
+            EventKind::SessionEnd => "session.end",
+            EventKind::McpRequest => "mcp.request",
+            EventKind::McpResponse => "mcp.response",
+            EventKind::McpNotification => "mcp.notification",
+            EventKind::ToolCatalog => "tool.catalog",
+            EventKind::ToolChanged => "tool.changed",
+            EventKind::NetEgress => "net.egress",
+            EventKind::SystemHeartbeat => "system.heartbeat",
+            EventKind::SystemLedgerRecovered => "system.ledger_recovered",
+            EventKind::SystemError => "system.error",
+            EventKind::SystemConfig => "system.config",
+            EventKind::Alert => "alert",
+            EventKind::Malformed => "malformed",
+        }
+    }
+
+    /// Parse a dotted name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_serde() {
+        for k in EventKind::ALL {
+            let json = serde_json::to_string(k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.as_str()));
+            assert_eq!(EventKind::parse(k.as_str()), Some(*k));
+        }
+    }
+}

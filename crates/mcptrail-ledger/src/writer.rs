@@ -1,0 +1,295 @@
+//! The one write path: group-committed, lock-serialised appends that extend the hash chain.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use mcptrail_event::{sha256_hex, Event, EventKind, GENESIS_HASH};
+use sha2::{Digest, Sha256};
+
+use crate::segment::{self, create_segment, ensure_private_dir, list_segments, open_segment_append, read_tail, seal};
+use crate::{LedgerError, LEDGER_DIR};
+
+/// Writer settings.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// Seal the active segment and start a new one once it would exceed this many bytes.
+    pub segment_max_bytes: u64,
+    /// Seal the active segment once its first record is older than this.
+    pub segment_max_age: Duration,
+    /// `fdatasync` every batch (turn off only for benchmarks of the CPU path).
+    pub fsync: bool,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            segment_max_bytes: 64 * 1024 * 1024,
+            segment_max_age: Duration::from_secs(24 * 3600),
+            fsync: true,
+        }
+    }
+}
+
+/// What an append made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendReceipt {
+    /// `seq` of the first record of the batch.
+    pub first_seq: u64,
+    /// `seq` of the last record of the batch.
+    pub last_seq: u64,
+}
+
+struct Active {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    last_seq: u64,
+    last_hash: [u8; 32],
+    opened: SystemTime,
+}
+
+/// A handle for appending to the ledger under `<data_dir>/ledger`. Several processes may each
+/// hold one: appends are serialised by an advisory lock and never interleave.
+pub struct Ledger {
+    dir: PathBuf,
+    cfg: LedgerConfig,
+    lock: File,
+    active: Option<Active>,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// Open (creating if needed) the ledger of `data_dir`.
+    pub fn open(data_dir: &Path, cfg: LedgerConfig) -> Result<Self, LedgerError> {
+        ensure_private_dir(data_dir)?;
+        let dir = data_dir.join(LEDGER_DIR);
+        ensure_private_dir(&dir)?;
+        let mode = std::fs::metadata(&dir).map_err(LedgerError::io(&dir))?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(LedgerError::InsecurePermissions { path: dir, mode });
+        }
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(LedgerError::io(&lock_path))?;
+        Ok(Ledger { dir, cfg, lock, active: None, buf: Vec::with_capacity(1 << 20) })
+    }
+
+    /// The ledger directory (`<data_dir>/ledger`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Append `events` as one durable batch: assign `seq` and `prev_hash`, write them with one
+    /// `write` and one `fdatasync`. On return every event carries its stored `seq`.
+    ///
+    /// On error nothing of the batch is counted as written; the caller keeps the events and may
+    /// retry (a retry never duplicates: partial writes are detected as a torn tail and
+    /// quarantined by the next append).
+    pub fn append(&mut self, events: &mut [Event]) -> Result<AppendReceipt, LedgerError> {
+        if events.is_empty() {
+            let last = self.active.as_ref().map_or(0, |a| a.last_seq);
+            return Ok(AppendReceipt { first_seq: last + 1, last_seq: last });
+        }
+        self.lock.lock().map_err(LedgerError::io(self.dir.join("LOCK")))?;
+        let result = self.append_locked(events);
+        // Dropping the lock cannot meaningfully fail; the fd close would release it anyway.
+        let _ = self.lock.unlock();
+        if result.is_err() {
+            // Our view of the tail may be stale after a failed write: re-read it next time.
+            self.active = None;
+        }
+        result
+    }
+
+    fn append_locked(&mut self, events: &mut [Event]) -> Result<AppendReceipt, LedgerError> {
+        let mut recovered = self.sync_tail()?;
+        let rotate = match &self.active {
+            Some(a) => {
+                a.len > 0
+                    && (a.len >= self.cfg.segment_max_bytes
+                        || a.opened.elapsed().unwrap_or_default() >= self.cfg.segment_max_age)
+            }
+            None => false,
+        };
+        if rotate {
+            let a = self.active.take().expect("checked above");
+            seal(&a.path, &a.file)?;
+            let (file, path) = create_segment(&self.dir, a.last_seq + 1)?;
+            self.active = Some(Active { path, file, len: 0, opened: SystemTime::now(), ..a });
+        }
+        let (mut last_seq, mut last_hash) = match &self.active {
+            Some(a) => (a.last_seq, a.last_hash),
+            None => (0, [0u8; 32]),
+        };
+        if self.active.is_none() {
+            let (file, path) = create_segment(&self.dir, 1)?;
+            self.active = Some(Active { path, file, len: 0, last_seq: 0, last_hash, opened: SystemTime::now() });
+        }
+
+        self.buf.clear();
+        let mut first_seq = last_seq + 1;
+        if let Some(ev) = recovered.as_mut() {
+            encode(ev, &mut last_seq, &mut last_hash, &mut self.buf)?;
+        }
+        for ev in events.iter_mut() {
+            encode(ev, &mut last_seq, &mut last_hash, &mut self.buf)?;
+        }
+        if recovered.is_some() {
+            first_seq += 1;
+        }
+        let a = self.active.as_mut().expect("set above");
+        a.file.write_all(&self.buf).map_err(LedgerError::io(&a.path))?;
+        if self.cfg.fsync {
+            a.file.sync_data().map_err(LedgerError::io(&a.path))?;
+        }
+        a.len += self.buf.len() as u64;
+        a.last_seq = last_seq;
+        a.last_hash = last_hash;
+        if self.buf.capacity() > 8 << 20 {
+            self.buf = Vec::with_capacity(1 << 20);
+        }
+        Ok(AppendReceipt { first_seq, last_seq })
+    }
+
+    /// Bring our view of the tail up to date with what other writers did since our last
+    /// append; quarantine a torn tail. Returns the recovery event to append, if any.
+    fn sync_tail(&mut self) -> Result<Option<Event>, LedgerError> {
+        if let Some(a) = &self.active {
+            let meta = a.file.metadata().map_err(LedgerError::io(&a.path))?;
+            let sealed = meta.permissions().mode() & 0o222 == 0;
+            if !sealed && meta.len() == a.len {
+                return Ok(None);
+            }
+        }
+        // Someone else wrote or rotated (or this is our first append): re-read from disk.
+        self.active = None;
+        let segments = list_segments(&self.dir)?;
+        let Some(last) = segments.last() else { return Ok(None) };
+        let path = last.path.clone();
+        let mut file = open_segment_append(&path)?;
+        let len = file.metadata().map_err(LedgerError::io(&path))?.len();
+        let tail = read_tail(&path, &mut file, len)?;
+        let mut recovered = None;
+        if tail.complete_len < len {
+            recovered = Some(self.quarantine_torn(&path, &mut file, tail.complete_len, len)?);
+        }
+        let (last_seq, last_hash, opened) = match &tail.last_line {
+            Some((offset, line)) => {
+                let ev: Event = serde_json::from_slice(line).map_err(|e| LedgerError::Corrupt {
+                    segment: path.clone(),
+                    offset: *offset,
+                    reason: format!("last record is not a valid event ({e})"),
+                })?;
+                (ev.seq, Sha256::digest(line).into(), first_record_time(&path, last.first_seq, &ev))
+            }
+            None if last.first_seq == 1 => (0, [0u8; 32], SystemTime::now()),
+            None => {
+                // An empty segment after a rotation: continue from the previous segment.
+                let prev = segments.get(segments.len().wrapping_sub(2)).ok_or_else(|| LedgerError::Corrupt {
+                    segment: path.clone(),
+                    offset: 0,
+                    reason: format!("empty segment starts at seq {} but there is no earlier segment", last.first_seq),
+                })?;
+                let mut pf = File::open(&prev.path).map_err(LedgerError::io(&prev.path))?;
+                let ptail = read_tail(&prev.path, &mut pf, prev.len)?;
+                let (off, line) = ptail.last_line.ok_or_else(|| LedgerError::Corrupt {
+                    segment: prev.path.clone(),
+                    offset: 0,
+                    reason: "sealed segment holds no complete record".into(),
+                })?;
+                let ev: Event = serde_json::from_slice(&line).map_err(|e| LedgerError::Corrupt {
+                    segment: prev.path.clone(),
+                    offset: off,
+                    reason: format!("last record is not a valid event ({e})"),
+                })?;
+                (ev.seq, Sha256::digest(&line).into(), SystemTime::now())
+            }
+        };
+        if last.sealed {
+            // A writer sealed this segment but stopped before starting the next one.
+            let (file, path) = create_segment(&self.dir, last_seq + 1)?;
+            self.active = Some(Active { path, file, len: 0, last_seq, last_hash, opened: SystemTime::now() });
+        } else {
+            let len = tail.complete_len;
+            self.active = Some(Active { path, file, len, last_seq, last_hash, opened });
+        }
+        Ok(recovered)
+    }
+
+    fn quarantine_torn(&self, path: &Path, file: &mut File, complete_len: u64, len: u64) -> Result<Event, LedgerError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut torn = vec![0u8; (len - complete_len) as usize];
+        file.seek(SeekFrom::Start(complete_len)).map_err(LedgerError::io(path))?;
+        file.read_exact(&mut torn).map_err(LedgerError::io(path))?;
+        let qdir = self.dir.join("quarantine");
+        ensure_private_dir(&qdir)?;
+        let seg_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("segment").to_string();
+        let qpath = qdir.join(format!("{seg_name}.{complete_len}.torn"));
+        let mut q = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&qpath)
+            .map_err(LedgerError::io(&qpath))?;
+        q.write_all(&torn).and_then(|_| q.sync_all()).map_err(LedgerError::io(&qpath))?;
+        segment::sync_dir(&qdir)?;
+        // Only now that the bytes are safe elsewhere, cut them from the segment.
+        file.set_len(complete_len).and_then(|_| file.sync_all()).map_err(LedgerError::io(path))?;
+        let mut ev = Event::new(EventKind::SystemLedgerRecovered);
+        ev.detail = Some(serde_json::json!({
+            "reason": "torn_tail",
+            "segment": seg_name,
+            "offset": complete_len,
+            "length": torn.len(),
+            "sha256": sha256_hex(&torn),
+            "quarantined_to": format!("quarantine/{}", qpath.file_name().and_then(|n| n.to_str()).unwrap_or_default()),
+            "explanation": "a writer stopped in the middle of a record (killed or crashed); the incomplete bytes were never acknowledged as durable and were moved out of the segment",
+        }));
+        Ok(ev)
+    }
+}
+
+/// Assign seq/prev_hash, serialise one line, advance the chain.
+fn encode(ev: &mut Event, last_seq: &mut u64, last_hash: &mut [u8; 32], buf: &mut Vec<u8>) -> Result<(), LedgerError> {
+    *last_seq += 1;
+    ev.seq = *last_seq;
+    ev.prev_hash = if *last_seq == 1 { GENESIS_HASH.to_string() } else { hex::encode(*last_hash) };
+    let start = buf.len();
+    serde_json::to_writer(&mut *buf, ev)?;
+    *last_hash = Sha256::digest(&buf[start..]).into();
+    buf.push(b'\n');
+    Ok(())
+}
+
+/// When the active segment was started: the time of its first record, else now.
+fn first_record_time(path: &Path, first_seq: u64, last: &Event) -> SystemTime {
+    let first_time = if last.seq == first_seq {
+        Some(last.time.clone())
+    } else {
+        std::fs::File::open(path).ok().and_then(|f| {
+            use std::io::BufRead;
+            let mut line = Vec::new();
+            std::io::BufReader::new(f).read_until(b'\n', &mut line).ok()?;
+            serde_json::from_slice::<Event>(&line).ok().map(|e| e.time)
+        })
+    };
+    first_time
+        .and_then(|t| mcptrail_event::parse_rfc3339(&t).ok())
+        .map(SystemTime::from)
+        .unwrap_or_else(SystemTime::now)
+}
