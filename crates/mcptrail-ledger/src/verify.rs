@@ -158,6 +158,7 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
     let from = opts.from_seq.max(1);
     // Seqs that turned up out of order: a "missing" range they cover was a reordering.
     let mut late = std::collections::BTreeSet::new();
+    let mut max_seq = 0u64;
 
     while let Some(rec) = reader.next_record()? {
         let seg_name = name_of(&rec.segment);
@@ -171,11 +172,13 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
             Err(e) => {
                 report.problems.push(Problem::Unparseable { segment: seg_name, line: rec.line_no, error: e.to_string() });
                 // Keep the hash so the next record's link is still checked against these bytes.
-                prev = prev.map(|(s, _)| (s + 1, hash));
+                prev = Some((max_seq + 1, hash));
+                max_seq += 1;
                 continue;
             }
         };
         if ev.seq < from {
+            max_seq = ev.seq;
             prev = Some((ev.seq, hash));
             continue;
         }
@@ -191,8 +194,8 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
                     report.problems.push(Problem::BadGenesis { seq: ev.seq });
                 }
             }
-            Some((pseq, phash)) => {
-                let expected = pseq + 1;
+            Some((_, phash)) => {
+                let expected = max_seq + 1;
                 if ev.seq > expected {
                     report.problems.push(Problem::Missing { from_seq: expected, to_seq: ev.seq - 1, segment: seg_name.clone(), line: rec.line_no });
                 } else if ev.seq < expected {
@@ -219,6 +222,7 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
             ));
         }
         report.records += 1;
+        max_seq = max_seq.max(ev.seq);
         report.first_seq.get_or_insert(ev.seq);
         report.last_seq = Some(ev.seq);
         report.head_hash = Some(hex::encode(hash));
