@@ -296,8 +296,10 @@ pub struct ResponseSummary {
     pub error_message: Option<String>,
     /// Size of the full response message in bytes.
     pub size: u64,
-    /// SHA-256 (hex) of the full response message bytes as relayed.
-    pub sha256: String,
+    /// SHA-256 (hex) of the full response message bytes as relayed; absent when no response
+    /// arrived (`timeout`, `cancelled`, `no_response`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// Short preview of the result: the first text content, else the JSON (truncated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<String>,
@@ -361,8 +363,6 @@ pub enum Flag {
     InvalidEnvelope,
     /// The session ended with this request unanswered.
     Unanswered,
-    /// A request with the same id as one answered earlier in the session.
-    IdAlreadyAnswered,
 }
 
 /// A `tools/list`, `prompts/list` or `resources/list` snapshot (or the change since the last one).

@@ -24,7 +24,7 @@ fn sample_event(i: u64) -> Event {
         error_code: None,
         error_message: None,
         size: 1834,
-        sha256: "9f2c".repeat(16),
+        sha256: Some("9f2c".repeat(16)),
         preview: Some("# Quarterly report\nRevenue grew by".into()),
         content_types: vec!["text".into()],
     });

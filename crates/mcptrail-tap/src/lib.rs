@@ -1,0 +1,53 @@
+//! mcptrail taps: where MCP traffic is observed.
+//!
+//! A tap forwards every byte unchanged and as soon as it is read; only a *copy* is parsed.
+//! The pipeline inside a tap is:
+//!
+//! ```text
+//! relay threads ──frames──► Recorder (parse, correlate, build events) ──events──► LedgerWriter
+//! (byte-for-byte copy)        framing.rs, jsonrpc.rs, recorder.rs                  writer.rs
+//! ```
+//!
+//! [`stdio::run_wrap`] is the stdio tap behind `mcptrail wrap`.
+
+mod config;
+mod framing;
+mod identity;
+mod jsonrpc;
+mod recorder;
+pub mod stdio;
+mod writer;
+
+pub use config::TapConfig;
+pub use framing::{Frame, LineSplitter};
+pub use identity::Identity;
+pub use jsonrpc::{classify, Message};
+pub use recorder::{Recorder, SessionContext};
+pub use writer::{LedgerWriter, WriterStats};
+
+/// Errors of a tap.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TapError {
+    /// The server command could not be started.
+    #[error("could not start the MCP server `{command}`: {source}")]
+    Spawn {
+        /// The program.
+        command: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The ledger could not be opened.
+    #[error(transparent)]
+    Ledger(#[from] mcptrail_ledger::LedgerError),
+    /// Another I/O failure of the tap itself.
+    #[error("{what}: {source}")]
+    Io {
+        /// What the tap was doing.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}

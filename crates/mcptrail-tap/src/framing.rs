@@ -1,0 +1,185 @@
+//! Splitting a byte stream into newline-delimited messages (MCP stdio framing), with a hard
+//! cap on how much of one message is buffered. Bytes are never altered here: the relay has
+//! already forwarded them; this only makes copies for the recorder.
+
+use std::time::{Instant, SystemTime};
+
+use mcptrail_event::Direction;
+use sha2::{Digest, Sha256};
+
+/// Bytes of a message kept when it is too large to parse.
+const PREFIX_KEEP: usize = 4096;
+
+/// One message as seen on the wire.
+#[derive(Debug)]
+pub struct Frame {
+    /// Which way it travelled.
+    pub direction: Direction,
+    /// When its last byte was read (monotonic, for durations).
+    pub at: Instant,
+    /// When its last byte was read (wall clock, for the event time).
+    pub wall: SystemTime,
+    /// What was read.
+    pub body: FrameBody,
+    /// It could not be delivered to the other side.
+    pub undelivered: bool,
+}
+
+/// The content of a frame.
+#[derive(Debug)]
+pub enum FrameBody {
+    /// A complete line (without `\n`).
+    Line(Vec<u8>),
+    /// A line that ended at EOF without `\n`.
+    Unterminated(Vec<u8>),
+    /// A line over the parse limit: only its size, hash and first bytes.
+    TooLarge {
+        /// Total bytes (without `\n`).
+        size: u64,
+        /// SHA-256 hex.
+        sha256: String,
+        /// First bytes.
+        prefix: Vec<u8>,
+    },
+}
+
+/// Incremental splitter for one direction.
+#[derive(Debug)]
+pub struct LineSplitter {
+    direction: Direction,
+    max: usize,
+    buf: Vec<u8>,
+    /// Set once the current line exceeded `max`: streaming digest instead of buffering.
+    overflow: Option<(Sha256, u64)>,
+}
+
+impl LineSplitter {
+    /// A splitter that buffers at most `max_message_bytes` of one line.
+    pub fn new(direction: Direction, max_message_bytes: usize) -> Self {
+        LineSplitter { direction, max: max_message_bytes, buf: Vec::new(), overflow: None }
+    }
+
+    /// Feed freshly read bytes; complete frames are passed to `emit`.
+    pub fn feed(&mut self, mut data: &[u8], undelivered: bool, emit: &mut impl FnMut(Frame)) {
+        while !data.is_empty() {
+            let nl = memchr::memchr(b'\n', data);
+            let (chunk, rest, complete) = match nl {
+                Some(i) => (&data[..i], &data[i + 1..], true),
+                None => (data, &[][..], false),
+            };
+            self.absorb(chunk);
+            if complete {
+                let body = self.take_line();
+                if let Some(body) = body {
+                    emit(self.frame(body, undelivered));
+                }
+            }
+            data = rest;
+        }
+        if self.buf.capacity() > (1 << 20) && self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// End of stream: a pending partial line becomes an `Unterminated` frame.
+    pub fn finish(&mut self, emit: &mut impl FnMut(Frame)) {
+        if self.overflow.is_some() {
+            if let Some(body) = self.take_line() {
+                emit(self.frame(body, false));
+            }
+        } else if !self.buf.iter().all(u8::is_ascii_whitespace) {
+            let line = std::mem::take(&mut self.buf);
+            emit(self.frame(FrameBody::Unterminated(line), false));
+        }
+    }
+
+    fn frame(&self, body: FrameBody, undelivered: bool) -> Frame {
+        Frame { direction: self.direction, at: Instant::now(), wall: SystemTime::now(), body, undelivered }
+    }
+
+    fn absorb(&mut self, chunk: &[u8]) {
+        if let Some((h, n)) = &mut self.overflow {
+            h.update(chunk);
+            *n += chunk.len() as u64;
+            return;
+        }
+        if self.buf.len() + chunk.len() > self.max {
+            let mut h = Sha256::new();
+            h.update(&self.buf);
+            h.update(chunk);
+            let n = (self.buf.len() + chunk.len()) as u64;
+            if self.buf.len() < PREFIX_KEEP {
+                let take = (PREFIX_KEEP - self.buf.len()).min(chunk.len());
+                self.buf.extend_from_slice(&chunk[..take]);
+            }
+            self.buf.truncate(PREFIX_KEEP);
+            self.overflow = Some((h, n));
+        } else {
+            self.buf.extend_from_slice(chunk);
+        }
+    }
+
+    fn take_line(&mut self) -> Option<FrameBody> {
+        if let Some((h, size)) = self.overflow.take() {
+            let prefix = std::mem::take(&mut self.buf);
+            return Some(FrameBody::TooLarge { size, sha256: hex::encode(h.finalize()), prefix });
+        }
+        let mut line = std::mem::take(&mut self.buf);
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return None; // blank keep-alive lines carry no message
+        }
+        Some(FrameBody::Line(line))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(chunks: &[&[u8]], max: usize) -> Vec<FrameBody> {
+        let mut s = LineSplitter::new(Direction::ClientToServer, max);
+        let mut out = Vec::new();
+        for c in chunks {
+            s.feed(c, false, &mut |f| out.push(f.body));
+        }
+        s.finish(&mut |f| out.push(f.body));
+        out
+    }
+
+    fn lines(v: &[FrameBody]) -> Vec<String> {
+        v.iter()
+            .map(|b| match b {
+                FrameBody::Line(l) => format!("L:{}", String::from_utf8_lossy(l)),
+                FrameBody::Unterminated(l) => format!("U:{}", String::from_utf8_lossy(l)),
+                FrameBody::TooLarge { size, prefix, .. } => format!("T:{size}:{}", String::from_utf8_lossy(prefix)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn splits_across_reads_and_keeps_partial() {
+        let out = split(&[b"{\"a\"", b":1}\n{\"b\":2}\r\n\n  \n{\"c\"", b":3}"], 1 << 20);
+        assert_eq!(lines(&out), ["L:{\"a\":1}", "L:{\"b\":2}", "U:{\"c\":3}"]);
+    }
+
+    #[test]
+    fn too_large_lines_are_digested_not_buffered() {
+        let big = vec![b'x'; 10_000];
+        let mut input = big.clone();
+        input.extend_from_slice(b"\n{}\n");
+        let out = split(&[&input[..3000], &input[3000..]], 5000);
+        let expect_hash = hex::encode(Sha256::digest(&big));
+        match &out[0] {
+            FrameBody::TooLarge { size, sha256, prefix } => {
+                assert_eq!(*size, 10_000);
+                assert_eq!(*sha256, expect_hash);
+                assert_eq!(prefix.len(), PREFIX_KEEP);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(lines(&out[1..]), ["L:{}"]);
+    }
+}

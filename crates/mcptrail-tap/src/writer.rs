@@ -1,0 +1,152 @@
+//! The tap's ledger writer: a thread that group-commits events as they come, retries while the
+//! ledger is unwritable (disk full, permissions), and never loses an event silently — if it
+//! must shed events to bound memory, it says how many, when, and why, in the ledger itself.
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use mcptrail_event::{Event, EventKind};
+use mcptrail_ledger::Ledger;
+
+/// Most events committed in one batch.
+const MAX_BATCH: usize = 4096;
+
+/// What the writer did, reported when it stops.
+#[derive(Debug, Clone, Default)]
+pub struct WriterStats {
+    /// Events made durable.
+    pub written: u64,
+    /// Events that could not be written (ledger unwritable past the memory bound or at exit).
+    pub lost: u64,
+    /// The last write error, if any.
+    pub last_error: Option<String>,
+}
+
+/// Handle to the writer thread.
+#[derive(Debug)]
+pub struct LedgerWriter {
+    tx: Sender<Vec<Event>>,
+    handle: JoinHandle<WriterStats>,
+}
+
+impl LedgerWriter {
+    /// Start the writer. While the ledger fails, up to `max_held` events wait in memory; at
+    /// exit it keeps retrying for `exit_retry` before giving up.
+    pub fn spawn(ledger: Ledger, max_held: usize, exit_retry: Duration) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<Event>>(4096);
+        let handle = std::thread::Builder::new()
+            .name("mcptrail-ledger-writer".into())
+            .spawn(move || run(ledger, rx, max_held, exit_retry))
+            .expect("spawn writer thread");
+        LedgerWriter { tx, handle }
+    }
+
+    /// A sender for events (one `Vec` per frame; it blocks only if 4096 batches are queued).
+    pub fn sender(&self) -> Sender<Vec<Event>> {
+        self.tx.clone()
+    }
+
+    /// Stop accepting events, write what is queued, and report.
+    pub fn finish(self) -> WriterStats {
+        drop(self.tx);
+        self.handle.join().unwrap_or_else(|_| WriterStats { last_error: Some("ledger writer panicked".into()), ..Default::default() })
+    }
+}
+
+fn run(mut ledger: Ledger, rx: Receiver<Vec<Event>>, max_held: usize, exit_retry: Duration) -> WriterStats {
+    let mut stats = WriterStats::default();
+    let mut held: Vec<Event> = Vec::new();
+    let mut closed = false;
+    let mut closed_at: Option<Instant> = None;
+    let mut failing_since: Option<(Instant, String)> = None;
+    let mut shed = 0u64;
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        if held.is_empty() && !closed {
+            match rx.recv() {
+                Ok(v) => held.extend(v),
+                Err(_) => closed = true,
+            }
+        }
+        while held.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(v) => held.extend(v),
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if held.is_empty() {
+            if closed {
+                break;
+            }
+            continue;
+        }
+        let take = held.len().min(MAX_BATCH);
+        let result = ledger.append(&mut held[..take]);
+        match result {
+            Ok(_) => {
+                stats.written += take as u64;
+                held.drain(..take);
+                backoff = Duration::from_millis(20);
+                if let Some((since, err)) = failing_since.take() {
+                    eprintln!("mcptrail: ledger writable again after {:.1}s", since.elapsed().as_secs_f64());
+                    let mut e = Event::new(EventKind::SystemError);
+                    e.detail = Some(serde_json::json!({
+                        "error": "ledger_unwritable",
+                        "message": err,
+                        "duration_s": since.elapsed().as_secs_f64(),
+                        "events_lost": shed,
+                        "explanation": "events observed while the ledger could not be written were held in memory and written late; events_lost counts those shed to bound memory",
+                    }));
+                    held.insert(0, e);
+                    shed = 0;
+                }
+            }
+            Err(err) => {
+                let msg = err.to_string();
+                if failing_since.is_none() {
+                    eprintln!("mcptrail: cannot write the audit ledger ({msg}); holding events in memory and retrying");
+                    failing_since = Some((Instant::now(), msg.clone()));
+                }
+                stats.last_error = Some(msg);
+                if closed {
+                    let since = *closed_at.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= exit_retry {
+                        stats.lost += held.len() as u64;
+                        eprintln!("mcptrail: giving up: {} audit events could not be written", stats.lost);
+                        break;
+                    }
+                }
+                // Keep draining so the relay never blocks on a dead ledger; shed beyond the bound.
+                let deadline = Instant::now() + backoff;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() || closed {
+                        if closed {
+                            std::thread::sleep(left);
+                        }
+                        break;
+                    }
+                    match rx.recv_timeout(left) {
+                        Ok(v) => held.extend(v),
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => closed = true,
+                    }
+                }
+                if held.len() > max_held {
+                    let excess = held.len() - max_held;
+                    // Shed the newest: the oldest are the context an investigator needs first.
+                    held.truncate(max_held);
+                    shed += excess as u64;
+                    stats.lost += excess as u64;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    stats
+}
