@@ -1,1 +1,68 @@
-fn main() {}
+//! `mcptrail`: the command line. Glue only — every command calls into a library crate and
+//! turns its typed errors into one line a user can act on.
+
+mod commands;
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "mcptrail", version, about = "The flight recorder for AI agents that use MCP", long_about = None)]
+struct Cli {
+    /// Data directory (ledger and index). Default: $MCPTRAIL_DATA_DIR, else the config's
+    /// `data_dir`, else $XDG_DATA_HOME/mcptrail (~/.local/share/mcptrail).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Configuration file (TOML). Default: $MCPTRAIL_CONFIG, else
+    /// $XDG_CONFIG_HOME/mcptrail/mcptrail.toml when it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a stdio MCP server and record every message: `mcptrail wrap -- CMD ARGS…`.
+    Wrap(commands::wrap::Args),
+    /// List recorded events, filtered.
+    Log(commands::log::Args),
+    /// Show one session as a request/response tree with durations.
+    Timeline(commands::timeline::Args),
+    /// Check the ledger's hash chain and say exactly what is wrong and where.
+    Verify(commands::verify::Args),
+    /// Rebuild the query index from the ledger.
+    Reindex,
+    /// Print the JSON Schema of audit events (schema v1).
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mcptrail: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cfg = config::load(cli.config.as_deref())?;
+    let data_dir = config::data_dir(cli.data_dir, &cfg)?;
+    match cli.command {
+        Command::Wrap(args) => commands::wrap::run(args, &cfg, data_dir),
+        Command::Log(args) => commands::log::run(args, &data_dir),
+        Command::Timeline(args) => commands::timeline::run(args, &data_dir),
+        Command::Verify(args) => commands::verify::run(args, &data_dir),
+        Command::Reindex => commands::reindex(&data_dir),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&mcptrail_event::json_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! One module per subcommand; shared helpers for the query commands live here.
+
+pub(crate) mod log;
+pub(crate) mod timeline;
+pub(crate) mod verify;
+pub(crate) mod wrap;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use mcptrail_index::Index;
+
+/// Open the index and bring it up to date with the ledger.
+pub(crate) fn synced_index(data_dir: &Path) -> anyhow::Result<Index> {
+    if !data_dir.join(mcptrail_ledger::LEDGER_DIR).exists() {
+        anyhow::bail!("no ledger in {} — record a session with `mcptrail wrap` first, or pass --data-dir", data_dir.display());
+    }
+    let mut idx = Index::open(data_dir)?;
+    let r = idx.sync().context("updating the index from the ledger")?;
+    if r.skipped > 0 {
+        eprintln!("mcptrail: warning: {} ledger lines are not valid events and were not indexed; run `mcptrail verify`", r.skipped);
+    }
+    Ok(idx)
+}
+
+pub(crate) fn reindex(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    if !data_dir.join(mcptrail_ledger::LEDGER_DIR).exists() {
+        anyhow::bail!("no ledger in {}", data_dir.display());
+    }
+    let mut idx = Index::open(data_dir)?;
+    let r = idx.rebuild()?;
+    println!("reindexed {} events from {}{}", r.indexed, data_dir.display(), if r.skipped > 0 { format!(" ({} invalid lines skipped)", r.skipped) } else { String::new() });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parse `--since`/`--until`: RFC 3339, a date (`2026-11-25`), or an age (`30s`, `15m`, `2h`, `7d`).
+pub(crate) fn parse_time_bound(s: &str) -> anyhow::Result<String> {
+    use time::{Duration, OffsetDateTime};
+    let s = s.trim();
+    if let Some((num, unit)) = s.char_indices().last().map(|(i, c)| (&s[..i], c)) {
+        if let Ok(n) = num.parse::<i64>() {
+            let d = match unit {
+                's' => Some(Duration::seconds(n)),
+                'm' => Some(Duration::minutes(n)),
+                'h' => Some(Duration::hours(n)),
+                'd' => Some(Duration::days(n)),
+                _ => None,
+            };
+            if let Some(d) = d {
+                return Ok(mcptrail_event::format_rfc3339_nanos(OffsetDateTime::now_utc() - d));
+            }
+        }
+    }
+    if let Ok(t) = mcptrail_event::parse_rfc3339(s) {
+        return Ok(mcptrail_event::format_rfc3339_nanos(t));
+    }
+    let date_fmt = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(d) = time::Date::parse(s, &date_fmt) {
+        return Ok(mcptrail_event::format_rfc3339_nanos(d.midnight().assume_utc()));
+    }
+    anyhow::bail!("cannot read time `{s}`: use RFC 3339 (2026-11-25T10:00:00Z), a date (2026-11-25) or an age (30m, 2h, 7d)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_bounds() {
+        assert_eq!(parse_time_bound("2026-11-25T10:00:00+01:00").unwrap(), "2026-11-25T09:00:00.000000000Z");
+        assert_eq!(parse_time_bound("2026-11-25").unwrap(), "2026-11-25T00:00:00.000000000Z");
+        assert!(parse_time_bound("2h").unwrap() < mcptrail_event::now_rfc3339_nanos());
+        assert!(parse_time_bound("yesterday").unwrap_err().to_string().contains("RFC 3339"));
+    }
+}

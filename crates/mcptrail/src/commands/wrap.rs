@@ -1,0 +1,35 @@
+//! `mcptrail wrap -- CMD ARGS…`: the stdio tap. Nothing but the server's own bytes may go to
+//! stdout; everything mcptrail has to say goes to stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use mcptrail_tap::stdio::{run_wrap, WrapOptions};
+
+use crate::config::Config;
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Agent id recorded on every event (default: the client name from `initialize`).
+    #[arg(long, value_name = "ID")]
+    agent_id: Option<String>,
+    /// The MCP server command and its arguments, after `--`.
+    #[arg(required = true, last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let opts = WrapOptions {
+        command: args.command,
+        data_dir,
+        agent_id: args.agent_id.or_else(|| std::env::var("MCPTRAIL_AGENT_ID").ok()),
+        asserted_user: std::env::var("MCPTRAIL_USER").ok(),
+        tap: cfg.tap.clone(),
+        ledger: cfg.ledger.to_ledger_config(),
+    };
+    let outcome = run_wrap(opts)?;
+    if outcome.events_lost > 0 {
+        eprintln!("mcptrail: {} audit events of session {} could not be written", outcome.events_lost, outcome.session_id);
+    }
+    Ok(ExitCode::from(outcome.exit_code.clamp(0, 255) as u8))
+}

@@ -1,0 +1,115 @@
+//! `mcptrail.toml`: one file, every key known (an unknown key is an error naming it), every
+//! value with a laptop-friendly default, and environment overrides for the data directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use mcptrail_ledger::LedgerConfig;
+use mcptrail_tap::TapConfig;
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Where the ledger and index live.
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Ledger settings.
+    #[serde(default)]
+    pub(crate) ledger: LedgerSettings,
+    /// Tap settings.
+    #[serde(default)]
+    pub(crate) tap: TapConfig,
+}
+
+/// `[ledger]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LedgerSettings {
+    /// Rotate segments at this size.
+    pub(crate) segment_max_bytes: u64,
+    /// Rotate segments at this age.
+    pub(crate) segment_max_age_secs: u64,
+    /// fdatasync every group commit (keep on).
+    pub(crate) fsync: bool,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        let d = LedgerConfig::default();
+        LedgerSettings { segment_max_bytes: d.segment_max_bytes, segment_max_age_secs: d.segment_max_age.as_secs(), fsync: d.fsync }
+    }
+}
+
+impl LedgerSettings {
+    pub(crate) fn to_ledger_config(&self) -> LedgerConfig {
+        LedgerConfig {
+            segment_max_bytes: self.segment_max_bytes.max(4096),
+            segment_max_age: Duration::from_secs(self.segment_max_age_secs.max(1)),
+            fsync: self.fsync,
+        }
+    }
+}
+
+/// Load the configuration from `explicit`, `$MCPTRAIL_CONFIG`, or the XDG default path.
+pub(crate) fn load(explicit: Option<&Path>) -> anyhow::Result<Config> {
+    let env = std::env::var_os("MCPTRAIL_CONFIG").map(PathBuf::from);
+    let path = match explicit.map(Path::to_path_buf).or(env) {
+        Some(p) => p,
+        None => match xdg("XDG_CONFIG_HOME", ".config").map(|d| d.join("mcptrail/mcptrail.toml")) {
+            Some(p) if p.exists() => p,
+            _ => return Ok(Config::default()),
+        },
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+pub(crate) fn parse(text: &str) -> anyhow::Result<Config> {
+    toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+}
+
+/// The data directory: flag, then `$MCPTRAIL_DATA_DIR`, then config, then XDG default.
+pub(crate) fn data_dir(flag: Option<PathBuf>, cfg: &Config) -> anyhow::Result<PathBuf> {
+    flag.or_else(|| std::env::var_os("MCPTRAIL_DATA_DIR").map(PathBuf::from))
+        .or_else(|| cfg.data_dir.clone())
+        .or_else(|| xdg("XDG_DATA_HOME", ".local/share").map(|d| d.join("mcptrail")))
+        .context("no data directory: set --data-dir or MCPTRAIL_DATA_DIR (HOME is not set either)")
+}
+
+fn xdg(var: &str, fallback: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(fallback)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse("[tap]\nheartbeat_interval = 5\n").unwrap_err().to_string();
+        assert!(err.contains("heartbeat_interval"), "{err}");
+        assert!(err.contains("heartbeat_interval_secs"), "should list the valid keys: {err}");
+        let err = parse("datadir = \"/x\"\n").unwrap_err().to_string();
+        assert!(err.contains("datadir"), "{err}");
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = parse("[tap]\nheartbeat_interval_secs = 5\n[ledger]\nsegment_max_bytes = 1000000\n").unwrap();
+        assert_eq!(c.tap.heartbeat_interval_secs, 5);
+        assert_eq!(c.tap.shutdown_grace_secs, TapConfig::default().shutdown_grace_secs);
+        assert_eq!(c.ledger.segment_max_bytes, 1_000_000);
+        assert!(c.ledger.fsync);
+    }
+
+    #[test]
+    fn wrong_types_are_explained() {
+        let err = parse("[tap]\nheartbeat_interval_secs = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.contains("heartbeat_interval_secs"), "{err}");
+    }
+}
