@@ -321,7 +321,10 @@ pub struct Digest256 {
 impl Digest256 {
     /// Digest of a byte slice.
     pub fn of(bytes: &[u8]) -> Self {
-        Digest256 { size: bytes.len() as u64, sha256: sha256_hex(bytes) }
+        Digest256 {
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        }
     }
 }
 
@@ -343,7 +346,8 @@ pub struct Redaction {
 pub enum Flag {
     /// The message was one element of a JSON-RPC batch (array).
     Batch,
-    /// A request reused an id still pending in the same direction.
+    /// A request reused an id still pending in the same direction; on a response: it answers
+    /// one of several pending requests sharing its id, so its pairing is a guess (the oldest).
     IdReused,
     /// A response whose id matches no pending request.
     UnknownId,
@@ -509,8 +513,16 @@ mod tests {
     fn schema_names_every_essential_field() {
         let s = json_schema().to_string();
         for f in [
-            "time", "agent_id", "session_id", "tool_invoked", "parameters_used",
-            "response_summary", "user_identity", "schema_version", "event_id", "seq",
+            "time",
+            "agent_id",
+            "session_id",
+            "tool_invoked",
+            "parameters_used",
+            "response_summary",
+            "user_identity",
+            "schema_version",
+            "event_id",
+            "seq",
         ] {
             assert!(s.contains(&format!("\"{f}\"")), "schema lacks {f}");
         }

@@ -1,6 +1,6 @@
 //! Splitting a byte stream into newline-delimited messages (MCP stdio framing), with a hard
-//! cap on how much of one message is buffered. Bytes are never altered here: the relay has
-//! already forwarded them; this only makes copies for the recorder.
+//! cap on how much of one message is buffered. Bytes are never altered here: the relay
+//! forwards them itself; this only makes copies for the recorder.
 
 use std::time::{Instant, SystemTime};
 
@@ -23,6 +23,8 @@ pub struct Frame {
     pub body: FrameBody,
     /// It could not be delivered to the other side.
     pub undelivered: bool,
+    /// Number of the read (per direction, from 1) that brought its last byte.
+    pub chunk: u64,
 }
 
 /// The content of a frame.
@@ -51,16 +53,25 @@ pub struct LineSplitter {
     buf: Vec<u8>,
     /// Set once the current line exceeded `max`: streaming digest instead of buffering.
     overflow: Option<(Sha256, u64)>,
+    /// Reads fed so far.
+    chunks: u64,
 }
 
 impl LineSplitter {
     /// A splitter that buffers at most `max_message_bytes` of one line.
     pub fn new(direction: Direction, max_message_bytes: usize) -> Self {
-        LineSplitter { direction, max: max_message_bytes, buf: Vec::new(), overflow: None }
+        LineSplitter {
+            direction,
+            max: max_message_bytes,
+            buf: Vec::new(),
+            overflow: None,
+            chunks: 0,
+        }
     }
 
     /// Feed freshly read bytes; complete frames are passed to `emit`.
     pub fn feed(&mut self, mut data: &[u8], undelivered: bool, emit: &mut impl FnMut(Frame)) {
+        self.chunks += 1;
         while !data.is_empty() {
             let nl = memchr::memchr(b'\n', data);
             let (chunk, rest, complete) = match nl {
@@ -81,6 +92,11 @@ impl LineSplitter {
         }
     }
 
+    /// How many reads were fed: the `chunk` of frames the last `feed` emitted.
+    pub fn chunks(&self) -> u64 {
+        self.chunks
+    }
+
     /// End of stream: a pending partial line becomes an `Unterminated` frame.
     pub fn finish(&mut self, emit: &mut impl FnMut(Frame)) {
         if self.overflow.is_some() {
@@ -94,7 +110,14 @@ impl LineSplitter {
     }
 
     fn frame(&self, body: FrameBody, undelivered: bool) -> Frame {
-        Frame { direction: self.direction, at: Instant::now(), wall: SystemTime::now(), body, undelivered }
+        Frame {
+            direction: self.direction,
+            at: Instant::now(),
+            wall: SystemTime::now(),
+            body,
+            undelivered,
+            chunk: self.chunks,
+        }
     }
 
     fn absorb(&mut self, chunk: &[u8]) {
@@ -122,7 +145,11 @@ impl LineSplitter {
     fn take_line(&mut self) -> Option<FrameBody> {
         if let Some((h, size)) = self.overflow.take() {
             let prefix = std::mem::take(&mut self.buf);
-            return Some(FrameBody::TooLarge { size, sha256: hex::encode(h.finalize()), prefix });
+            return Some(FrameBody::TooLarge {
+                size,
+                sha256: hex::encode(h.finalize()),
+                prefix,
+            });
         }
         let mut line = std::mem::take(&mut self.buf);
         if line.last() == Some(&b'\r') {
@@ -154,14 +181,19 @@ mod tests {
             .map(|b| match b {
                 FrameBody::Line(l) => format!("L:{}", String::from_utf8_lossy(l)),
                 FrameBody::Unterminated(l) => format!("U:{}", String::from_utf8_lossy(l)),
-                FrameBody::TooLarge { size, prefix, .. } => format!("T:{size}:{}", String::from_utf8_lossy(prefix)),
+                FrameBody::TooLarge { size, prefix, .. } => {
+                    format!("T:{size}:{}", String::from_utf8_lossy(prefix))
+                }
             })
             .collect()
     }
 
     #[test]
     fn splits_across_reads_and_keeps_partial() {
-        let out = split(&[b"{\"a\"", b":1}\n{\"b\":2}\r\n\n  \n{\"c\"", b":3}"], 1 << 20);
+        let out = split(
+            &[b"{\"a\"", b":1}\n{\"b\":2}\r\n\n  \n{\"c\"", b":3}"],
+            1 << 20,
+        );
         assert_eq!(lines(&out), ["L:{\"a\":1}", "L:{\"b\":2}", "U:{\"c\":3}"]);
     }
 
@@ -173,7 +205,11 @@ mod tests {
         let out = split(&[&input[..3000], &input[3000..]], 5000);
         let expect_hash = hex::encode(Sha256::digest(&big));
         match &out[0] {
-            FrameBody::TooLarge { size, sha256, prefix } => {
+            FrameBody::TooLarge {
+                size,
+                sha256,
+                prefix,
+            } => {
                 assert_eq!(*size, 10_000);
                 assert_eq!(*sha256, expect_hash);
                 assert_eq!(prefix.len(), PREFIX_KEEP);

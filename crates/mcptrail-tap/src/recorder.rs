@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Instant, SystemTime};
 
 use mcptrail_event::{
-    format_rfc3339_nanos, new_event_id, sha256_hex, Catalog, CatalogItem, Digest256, Direction, Event, EventKind,
-    Flag, MalformedDetail, PeerInfo, ProcessInfo, ResponseSummary, ServerInfo, SessionDetail, Status,
+    format_rfc3339_nanos, new_event_id, sha256_hex, Catalog, CatalogItem, Digest256, Direction,
+    Event, EventKind, Flag, MalformedDetail, PeerInfo, ProcessInfo, ResponseSummary, ServerInfo,
+    SessionDetail, Status,
 };
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -58,6 +59,7 @@ struct Pending {
     at: Instant,
     bytes: u64,
     closed: Option<Status>,
+    request_id: Option<Value>,
 }
 
 /// Turns frames into events. Not thread-safe; one per session.
@@ -75,16 +77,42 @@ pub struct Recorder {
     messages_out: u64,
     bytes_in: u64,
     bytes_out: u64,
+    /// Per direction: the read the last frame came from, and the events made from frames of
+    /// that read (named in an `undelivered` error if delivering that read fails).
+    last_chunk: HashMap<Direction, (u64, Vec<String>)>,
 }
 
 const KNOWN_METHODS: &[&str] = &[
-    "initialize", "ping", "tools/list", "tools/call", "prompts/list", "prompts/get", "resources/list",
-    "resources/templates/list", "resources/read", "resources/subscribe", "resources/unsubscribe",
-    "logging/setLevel", "completion/complete", "sampling/createMessage", "elicitation/create", "roots/list",
-    "tasks/get", "tasks/result", "tasks/list", "tasks/cancel",
-    "notifications/initialized", "notifications/cancelled", "notifications/progress", "notifications/message",
-    "notifications/resources/updated", "notifications/resources/list_changed", "notifications/tools/list_changed",
-    "notifications/prompts/list_changed", "notifications/roots/list_changed", "notifications/elicitation/complete",
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "logging/setLevel",
+    "completion/complete",
+    "sampling/createMessage",
+    "elicitation/create",
+    "roots/list",
+    "tasks/get",
+    "tasks/result",
+    "tasks/list",
+    "tasks/cancel",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/message",
+    "notifications/resources/updated",
+    "notifications/resources/list_changed",
+    "notifications/tools/list_changed",
+    "notifications/prompts/list_changed",
+    "notifications/roots/list_changed",
+    "notifications/elicitation/complete",
     "notifications/tasks/status",
 ];
 
@@ -112,6 +140,7 @@ impl Recorder {
             messages_out: 0,
             bytes_in: 0,
             bytes_out: 0,
+            last_chunk: HashMap::new(),
         }
     }
 
@@ -133,6 +162,35 @@ impl Recorder {
     /// The `session.start` event.
     pub fn session_start(&mut self) -> Event {
         self.event(EventKind::SessionStart, SystemTime::now())
+    }
+
+    /// The tap could not deliver read number `chunk` (`bytes` long) to the peer `direction`
+    /// points at (its pipe closed). Messages completed in that read were already recorded;
+    /// this names them, and says every later message that way never arrived either.
+    pub fn delivery_failed(
+        &mut self,
+        direction: Direction,
+        chunk: u64,
+        bytes: u64,
+        out: &mut Vec<Event>,
+    ) {
+        let undelivered_events = match self.last_chunk.remove(&direction) {
+            Some((c, ids)) if c == chunk => ids,
+            _ => Vec::new(),
+        };
+        let mut e = self.event(EventKind::SystemError, SystemTime::now());
+        e.direction = Some(direction);
+        let peer = match direction {
+            Direction::ClientToServer => "server",
+            Direction::ServerToClient => "client",
+        };
+        e.detail = Some(serde_json::json!({
+            "error": "undelivered",
+            "message": format!("the {peer} stopped reading: {bytes} bytes were not delivered; the events named here and every later message that way (flagged undelivered) never reached it"),
+            "bytes": bytes,
+            "undelivered_event_ids": undelivered_events,
+        }));
+        out.push(e);
     }
 
     /// Periodic work: heartbeats and request timeouts.
@@ -165,7 +223,11 @@ impl Recorder {
     }
 
     fn open_requests(&self) -> u64 {
-        self.pending.values().flatten().filter(|p| p.closed.is_none()).count() as u64
+        self.pending
+            .values()
+            .flatten()
+            .filter(|p| p.closed.is_none())
+            .count() as u64
     }
 
     /// Close the session: unanswered requests, then `session.end`.
@@ -201,7 +263,13 @@ impl Recorder {
         out.push(e);
     }
 
-    fn synthetic_response(&self, request_dir: Direction, partial: Event, wall: SystemTime, flags: Vec<Flag>) -> Event {
+    fn synthetic_response(
+        &self,
+        request_dir: Direction,
+        partial: Event,
+        wall: SystemTime,
+        flags: Vec<Flag>,
+    ) -> Event {
         let mut e = self.event(EventKind::McpResponse, wall);
         e.direction = Some(request_dir.reverse());
         e.method = partial.method;
@@ -239,7 +307,11 @@ impl Recorder {
         }
         let start = out.len();
         match &frame.body {
-            FrameBody::TooLarge { size, sha256, prefix } => {
+            FrameBody::TooLarge {
+                size,
+                sha256,
+                prefix,
+            } => {
                 let mut e = self.event(EventKind::Malformed, frame.wall);
                 e.direction = Some(dir);
                 e.malformed = Some(MalformedDetail {
@@ -265,7 +337,11 @@ impl Recorder {
                         e.direction = Some(dir);
                         e.malformed = Some(MalformedDetail {
                             reason: if unterminated { "unterminated" } else { reason }.into(),
-                            error: if unterminated { Some(format!("stream ended inside a message ({reason})")) } else { error },
+                            error: if unterminated {
+                                Some(format!("stream ended inside a message ({reason})"))
+                            } else {
+                                error
+                            },
                             digest: Digest256::of(line),
                             preview: Some(preview_bytes(line, self.cfg.preview_chars)),
                         });
@@ -280,12 +356,31 @@ impl Recorder {
                 e.flags.push(Flag::Undelivered);
             }
         }
+        let chunk = self.last_chunk.entry(dir).or_default();
+        if chunk.0 != frame.chunk {
+            *chunk = (frame.chunk, Vec::new());
+        }
+        chunk
+            .1
+            .extend(out[start..].iter().map(|e| e.event_id.clone()));
     }
 
-    fn on_message(&mut self, msg: Message<'_>, batch: bool, line: &[u8], frame: &Frame, out: &mut Vec<Event>) {
+    fn on_message(
+        &mut self,
+        msg: Message<'_>,
+        batch: bool,
+        line: &[u8],
+        frame: &Frame,
+        out: &mut Vec<Event>,
+    ) {
         let dir = frame.direction;
         match msg {
-            Message::Request { id, method, params, irregular } => {
+            Message::Request {
+                id,
+                method,
+                params,
+                irregular,
+            } => {
                 let mut e = self.event(EventKind::McpRequest, frame.wall);
                 if method == "initialize" && dir == Direction::ClientToServer {
                     self.learn_client(params);
@@ -300,10 +395,18 @@ impl Recorder {
                 set_bytes(&mut e, dir, line.len() as u64);
                 flag_if(&mut e, batch, Flag::Batch);
                 flag_if(&mut e, irregular, Flag::InvalidEnvelope);
-                flag_if(&mut e, !KNOWN_METHODS.contains(&method.as_str()), Flag::UnknownMethod);
+                flag_if(
+                    &mut e,
+                    !KNOWN_METHODS.contains(&method.as_str()),
+                    Flag::UnknownMethod,
+                );
                 let key = (dir, id_key(id));
                 let queue = self.pending.entry(key).or_default();
-                flag_if(&mut e, queue.iter().any(|p| p.closed.is_none()), Flag::IdReused);
+                flag_if(
+                    &mut e,
+                    queue.iter().any(|p| p.closed.is_none()),
+                    Flag::IdReused,
+                );
                 queue.push_back(Pending {
                     event_id: e.event_id.clone(),
                     method,
@@ -317,23 +420,41 @@ impl Recorder {
                     at: frame.at,
                     bytes: line.len() as u64,
                     closed: None,
+                    request_id: e.request_id.clone(),
                 });
                 out.push(e);
             }
-            Message::Notification { method, params, irregular } => {
+            Message::Notification {
+                method,
+                params,
+                irregular,
+            } => {
                 let mut e = self.event(EventKind::McpNotification, frame.wall);
                 e.direction = Some(dir);
                 self.describe_params(&mut e, &method, params);
                 set_bytes(&mut e, dir, line.len() as u64);
                 flag_if(&mut e, batch, Flag::Batch);
                 flag_if(&mut e, irregular, Flag::InvalidEnvelope);
-                flag_if(&mut e, !KNOWN_METHODS.contains(&method.as_str()), Flag::UnknownMethod);
-                let cancelled = if method == "notifications/cancelled" { self.cancel(dir, params, frame) } else { None };
+                flag_if(
+                    &mut e,
+                    !KNOWN_METHODS.contains(&method.as_str()),
+                    Flag::UnknownMethod,
+                );
+                let cancelled = if method == "notifications/cancelled" {
+                    self.cancel(dir, params, frame)
+                } else {
+                    None
+                };
                 e.method = Some(method);
                 out.push(e);
                 out.extend(cancelled);
             }
-            Message::Response { id, result, error, irregular } => {
+            Message::Response {
+                id,
+                result,
+                error,
+                irregular,
+            } => {
                 self.on_response(dir, id, result, error, irregular, batch, line, frame, out);
             }
         }
@@ -354,7 +475,9 @@ impl Recorder {
     ) {
         let mut e = self.event(EventKind::McpResponse, frame.wall);
         e.direction = Some(dir);
-        e.request_id = id.and_then(|id| serde_json::from_str::<Value>(id.get()).ok()).filter(|v| !v.is_null());
+        e.request_id = id
+            .and_then(|id| serde_json::from_str::<Value>(id.get()).ok())
+            .filter(|v| !v.is_null());
         flag_if(&mut e, batch, Flag::Batch);
         flag_if(&mut e, irregular, Flag::InvalidEnvelope);
         let null_id = id.is_none_or(|id| id.get() == "null");
@@ -364,6 +487,12 @@ impl Recorder {
         } else {
             let key = (request_dir, id_key(id.expect("checked")));
             let p = self.pending.get_mut(&key).and_then(|q| {
+                // Several open requests share this id: which one this answers cannot be known.
+                // Take the oldest (JSON-RPC peers answer in any order, so this is a guess) and
+                // say so with the flag.
+                if q.iter().filter(|p| p.closed.is_none()).count() > 1 {
+                    e.flags.push(Flag::IdReused);
+                }
                 // Prefer the oldest open request; else the oldest closed one (a late answer).
                 let pos = q.iter().position(|p| p.closed.is_none()).unwrap_or(0);
                 q.remove(pos)
@@ -419,7 +548,9 @@ impl Recorder {
         }
         e.response_summary = Some(summary);
         let catalog_events = match (&method, &parsed_result, &pending) {
-            (Some(m), Some(r), Some(p)) if error.is_none() => self.catalog(m, r, p.had_cursor, &e, frame.wall),
+            (Some(m), Some(r), Some(p)) if error.is_none() => {
+                self.catalog(m, r, p.had_cursor, &e, frame.wall)
+            }
             _ => Vec::new(),
         };
         out.push(e);
@@ -427,25 +558,46 @@ impl Recorder {
     }
 
     /// `notifications/cancelled` from `dir` cancels a request `dir` sent.
-    fn cancel(&mut self, dir: Direction, params: Option<&RawValue>, frame: &Frame) -> Option<Event> {
+    fn cancel(
+        &mut self,
+        dir: Direction,
+        params: Option<&RawValue>,
+        frame: &Frame,
+    ) -> Option<Event> {
         let params: Value = serde_json::from_str(params?.get()).ok()?;
         let id = params.get("requestId")?;
         let key = (dir, id_key_value(id));
-        let p = self.pending.get_mut(&key)?.iter_mut().find(|p| p.closed.is_none())?;
+        let p = self
+            .pending
+            .get_mut(&key)?
+            .iter_mut()
+            .find(|p| p.closed.is_none())?;
         p.closed = Some(Status::Cancelled);
         let (partial, _) = summary_without_response(p, Status::Cancelled, frame.at);
         let mut partial = partial;
         if let Some(s) = partial.response_summary.as_mut() {
-            s.error_message = params.get("reason").and_then(Value::as_str).map(|r| truncate_chars(r, self.cfg.preview_chars));
+            s.error_message = params
+                .get("reason")
+                .and_then(Value::as_str)
+                .map(|r| truncate_chars(r, self.cfg.preview_chars));
         }
         Some(self.synthetic_response(dir, partial, frame.wall, Vec::new()))
     }
 
     fn learn_client(&mut self, params: Option<&RawValue>) {
-        let Some(params) = params.and_then(|p| serde_json::from_str::<Value>(p.get()).ok()) else { return };
+        let Some(params) = params.and_then(|p| serde_json::from_str::<Value>(p.get()).ok()) else {
+            return;
+        };
         if let Some(info) = params.get("clientInfo") {
-            let name = info.get("name").and_then(Value::as_str).unwrap_or("unknown").to_string();
-            let version = info.get("version").and_then(Value::as_str).map(String::from);
+            let name = info
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown")
+                .to_string();
+            let version = info
+                .get("version")
+                .and_then(Value::as_str)
+                .map(String::from);
             if !self.agent_fixed {
                 self.base.agent_id = Some(name.clone());
             }
@@ -460,7 +612,10 @@ impl Recorder {
         }
         if let (Some(info), Some(server)) = (result.get("serverInfo"), self.base.server.as_mut()) {
             server.name = info.get("name").and_then(Value::as_str).map(String::from);
-            server.version = info.get("version").and_then(Value::as_str).map(String::from);
+            server.version = info
+                .get("version")
+                .and_then(Value::as_str)
+                .map(String::from);
         }
     }
 
@@ -470,8 +625,14 @@ impl Recorder {
         e.parameters_digest = Some(Digest256::of(raw.get().as_bytes()));
         let store = raw.get().len() <= self.cfg.max_stored_payload_bytes;
         flag_if(e, !store, Flag::Oversize);
-        let Ok(v) = serde_json::from_str::<Value>(raw.get()) else { return };
-        if let Some(tp) = v.get("_meta").and_then(|m| m.get("traceparent")).and_then(Value::as_str) {
+        let Ok(v) = serde_json::from_str::<Value>(raw.get()) else {
+            return;
+        };
+        if let Some(tp) = v
+            .get("_meta")
+            .and_then(|m| m.get("traceparent"))
+            .and_then(Value::as_str)
+        {
             if let Some((trace, parent)) = parse_traceparent(tp) {
                 e.trace_id = Some(trace);
                 e.parent_span_id = Some(parent);
@@ -490,7 +651,10 @@ impl Recorder {
                 e.prompt_name = str_field("name");
                 v.get("arguments").cloned()
             }
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" | "notifications/resources/updated" => {
+            "resources/read"
+            | "resources/subscribe"
+            | "resources/unsubscribe"
+            | "notifications/resources/updated" => {
                 e.resource_uri = str_field("uri");
                 Some(v)
             }
@@ -502,19 +666,34 @@ impl Recorder {
     }
 
     /// `tool.catalog` (and `tool.changed`) for a list result.
-    fn catalog(&mut self, method: &str, result: &Value, had_cursor: bool, resp: &Event, wall: SystemTime) -> Vec<Event> {
+    fn catalog(
+        &mut self,
+        method: &str,
+        result: &Value,
+        had_cursor: bool,
+        resp: &Event,
+        wall: SystemTime,
+    ) -> Vec<Event> {
         let (list, field, name_key) = match method {
             "tools/list" => ("tools", "tools", "name"),
             "prompts/list" => ("prompts", "prompts", "name"),
             "resources/list" => ("resources", "resources", "uri"),
-            "resources/templates/list" => ("resource_templates", "resourceTemplates", "uriTemplate"),
+            "resources/templates/list" => {
+                ("resource_templates", "resourceTemplates", "uriTemplate")
+            }
             _ => return Vec::new(),
         };
-        let Some(items) = result.get(field).and_then(Value::as_array) else { return Vec::new() };
+        let Some(items) = result.get(field).and_then(Value::as_array) else {
+            return Vec::new();
+        };
         let mut entries: Vec<CatalogItem> = items
             .iter()
             .map(|it| CatalogItem {
-                name: it.get(name_key).and_then(Value::as_str).unwrap_or("").to_string(),
+                name: it
+                    .get(name_key)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
                 hash: sha256_hex(canonical_json(it).as_bytes()),
             })
             .collect();
@@ -526,7 +705,10 @@ impl Recorder {
             h.push_str(&it.hash);
             h.push('\n');
         }
-        let next_cursor = result.get("nextCursor").and_then(Value::as_str).map(String::from);
+        let next_cursor = result
+            .get("nextCursor")
+            .and_then(Value::as_str)
+            .map(String::from);
         let full_list = next_cursor.is_none() && !had_cursor;
         let mut snap = self.event(EventKind::ToolCatalog, wall);
         snap.direction = resp.direction;
@@ -554,7 +736,11 @@ impl Recorder {
             }
         }
         let removed: Vec<String> = if full_list && !first {
-            known.keys().filter(|k| !entries.iter().any(|e| &e.name == *k)).cloned().collect()
+            known
+                .keys()
+                .filter(|k| !entries.iter().any(|e| &e.name == *k))
+                .cloned()
+                .collect()
         } else {
             Vec::new()
         };
@@ -583,7 +769,7 @@ impl Recorder {
 fn summary_without_response(p: &Pending, status: Status, now: Instant) -> (Event, ()) {
     let e = Event {
         method: Some(p.method.clone()),
-        request_id: None,
+        request_id: p.request_id.clone(),
         request_event_id: Some(p.event_id.clone()),
         tool_invoked: p.tool.clone(),
         tool_schema_hash: p.tool_schema_hash.clone(),
@@ -608,7 +794,12 @@ fn summary_without_response(p: &Pending, status: Status, now: Instant) -> (Event
     (e, ())
 }
 
-fn summarise_response(result: Option<&RawValue>, error: Option<&RawValue>, line: &[u8], preview_chars: usize) -> ResponseSummary {
+fn summarise_response(
+    result: Option<&RawValue>,
+    error: Option<&RawValue>,
+    line: &[u8],
+    preview_chars: usize,
+) -> ResponseSummary {
     let mut s = ResponseSummary {
         status: Status::Ok,
         is_error: false,
@@ -623,7 +814,10 @@ fn summarise_response(result: Option<&RawValue>, error: Option<&RawValue>, line:
         s.status = Status::Error;
         s.is_error = true;
         s.error_code = err.get("code").and_then(Value::as_i64);
-        s.error_message = err.get("message").and_then(Value::as_str).map(|m| truncate_chars(m, preview_chars));
+        s.error_message = err
+            .get("message")
+            .and_then(Value::as_str)
+            .map(|m| truncate_chars(m, preview_chars));
     } else if let Some(r) = result {
         s.preview = Some(truncate_chars(r.get(), preview_chars));
     }
@@ -643,7 +837,10 @@ fn describe_tool_result(r: &Value, s: &mut ResponseSummary, preview_chars: usize
                 }
             }
         }
-        if let Some(text) = content.iter().find_map(|c| c.get("text").and_then(Value::as_str)) {
+        if let Some(text) = content
+            .iter()
+            .find_map(|c| c.get("text").and_then(Value::as_str))
+        {
             s.preview = Some(truncate_chars(text, preview_chars));
         }
     }
@@ -688,7 +885,8 @@ fn parse_traceparent(tp: &str) -> Option<(String, String)> {
     let mut parts = tp.trim().split('-');
     let (_ver, trace, parent) = (parts.next()?, parts.next()?, parts.next()?);
     let hex_ok = |s: &str, n| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (hex_ok(trace, 32) && hex_ok(parent, 16) && trace != "0".repeat(32)).then(|| (trace.to_ascii_lowercase(), parent.to_ascii_lowercase()))
+    (hex_ok(trace, 32) && hex_ok(parent, 16) && trace != "0".repeat(32))
+        .then(|| (trace.to_ascii_lowercase(), parent.to_ascii_lowercase()))
 }
 
 /// JSON with object keys sorted at every level: the hashing form of catalog items.
@@ -745,15 +943,22 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys_deeply() {
-        let v: Value = serde_json::from_str(r#"{"b":1,"a":{"d":[{"z":1,"y":2}],"c":"x"}}"#).unwrap();
-        assert_eq!(canonical_json(&v), r#"{"a":{"c":"x","d":[{"y":2,"z":1}]},"b":1}"#);
+        let v: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"d":[{"z":1,"y":2}],"c":"x"}}"#).unwrap();
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":"x","d":[{"y":2,"z":1}]},"b":1}"#
+        );
     }
 
     #[test]
     fn traceparent_parsing() {
         assert_eq!(
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-            Some(("4bf92f3577b34da6a3ce929d0e0e4736".into(), "00f067aa0ba902b7".into()))
+            Some((
+                "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                "00f067aa0ba902b7".into()
+            ))
         );
         assert_eq!(parse_traceparent("00-0000-00f067aa0ba902b7-01"), None);
         assert_eq!(parse_traceparent("garbage"), None);

@@ -57,6 +57,13 @@ pub struct WrapOutcome {
 
 enum RecorderMsg {
     Frame(Frame),
+    /// Writing to the peer failed; this chunk and everything after it in `direction` is lost
+    /// to the peer (still recorded, flagged `undelivered`).
+    DeliveryFailed {
+        direction: Direction,
+        chunk: u64,
+        bytes: u64,
+    },
     ServerPid(u32),
     Finish(SessionEnd),
 }
@@ -81,8 +88,16 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
         session_id: session_id.clone(),
         agent_id: opts.agent_id.clone(),
         identity: Identity::detect(opts.asserted_user.clone()),
-        server: ServerInfo { transport: "stdio".into(), command: opts.command.clone(), ..Default::default() },
-        process: ProcessInfo { tap_pid: std::process::id(), server_pid: None, tap_version: env!("CARGO_PKG_VERSION").into() },
+        server: ServerInfo {
+            transport: "stdio".into(),
+            command: opts.command.clone(),
+            ..Default::default()
+        },
+        process: ProcessInfo {
+            tap_pid: std::process::id(),
+            server_pid: None,
+            tap_version: env!("CARGO_PKG_VERSION").into(),
+        },
     };
     let mut recorder = Recorder::new(opts.tap.clone(), ctx);
     let events_tx = writer.sender();
@@ -97,11 +112,20 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
         Ok(c) => c,
         Err(source) => {
             let mut out = vec![recorder.session_start()];
-            recorder.finish(SessionEnd { reason: "spawn_failed".into(), ..Default::default() }, &mut out);
+            recorder.finish(
+                SessionEnd {
+                    reason: "spawn_failed".into(),
+                    ..Default::default()
+                },
+                &mut out,
+            );
             let _ = events_tx.send(out);
             drop(events_tx);
             writer.finish();
-            return Err(TapError::Spawn { command: opts.command[0].clone(), source });
+            return Err(TapError::Spawn {
+                command: opts.command[0].clone(),
+                source,
+            });
         }
     };
     let pid = child.id();
@@ -119,7 +143,10 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
     let rec_handle = std::thread::Builder::new()
         .name("mcptrail-recorder".into())
         .spawn(move || record(recorder, rec_rx, events_tx, tick))
-        .map_err(|source| TapError::Io { what: "starting the recorder thread", source })?;
+        .map_err(|source| TapError::Io {
+            what: "starting the recorder thread",
+            source,
+        })?;
 
     // Relay: client → server.
     let our_stdin = dup_stdin()?;
@@ -131,7 +158,10 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
         std::thread::Builder::new()
             .name("mcptrail-relay-in".into())
             .spawn(move || relay_client_to_server(our_stdin, child_stdin, rec_tx, ctl_tx, max))
-            .map_err(|source| TapError::Io { what: "starting the relay thread", source })?;
+            .map_err(|source| TapError::Io {
+                what: "starting the relay thread",
+                source,
+            })?;
     }
     // Relay: server → client.
     let our_stdout = dup_stdout()?;
@@ -142,7 +172,10 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
         std::thread::Builder::new()
             .name("mcptrail-relay-out".into())
             .spawn(move || relay_server_to_client(child_stdout, our_stdout, rec_tx, ctl_tx, max))
-            .map_err(|source| TapError::Io { what: "starting the relay thread", source })?
+            .map_err(|source| TapError::Io {
+                what: "starting the relay thread",
+                source,
+            })?
     };
     // Child waiter.
     {
@@ -154,7 +187,10 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
                     let _ = ctl_tx.send(Control::ServerExited(st));
                 }
             })
-            .map_err(|source| TapError::Io { what: "starting the waiter thread", source })?;
+            .map_err(|source| TapError::Io {
+                what: "starting the waiter thread",
+                source,
+            })?;
     }
     // Signals: forwarded to the server, never fatal to the tap itself.
     {
@@ -164,7 +200,10 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
             signal_hook::consts::SIGTERM,
             signal_hook::consts::SIGHUP,
         ])
-        .map_err(|source| TapError::Io { what: "installing signal handlers", source })?;
+        .map_err(|source| TapError::Io {
+            what: "installing signal handlers",
+            source,
+        })?;
         std::thread::Builder::new()
             .name("mcptrail-signals".into())
             .spawn(move || {
@@ -174,7 +213,10 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
                     }
                 }
             })
-            .map_err(|source| TapError::Io { what: "starting the signal thread", source })?;
+            .map_err(|source| TapError::Io {
+                what: "starting the signal thread",
+                source,
+            })?;
     }
     drop(ctl_tx);
     let _ = rec_tx.send(RecorderMsg::ServerPid(pid));
@@ -191,11 +233,21 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
     drop(rec_tx);
     let _ = rec_handle.join();
     let stats = writer.finish();
-    Ok(WrapOutcome { exit_code, session_id, events_written: stats.written, events_lost: stats.lost })
+    Ok(WrapOutcome {
+        exit_code,
+        session_id,
+        events_written: stats.written,
+        events_lost: stats.lost,
+    })
 }
 
 /// The lifecycle state machine. Returns how the session ended and the exit code to use.
-fn lifecycle(ctl: &Receiver<Control>, child_stdin: &Mutex<Option<ChildStdin>>, pid: u32, grace: Duration) -> (SessionEnd, i32) {
+fn lifecycle(
+    ctl: &Receiver<Control>,
+    child_stdin: &Mutex<Option<ChildStdin>>,
+    pid: u32,
+    grace: Duration,
+) -> (SessionEnd, i32) {
     let mut end = SessionEnd::default();
     let mut status: Option<ExitStatus> = None;
     let mut stdout_closed = false;
@@ -253,8 +305,16 @@ fn lifecycle(ctl: &Receiver<Control>, child_stdin: &Mutex<Option<ChildStdin>>, p
                 if let (Some((deadline, sig)), None) = (stop, status) {
                     if Instant::now() >= deadline {
                         let _ = kill(Pid::from_raw(pid as i32), sig);
-                        end.forced_stop = Some(if sig == Signal::SIGKILL { "sigkill" } else { "sigterm" }.into());
-                        stop = (sig == Signal::SIGTERM).then(|| (Instant::now() + grace, Signal::SIGKILL));
+                        end.forced_stop = Some(
+                            if sig == Signal::SIGKILL {
+                                "sigkill"
+                            } else {
+                                "sigterm"
+                            }
+                            .into(),
+                        );
+                        stop = (sig == Signal::SIGTERM)
+                            .then(|| (Instant::now() + grace, Signal::SIGKILL));
                     }
                 }
             }
@@ -264,7 +324,10 @@ fn lifecycle(ctl: &Receiver<Control>, child_stdin: &Mutex<Option<ChildStdin>>, p
     let code = match status {
         Some(st) => {
             end.exit_code = st.code();
-            end.exit_signal = st.signal().and_then(|s| Signal::try_from(s).ok()).map(|s| s.as_str().to_string());
+            end.exit_signal = st
+                .signal()
+                .and_then(|s| Signal::try_from(s).ok())
+                .map(|s| s.as_str().to_string());
             st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
         }
         None => 1,
@@ -278,13 +341,23 @@ fn set_reason(end: &mut SessionEnd, reason: &str) {
     }
 }
 
-fn record(mut recorder: Recorder, rx: Receiver<RecorderMsg>, events: Sender<Vec<mcptrail_event::Event>>, tick: Duration) {
+fn record(
+    mut recorder: Recorder,
+    rx: Receiver<RecorderMsg>,
+    events: Sender<Vec<mcptrail_event::Event>>,
+    tick: Duration,
+) {
     let mut out = Vec::new();
     let mut last_tick = Instant::now();
     loop {
         match rx.recv_timeout(tick) {
             Ok(RecorderMsg::Frame(f)) => recorder.on_frame(f, &mut out),
             Ok(RecorderMsg::ServerPid(pid)) => recorder.set_server_pid(pid),
+            Ok(RecorderMsg::DeliveryFailed {
+                direction,
+                chunk,
+                bytes,
+            }) => recorder.delivery_failed(direction, chunk, bytes, &mut out),
             Ok(RecorderMsg::Finish(end)) => {
                 recorder.finish(end, &mut out);
                 let _ = events.send(std::mem::take(&mut out));
@@ -304,46 +377,59 @@ fn record(mut recorder: Recorder, rx: Receiver<RecorderMsg>, events: Sender<Vec<
 }
 
 fn relay_client_to_server(
-    mut from: File,
+    from: File,
     to: Arc<Mutex<Option<ChildStdin>>>,
     rec: Sender<RecorderMsg>,
     ctl: Sender<Control>,
     max: usize,
 ) {
-    let mut buf = vec![0u8; READ_BUF];
-    let mut splitter = LineSplitter::new(Direction::ClientToServer, max);
-    let mut undelivered = false;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+    relay(from, Direction::ClientToServer, &rec, max, |chunk| {
+        let mut guard = to.lock().unwrap_or_else(|p| p.into_inner());
+        let ok = match guard.as_mut() {
+            Some(stdin) => stdin.write_all(chunk).is_ok(),
+            None => false,
         };
-        if !undelivered {
-            let mut guard = to.lock().unwrap_or_else(|p| p.into_inner());
-            let ok = match guard.as_mut() {
-                Some(stdin) => stdin.write_all(&buf[..n]).is_ok(),
-                None => false,
-            };
-            if !ok {
-                guard.take();
-                undelivered = true;
-            }
+        if !ok {
+            // Dropping our end tells the server, if it still runs, that no more input comes.
+            guard.take();
         }
-        splitter.feed(&buf[..n], undelivered, &mut |f| {
-            let _ = rec.send(RecorderMsg::Frame(f));
-        });
-    }
-    splitter.finish(&mut |f| {
-        let _ = rec.send(RecorderMsg::Frame(f));
+        ok
     });
     let _ = ctl.send(Control::ClientEof);
 }
 
-fn relay_server_to_client(mut from: std::process::ChildStdout, mut to: File, rec: Sender<RecorderMsg>, ctl: Sender<Control>, max: usize) {
+fn relay_server_to_client(
+    from: std::process::ChildStdout,
+    mut to: File,
+    rec: Sender<RecorderMsg>,
+    ctl: Sender<Control>,
+    max: usize,
+) {
+    let mut told = false;
+    relay(from, Direction::ServerToClient, &rec, max, |chunk| {
+        let ok = to.write_all(chunk).is_ok();
+        if !ok && !told {
+            told = true;
+            let _ = ctl.send(Control::ClientGone);
+        }
+        ok
+    });
+    let _ = ctl.send(Control::ServerStdoutEof);
+}
+
+/// Copy `from` to `deliver` chunk by chunk until EOF. The copy of each complete line goes to
+/// the recorder *before* its last byte is delivered: whatever the peer answers is caused by
+/// bytes it received, so the recorder always sees a request before its response, and a
+/// message's time is when the tap read it, not when a busy thread got round to it.
+fn relay(
+    mut from: impl Read,
+    direction: Direction,
+    rec: &Sender<RecorderMsg>,
+    max: usize,
+    mut deliver: impl FnMut(&[u8]) -> bool,
+) {
     let mut buf = vec![0u8; READ_BUF];
-    let mut splitter = LineSplitter::new(Direction::ServerToClient, max);
+    let mut splitter = LineSplitter::new(direction, max);
     let mut undelivered = false;
     loop {
         let n = match from.read(&mut buf) {
@@ -352,28 +438,43 @@ fn relay_server_to_client(mut from: std::process::ChildStdout, mut to: File, rec
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
-        if !undelivered && to.write_all(&buf[..n]).is_err() {
-            undelivered = true;
-            let _ = ctl.send(Control::ClientGone);
-        }
         splitter.feed(&buf[..n], undelivered, &mut |f| {
             let _ = rec.send(RecorderMsg::Frame(f));
         });
+        if !undelivered && !deliver(&buf[..n]) {
+            undelivered = true;
+            let _ = rec.send(RecorderMsg::DeliveryFailed {
+                direction,
+                chunk: splitter.chunks(),
+                bytes: n as u64,
+            });
+        }
     }
     splitter.finish(&mut |f| {
         let _ = rec.send(RecorderMsg::Frame(f));
     });
-    let _ = ctl.send(Control::ServerStdoutEof);
 }
 
 /// Our stdin as an unbuffered `File` (a duplicate descriptor).
 fn dup_stdin() -> Result<File, TapError> {
-    let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(|source| TapError::Io { what: "duplicating stdin", source })?;
+    let fd = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| TapError::Io {
+            what: "duplicating stdin",
+            source,
+        })?;
     Ok(File::from(fd))
 }
 
 /// Our stdout as an unbuffered `File`: `std::io::Stdout` is line-buffered, a relay must not be.
 fn dup_stdout() -> Result<File, TapError> {
-    let fd = std::io::stdout().as_fd().try_clone_to_owned().map_err(|source| TapError::Io { what: "duplicating stdout", source })?;
+    let fd = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| TapError::Io {
+            what: "duplicating stdout",
+            source,
+        })?;
     Ok(File::from(fd))
 }

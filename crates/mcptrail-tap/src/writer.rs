@@ -50,11 +50,19 @@ impl LedgerWriter {
     /// Stop accepting events, write what is queued, and report.
     pub fn finish(self) -> WriterStats {
         drop(self.tx);
-        self.handle.join().unwrap_or_else(|_| WriterStats { last_error: Some("ledger writer panicked".into()), ..Default::default() })
+        self.handle.join().unwrap_or_else(|_| WriterStats {
+            last_error: Some("ledger writer panicked".into()),
+            ..Default::default()
+        })
     }
 }
 
-fn run(mut ledger: Ledger, rx: Receiver<Vec<Event>>, max_held: usize, exit_retry: Duration) -> WriterStats {
+fn run(
+    mut ledger: Ledger,
+    rx: Receiver<Vec<Event>>,
+    max_held: usize,
+    exit_retry: Duration,
+) -> WriterStats {
     let mut stats = WriterStats::default();
     let mut held: Vec<Event> = Vec::new();
     let mut closed = false;
@@ -93,7 +101,10 @@ fn run(mut ledger: Ledger, rx: Receiver<Vec<Event>>, max_held: usize, exit_retry
                 held.drain(..take);
                 backoff = Duration::from_millis(20);
                 if let Some((since, err)) = failing_since.take() {
-                    eprintln!("mcptrail: ledger writable again after {:.1}s", since.elapsed().as_secs_f64());
+                    eprintln!(
+                        "mcptrail: ledger writable again after {:.1}s",
+                        since.elapsed().as_secs_f64()
+                    );
                     let mut e = Event::new(EventKind::SystemError);
                     e.detail = Some(serde_json::json!({
                         "error": "ledger_unwritable",
@@ -117,7 +128,10 @@ fn run(mut ledger: Ledger, rx: Receiver<Vec<Event>>, max_held: usize, exit_retry
                     let since = *closed_at.get_or_insert_with(Instant::now);
                     if since.elapsed() >= exit_retry {
                         stats.lost += held.len() as u64;
-                        eprintln!("mcptrail: giving up: {} audit events could not be written", stats.lost);
+                        eprintln!(
+                            "mcptrail: giving up: {} audit events could not be written",
+                            stats.lost
+                        );
                         break;
                     }
                 }
