@@ -25,7 +25,9 @@ const SCHEMA_VERSION: i64 = 1;
 #[non_exhaustive]
 pub enum IndexError {
     /// SQLite failed.
-    #[error("index database {path}: {source}; it is derived data — delete it or run `mcptrail reindex`")]
+    #[error(
+        "index database {path}: {source}; it is derived data — delete it or run `mcptrail reindex`"
+    )]
     Sqlite {
         /// The database file.
         path: PathBuf,
@@ -96,23 +98,39 @@ impl Index {
     pub fn open(data_dir: &Path) -> Result<Self, IndexError> {
         let path = data_dir.join(INDEX_FILE);
         if !path.exists() {
-            std::fs::create_dir_all(data_dir).map_err(|source| IndexError::Io { path: data_dir.into(), source })?;
+            std::fs::create_dir_all(data_dir).map_err(|source| IndexError::Io {
+                path: data_dir.into(),
+                source,
+            })?;
             std::fs::OpenOptions::new()
                 .create(true)
                 .truncate(false)
                 .write(true)
                 .mode(0o600)
                 .open(&path)
-                .map_err(|source| IndexError::Io { path: path.clone(), source })?;
+                .map_err(|source| IndexError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
         }
-        let conn = Connection::open(&path).map_err(|source| IndexError::Sqlite { path: path.clone(), source })?;
-        let idx = Index { conn, path, data_dir: data_dir.to_path_buf() };
+        let conn = Connection::open(&path).map_err(|source| IndexError::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
+        let idx = Index {
+            conn,
+            path,
+            data_dir: data_dir.to_path_buf(),
+        };
         idx.migrate()?;
         Ok(idx)
     }
 
     fn sql<T>(&self, r: rusqlite::Result<T>) -> Result<T, IndexError> {
-        r.map_err(|source| IndexError::Sqlite { path: self.path.clone(), source })
+        r.map_err(|source| IndexError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     fn migrate(&self) -> Result<(), IndexError> {
@@ -122,12 +140,17 @@ impl Index {
              PRAGMA busy_timeout=5000;
              CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         ))?;
-        let version: Option<i64> = self.sql(
-            self.conn
-                .query_row("SELECT value FROM meta WHERE key='schema_version'", [], |r| r.get::<_, String>(0))
-                .optional(),
-        )?
-        .and_then(|v| v.parse().ok());
+        let version: Option<i64> = self
+            .sql(
+                self.conn
+                    .query_row(
+                        "SELECT value FROM meta WHERE key='schema_version'",
+                        [],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .optional(),
+            )?
+            .and_then(|v| v.parse().ok());
         if version != Some(SCHEMA_VERSION) {
             self.sql(self.conn.execute_batch(
                 "DROP TABLE IF EXISTS events;
@@ -158,16 +181,29 @@ impl Index {
     }
 
     fn set_meta(&self, key: &str, value: &str) -> Result<(), IndexError> {
-        self.sql(self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)", params![key, value]).map(|_| ()))
+        self.sql(
+            self.conn
+                .execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+                    params![key, value],
+                )
+                .map(|_| ()),
+        )
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>, IndexError> {
-        self.sql(self.conn.query_row("SELECT value FROM meta WHERE key=?1", [key], |r| r.get(0)).optional())
+        self.sql(
+            self.conn
+                .query_row("SELECT value FROM meta WHERE key=?1", [key], |r| r.get(0))
+                .optional(),
+        )
     }
 
     /// Drop everything and index the whole ledger again.
     pub fn rebuild(&mut self) -> Result<SyncReport, IndexError> {
-        self.sql(self.conn.execute_batch("DELETE FROM events; DELETE FROM meta WHERE key IN ('last_seq','last_event_id');"))?;
+        self.sql(self.conn.execute_batch(
+            "DELETE FROM events; DELETE FROM meta WHERE key IN ('last_seq','last_event_id');",
+        ))?;
         let mut r = self.sync()?;
         r.rebuilt = true;
         Ok(r)
@@ -175,12 +211,21 @@ impl Index {
 
     /// Index what the ledger gained since the last sync.
     pub fn sync(&mut self) -> Result<SyncReport, IndexError> {
-        let last_seq: u64 = self.meta("last_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        let last_seq: u64 = self
+            .meta("last_seq")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let last_id = self.meta("last_event_id")?;
         let mut reader = LedgerReader::open(&self.data_dir, last_seq.max(1))?;
         let mut report = SyncReport::default();
         let mut checked_anchor = last_seq == 0;
-        let tx = self.conn.unchecked_transaction().map_err(|source| IndexError::Sqlite { path: self.path.clone(), source })?;
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|source| IndexError::Sqlite {
+                path: self.path.clone(),
+                source,
+            })?;
         let mut new_last: Option<(u64, String)> = None;
         {
             let mut insert = tx
@@ -221,7 +266,10 @@ impl Index {
                         ev.response_summary.as_ref().map(|s| s.status.as_str()),
                         json,
                     ])
-                    .map_err(|source| IndexError::Sqlite { path: self.path.clone(), source })?;
+                    .map_err(|source| IndexError::Sqlite {
+                        path: self.path.clone(),
+                        source,
+                    })?;
                 report.indexed += 1;
                 new_last = Some((ev.seq, ev.event_id));
             }
@@ -233,8 +281,14 @@ impl Index {
             }
         }
         if let Some((seq, id)) = new_last {
-            self.sql(tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_seq', ?1)", [seq.to_string()]))?;
-            self.sql(tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_event_id', ?1)", [id]))?;
+            self.sql(tx.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_seq', ?1)",
+                [seq.to_string()],
+            ))?;
+            self.sql(tx.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_event_id', ?1)",
+                [id],
+            ))?;
         }
         self.sql(tx.commit())?;
         Ok(report)
@@ -260,17 +314,23 @@ impl Index {
         add(" AND time < ?", &f.until);
         match f.kind.as_deref() {
             Some(k) if k.ends_with('*') || k.ends_with('.') => {
-                add(" AND kind LIKE ? || '%'", &Some(k.trim_end_matches('*').to_string()));
+                add(
+                    " AND kind LIKE ? || '%'",
+                    &Some(k.trim_end_matches('*').to_string()),
+                );
             }
             k => add(" AND kind = ?", &k.map(String::from)),
         }
         // With a limit, take the newest N and return them oldest first.
         let sql = match f.limit {
-            Some(n) => format!("SELECT json, seq FROM ({sql} ORDER BY seq DESC LIMIT {n}) ORDER BY seq ASC"),
+            Some(n) => format!(
+                "SELECT json, seq FROM ({sql} ORDER BY seq DESC LIMIT {n}) ORDER BY seq ASC"
+            ),
             None => format!("{sql} ORDER BY seq ASC"),
         };
         let mut stmt = self.sql(self.conn.prepare(&sql))?;
-        let rows = self.sql(stmt.query_map(params_from_iter(args.iter()), |r| r.get::<_, String>(0)))?;
+        let rows =
+            self.sql(stmt.query_map(params_from_iter(args.iter()), |r| r.get::<_, String>(0)))?;
         let mut out = Vec::new();
         for row in rows {
             let json = self.sql(row)?;
@@ -292,6 +352,10 @@ impl Index {
 
     /// Number of indexed events.
     pub fn count(&self) -> Result<u64, IndexError> {
-        self.sql(self.conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0))).map(|n| n as u64)
+        self.sql(
+            self.conn
+                .query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0)),
+        )
+        .map(|n| n as u64)
     }
 }

@@ -21,7 +21,11 @@ pub fn render_timeline(events: &[Event]) -> String {
             EventKind::McpRequest | EventKind::McpNotification => {
                 let dir = e.direction.unwrap_or(Direction::ClientToServer);
                 // Sent during the most recent open request that travelled the other way.
-                let depth = open.iter().rev().find(|(_, _, d)| *d == dir.reverse()).map_or(0, |(_, d, _)| d + 1);
+                let depth = open
+                    .iter()
+                    .rev()
+                    .find(|(_, _, d)| *d == dir.reverse())
+                    .map_or(0, |(_, d, _)| d + 1);
                 if e.kind == EventKind::McpRequest {
                     open.push((e.event_id.clone(), depth, dir));
                     depth_of.insert(e.event_id.clone(), depth);
@@ -29,7 +33,11 @@ pub fn render_timeline(events: &[Event]) -> String {
                 (depth, message_line(e, dir))
             }
             EventKind::McpResponse => {
-                let depth = e.request_event_id.as_ref().and_then(|id| depth_of.get(id)).map_or(0, |d| d + 1);
+                let depth = e
+                    .request_event_id
+                    .as_ref()
+                    .and_then(|id| depth_of.get(id))
+                    .map_or(0, |d| d + 1);
                 if let Some(id) = &e.request_event_id {
                     open.retain(|(o, _, _)| o != id);
                 }
@@ -45,13 +53,31 @@ pub fn render_timeline(events: &[Event]) -> String {
 fn header(events: &[Event], first: &Event) -> String {
     let last_with = |f: &dyn Fn(&Event) -> Option<String>| events.iter().rev().find_map(f);
     let agent = last_with(&|e| e.agent_id.clone()).unwrap_or_else(|| "-".into());
-    let user = first.user_identity.as_ref().map(|u| u.principal.clone()).unwrap_or_else(|| "-".into());
+    let user = first
+        .user_identity
+        .as_ref()
+        .map(|u| u.principal.clone())
+        .unwrap_or_else(|| "-".into());
     let host = first.host.clone().unwrap_or_else(|| "-".into());
-    let server = last_with(&|e| e.server.as_ref().and_then(|s| s.name.as_ref().map(|n| format!("{n} {}", s.version.clone().unwrap_or_default()))))
-        .unwrap_or_else(|| "-".into());
-    let command = first.server.as_ref().map(|s| s.command.join(" ")).unwrap_or_default();
-    let client = last_with(&|e| e.client.as_ref().map(|c| format!("{} {}", c.name, c.version.clone().unwrap_or_default())))
-        .unwrap_or_else(|| "-".into());
+    let server = last_with(&|e| {
+        e.server.as_ref().and_then(|s| {
+            s.name
+                .as_ref()
+                .map(|n| format!("{n} {}", s.version.clone().unwrap_or_default()))
+        })
+    })
+    .unwrap_or_else(|| "-".into());
+    let command = first
+        .server
+        .as_ref()
+        .map(|s| s.command.join(" "))
+        .unwrap_or_default();
+    let client = last_with(&|e| {
+        e.client
+            .as_ref()
+            .map(|c| format!("{} {}", c.name, c.version.clone().unwrap_or_default()))
+    })
+    .unwrap_or_else(|| "-".into());
     format!(
         "session {}  {}\n  agent {agent} · user {user}@{host} · client {} · server {} ({})",
         first.session_id.as_deref().unwrap_or("-"),
@@ -75,7 +101,13 @@ fn message_line(e: &Event, dir: Direction) -> String {
         let _ = write!(s, " {u}");
     }
     if let Some(id) = &e.request_id {
-        let _ = write!(s, " #{}", id.as_str().map(String::from).unwrap_or_else(|| id.to_string()));
+        let _ = write!(
+            s,
+            " #{}",
+            id.as_str()
+                .map(String::from)
+                .unwrap_or_else(|| id.to_string())
+        );
     }
     if e.kind == EventKind::McpRequest && method == "tools/call" {
         if let Some(args) = &e.parameters_used {
@@ -113,7 +145,11 @@ fn response_line(e: &Event) -> String {
         None => s.push('?'),
     }
     if e.request_event_id.is_none() {
-        let _ = write!(s, "  [{}]", e.method.as_deref().unwrap_or("response to unknown request"));
+        let _ = write!(
+            s,
+            "  [{}]",
+            e.method.as_deref().unwrap_or("response to unknown request")
+        );
     }
     flags(&mut s, e);
     s
@@ -156,8 +192,18 @@ fn other_line(e: &Event) -> String {
         }
         EventKind::ToolCatalog | EventKind::ToolChanged => {
             if let Some(c) = &e.catalog {
-                let _ = write!(s, "  {} {} items, hash {}", c.list, c.items.len(), clip(&c.hash, 12));
-                for (what, list) in [("changed", &c.changed), ("added", &c.added), ("removed", &c.removed)] {
+                let _ = write!(
+                    s,
+                    "  {} {} items, hash {}",
+                    c.list,
+                    c.items.len(),
+                    clip(&c.hash, 12)
+                );
+                for (what, list) in [
+                    ("changed", &c.changed),
+                    ("added", &c.added),
+                    ("removed", &c.removed),
+                ] {
                     if !list.is_empty() {
                         let _ = write!(s, " · {what}: {}", list.join(", "));
                     }
@@ -166,7 +212,13 @@ fn other_line(e: &Event) -> String {
         }
         EventKind::Malformed => {
             if let Some(m) = &e.malformed {
-                let _ = write!(s, "  {} {} {} B", e.direction.map(|d| d.arrow()).unwrap_or(""), m.reason, m.digest.size);
+                let _ = write!(
+                    s,
+                    "  {} {} {} B",
+                    e.direction.map(|d| d.arrow()).unwrap_or(""),
+                    m.reason,
+                    m.digest.size
+                );
             }
         }
         _ => {
@@ -181,13 +233,25 @@ fn other_line(e: &Event) -> String {
 
 fn flags(s: &mut String, e: &Event) {
     if !e.flags.is_empty() {
-        let names: Vec<String> = e.flags.iter().map(|f| serde_json::to_value(f).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()).collect();
+        let names: Vec<String> = e
+            .flags
+            .iter()
+            .map(|f| {
+                serde_json::to_value(f)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            })
+            .collect();
         let _ = write!(s, "  [{}]", names.join(", "));
     }
 }
 
 fn clip(s: &str, n: usize) -> String {
-    let one_line: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     match one_line.char_indices().nth(n) {
         Some((i, _)) => format!("{}…", &one_line[..i]),
         None => one_line,

@@ -50,10 +50,18 @@ fn bench(c: &mut Criterion) {
 
     // Baseline: the same number of bytes, one write + fdatasync, no serialisation or hashing.
     let mut probe = (0..BATCH as u64).map(sample_event).collect::<Vec<_>>();
-    let bytes_per_batch: usize = probe.iter_mut().map(|e| serde_json::to_vec(e).unwrap().len() + 1).sum();
+    let bytes_per_batch: usize = probe
+        .iter_mut()
+        .map(|e| serde_json::to_vec(e).unwrap().len() + 1)
+        .sum();
     let raw = vec![b'x'; bytes_per_batch];
     let path = dir.path().join("baseline.bin");
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
     g.bench_function("baseline_raw_write_fdatasync", |b| {
         b.iter(|| {
             f.write_all(&raw).unwrap();

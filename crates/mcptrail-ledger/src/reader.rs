@@ -36,8 +36,17 @@ impl LedgerReader {
     /// Open the ledger of `data_dir` for reading from the segment holding `from_seq` (1 = all).
     pub fn open(data_dir: &Path, from_seq: u64) -> Result<Self, LedgerError> {
         let segments = list_segments(&data_dir.join(LEDGER_DIR))?;
-        let start = segments.iter().rposition(|s| s.first_seq <= from_seq.max(1)).unwrap_or(0);
-        Ok(LedgerReader { segments, next_segment: start, current: None, torn_tail: None, buf: Vec::new() })
+        let start = segments
+            .iter()
+            .rposition(|s| s.first_seq <= from_seq.max(1))
+            .unwrap_or(0);
+        Ok(LedgerReader {
+            segments,
+            next_segment: start,
+            current: None,
+            torn_tail: None,
+            buf: Vec::new(),
+        })
     }
 
     /// The segments this reader walks.
@@ -54,15 +63,25 @@ impl LedgerReader {
     pub fn next_record(&mut self) -> Result<Option<RawRecord>, LedgerError> {
         loop {
             if self.current.is_none() {
-                let Some(seg) = self.segments.get(self.next_segment) else { return Ok(None) };
+                let Some(seg) = self.segments.get(self.next_segment) else {
+                    return Ok(None);
+                };
                 self.next_segment += 1;
                 let mut f = File::open(&seg.path).map_err(LedgerError::io(&seg.path))?;
-                f.seek(SeekFrom::Start(0)).map_err(LedgerError::io(&seg.path))?;
-                self.current = Some((seg.path.clone(), BufReader::with_capacity(256 * 1024, f), 0, 0));
+                f.seek(SeekFrom::Start(0))
+                    .map_err(LedgerError::io(&seg.path))?;
+                self.current = Some((
+                    seg.path.clone(),
+                    BufReader::with_capacity(256 * 1024, f),
+                    0,
+                    0,
+                ));
             }
             let (path, reader, offset, line_no) = self.current.as_mut().expect("set above");
             self.buf.clear();
-            let n = reader.read_until(b'\n', &mut self.buf).map_err(LedgerError::io(&*path))?;
+            let n = reader
+                .read_until(b'\n', &mut self.buf)
+                .map_err(LedgerError::io(&*path))?;
             if n == 0 {
                 self.current = None;
                 continue;
@@ -76,7 +95,12 @@ impl LedgerReader {
             }
             *line_no += 1;
             self.buf.pop();
-            return Ok(Some(RawRecord { line: self.buf.clone(), segment: path.clone(), offset: start, line_no: *line_no }));
+            return Ok(Some(RawRecord {
+                line: self.buf.clone(),
+                segment: path.clone(),
+                offset: start,
+                line_no: *line_no,
+            }));
         }
     }
 }

@@ -30,7 +30,10 @@ pub(crate) fn segment_name(first_seq: u64) -> String {
 }
 
 fn parse_segment_name(name: &str) -> Option<u64> {
-    name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?.parse().ok()
+    name.strip_prefix(PREFIX)?
+        .strip_suffix(SUFFIX)?
+        .parse()
+        .ok()
 }
 
 /// Every segment in `ledger_dir`, ordered by first seq. A missing directory is an empty ledger.
@@ -44,7 +47,9 @@ pub fn list_segments(ledger_dir: &Path) -> Result<Vec<SegmentInfo>, LedgerError>
     for entry in rd {
         let entry = entry.map_err(LedgerError::io(ledger_dir))?;
         let name = entry.file_name();
-        let Some(first_seq) = name.to_str().and_then(parse_segment_name) else { continue };
+        let Some(first_seq) = name.to_str().and_then(parse_segment_name) else {
+            continue;
+        };
         let path = entry.path();
         let meta = entry.metadata().map_err(LedgerError::io(&path))?;
         out.push(SegmentInfo {
@@ -60,11 +65,18 @@ pub fn list_segments(ledger_dir: &Path) -> Result<Vec<SegmentInfo>, LedgerError>
 
 /// Create `dir` (and parents) with mode 0700 if missing.
 pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), LedgerError> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(LedgerError::io(dir))
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(LedgerError::io(dir))
 }
 
 /// Create a new, empty segment (0600, exclusive) and make its directory entry durable.
-pub(crate) fn create_segment(ledger_dir: &Path, first_seq: u64) -> Result<(File, PathBuf), LedgerError> {
+pub(crate) fn create_segment(
+    ledger_dir: &Path,
+    first_seq: u64,
+) -> Result<(File, PathBuf), LedgerError> {
     let path = ledger_dir.join(segment_name(first_seq));
     let file = OpenOptions::new()
         .append(true)
@@ -79,7 +91,11 @@ pub(crate) fn create_segment(ledger_dir: &Path, first_seq: u64) -> Result<(File,
 
 /// Open an existing segment for appending.
 pub(crate) fn open_segment_append(path: &Path) -> Result<File, LedgerError> {
-    OpenOptions::new().append(true).read(true).open(path).map_err(LedgerError::io(path))
+    OpenOptions::new()
+        .append(true)
+        .read(true)
+        .open(path)
+        .map_err(LedgerError::io(path))
 }
 
 /// Seal a segment: fsync it and drop its write permissions.
@@ -89,7 +105,9 @@ pub(crate) fn seal(path: &Path, file: &File) -> Result<(), LedgerError> {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(LedgerError::io(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(LedgerError::io(dir))
 }
 
 /// The state at the end of a segment of length `len`.
@@ -114,21 +132,31 @@ pub(crate) fn read_tail(path: &Path, file: &mut File, len: u64) -> Result<Tail, 
             if let Some(p) = memrchr(b'\n', &buf[..rel_end]) {
                 let line_start = start + p as u64 + 1;
                 let line = buf[p + 1..rel_end].to_vec();
-                return Ok(Tail { complete_len: end, last_line: Some((line_start, line)) });
+                return Ok(Tail {
+                    complete_len: end,
+                    last_line: Some((line_start, line)),
+                });
             }
             if start == 0 {
                 let line = buf[..rel_end].to_vec();
-                return Ok(Tail { complete_len: end, last_line: Some((0, line)) });
+                return Ok(Tail {
+                    complete_len: end,
+                    last_line: Some((0, line)),
+                });
             }
         } else if let Some(p) = memrchr(b'\n', &buf) {
             complete_len = Some(start + p as u64 + 1);
             continue;
         } else if start == 0 {
-            return Ok(Tail { complete_len: 0, last_line: None });
+            return Ok(Tail {
+                complete_len: 0,
+                last_line: None,
+            });
         }
         let new_start = start.saturating_sub(CHUNK);
         let mut chunk = vec![0u8; (start - new_start) as usize];
-        file.seek(SeekFrom::Start(new_start)).map_err(LedgerError::io(path))?;
+        file.seek(SeekFrom::Start(new_start))
+            .map_err(LedgerError::io(path))?;
         file.read_exact(&mut chunk).map_err(LedgerError::io(path))?;
         chunk.extend_from_slice(&buf);
         buf = chunk;
@@ -160,11 +188,17 @@ mod tests {
         let t = tail_of(b"abc");
         assert_eq!((t.complete_len, t.last_line), (0, None));
         let t = tail_of(b"a\nbc\n");
-        assert_eq!((t.complete_len, t.last_line), (5, Some((2, b"bc".to_vec()))));
+        assert_eq!(
+            (t.complete_len, t.last_line),
+            (5, Some((2, b"bc".to_vec())))
+        );
         let t = tail_of(b"a\n");
         assert_eq!((t.complete_len, t.last_line), (2, Some((0, b"a".to_vec()))));
         let t = tail_of(b"a\nbc\ntorn");
-        assert_eq!((t.complete_len, t.last_line), (5, Some((2, b"bc".to_vec()))));
+        assert_eq!(
+            (t.complete_len, t.last_line),
+            (5, Some((2, b"bc".to_vec())))
+        );
     }
 
     #[test]

@@ -152,7 +152,10 @@ impl VerifyReport {
 pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
     let ledger_dir = data_dir.join(LEDGER_DIR);
     let mut reader = LedgerReader::open(data_dir, opts.from_seq)?;
-    let mut report = VerifyReport { segments: reader.segments().len(), ..Default::default() };
+    let mut report = VerifyReport {
+        segments: reader.segments().len(),
+        ..Default::default()
+    };
     let mut prev: Option<(u64, [u8; 32])> = None;
     let mut current_segment: Option<PathBuf> = None;
     let from = opts.from_seq.max(1);
@@ -170,7 +173,11 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
         let ev: Event = match serde_json::from_slice(&rec.line) {
             Ok(ev) => ev,
             Err(e) => {
-                report.problems.push(Problem::Unparseable { segment: seg_name, line: rec.line_no, error: e.to_string() });
+                report.problems.push(Problem::Unparseable {
+                    segment: seg_name,
+                    line: rec.line_no,
+                    error: e.to_string(),
+                });
                 // Keep the hash so the next record's link is still checked against these bytes.
                 prev = Some((max_seq + 1, hash));
                 max_seq += 1;
@@ -183,9 +190,18 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
             continue;
         }
         if new_segment {
-            let named = rec.segment.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("seg-")).and_then(|n| n.strip_suffix(".jsonl")).and_then(|n| n.parse::<u64>().ok());
+            let named = rec
+                .segment
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("seg-"))
+                .and_then(|n| n.strip_suffix(".jsonl"))
+                .and_then(|n| n.parse::<u64>().ok());
             if rec.line_no == 1 && named != Some(ev.seq) {
-                report.problems.push(Problem::SegmentMisnamed { segment: seg_name.clone(), first_record_seq: ev.seq });
+                report.problems.push(Problem::SegmentMisnamed {
+                    segment: seg_name.clone(),
+                    first_record_seq: ev.seq,
+                });
             }
         }
         match prev {
@@ -197,10 +213,20 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
             Some((_, phash)) => {
                 let expected = max_seq + 1;
                 if ev.seq > expected {
-                    report.problems.push(Problem::Missing { from_seq: expected, to_seq: ev.seq - 1, segment: seg_name.clone(), line: rec.line_no });
+                    report.problems.push(Problem::Missing {
+                        from_seq: expected,
+                        to_seq: ev.seq - 1,
+                        segment: seg_name.clone(),
+                        line: rec.line_no,
+                    });
                 } else if ev.seq < expected {
                     late.insert(ev.seq);
-                    report.problems.push(Problem::OutOfOrder { seq: ev.seq, expected, segment: seg_name.clone(), line: rec.line_no });
+                    report.problems.push(Problem::OutOfOrder {
+                        seq: ev.seq,
+                        expected,
+                        segment: seg_name.clone(),
+                        line: rec.line_no,
+                    });
                 }
                 let actual = hex::encode(phash);
                 if ev.prev_hash != actual {
@@ -218,7 +244,10 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
             report.notices.push(format!(
                 "seq {}: a torn record left by a killed writer was quarantined: {}",
                 ev.seq,
-                ev.detail.as_ref().map(|d| d.to_string()).unwrap_or_default()
+                ev.detail
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
             ));
         }
         report.records += 1;
@@ -230,7 +259,9 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
     }
 
     report.problems.retain(|p| match p {
-        Problem::Missing { from_seq, to_seq, .. } => !(*from_seq..=*to_seq).all(|s| late.contains(&s)),
+        Problem::Missing {
+            from_seq, to_seq, ..
+        } => !(*from_seq..=*to_seq).all(|s| late.contains(&s)),
         _ => true,
     });
 
@@ -238,7 +269,11 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
         if writer_active(&ledger_dir) {
             report.notices.push(format!("{}: a writer is appending right now; its unfinished line at byte {offset} was not checked", name_of(&path)));
         } else {
-            report.problems.push(Problem::TornTail { segment: name_of(&path), offset, length });
+            report.problems.push(Problem::TornTail {
+                segment: name_of(&path),
+                offset,
+                length,
+            });
         }
     }
     Ok(report)
@@ -246,7 +281,9 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
 
 /// Whether another process holds the writer lock at this moment.
 fn writer_active(ledger_dir: &Path) -> bool {
-    let Ok(f) = File::open(ledger_dir.join("LOCK")) else { return false };
+    let Ok(f) = File::open(ledger_dir.join("LOCK")) else {
+        return false;
+    };
     match f.try_lock() {
         Ok(()) => {
             let _ = f.unlock();
@@ -257,5 +294,8 @@ fn writer_active(ledger_dir: &Path) -> bool {
 }
 
 fn name_of(p: &Path) -> String {
-    p.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string()
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("?")
+        .to_string()
 }

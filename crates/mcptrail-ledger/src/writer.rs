@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 use mcptrail_event::{sha256_hex, Event, EventKind, GENESIS_HASH};
 use sha2::{Digest, Sha256};
 
-use crate::segment::{self, create_segment, ensure_private_dir, list_segments, open_segment_append, read_tail, seal};
+use crate::segment::{
+    self, create_segment, ensure_private_dir, list_segments, open_segment_append, read_tail, seal,
+};
 use crate::{LedgerError, LEDGER_DIR};
 
 /// Writer settings.
@@ -63,7 +65,9 @@ pub struct Ledger {
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Ledger")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -73,7 +77,11 @@ impl Ledger {
         ensure_private_dir(data_dir)?;
         let dir = data_dir.join(LEDGER_DIR);
         ensure_private_dir(&dir)?;
-        let mode = std::fs::metadata(&dir).map_err(LedgerError::io(&dir))?.permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&dir)
+            .map_err(LedgerError::io(&dir))?
+            .permissions()
+            .mode()
+            & 0o777;
         if mode & 0o077 != 0 {
             return Err(LedgerError::InsecurePermissions { path: dir, mode });
         }
@@ -85,7 +93,13 @@ impl Ledger {
             .mode(0o600)
             .open(&lock_path)
             .map_err(LedgerError::io(&lock_path))?;
-        Ok(Ledger { dir, cfg, lock, active: None, buf: Vec::with_capacity(1 << 20) })
+        Ok(Ledger {
+            dir,
+            cfg,
+            lock,
+            active: None,
+            buf: Vec::with_capacity(1 << 20),
+        })
     }
 
     /// The ledger directory (`<data_dir>/ledger`).
@@ -102,9 +116,14 @@ impl Ledger {
     pub fn append(&mut self, events: &mut [Event]) -> Result<AppendReceipt, LedgerError> {
         if events.is_empty() {
             let last = self.active.as_ref().map_or(0, |a| a.last_seq);
-            return Ok(AppendReceipt { first_seq: last + 1, last_seq: last });
+            return Ok(AppendReceipt {
+                first_seq: last + 1,
+                last_seq: last,
+            });
         }
-        self.lock.lock().map_err(LedgerError::io(self.dir.join("LOCK")))?;
+        self.lock
+            .lock()
+            .map_err(LedgerError::io(self.dir.join("LOCK")))?;
         let result = self.append_locked(events);
         // Dropping the lock cannot meaningfully fail; the fd close would release it anyway.
         let _ = self.lock.unlock();
@@ -129,7 +148,13 @@ impl Ledger {
             let a = self.active.take().expect("checked above");
             seal(&a.path, &a.file)?;
             let (file, path) = create_segment(&self.dir, a.last_seq + 1)?;
-            self.active = Some(Active { path, file, len: 0, opened: SystemTime::now(), ..a });
+            self.active = Some(Active {
+                path,
+                file,
+                len: 0,
+                opened: SystemTime::now(),
+                ..a
+            });
         }
         let (mut last_seq, mut last_hash) = match &self.active {
             Some(a) => (a.last_seq, a.last_hash),
@@ -137,7 +162,14 @@ impl Ledger {
         };
         if self.active.is_none() {
             let (file, path) = create_segment(&self.dir, 1)?;
-            self.active = Some(Active { path, file, len: 0, last_seq: 0, last_hash, opened: SystemTime::now() });
+            self.active = Some(Active {
+                path,
+                file,
+                len: 0,
+                last_seq: 0,
+                last_hash,
+                opened: SystemTime::now(),
+            });
         }
 
         self.buf.clear();
@@ -152,7 +184,9 @@ impl Ledger {
             first_seq += 1;
         }
         let a = self.active.as_mut().expect("set above");
-        a.file.write_all(&self.buf).map_err(LedgerError::io(&a.path))?;
+        a.file
+            .write_all(&self.buf)
+            .map_err(LedgerError::io(&a.path))?;
         if self.cfg.fsync {
             a.file.sync_data().map_err(LedgerError::io(&a.path))?;
         }
@@ -162,7 +196,10 @@ impl Ledger {
         if self.buf.capacity() > 8 << 20 {
             self.buf = Vec::with_capacity(1 << 20);
         }
-        Ok(AppendReceipt { first_seq, last_seq })
+        Ok(AppendReceipt {
+            first_seq,
+            last_seq,
+        })
     }
 
     /// Bring our view of the tail up to date with what other writers did since our last
@@ -178,7 +215,9 @@ impl Ledger {
         // Someone else wrote or rotated (or this is our first append): re-read from disk.
         self.active = None;
         let segments = list_segments(&self.dir)?;
-        let Some(last) = segments.last() else { return Ok(None) };
+        let Some(last) = segments.last() else {
+            return Ok(None);
+        };
         let path = last.path.clone();
         let mut file = open_segment_append(&path)?;
         let len = file.metadata().map_err(LedgerError::io(&path))?.len();
@@ -194,16 +233,25 @@ impl Ledger {
                     offset: *offset,
                     reason: format!("last record is not a valid event ({e})"),
                 })?;
-                (ev.seq, Sha256::digest(line).into(), first_record_time(&path, last.first_seq, &ev))
+                (
+                    ev.seq,
+                    Sha256::digest(line).into(),
+                    first_record_time(&path, last.first_seq, &ev),
+                )
             }
             None if last.first_seq == 1 => (0, [0u8; 32], SystemTime::now()),
             None => {
                 // An empty segment after a rotation: continue from the previous segment.
-                let prev = segments.get(segments.len().wrapping_sub(2)).ok_or_else(|| LedgerError::Corrupt {
-                    segment: path.clone(),
-                    offset: 0,
-                    reason: format!("empty segment starts at seq {} but there is no earlier segment", last.first_seq),
-                })?;
+                let prev = segments
+                    .get(segments.len().wrapping_sub(2))
+                    .ok_or_else(|| LedgerError::Corrupt {
+                        segment: path.clone(),
+                        offset: 0,
+                        reason: format!(
+                            "empty segment starts at seq {} but there is no earlier segment",
+                            last.first_seq
+                        ),
+                    })?;
                 let mut pf = File::open(&prev.path).map_err(LedgerError::io(&prev.path))?;
                 let ptail = read_tail(&prev.path, &mut pf, prev.len)?;
                 let (off, line) = ptail.last_line.ok_or_else(|| LedgerError::Corrupt {
@@ -211,33 +259,59 @@ impl Ledger {
                     offset: 0,
                     reason: "sealed segment holds no complete record".into(),
                 })?;
-                let ev: Event = serde_json::from_slice(&line).map_err(|e| LedgerError::Corrupt {
-                    segment: prev.path.clone(),
-                    offset: off,
-                    reason: format!("last record is not a valid event ({e})"),
-                })?;
+                let ev: Event =
+                    serde_json::from_slice(&line).map_err(|e| LedgerError::Corrupt {
+                        segment: prev.path.clone(),
+                        offset: off,
+                        reason: format!("last record is not a valid event ({e})"),
+                    })?;
                 (ev.seq, Sha256::digest(&line).into(), SystemTime::now())
             }
         };
         if last.sealed {
             // A writer sealed this segment but stopped before starting the next one.
             let (file, path) = create_segment(&self.dir, last_seq + 1)?;
-            self.active = Some(Active { path, file, len: 0, last_seq, last_hash, opened: SystemTime::now() });
+            self.active = Some(Active {
+                path,
+                file,
+                len: 0,
+                last_seq,
+                last_hash,
+                opened: SystemTime::now(),
+            });
         } else {
             let len = tail.complete_len;
-            self.active = Some(Active { path, file, len, last_seq, last_hash, opened });
+            self.active = Some(Active {
+                path,
+                file,
+                len,
+                last_seq,
+                last_hash,
+                opened,
+            });
         }
         Ok(recovered)
     }
 
-    fn quarantine_torn(&self, path: &Path, file: &mut File, complete_len: u64, len: u64) -> Result<Event, LedgerError> {
+    fn quarantine_torn(
+        &self,
+        path: &Path,
+        file: &mut File,
+        complete_len: u64,
+        len: u64,
+    ) -> Result<Event, LedgerError> {
         use std::io::{Read, Seek, SeekFrom};
         let mut torn = vec![0u8; (len - complete_len) as usize];
-        file.seek(SeekFrom::Start(complete_len)).map_err(LedgerError::io(path))?;
+        file.seek(SeekFrom::Start(complete_len))
+            .map_err(LedgerError::io(path))?;
         file.read_exact(&mut torn).map_err(LedgerError::io(path))?;
         let qdir = self.dir.join("quarantine");
         ensure_private_dir(&qdir)?;
-        let seg_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("segment").to_string();
+        let seg_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("segment")
+            .to_string();
         let qpath = qdir.join(format!("{seg_name}.{complete_len}.torn"));
         let mut q = OpenOptions::new()
             .write(true)
@@ -246,10 +320,14 @@ impl Ledger {
             .mode(0o600)
             .open(&qpath)
             .map_err(LedgerError::io(&qpath))?;
-        q.write_all(&torn).and_then(|_| q.sync_all()).map_err(LedgerError::io(&qpath))?;
+        q.write_all(&torn)
+            .and_then(|_| q.sync_all())
+            .map_err(LedgerError::io(&qpath))?;
         segment::sync_dir(&qdir)?;
         // Only now that the bytes are safe elsewhere, cut them from the segment.
-        file.set_len(complete_len).and_then(|_| file.sync_all()).map_err(LedgerError::io(path))?;
+        file.set_len(complete_len)
+            .and_then(|_| file.sync_all())
+            .map_err(LedgerError::io(path))?;
         let mut ev = Event::new(EventKind::SystemLedgerRecovered);
         ev.detail = Some(serde_json::json!({
             "reason": "torn_tail",
@@ -265,10 +343,19 @@ impl Ledger {
 }
 
 /// Assign seq/prev_hash, serialise one line, advance the chain.
-fn encode(ev: &mut Event, last_seq: &mut u64, last_hash: &mut [u8; 32], buf: &mut Vec<u8>) -> Result<(), LedgerError> {
+fn encode(
+    ev: &mut Event,
+    last_seq: &mut u64,
+    last_hash: &mut [u8; 32],
+    buf: &mut Vec<u8>,
+) -> Result<(), LedgerError> {
     *last_seq += 1;
     ev.seq = *last_seq;
-    ev.prev_hash = if *last_seq == 1 { GENESIS_HASH.to_string() } else { hex::encode(*last_hash) };
+    ev.prev_hash = if *last_seq == 1 {
+        GENESIS_HASH.to_string()
+    } else {
+        hex::encode(*last_hash)
+    };
     let start = buf.len();
     serde_json::to_writer(&mut *buf, ev)?;
     *last_hash = Sha256::digest(&buf[start..]).into();
@@ -284,7 +371,9 @@ fn first_record_time(path: &Path, first_seq: u64, last: &Event) -> SystemTime {
         std::fs::File::open(path).ok().and_then(|f| {
             use std::io::BufRead;
             let mut line = Vec::new();
-            std::io::BufReader::new(f).read_until(b'\n', &mut line).ok()?;
+            std::io::BufReader::new(f)
+                .read_until(b'\n', &mut line)
+                .ok()?;
             serde_json::from_slice::<Event>(&line).ok().map(|e| e.time)
         })
     };

@@ -38,7 +38,11 @@ pub(crate) struct LedgerSettings {
 impl Default for LedgerSettings {
     fn default() -> Self {
         let d = LedgerConfig::default();
-        LedgerSettings { segment_max_bytes: d.segment_max_bytes, segment_max_age_secs: d.segment_max_age.as_secs(), fsync: d.fsync }
+        LedgerSettings {
+            segment_max_bytes: d.segment_max_bytes,
+            segment_max_age_secs: d.segment_max_age.as_secs(),
+            fsync: d.fsync,
+        }
     }
 }
 
@@ -62,7 +66,8 @@ pub(crate) fn load(explicit: Option<&Path>) -> anyhow::Result<Config> {
             _ => return Ok(Config::default()),
         },
     };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
     parse(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
@@ -91,25 +96,37 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = parse("[tap]\nheartbeat_interval = 5\n").unwrap_err().to_string();
+        let err = parse("[tap]\nheartbeat_interval = 5\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("heartbeat_interval"), "{err}");
-        assert!(err.contains("heartbeat_interval_secs"), "should list the valid keys: {err}");
+        assert!(
+            err.contains("heartbeat_interval_secs"),
+            "should list the valid keys: {err}"
+        );
         let err = parse("datadir = \"/x\"\n").unwrap_err().to_string();
         assert!(err.contains("datadir"), "{err}");
     }
 
     #[test]
     fn defaults_and_overrides() {
-        let c = parse("[tap]\nheartbeat_interval_secs = 5\n[ledger]\nsegment_max_bytes = 1000000\n").unwrap();
+        let c =
+            parse("[tap]\nheartbeat_interval_secs = 5\n[ledger]\nsegment_max_bytes = 1000000\n")
+                .unwrap();
         assert_eq!(c.tap.heartbeat_interval_secs, 5);
-        assert_eq!(c.tap.shutdown_grace_secs, TapConfig::default().shutdown_grace_secs);
+        assert_eq!(
+            c.tap.shutdown_grace_secs,
+            TapConfig::default().shutdown_grace_secs
+        );
         assert_eq!(c.ledger.segment_max_bytes, 1_000_000);
         assert!(c.ledger.fsync);
     }
 
     #[test]
     fn wrong_types_are_explained() {
-        let err = parse("[tap]\nheartbeat_interval_secs = \"soon\"\n").unwrap_err().to_string();
+        let err = parse("[tap]\nheartbeat_interval_secs = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("heartbeat_interval_secs"), "{err}");
     }
 }

@@ -61,7 +61,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => commands::verify::run(args, &data_dir),
         Command::Reindex => commands::reindex(&data_dir),
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&mcptrail_event::json_schema())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&mcptrail_event::json_schema())?
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

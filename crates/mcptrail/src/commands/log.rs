@@ -71,7 +71,11 @@ pub(crate) fn run(args: Args, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let result = if args.json {
-        events.iter().try_for_each(|e| serde_json::to_writer(&mut out, e).map_err(std::io::Error::other).and_then(|_| out.write_all(b"\n")))
+        events.iter().try_for_each(|e| {
+            serde_json::to_writer(&mut out, e)
+                .map_err(std::io::Error::other)
+                .and_then(|_| out.write_all(b"\n"))
+        })
     } else {
         write_table(&mut out, &events)
     };
@@ -82,14 +86,26 @@ pub(crate) fn run(args: Args, data_dir: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn write_table(out: &mut impl Write, events: &[Event]) -> std::io::Result<()> {
-    writeln!(out, "{:<6} {:<26} {:<18} {:<2} {:<16} {:<32} {:<11} {:>9}  SESSION", "SEQ", "TIME (UTC)", "KIND", "", "AGENT", "WHAT", "STATUS", "MS")?;
+    writeln!(
+        out,
+        "{:<6} {:<26} {:<18} {:<2} {:<16} {:<32} {:<11} {:>9}  SESSION",
+        "SEQ", "TIME (UTC)", "KIND", "", "AGENT", "WHAT", "STATUS", "MS"
+    )?;
     for e in events {
         let what = match (&e.method, &e.tool_invoked) {
             (Some(m), Some(t)) => format!("{m} {t}"),
             (Some(m), None) => m.clone(),
-            _ => e.malformed.as_ref().map(|m| m.reason.clone()).unwrap_or_default(),
+            _ => e
+                .malformed
+                .as_ref()
+                .map(|m| m.reason.clone())
+                .unwrap_or_default(),
         };
-        let status = e.response_summary.as_ref().map(|s| s.status.as_str()).unwrap_or("");
+        let status = e
+            .response_summary
+            .as_ref()
+            .map(|s| s.status.as_str())
+            .unwrap_or("");
         let ms = e.duration_ms.map(|d| format!("{d:.2}")).unwrap_or_default();
         writeln!(
             out,
@@ -102,7 +118,10 @@ fn write_table(out: &mut impl Write, events: &[Event]) -> std::io::Result<()> {
             clip(&what, 32),
             status,
             ms,
-            e.session_id.as_deref().map(|s| clip(s, 13)).unwrap_or_default(),
+            e.session_id
+                .as_deref()
+                .map(|s| clip(s, 13))
+                .unwrap_or_default(),
         )?;
     }
     if events.is_empty() {

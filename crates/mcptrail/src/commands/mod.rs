@@ -14,7 +14,10 @@ use mcptrail_index::Index;
 /// Open the index and bring it up to date with the ledger.
 pub(crate) fn synced_index(data_dir: &Path) -> anyhow::Result<Index> {
     if !data_dir.join(mcptrail_ledger::LEDGER_DIR).exists() {
-        anyhow::bail!("no ledger in {} — record a session with `mcptrail wrap` first, or pass --data-dir", data_dir.display());
+        anyhow::bail!(
+            "no ledger in {} — record a session with `mcptrail wrap` first, or pass --data-dir",
+            data_dir.display()
+        );
     }
     let mut idx = Index::open(data_dir)?;
     let r = idx.sync().context("updating the index from the ledger")?;
@@ -30,7 +33,16 @@ pub(crate) fn reindex(data_dir: &Path) -> anyhow::Result<ExitCode> {
     }
     let mut idx = Index::open(data_dir)?;
     let r = idx.rebuild()?;
-    println!("reindexed {} events from {}{}", r.indexed, data_dir.display(), if r.skipped > 0 { format!(" ({} invalid lines skipped)", r.skipped) } else { String::new() });
+    println!(
+        "reindexed {} events from {}{}",
+        r.indexed,
+        data_dir.display(),
+        if r.skipped > 0 {
+            format!(" ({} invalid lines skipped)", r.skipped)
+        } else {
+            String::new()
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -48,7 +60,9 @@ pub(crate) fn parse_time_bound(s: &str) -> anyhow::Result<String> {
                 _ => None,
             };
             if let Some(d) = d {
-                return Ok(mcptrail_event::format_rfc3339_nanos(OffsetDateTime::now_utc() - d));
+                return Ok(mcptrail_event::format_rfc3339_nanos(
+                    OffsetDateTime::now_utc() - d,
+                ));
             }
         }
     }
@@ -57,7 +71,9 @@ pub(crate) fn parse_time_bound(s: &str) -> anyhow::Result<String> {
     }
     let date_fmt = time::macros::format_description!("[year]-[month]-[day]");
     if let Ok(d) = time::Date::parse(s, &date_fmt) {
-        return Ok(mcptrail_event::format_rfc3339_nanos(d.midnight().assume_utc()));
+        return Ok(mcptrail_event::format_rfc3339_nanos(
+            d.midnight().assume_utc(),
+        ));
     }
     anyhow::bail!("cannot read time `{s}`: use RFC 3339 (2026-11-25T10:00:00Z), a date (2026-11-25) or an age (30m, 2h, 7d)")
 }
@@ -68,9 +84,18 @@ mod tests {
 
     #[test]
     fn time_bounds() {
-        assert_eq!(parse_time_bound("2026-11-25T10:00:00+01:00").unwrap(), "2026-11-25T09:00:00.000000000Z");
-        assert_eq!(parse_time_bound("2026-11-25").unwrap(), "2026-11-25T00:00:00.000000000Z");
+        assert_eq!(
+            parse_time_bound("2026-11-25T10:00:00+01:00").unwrap(),
+            "2026-11-25T09:00:00.000000000Z"
+        );
+        assert_eq!(
+            parse_time_bound("2026-11-25").unwrap(),
+            "2026-11-25T00:00:00.000000000Z"
+        );
         assert!(parse_time_bound("2h").unwrap() < mcptrail_event::now_rfc3339_nanos());
-        assert!(parse_time_bound("yesterday").unwrap_err().to_string().contains("RFC 3339"));
+        assert!(parse_time_bound("yesterday")
+            .unwrap_err()
+            .to_string()
+            .contains("RFC 3339"));
     }
 }

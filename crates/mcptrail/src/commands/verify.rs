@@ -19,7 +19,12 @@ pub(crate) fn run(args: Args, data_dir: &Path) -> anyhow::Result<ExitCode> {
     if !data_dir.join(mcptrail_ledger::LEDGER_DIR).exists() {
         anyhow::bail!("no ledger in {}", data_dir.display());
     }
-    let report = verify(data_dir, &VerifyOptions { from_seq: args.from })?;
+    let report = verify(
+        data_dir,
+        &VerifyOptions {
+            from_seq: args.from,
+        },
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -41,8 +46,16 @@ pub(crate) fn run(args: Args, data_dir: &Path) -> anyhow::Result<ExitCode> {
                 report.head_hash.as_deref().map(|h| &h[..16]).unwrap_or("-")
             );
         } else {
-            println!("FAIL  {} problem(s) in {} records ({range})", report.problems.len(), report.records);
+            println!(
+                "FAIL  {} problem(s) in {} records ({range})",
+                report.problems.len(),
+                report.records
+            );
         }
     }
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

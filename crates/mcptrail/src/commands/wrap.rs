@@ -22,14 +22,19 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
     let opts = WrapOptions {
         command: args.command,
         data_dir,
-        agent_id: args.agent_id.or_else(|| std::env::var("MCPTRAIL_AGENT_ID").ok()),
+        agent_id: args
+            .agent_id
+            .or_else(|| std::env::var("MCPTRAIL_AGENT_ID").ok()),
         asserted_user: std::env::var("MCPTRAIL_USER").ok(),
         tap: cfg.tap.clone(),
         ledger: cfg.ledger.to_ledger_config(),
     };
     let outcome = run_wrap(opts)?;
     if outcome.events_lost > 0 {
-        eprintln!("mcptrail: {} audit events of session {} could not be written", outcome.events_lost, outcome.session_id);
+        eprintln!(
+            "mcptrail: {} audit events of session {} could not be written",
+            outcome.events_lost, outcome.session_id
+        );
     }
     Ok(ExitCode::from(outcome.exit_code.clamp(0, 255) as u8))
 }
