@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Installs the real MCP peers that mcptrail's integration tests talk to:
+#
+#   * Node servers from the npm registry, pinned in .ci/peers/package.json and
+#     .ci/peers/package-lock.json:
+#       @modelcontextprotocol/server-everything, server-memory, server-filesystem
+#     -> <peers>/node_modules/
+#   * The official MCP Python SDK (`mcp`), pinned in .ci/peers/requirements.txt
+#     -> <peers>/venv/  (used by crates/mcptrail-test-support/peers/py_client.py)
+#
+# <peers> is .ci/peers under the repository root, or $MCPTRAIL_PEERS_DIR when
+# set (the manifests are then copied there from .ci/peers). The test-support
+# crate resolves peers the same way.
+#
+# Idempotent: each half records a stamp (hash of its manifests + tool version)
+# and is skipped when the stamp matches and the install looks intact, so a
+# second run takes well under a second. Set MCPTRAIL_PEERS_FORCE=1 to reinstall.
+set -euo pipefail
+
+script_dir="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
+repo_root="$(cd -- "$script_dir/.." && pwd)"
+manifest_dir="$repo_root/.ci/peers"
+peers_dir="${MCPTRAIL_PEERS_DIR:-$manifest_dir}"
+force="${MCPTRAIL_PEERS_FORCE:-0}"
+
+log() { printf '[install-peers] %s\n' "$*" >&2; }
+die() {
+    printf '[install-peers] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+command -v node >/dev/null 2>&1 || die "node not found on PATH (Node.js >= 20 is required)"
+command -v npm >/dev/null 2>&1 || die "npm not found on PATH"
+python="${PYTHON:-python3}"
+command -v "$python" >/dev/null 2>&1 || die "$python not found on PATH (CPython >= 3.10 is required)"
+
+mkdir -p "$peers_dir"
+peers_dir="$(cd -- "$peers_dir" && pwd)"
+log "peers dir: $peers_dir"
+
+# With MCPTRAIL_PEERS_DIR pointing elsewhere, bring the pinned manifests along.
+if [[ "$peers_dir" != "$manifest_dir" ]]; then
+    for f in package.json package-lock.json requirements.txt; do
+        if [[ -f "$manifest_dir/$f" ]]; then
+            cmp -s "$manifest_dir/$f" "$peers_dir/$f" || cp "$manifest_dir/$f" "$peers_dir/$f"
+        fi
+    done
+fi
+
+stamp_of() { # stamp_of TOOL_VERSION FILE... -> one line
+    local version="$1"
+    shift
+    printf '%s %s\n' "$version" "$(cat -- "$@" | sha256sum | cut -d' ' -f1)"
+}
+
+# --- Node servers ----------------------------------------------------------
+node_servers=(server-everything server-memory server-filesystem)
+node_stamp_file="$peers_dir/node_modules/.mcptrail-peers-stamp"
+[[ -f "$peers_dir/package.json" ]] || die "$peers_dir/package.json is missing"
+
+node_installed() {
+    local s
+    for s in "${node_servers[@]}"; do
+        [[ -f "$peers_dir/node_modules/@modelcontextprotocol/$s/dist/index.js" ]] || return 1
+    done
+}
+
+node_manifests=("$peers_dir/package.json")
+[[ -f "$peers_dir/package-lock.json" ]] && node_manifests+=("$peers_dir/package-lock.json")
+node_stamp="$(stamp_of "node $(node --version)" "${node_manifests[@]}")"
+
+if [[ "$force" != 1 && -f "$node_stamp_file" && "$(cat "$node_stamp_file")" == "$node_stamp" ]] && node_installed; then
+    log "npm peers up to date (skipped)"
+else
+    npm_flags=(--prefix "$peers_dir" --no-audit --no-fund --no-update-notifier --loglevel=warn)
+    if [[ -f "$peers_dir/package-lock.json" ]]; then
+        log "npm ci ($(npm --version)) in $peers_dir"
+        npm ci "${npm_flags[@]}"
+    else
+        log "no package-lock.json: npm install (commit the lock file it writes)"
+        npm install "${npm_flags[@]}"
+        node_manifests=("$peers_dir/package.json" "$peers_dir/package-lock.json")
+        node_stamp="$(stamp_of "node $(node --version)" "${node_manifests[@]}")"
+    fi
+    node_installed || die "npm finished but a pinned MCP server is missing under $peers_dir/node_modules"
+    printf '%s\n' "$node_stamp" >"$node_stamp_file"
+fi
+
+# --- Python SDK venv -------------------------------------------------------
+venv="$peers_dir/venv"
+venv_stamp_file="$venv/.mcptrail-peers-stamp"
+[[ -f "$peers_dir/requirements.txt" ]] || die "$peers_dir/requirements.txt is missing"
+py_version="$("$python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
+venv_stamp="$(stamp_of "python $py_version" "$peers_dir/requirements.txt")"
+
+venv_installed() {
+    [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c 'import mcp.client.stdio' >/dev/null 2>&1
+}
+
+if [[ "$force" != 1 && -f "$venv_stamp_file" && "$(cat "$venv_stamp_file")" == "$venv_stamp" ]] && venv_installed; then
+    log "python venv up to date (skipped)"
+else
+    log "creating venv $venv with $python $py_version"
+    rm -rf -- "$venv"
+    "$python" -m venv "$venv"
+    log "pip install -r requirements.txt"
+    "$venv/bin/python" -m pip install --quiet --no-input --disable-pip-version-check \
+        --require-virtualenv -r "$peers_dir/requirements.txt"
+    venv_installed || die "pip finished but 'import mcp.client.stdio' fails in $venv"
+    printf '%s\n' "$venv_stamp" >"$venv_stamp_file"
+fi
+
+# --- Summary ---------------------------------------------------------------
+for s in "${node_servers[@]}"; do
+    v="$(node -p "require(process.argv[1]).version" \
+        "$peers_dir/node_modules/@modelcontextprotocol/$s/package.json")"
+    log "installed @modelcontextprotocol/$s@$v"
+done
+log "installed python mcp==$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))') in $venv (python $py_version)"
+log "server-everything: node $peers_dir/node_modules/@modelcontextprotocol/server-everything/dist/index.js stdio"
