@@ -1,0 +1,8 @@
+//! One integration-test binary that drives the real `mcptrail` CLI against real MCP peers.
+
+mod bad_input;
+mod concurrency;
+mod lifecycle;
+mod peers;
+mod query;
+mod support;
