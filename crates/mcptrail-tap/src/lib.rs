@@ -14,6 +14,7 @@ mod config;
 mod framing;
 mod identity;
 mod jsonrpc;
+mod queue;
 mod recorder;
 pub mod stdio;
 mod writer;
@@ -24,6 +25,16 @@ pub use identity::Identity;
 pub use jsonrpc::{classify, Message};
 pub use recorder::{Recorder, SessionContext};
 pub use writer::{LedgerWriter, WriterStats};
+
+/// Nice value of the recorder and writer threads. Recording is background work: when a relay
+/// wakes on a busy CPU it should run before them, not after a batch of their work.
+const BACKGROUND_NICE: i32 = 19;
+
+/// Lower the calling thread's scheduling priority (Linux keeps a nice value per thread).
+/// Best effort: where it cannot be changed, the thread keeps the normal priority.
+pub(crate) fn run_in_background() {
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), BACKGROUND_NICE);
+}
 
 /// Errors of a tap.
 #[derive(Debug, thiserror::Error)]

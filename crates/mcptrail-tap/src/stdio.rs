@@ -22,6 +22,7 @@ use nix::unistd::Pid;
 use std::os::unix::process::ExitStatusExt;
 
 use crate::framing::{Frame, LineSplitter};
+use crate::queue::{queue, QueueReceiver, QueueSender, Received, Wait};
 use crate::recorder::SessionEnd;
 use crate::{Identity, LedgerWriter, Recorder, SessionContext, TapConfig, TapError};
 
@@ -78,6 +79,11 @@ enum Control {
 }
 
 const READ_BUF: usize = 64 * 1024;
+
+/// While messages flow, the recorder takes them in batches this far apart instead of being
+/// woken per message (which on a busy CPU puts its work between client and server). It is
+/// also the most a message waits before it is recorded.
+const BATCH_WINDOW: Duration = Duration::from_millis(2);
 
 /// Run the stdio tap until the session ends.
 pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
@@ -136,13 +142,16 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
     let child_stdin = Arc::new(Mutex::new(child.stdin.take()));
     let child_stdout = child.stdout.take().expect("piped");
     let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded::<Control>();
-    let (rec_tx, rec_rx) = crossbeam_channel::bounded::<RecorderMsg>(16 * 1024);
+    let (rec_tx, rec_rx) = queue::<RecorderMsg>(16 * 1024);
 
     // Recorder thread.
     let tick = opts.tap.heartbeat_interval().min(Duration::from_secs(1));
     let rec_handle = std::thread::Builder::new()
         .name("mcptrail-recorder".into())
-        .spawn(move || record(recorder, rec_rx, events_tx, tick))
+        .spawn(move || {
+            crate::run_in_background();
+            record(recorder, rec_rx, events_tx, tick)
+        })
         .map_err(|source| TapError::Io {
             what: "starting the recorder thread",
             source,
@@ -219,7 +228,7 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
             })?;
     }
     drop(ctl_tx);
-    let _ = rec_tx.send(RecorderMsg::ServerPid(pid));
+    rec_tx.push(RecorderMsg::ServerPid(pid));
 
     let end = lifecycle(&ctl_rx, &child_stdin, pid, opts.tap.shutdown_grace());
     // The server is gone; let the out-relay drain what it wrote last (bounded: a grandchild
@@ -229,7 +238,7 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
         std::thread::sleep(Duration::from_millis(5));
     }
     let exit_code = end.1;
-    let _ = rec_tx.send(RecorderMsg::Finish(end.0));
+    rec_tx.push(RecorderMsg::Finish(end.0));
     drop(rec_tx);
     let _ = rec_handle.join();
     let stats = writer.finish();
@@ -343,28 +352,41 @@ fn set_reason(end: &mut SessionEnd, reason: &str) {
 
 fn record(
     mut recorder: Recorder,
-    rx: Receiver<RecorderMsg>,
+    rx: QueueReceiver<RecorderMsg>,
     events: Sender<Vec<mcptrail_event::Event>>,
     tick: Duration,
 ) {
     let mut out = Vec::new();
+    let mut batch = Vec::new();
     let mut last_tick = Instant::now();
+    let mut wait = Wait::Eager;
     loop {
-        match rx.recv_timeout(tick) {
-            Ok(RecorderMsg::Frame(f)) => recorder.on_frame(f, &mut out),
-            Ok(RecorderMsg::ServerPid(pid)) => recorder.set_server_pid(pid),
-            Ok(RecorderMsg::DeliveryFailed {
-                direction,
-                chunk,
-                bytes,
-            }) => recorder.delivery_failed(direction, chunk, bytes, &mut out),
-            Ok(RecorderMsg::Finish(end)) => {
-                recorder.finish(end, &mut out);
-                let _ = events.send(std::mem::take(&mut out));
-                return;
+        // Busy: collect for BATCH_WINDOW, then record the lot; quiet: wake on the next message.
+        let timeout = if wait == Wait::Lazy {
+            BATCH_WINDOW
+        } else {
+            tick
+        };
+        match rx.recv_batch(&mut batch, timeout, wait) {
+            Received::Disconnected => return,
+            Received::Items => wait = Wait::Lazy,
+            Received::Timeout => wait = Wait::Eager,
+        }
+        for msg in batch.drain(..) {
+            match msg {
+                RecorderMsg::Frame(f) => recorder.on_frame(f, &mut out),
+                RecorderMsg::ServerPid(pid) => recorder.set_server_pid(pid),
+                RecorderMsg::DeliveryFailed {
+                    direction,
+                    chunk,
+                    bytes,
+                } => recorder.delivery_failed(direction, chunk, bytes, &mut out),
+                RecorderMsg::Finish(end) => {
+                    recorder.finish(end, &mut out);
+                    let _ = events.send(std::mem::take(&mut out));
+                    return;
+                }
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
         }
         if last_tick.elapsed() >= tick {
             last_tick = Instant::now();
@@ -379,7 +401,7 @@ fn record(
 fn relay_client_to_server(
     from: File,
     to: Arc<Mutex<Option<ChildStdin>>>,
-    rec: Sender<RecorderMsg>,
+    rec: QueueSender<RecorderMsg>,
     ctl: Sender<Control>,
     max: usize,
 ) {
@@ -401,7 +423,7 @@ fn relay_client_to_server(
 fn relay_server_to_client(
     from: std::process::ChildStdout,
     mut to: File,
-    rec: Sender<RecorderMsg>,
+    rec: QueueSender<RecorderMsg>,
     ctl: Sender<Control>,
     max: usize,
 ) {
@@ -424,7 +446,7 @@ fn relay_server_to_client(
 fn relay(
     mut from: impl Read,
     direction: Direction,
-    rec: &Sender<RecorderMsg>,
+    rec: &QueueSender<RecorderMsg>,
     max: usize,
     mut deliver: impl FnMut(&[u8]) -> bool,
 ) {
@@ -438,21 +460,21 @@ fn relay(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        // Queued before delivery, the recorder woken after it: see `queue`.
         splitter.feed(&buf[..n], undelivered, &mut |f| {
-            let _ = rec.send(RecorderMsg::Frame(f));
+            rec.push_quiet(RecorderMsg::Frame(f))
         });
         if !undelivered && !deliver(&buf[..n]) {
             undelivered = true;
-            let _ = rec.send(RecorderMsg::DeliveryFailed {
+            rec.push_quiet(RecorderMsg::DeliveryFailed {
                 direction,
                 chunk: splitter.chunks(),
                 bytes: n as u64,
             });
         }
+        rec.wake();
     }
-    splitter.finish(&mut |f| {
-        let _ = rec.send(RecorderMsg::Frame(f));
-    });
+    splitter.finish(&mut |f| rec.push(RecorderMsg::Frame(f)));
 }
 
 /// Our stdin as an unbuffered `File` (a duplicate descriptor).

@@ -37,7 +37,10 @@ impl LedgerWriter {
         let (tx, rx) = crossbeam_channel::bounded::<Vec<Event>>(4096);
         let handle = std::thread::Builder::new()
             .name("mcptrail-ledger-writer".into())
-            .spawn(move || run(ledger, rx, max_held, exit_retry))
+            .spawn(move || {
+                crate::run_in_background();
+                run(ledger, rx, max_held, exit_retry)
+            })
             .expect("spawn writer thread");
         LedgerWriter { tx, handle }
     }
