@@ -40,9 +40,11 @@ pub(crate) fn run(args: Args, data_dir: &Path) -> anyhow::Result<ExitCode> {
         };
         if report.ok() {
             println!(
-                "OK    hash chain intact: {} records in {} segments ({range}), head {}",
+                "OK    hash chain intact: {} record{} in {} segment{} ({range}), head {}",
                 report.records,
+                if report.records == 1 { "" } else { "s" },
                 report.segments,
+                if report.segments == 1 { "" } else { "s" },
                 report.head_hash.as_deref().map(|h| &h[..16]).unwrap_or("-")
             );
         } else {
