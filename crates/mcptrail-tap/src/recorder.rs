@@ -393,13 +393,7 @@ impl Recorder {
                 self.describe_params(&mut e, &method, params);
                 e.method = Some(method.clone());
                 set_bytes(&mut e, dir, line.len() as u64);
-                flag_if(&mut e, batch, Flag::Batch);
-                flag_if(&mut e, irregular, Flag::InvalidEnvelope);
-                flag_if(
-                    &mut e,
-                    !KNOWN_METHODS.contains(&method.as_str()),
-                    Flag::UnknownMethod,
-                );
+                flag_message(&mut e, &method, batch, irregular);
                 let key = (dir, id_key(id));
                 let queue = self.pending.entry(key).or_default();
                 flag_if(
@@ -416,7 +410,8 @@ impl Recorder {
                     prompt_name: e.prompt_name.clone(),
                     trace_id: e.trace_id.clone(),
                     parent_span_id: e.parent_span_id.clone(),
-                    had_cursor: params_str(params, "cursor").is_some(),
+                    had_cursor: e.method.as_deref().is_some_and(|m| m.ends_with("/list"))
+                        && params_str(params, "cursor").is_some(),
                     at: frame.at,
                     bytes: line.len() as u64,
                     closed: None,
@@ -433,13 +428,7 @@ impl Recorder {
                 e.direction = Some(dir);
                 self.describe_params(&mut e, &method, params);
                 set_bytes(&mut e, dir, line.len() as u64);
-                flag_if(&mut e, batch, Flag::Batch);
-                flag_if(&mut e, irregular, Flag::InvalidEnvelope);
-                flag_if(
-                    &mut e,
-                    !KNOWN_METHODS.contains(&method.as_str()),
-                    Flag::UnknownMethod,
-                );
+                flag_message(&mut e, &method, batch, irregular);
                 let cancelled = if method == "notifications/cancelled" {
                     self.cancel(dir, params, frame)
                 } else {
@@ -625,7 +614,7 @@ impl Recorder {
         e.parameters_digest = Some(Digest256::of(raw.get().as_bytes()));
         let store = raw.get().len() <= self.cfg.max_stored_payload_bytes;
         flag_if(e, !store, Flag::Oversize);
-        let Ok(v) = serde_json::from_str::<Value>(raw.get()) else {
+        let Ok(mut v) = serde_json::from_str::<Value>(raw.get()) else {
             return;
         };
         if let Some(tp) = v
@@ -645,11 +634,11 @@ impl Recorder {
                 if let Some(t) = &e.tool_invoked {
                     e.tool_schema_hash = self.catalogs.get("tools").and_then(|c| c.get(t)).cloned();
                 }
-                v.get("arguments").cloned()
+                v.as_object_mut().and_then(|o| o.remove("arguments"))
             }
             "prompts/get" => {
                 e.prompt_name = str_field("name");
-                v.get("arguments").cloned()
+                v.as_object_mut().and_then(|o| o.remove("arguments"))
             }
             "resources/read"
             | "resources/subscribe"
@@ -857,6 +846,13 @@ fn flag_if(e: &mut Event, cond: bool, f: Flag) {
     if cond {
         e.flags.push(f);
     }
+}
+
+/// Flags every request and notification can carry.
+fn flag_message(e: &mut Event, method: &str, batch: bool, irregular: bool) {
+    flag_if(e, batch, Flag::Batch);
+    flag_if(e, irregular, Flag::InvalidEnvelope);
+    flag_if(e, !KNOWN_METHODS.contains(&method), Flag::UnknownMethod);
 }
 
 fn params_str(params: Option<&RawValue>, key: &str) -> Option<String> {
