@@ -1,6 +1,7 @@
 //! Ledger append throughput with group commit, against a baseline measured in the same run:
 //! writing the same bytes with one `write` + `fdatasync` per batch and no chain/serialisation
-//! (the disk's bound). A third case skips fdatasync to show the CPU side alone.
+//! (the disk's bound). A third case appends events serialised beforehand, as the tap's writer
+//! thread does (the recorder thread serialises them).
 //!
 //! `cargo bench -p mcptrail-ledger --bench append` — criterion reports elements/s (events/s).
 
@@ -11,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use mcptrail_event::{
     Event, EventKind, PeerInfo, ProcessInfo, ResponseSummary, ServerInfo, Status, UserIdentity,
 };
-use mcptrail_ledger::{Ledger, LedgerConfig};
+use mcptrail_ledger::{Ledger, LedgerConfig, PreparedEvent};
 
 fn sample_event(i: u64) -> Event {
     let mut e = Event::new(EventKind::McpResponse);
@@ -81,18 +82,16 @@ fn bench(c: &mut Criterion) {
         )
     });
 
-    // The CPU side alone (serialise, hash, chain, write to the page cache): what the ledger
-    // could do on a disk whose fdatasync were free.
-    let dir2 = tempfile::tempdir().unwrap();
-    let no_sync = LedgerConfig {
-        fsync: false,
-        ..LedgerConfig::default()
-    };
-    let mut ledger2 = Ledger::open(dir2.path(), no_sync).unwrap();
-    g.bench_function("group_commit_1000_no_fdatasync", |b| {
+    // What the tap's writer thread does: events serialised beforehand (on the recorder
+    // thread), the append completes, hashes, writes and fdatasyncs them.
+    g.bench_function("group_commit_1000_prepared_fdatasync", |b| {
         b.iter_batched_ref(
-            || (0..BATCH as u64).map(sample_event).collect::<Vec<_>>(),
-            |events| ledger2.append(events).unwrap(),
+            || {
+                (0..BATCH as u64)
+                    .map(|i| PreparedEvent::new(sample_event(i)).unwrap())
+                    .collect::<Vec<_>>()
+            },
+            |events| ledger.append_prepared(events).unwrap(),
             BatchSize::SmallInput,
         )
     });

@@ -46,12 +46,14 @@
 //! layer close those gaps.
 
 mod error;
+mod prepared;
 mod reader;
 mod segment;
 mod verify;
 mod writer;
 
 pub use error::LedgerError;
+pub use prepared::PreparedEvent;
 pub use reader::{LedgerReader, RawRecord};
 pub use segment::{list_segments, SegmentInfo, LEDGER_DIR};
 pub use verify::{verify, Problem, VerifyOptions, VerifyReport};

@@ -6,9 +6,10 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use mcptrail_event::{sha256_hex, Event, EventKind, GENESIS_HASH};
+use mcptrail_event::{sha256_hex, Event, EventKind};
 use sha2::{Digest, Sha256};
 
+use crate::prepared::{hex32, PreparedEvent};
 use crate::segment::{
     self, create_segment, ensure_private_dir, list_segments, open_segment_append, read_tail, seal,
 };
@@ -114,6 +115,25 @@ impl Ledger {
     /// retry (a retry never duplicates: partial writes are detected as a torn tail and
     /// quarantined by the next append).
     pub fn append(&mut self, events: &mut [Event]) -> Result<AppendReceipt, LedgerError> {
+        let prepared = events
+            .iter_mut()
+            .map(PreparedEvent::prepare)
+            .collect::<Result<Vec<_>, _>>()?;
+        let receipt = self.append_prepared(&prepared)?;
+        let first = receipt.last_seq + 1 - events.len() as u64;
+        for (i, ev) in events.iter_mut().enumerate() {
+            ev.seq = first + i as u64;
+        }
+        Ok(receipt)
+    }
+
+    /// [`append`](Self::append) for events already serialised (on another thread, say): the
+    /// writer only completes, hashes and writes them. `first_seq..=last_seq` of the receipt
+    /// are theirs, in order (a recovery record, if one was due, comes just before).
+    pub fn append_prepared(
+        &mut self,
+        events: &[PreparedEvent],
+    ) -> Result<AppendReceipt, LedgerError> {
         if events.is_empty() {
             let last = self.active.as_ref().map_or(0, |a| a.last_seq);
             return Ok(AppendReceipt {
@@ -134,8 +154,8 @@ impl Ledger {
         result
     }
 
-    fn append_locked(&mut self, events: &mut [Event]) -> Result<AppendReceipt, LedgerError> {
-        let mut recovered = self.sync_tail()?;
+    fn append_locked(&mut self, events: &[PreparedEvent]) -> Result<AppendReceipt, LedgerError> {
+        let recovered = self.sync_tail()?.map(PreparedEvent::new).transpose()?;
         let rotate = match &self.active {
             Some(a) => {
                 a.len > 0
@@ -174,11 +194,8 @@ impl Ledger {
 
         self.buf.clear();
         let mut first_seq = last_seq + 1;
-        if let Some(ev) = recovered.as_mut() {
-            encode(ev, &mut last_seq, &mut last_hash, &mut self.buf)?;
-        }
-        for ev in events.iter_mut() {
-            encode(ev, &mut last_seq, &mut last_hash, &mut self.buf)?;
+        for ev in recovered.iter().chain(events) {
+            encode(ev, &mut last_seq, &mut last_hash, &mut self.buf);
         }
         if recovered.is_some() {
             first_seq += 1;
@@ -342,25 +359,14 @@ impl Ledger {
     }
 }
 
-/// Assign seq/prev_hash, serialise one line, advance the chain.
-fn encode(
-    ev: &mut Event,
-    last_seq: &mut u64,
-    last_hash: &mut [u8; 32],
-    buf: &mut Vec<u8>,
-) -> Result<(), LedgerError> {
+/// Complete one line with the next seq and the previous line's hash, advance the chain.
+fn encode(ev: &PreparedEvent, last_seq: &mut u64, last_hash: &mut [u8; 32], buf: &mut Vec<u8>) {
     *last_seq += 1;
-    ev.seq = *last_seq;
-    ev.prev_hash = if *last_seq == 1 {
-        GENESIS_HASH.to_string()
-    } else {
-        hex::encode(*last_hash)
-    };
+    // Before the first record `last_hash` is all zero bytes, whose hex is GENESIS_HASH.
     let start = buf.len();
-    serde_json::to_writer(&mut *buf, ev)?;
+    ev.write_line(*last_seq, &hex32(last_hash), buf);
     *last_hash = Sha256::digest(&buf[start..]).into();
     buf.push(b'\n');
-    Ok(())
 }
 
 /// When the active segment was started: the time of its first record, else now.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mcptrail_event::{new_event_id, Direction, ProcessInfo, ServerInfo};
-use mcptrail_ledger::{Ledger, LedgerConfig};
+use mcptrail_ledger::{Ledger, LedgerConfig, PreparedEvent};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::os::unix::process::ExitStatusExt;
@@ -24,7 +24,7 @@ use std::os::unix::process::ExitStatusExt;
 use crate::framing::{Frame, LineSplitter};
 use crate::queue::{queue, QueueReceiver, QueueSender, Received, Wait};
 use crate::recorder::SessionEnd;
-use crate::{Identity, LedgerWriter, Recorder, SessionContext, TapConfig, TapError};
+use crate::{prepare, Identity, LedgerWriter, Recorder, SessionContext, TapConfig, TapError};
 
 /// Everything `wrap` needs.
 #[derive(Debug, Clone)]
@@ -125,7 +125,7 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
                 },
                 &mut out,
             );
-            let _ = events_tx.send(out);
+            let _ = events_tx.send(prepare(out));
             drop(events_tx);
             writer.finish();
             return Err(TapError::Spawn {
@@ -137,7 +137,7 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
     let pid = child.id();
     recorder.set_server_pid(pid);
     let start = recorder.session_start();
-    let _ = events_tx.send(vec![start]);
+    let _ = events_tx.send(prepare([start]));
 
     let child_stdin = Arc::new(Mutex::new(child.stdin.take()));
     let child_stdout = child.stdout.take().expect("piped");
@@ -353,7 +353,7 @@ fn set_reason(end: &mut SessionEnd, reason: &str) {
 fn record(
     mut recorder: Recorder,
     rx: QueueReceiver<RecorderMsg>,
-    events: Sender<Vec<mcptrail_event::Event>>,
+    events: Sender<Vec<PreparedEvent>>,
     tick: Duration,
 ) {
     let mut out = Vec::new();
@@ -383,7 +383,7 @@ fn record(
                 } => recorder.delivery_failed(direction, chunk, bytes, &mut out),
                 RecorderMsg::Finish(end) => {
                     recorder.finish(end, &mut out);
-                    let _ = events.send(std::mem::take(&mut out));
+                    let _ = events.send(prepare(out));
                     return;
                 }
             }
@@ -392,7 +392,7 @@ fn record(
             last_tick = Instant::now();
             recorder.tick(last_tick, &mut out);
         }
-        if !out.is_empty() && events.send(std::mem::take(&mut out)).is_err() {
+        if !out.is_empty() && events.send(prepare(out.drain(..))).is_err() {
             return;
         }
     }

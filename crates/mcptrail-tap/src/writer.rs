@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mcptrail_event::{Event, EventKind};
-use mcptrail_ledger::Ledger;
+use mcptrail_ledger::{Ledger, PreparedEvent};
 
 /// Most events committed in one batch.
 const MAX_BATCH: usize = 4096;
@@ -26,7 +26,7 @@ pub struct WriterStats {
 /// Handle to the writer thread.
 #[derive(Debug)]
 pub struct LedgerWriter {
-    tx: Sender<Vec<Event>>,
+    tx: Sender<Vec<PreparedEvent>>,
     handle: JoinHandle<WriterStats>,
 }
 
@@ -34,7 +34,7 @@ impl LedgerWriter {
     /// Start the writer. While the ledger fails, up to `max_held` events wait in memory; at
     /// exit it keeps retrying for `exit_retry` before giving up.
     pub fn spawn(ledger: Ledger, max_held: usize, exit_retry: Duration) -> Self {
-        let (tx, rx) = crossbeam_channel::bounded::<Vec<Event>>(4096);
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<PreparedEvent>>(4096);
         let handle = std::thread::Builder::new()
             .name("mcptrail-ledger-writer".into())
             .spawn(move || {
@@ -45,8 +45,9 @@ impl LedgerWriter {
         LedgerWriter { tx, handle }
     }
 
-    /// A sender for events (one `Vec` per frame; it blocks only if 4096 batches are queued).
-    pub fn sender(&self) -> Sender<Vec<Event>> {
+    /// A sender for serialised events (see [`prepare`]; one `Vec` per batch; it blocks only
+    /// if 4096 batches are queued).
+    pub fn sender(&self) -> Sender<Vec<PreparedEvent>> {
         self.tx.clone()
     }
 
@@ -60,14 +61,30 @@ impl LedgerWriter {
     }
 }
 
+/// Serialise events for the writer, on the caller's thread: that work then overlaps the
+/// writer's `fdatasync` instead of queueing behind it.
+pub fn prepare(events: impl IntoIterator<Item = Event>) -> Vec<PreparedEvent> {
+    events
+        .into_iter()
+        .filter_map(|e| match PreparedEvent::new(e) {
+            Ok(p) => Some(p),
+            Err(err) => {
+                // Not reachable with the event types as they are; say so rather than panic.
+                eprintln!("mcptrail: an audit event could not be serialised and is lost: {err}");
+                None
+            }
+        })
+        .collect()
+}
+
 fn run(
     mut ledger: Ledger,
-    rx: Receiver<Vec<Event>>,
+    rx: Receiver<Vec<PreparedEvent>>,
     max_held: usize,
     exit_retry: Duration,
 ) -> WriterStats {
     let mut stats = WriterStats::default();
-    let mut held: Vec<Event> = Vec::new();
+    let mut held: Vec<PreparedEvent> = Vec::new();
     let mut closed = false;
     let mut closed_at: Option<Instant> = None;
     let mut failing_since: Option<(Instant, String)> = None;
@@ -97,7 +114,7 @@ fn run(
             continue;
         }
         let take = held.len().min(MAX_BATCH);
-        let result = ledger.append(&mut held[..take]);
+        let result = ledger.append_prepared(&held[..take]);
         match result {
             Ok(_) => {
                 stats.written += take as u64;
@@ -116,7 +133,7 @@ fn run(
                         "events_lost": shed,
                         "explanation": "events observed while the ledger could not be written were held in memory and written late; events_lost counts those shed to bound memory",
                     }));
-                    held.insert(0, e);
+                    held.splice(0..0, prepare([e]));
                     shed = 0;
                 }
             }
