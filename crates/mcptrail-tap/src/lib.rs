@@ -28,7 +28,7 @@ pub use writer::{prepare, LedgerWriter, WriterStats};
 
 /// Nice value of the recorder and writer threads. Recording is background work: when a relay
 /// wakes on a busy CPU it should run before them, not after a batch of their work.
-const BACKGROUND_NICE: i32 = 19;
+const BACKGROUND_NICE: i32 = 10;
 
 /// Lower the calling thread's scheduling priority (Linux keeps a nice value per thread).
 /// Best effort: where it cannot be changed, the thread keeps the normal priority.

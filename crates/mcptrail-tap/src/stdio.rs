@@ -300,6 +300,16 @@ fn lifecycle(
                 if status.is_none() {
                     if let Ok(sig) = Signal::try_from(s) {
                         let _ = kill(Pid::from_raw(pid as i32), sig);
+                        // A server that survives the forwarded signal is stopped like one
+                        // that ignores EOF: after the grace period SIGTERM, then SIGKILL.
+                        if stop.is_none() {
+                            let next = if sig == Signal::SIGTERM {
+                                Signal::SIGKILL
+                            } else {
+                                Signal::SIGTERM
+                            };
+                            stop = Some((Instant::now() + grace, next));
+                        }
                     }
                 }
             }

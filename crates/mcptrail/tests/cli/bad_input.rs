@@ -13,10 +13,7 @@ use crate::support::*;
 fn client_garbage_is_forwarded_unchanged_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = teed(
-        dir.path(),
-        &[target_bin("rmcp-echo-server").display().to_string()],
-    );
+    let server = teed_echo_server(dir.path());
     let mut w = Wrapped::start(&data, &[], &strs(&server));
     w.initialize("garbage-client");
     w.send(b"garbage{\n");
@@ -252,10 +249,7 @@ fn server_anomalies_and_server_to_client_requests() {
 fn fifty_mib_messages_are_relayed_and_summarised() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = teed(
-        dir.path(),
-        &[target_bin("rmcp-echo-server").display().to_string()],
-    );
+    let server = teed_echo_server(dir.path());
     let mut w = Wrapped::start(&data, &[], &strs(&server));
     w.initialize("big-client");
     // 50 MiB from the server.

@@ -24,6 +24,30 @@ fn config(dir: &std::path::Path, body: &str) -> String {
     p.display().to_string()
 }
 
+/// `mcptrail --config <toml with body> wrap --data-dir <data> -- odd_server.py <flags>`, with
+/// piped stdin and stdout.
+fn spawn_odd(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    config_body: &str,
+    flags: &[&str],
+) -> std::process::Child {
+    let cfg = config(dir, config_body);
+    let mut cmd = mcptrail();
+    cmd.args([
+        "--config",
+        &cfg,
+        "wrap",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--",
+    ])
+    .args(odd(flags))
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
 fn session_end(evs: &[mcptrail_event::Event]) -> mcptrail_event::SessionDetail {
     let ends = of_kind(evs, EventKind::SessionEnd);
     assert_eq!(ends.len(), 1, "exactly one session.end");
@@ -73,19 +97,12 @@ fn server_ignoring_eof_gets_sigterm_then_sigkill() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let cfg = config(dir.path(), "[tap]\nshutdown_grace_secs = 1\n");
-        let mut cmd = mcptrail();
-        cmd.args([
-            "--config",
-            &cfg,
-            "wrap",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--",
-        ])
-        .args(odd(&flags));
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
+        let mut child = spawn_odd(
+            dir.path(),
+            &data,
+            "[tap]\nshutdown_grace_secs = 1\n",
+            &flags,
+        );
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}
 "#).unwrap();
@@ -135,23 +152,13 @@ fn sigterm_and_sigint_are_forwarded_to_the_server() {
 #[test]
 fn heartbeats_timeouts_and_cancellations_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        "[tap]\nheartbeat_interval_secs = 1\nrequest_timeout_secs = 1\n",
-    );
     let data = dir.path().join("data");
-    let mut cmd = mcptrail();
-    cmd.args([
-        "--config",
-        &cfg,
-        "wrap",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--",
-    ])
-    .args(odd(&[]));
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+    let mut child = spawn_odd(
+        dir.path(),
+        &data,
+        "[tap]\nheartbeat_interval_secs = 1\nrequest_timeout_secs = 1\n",
+        &[],
+    );
     let mut stdin = child.stdin.take().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     writeln!(stdin, r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"c","version":"1"}}}}}}"#).unwrap();
@@ -277,19 +284,12 @@ fn a_server_that_cannot_start_is_an_error_and_a_record() {
 fn client_disconnecting_mid_stream_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let cfg = config(dir.path(), "[tap]\nshutdown_grace_secs = 1\n");
-    let mut cmd2 = mcptrail();
-    cmd2.args([
-        "--config",
-        &cfg,
-        "wrap",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--",
-    ])
-    .args(odd(&["--ignore-eof"]));
-    cmd2.stdin(Stdio::piped()).stdout(Stdio::piped());
-    let mut child = cmd2.spawn().unwrap();
+    let mut child = spawn_odd(
+        dir.path(),
+        &data,
+        "[tap]\nshutdown_grace_secs = 1\n",
+        &["--ignore-eof"],
+    );
     let mut stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
     drop(stdout); // the client stops reading: the tap's writes fail with EPIPE
@@ -326,4 +326,35 @@ fn client_disconnecting_mid_stream_is_recorded() {
         "the response the client never got is named"
     );
     assert!(failure.seq > resp.seq);
+}
+
+#[test]
+fn a_server_surviving_a_forwarded_sigterm_is_killed_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = spawn_odd(
+        dir.path(),
+        &data,
+        "[tap]\nshutdown_grace_secs = 1\n",
+        &["--ignore-term"],
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"c","version":"1"}}}}}}"#).unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let t = Instant::now();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(10))
+        .expect("wrap does not hang on a stubborn server");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "the server had its grace period"
+    );
+    assert_eq!(status.code(), Some(128 + Signal::SIGKILL as i32));
+    drop(stdin);
+    let end = session_end(&events(&data));
+    assert_eq!(end.end_reason.as_deref(), Some("signal:SIGTERM"));
+    assert_eq!(end.forced_stop.as_deref(), Some("sigkill"));
+    assert_eq!(end.exit_signal.as_deref(), Some("SIGKILL"));
 }

@@ -213,6 +213,16 @@ pub(crate) fn teed(dir: &Path, server: &[String]) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script]
 }
 
+/// [`teed`] around the rmcp echo server.
+pub(crate) fn teed_echo_server(dir: &Path) -> Vec<String> {
+    teed(
+        dir,
+        &[mcptrail_test_support::target_bin("rmcp-echo-server")
+            .display()
+            .to_string()],
+    )
+}
+
 pub(crate) fn read_file(p: &Path) -> Vec<u8> {
     let mut v = Vec::new();
     std::fs::File::open(p).unwrap().read_to_end(&mut v).unwrap();

@@ -18,6 +18,9 @@ import sys
 import time
 
 ignore_eof = "--ignore-eof" in sys.argv
+# Die of SIGINT like a native server: Python's KeyboardInterrupt can be swallowed depending on
+# where it lands, which made "the server died of the forwarded SIGINT" flaky.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
 if "--ignore-term" in sys.argv:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
