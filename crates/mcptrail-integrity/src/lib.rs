@@ -1,0 +1,19 @@
+//! mcptrail tamper evidence (DESIGN.md §3): the pieces that let an auditor prove, offline,
+//! that a ledger is complete and unaltered.
+//!
+//! This first part is the Merkle tree over a ledger's records, hashed as RFC 9162 §2.1
+//! specifies (leaf `SHA-256(0x00 ‖ data)`, node `SHA-256(0x01 ‖ left ‖ right)`), with
+//! inclusion and consistency proofs and their verification:
+//!
+//! - [`merkle::root`], [`merkle::inclusion_proof`], [`merkle::consistency_proof`] compute from
+//!   all leaf hashes (what `verify` and evidence export have at hand);
+//! - [`merkle::Frontier`] appends one leaf at a time in O(log n) memory (what a writer keeps
+//!   to sign checkpoints);
+//! - [`merkle::verify_inclusion`] and [`merkle::verify_consistency`] check proofs with
+//!   nothing but the two tree sizes and roots (what an auditor's machine has).
+//!
+//! Forward-secure MACs, signed checkpoints and anchoring build on this in later steps.
+
+pub mod merkle;
+
+pub use merkle::{Hash, ProofError};
