@@ -12,8 +12,12 @@
 //! - [`merkle::verify_inclusion`] and [`merkle::verify_consistency`] check proofs with
 //!   nothing but the two tree sizes and roots (what an auditor's machine has).
 //!
-//! Forward-secure MACs, signed checkpoints and anchoring build on this in later steps.
+//! Checkpoints of the tree are published as C2SP `tlog-checkpoint` bodies in Ed25519 signed
+//! notes ([`note`]), the format transparency logs use, so tools of that ecosystem can read
+//! them. Forward-secure MACs, the writer's checkpointing and anchoring build on this next.
 
 pub mod merkle;
+pub mod note;
 
 pub use merkle::{Hash, ProofError};
+pub use note::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
