@@ -271,3 +271,22 @@ fn mcptrail_user_is_recorded_as_asserted_identity() {
     assert!(u.os_user.is_some());
     assert!(evs[0].host.is_some());
 }
+
+#[test]
+fn errors_are_one_line_naming_the_cause_once() {
+    let (code, out, err) = run(&[
+        "wrap",
+        "--data-dir",
+        "/proc/mcptrail-cannot-exist",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("mcptrail: error: ledger I/O failed on /proc/mcptrail-cannot-exist"),
+        "{err}"
+    );
+    assert_eq!(err.matches("os error").count(), 1, "the cause once: {err}");
+}
