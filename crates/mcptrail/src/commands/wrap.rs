@@ -13,8 +13,9 @@ pub(crate) struct Args {
     /// Agent id recorded on every event (default: the client name from `initialize`).
     #[arg(long, value_name = "ID")]
     agent_id: Option<String>,
-    /// The MCP server command and its arguments, after `--`.
-    #[arg(required = true, last = true, value_name = "CMD")]
+    /// The MCP server command and its arguments (`--` before them is optional: everything
+    /// from the command on belongs to the server, flags included).
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     command: Vec<String>,
 }
 

@@ -290,3 +290,36 @@ fn errors_are_one_line_naming_the_cause_once() {
     );
     assert_eq!(err.matches("os error").count(), 1, "the cause once: {err}");
 }
+
+#[test]
+fn the_server_command_may_follow_wrap_without_a_double_dash() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Flags after the command are the server's, not wrap's.
+    let out = mcptrail()
+        .args([
+            "wrap",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "sh",
+            "-c",
+            "echo \"$0 $1\"; exit 7",
+            "--agent-id",
+            "-x",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "--agent-id -x\n");
+    let evs = events(&data);
+    let start = &evs[0];
+    assert_eq!(
+        start.server.as_ref().unwrap().command,
+        ["sh", "-c", "echo \"$0 $1\"; exit 7", "--agent-id", "-x"]
+    );
+    assert_eq!(
+        start.agent_id, None,
+        "--agent-id after the command is not wrap's"
+    );
+}
