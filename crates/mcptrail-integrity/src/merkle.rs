@@ -282,6 +282,24 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// The roots of the perfect subtrees, largest first (what to persist besides the size).
+    pub fn subtree_roots(&self) -> impl Iterator<Item = &Hash> {
+        self.nodes.iter().map(|(_, h)| h)
+    }
+
+    /// Rebuild from a size and its subtree roots (largest first), as persisted. `None` when
+    /// the number of roots does not fit the size (one per set bit of the size).
+    pub fn from_parts(size: u64, roots: Vec<Hash>) -> Option<Self> {
+        if roots.len() != size.count_ones() as usize {
+            return None;
+        }
+        let heights = (0..u64::BITS).rev().filter(|b| size >> b & 1 == 1);
+        Some(Frontier {
+            size,
+            nodes: heights.zip(roots).collect(),
+        })
+    }
+
     /// The root of the tree so far (RFC 9162 MTH).
     pub fn root(&self) -> Hash {
         let mut it = self.nodes.iter().rev();
@@ -457,6 +475,9 @@ mod tests {
             }
             prop_assert_eq!(f.size(), n as u64);
             prop_assert_eq!(f.root(), root(&leaves));
+            let again = Frontier::from_parts(f.size(), f.subtree_roots().copied().collect()).unwrap();
+            prop_assert_eq!(&again, &f);
+            prop_assert!(Frontier::from_parts(f.size() + 1, f.subtree_roots().copied().collect()).is_none() || (n + 1).count_ones() == n.count_ones());
         }
     }
 }

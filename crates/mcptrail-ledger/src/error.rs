@@ -29,6 +29,14 @@ pub enum LedgerError {
     /// An event could not be serialised (should not happen).
     #[error("could not serialise an event: {0}")]
     Serialise(#[from] serde_json::Error),
+    /// The checkpoint key file cannot be used.
+    #[error("checkpoint key {path} cannot be used: {reason}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The ledger directory has insecure permissions.
     #[error("ledger directory {path} is accessible by other users (mode {mode:o}); run `chmod 700 {path}`")]
     InsecurePermissions {

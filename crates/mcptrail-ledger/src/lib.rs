@@ -45,6 +45,7 @@
 //! forward-secure MACs and signed, externally anchored checkpoints of the tamper-evidence
 //! layer close those gaps.
 
+mod checkpoint;
 mod error;
 mod prepared;
 mod reader;
@@ -52,6 +53,10 @@ mod segment;
 mod verify;
 mod writer;
 
+pub use checkpoint::{
+    checkpoint_file_name, list_checkpoints, local_verifier, record_leaf, CheckpointPolicy,
+    CHECKPOINT_DIR, KEY_DIR, VERIFIER_KEY_FILE,
+};
 pub use error::LedgerError;
 pub use prepared::PreparedEvent;
 pub use reader::{LedgerReader, RawRecord};

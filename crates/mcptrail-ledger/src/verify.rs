@@ -7,13 +7,24 @@ use mcptrail_event::{Event, EventKind, GENESIS_HASH};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use mcptrail_integrity::merkle::Frontier;
+use mcptrail_integrity::note::open as open_note;
+use mcptrail_integrity::{Checkpoint, NoteVerifier};
+
+use crate::checkpoint::{list_checkpoints, local_verifier, record_leaf, CHECKPOINT_DIR};
 use crate::{LedgerError, LedgerReader, LEDGER_DIR};
 
 /// What to check.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
     /// Start at this seq (the chain link into it is trusted). 0 or 1 = from the beginning.
+    /// Checkpoints are only checked from the beginning.
     pub from_seq: u64,
+    /// The checkpoint key to trust; default: the ledger's own `keys/checkpoint.vkey`. An
+    /// auditor passes the key they were given, so a replaced local key cannot fool them.
+    pub verifier: Option<NoteVerifier>,
+    /// Directories of anchored checkpoint copies to check besides `<data_dir>/checkpoints`.
+    pub anchor_dirs: Vec<PathBuf>,
 }
 
 /// One integrity problem, located precisely.
@@ -78,6 +89,31 @@ pub enum Problem {
         /// Seq of the first record.
         seq: u64,
     },
+    /// A checkpoint file that is not a valid checkpoint signed by the trusted key.
+    CheckpointInvalid {
+        /// The checkpoint file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// The first `size` records hash to another root than the signed checkpoint says: records
+    /// were changed (even with the hash chain recomputed), or the log forked.
+    CheckpointMismatch {
+        /// The checkpoint file.
+        file: String,
+        /// Records the checkpoint covers.
+        size: u64,
+    },
+    /// A signed checkpoint covers more records than the ledger holds: its newest records
+    /// were removed (truncated or rolled back).
+    Truncated {
+        /// The checkpoint file.
+        file: String,
+        /// Records the checkpoint covers.
+        size: u64,
+        /// Records in the ledger.
+        records: u64,
+    },
     /// An unterminated last line with no writer active: a writer died mid-record. The next
     /// writer will quarantine it and append a `system.ledger_recovered` event.
     TornTail {
@@ -110,6 +146,16 @@ impl std::fmt::Display for Problem {
                 write!(f, "{segment}: file name does not match its first record (seq {first_record_seq}) — segment renamed or its head removed")
             }
             Problem::BadGenesis { seq } => write!(f, "the ledger starts at seq {seq} without the genesis hash — its beginning was removed"),
+            Problem::CheckpointInvalid { file, reason } => write!(f, "{file}: not a valid checkpoint signed by the trusted key ({reason})"),
+            Problem::CheckpointMismatch { file, size } => write!(
+                f,
+                "{file}: records 1..={size} do not match this signed checkpoint — records were altered (even if the hash chain was recomputed) or the log forked"
+            ),
+            Problem::Truncated { file, size, records } => write!(
+                f,
+                "{file}: signed at {size} records but the ledger holds {records} — records {}..={size} were removed (truncation or rollback)",
+                records + 1
+            ),
             Problem::TornTail { segment, offset, length } => write!(
                 f,
                 "{segment} byte {offset}: torn last line ({length} bytes) — a writer was killed mid-record; the next writer quarantines it"
@@ -139,6 +185,10 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// Things an auditor should know that are not integrity failures (recoveries, writers active).
     pub notices: Vec<String>,
+    /// Signed checkpoints whose root matched the records.
+    pub checkpoints_verified: u64,
+    /// Records covered by the newest verified checkpoint.
+    pub latest_checkpoint: Option<u64>,
 }
 
 impl VerifyReport {
@@ -162,6 +212,14 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
     // Seqs that turned up out of order: a "missing" range they cover was a reordering.
     let mut late = std::collections::BTreeSet::new();
     let mut max_seq = 0u64;
+    let check_tree = from <= 1;
+    let mut checkpoints = if check_tree {
+        load_checkpoints(data_dir, opts, &mut report)?
+    } else {
+        Vec::new()
+    };
+    let mut next_cp = 0usize;
+    let mut frontier = Frontier::new();
 
     while let Some(rec) = reader.next_record()? {
         let seg_name = name_of(&rec.segment);
@@ -170,6 +228,26 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
             current_segment = Some(rec.segment.clone());
         }
         let hash: [u8; 32] = Sha256::digest(&rec.line).into();
+        if check_tree {
+            frontier.push(record_leaf(&hash));
+            while let Some((file, cp)) = checkpoints.get(next_cp) {
+                if cp.size > frontier.size() {
+                    break;
+                }
+                if cp.size == frontier.size() {
+                    if cp.root == frontier.root() {
+                        report.checkpoints_verified += 1;
+                        report.latest_checkpoint = Some(cp.size);
+                    } else {
+                        report.problems.push(Problem::CheckpointMismatch {
+                            file: file.clone(),
+                            size: cp.size,
+                        });
+                    }
+                }
+                next_cp += 1;
+            }
+        }
         let ev: Event = match serde_json::from_slice(&rec.line) {
             Ok(ev) => ev,
             Err(e) => {
@@ -258,6 +336,14 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
         prev = Some((ev.seq, hash));
     }
 
+    for (file, cp) in checkpoints.drain(next_cp..) {
+        report.problems.push(Problem::Truncated {
+            file,
+            size: cp.size,
+            records: frontier.size(),
+        });
+    }
+
     report.problems.retain(|p| match p {
         Problem::Missing {
             from_seq, to_seq, ..
@@ -277,6 +363,70 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
         }
     }
     Ok(report)
+}
+
+/// Every checkpoint file (local and anchored), checked against the trusted key, sorted by
+/// size. Invalid ones become problems; no key and no checkpoints is a notice.
+fn load_checkpoints(
+    data_dir: &Path,
+    opts: &VerifyOptions,
+    report: &mut VerifyReport,
+) -> Result<Vec<(String, Checkpoint)>, LedgerError> {
+    let dirs: Vec<PathBuf> = std::iter::once(data_dir.join(CHECKPOINT_DIR))
+        .chain(opts.anchor_dirs.iter().cloned())
+        .collect();
+    let mut files = Vec::new();
+    for dir in &dirs {
+        files.extend(list_checkpoints(dir)?);
+    }
+    let verifier = match &opts.verifier {
+        Some(v) => Some(v.clone()),
+        None => local_verifier(data_dir)?,
+    };
+    let Some(verifier) = verifier else {
+        if files.is_empty() {
+            report
+                .notices
+                .push("no signed checkpoints yet: only the hash chain was checked".into());
+        } else {
+            report.problems.push(Problem::CheckpointInvalid {
+                file: "keys/checkpoint.vkey".into(),
+                reason: "checkpoints exist but the public key to check them is missing".into(),
+            });
+        }
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (_, path) in files {
+        let label = path
+            .strip_prefix(data_dir)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| path.display().to_string());
+        let text = std::fs::read_to_string(&path).map_err(LedgerError::io(&path))?;
+        let parsed = open_note(&text, std::slice::from_ref(&verifier))
+            .and_then(Checkpoint::parse)
+            .map_err(|e| e.to_string())
+            .and_then(|cp| {
+                if cp.origin == verifier.name() {
+                    Ok(cp)
+                } else {
+                    Err(format!(
+                        "origin {} is not this log's ({})",
+                        cp.origin,
+                        verifier.name()
+                    ))
+                }
+            });
+        match parsed {
+            Ok(cp) => out.push((label, cp)),
+            Err(reason) => report.problems.push(Problem::CheckpointInvalid {
+                file: label,
+                reason,
+            }),
+        }
+    }
+    out.sort_by_key(|(_, cp)| cp.size);
+    Ok(out)
 }
 
 /// Whether another process holds the writer lock at this moment.

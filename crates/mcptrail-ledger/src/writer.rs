@@ -9,11 +9,16 @@ use std::time::{Duration, SystemTime};
 use mcptrail_event::{sha256_hex, Event, EventKind};
 use sha2::{Digest, Sha256};
 
+use crate::checkpoint::{
+    load_or_create_signer, record_leaf, write_checkpoint, CheckpointPolicy, TreeState,
+};
 use crate::prepared::{hex32, PreparedEvent};
 use crate::segment::{
     self, create_segment, ensure_private_dir, list_segments, open_segment_append, read_tail, seal,
 };
+use crate::LedgerReader;
 use crate::{LedgerError, LEDGER_DIR};
+use mcptrail_integrity::NoteSigner;
 
 /// Writer settings.
 #[derive(Debug, Clone)]
@@ -24,6 +29,8 @@ pub struct LedgerConfig {
     pub segment_max_age: Duration,
     /// `fdatasync` every batch (turn off only for benchmarks of the CPU path).
     pub fsync: bool,
+    /// When to sign Merkle checkpoints, and where to anchor them.
+    pub checkpoints: CheckpointPolicy,
 }
 
 impl Default for LedgerConfig {
@@ -32,6 +39,7 @@ impl Default for LedgerConfig {
             segment_max_bytes: 64 * 1024 * 1024,
             segment_max_age: Duration::from_secs(24 * 3600),
             fsync: true,
+            checkpoints: CheckpointPolicy::default(),
         }
     }
 }
@@ -57,11 +65,18 @@ struct Active {
 /// A handle for appending to the ledger under `<data_dir>/ledger`. Several processes may each
 /// hold one: appends are serialised by an advisory lock and never interleave.
 pub struct Ledger {
+    data_dir: PathBuf,
     dir: PathBuf,
     cfg: LedgerConfig,
     lock: File,
     active: Option<Active>,
     buf: Vec<u8>,
+    /// The Merkle tree's right edge at our view of the tail (`None`: to be loaded or rebuilt).
+    tree: Option<TreeState>,
+    /// The checkpoint signer, loaded (or created) at the first checkpoint.
+    signer: Option<NoteSigner>,
+    /// Record hashes of the batch being written.
+    batch_hashes: Vec<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -95,11 +110,15 @@ impl Ledger {
             .open(&lock_path)
             .map_err(LedgerError::io(&lock_path))?;
         Ok(Ledger {
+            data_dir: data_dir.to_path_buf(),
             dir,
             cfg,
             lock,
             active: None,
             buf: Vec::with_capacity(1 << 20),
+            tree: None,
+            signer: None,
+            batch_hashes: Vec::new(),
         })
     }
 
@@ -141,21 +160,51 @@ impl Ledger {
                 last_seq: last,
             });
         }
+        self.locked(|l| l.append_locked(events, false))
+    }
+
+    /// Make sure a signed checkpoint covers every record (a tap calls this when its session
+    /// ends). Returns the number of records the newest checkpoint covers (`None`: empty log).
+    pub fn checkpoint_now(&mut self) -> Result<Option<u64>, LedgerError> {
+        self.locked(|l| l.append_locked(&[], true))?;
+        Ok(self
+            .tree
+            .as_ref()
+            .map(|t| t.last_checkpoint.0)
+            .filter(|&s| s > 0))
+    }
+
+    fn locked<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
         self.lock
             .lock()
             .map_err(LedgerError::io(self.dir.join("LOCK")))?;
-        let result = self.append_locked(events);
+        let result = f(self);
         // Dropping the lock cannot meaningfully fail; the fd close would release it anyway.
         let _ = self.lock.unlock();
         if result.is_err() {
             // Our view of the tail may be stale after a failed write: re-read it next time.
             self.active = None;
+            self.tree = None;
         }
         result
     }
 
-    fn append_locked(&mut self, events: &[PreparedEvent]) -> Result<AppendReceipt, LedgerError> {
+    fn append_locked(
+        &mut self,
+        events: &[PreparedEvent],
+        force_checkpoint: bool,
+    ) -> Result<AppendReceipt, LedgerError> {
         let recovered = self.sync_tail()?.map(PreparedEvent::new).transpose()?;
+        if events.is_empty() && recovered.is_none() && self.active.is_none() {
+            // Nothing to write to an empty ledger (a checkpoint of nothing is not one).
+            return Ok(AppendReceipt {
+                first_seq: 1,
+                last_seq: 0,
+            });
+        }
         let rotate = match &self.active {
             Some(a) => {
                 a.len > 0
@@ -164,7 +213,16 @@ impl Ledger {
             }
             None => false,
         };
+        self.sync_tree()?;
         if rotate {
+            // Sealing closes a segment: sign what it ends on first.
+            if self
+                .tree
+                .as_ref()
+                .is_some_and(|t| t.due(&self.cfg.checkpoints, true))
+            {
+                self.checkpoint()?;
+            }
             let a = self.active.take().expect("checked above");
             seal(&a.path, &a.file)?;
             let (file, path) = create_segment(&self.dir, a.last_seq + 1)?;
@@ -193,19 +251,23 @@ impl Ledger {
         }
 
         self.buf.clear();
+        self.batch_hashes.clear();
         let mut first_seq = last_seq + 1;
         for ev in recovered.iter().chain(events) {
             encode(ev, &mut last_seq, &mut last_hash, &mut self.buf);
+            self.batch_hashes.push(last_hash);
         }
         if recovered.is_some() {
             first_seq += 1;
         }
         let a = self.active.as_mut().expect("set above");
-        a.file
-            .write_all(&self.buf)
-            .map_err(LedgerError::io(&a.path))?;
-        if self.cfg.fsync {
-            a.file.sync_data().map_err(LedgerError::io(&a.path))?;
+        if !self.buf.is_empty() {
+            a.file
+                .write_all(&self.buf)
+                .map_err(LedgerError::io(&a.path))?;
+            if self.cfg.fsync {
+                a.file.sync_data().map_err(LedgerError::io(&a.path))?;
+            }
         }
         a.len += self.buf.len() as u64;
         a.last_seq = last_seq;
@@ -213,10 +275,64 @@ impl Ledger {
         if self.buf.capacity() > 8 << 20 {
             self.buf = Vec::with_capacity(1 << 20);
         }
+        // The batch is durable: extend the tree, and sign it when a checkpoint is due.
+        let tree = self.tree.as_mut().expect("sync_tree set it");
+        for h in &self.batch_hashes {
+            tree.frontier.push(record_leaf(h));
+        }
+        if tree.due(&self.cfg.checkpoints, force_checkpoint) {
+            self.checkpoint()?;
+        }
+        self.tree.as_ref().expect("still set").save(&self.dir);
         Ok(AppendReceipt {
             first_seq,
             last_seq,
         })
+    }
+
+    /// Make `self.tree` describe the ledger up to our view of the tail: keep it, load the
+    /// TREE cache, or rebuild it from every record (after a crash or when the cache is gone).
+    fn sync_tree(&mut self) -> Result<(), LedgerError> {
+        let size = self.active.as_ref().map_or(0, |a| a.last_seq);
+        if self
+            .tree
+            .as_ref()
+            .is_some_and(|t| t.frontier.size() == size)
+        {
+            return Ok(());
+        }
+        self.tree = match TreeState::load(&self.dir, size) {
+            Some(t) => Some(t),
+            None => {
+                let mut hashes = Vec::new();
+                for rec in LedgerReader::open(&self.data_dir, 1)? {
+                    hashes.push(Sha256::digest(&rec?.line).into());
+                }
+                let t = TreeState::rebuild(&self.data_dir, hashes.into_iter())?;
+                if t.frontier.size() != size {
+                    return Err(LedgerError::Corrupt {
+                        segment: self.dir.clone(),
+                        offset: 0,
+                        reason: format!(
+                            "the ledger holds {} complete records but its last one has seq {size}",
+                            t.frontier.size()
+                        ),
+                    });
+                }
+                Some(t)
+            }
+        };
+        Ok(())
+    }
+
+    /// Sign and store a checkpoint of the tree as it stands.
+    fn checkpoint(&mut self) -> Result<(), LedgerError> {
+        if self.signer.is_none() {
+            self.signer = Some(load_or_create_signer(&self.data_dir)?);
+        }
+        let signer = self.signer.as_ref().expect("set above");
+        let tree = self.tree.as_mut().expect("sync_tree set it");
+        write_checkpoint(&self.data_dir, signer, tree, &self.cfg.checkpoints)
     }
 
     /// Bring our view of the tail up to date with what other writers did since our last

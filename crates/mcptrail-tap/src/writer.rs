@@ -109,6 +109,11 @@ fn run(
         }
         if held.is_empty() {
             if closed {
+                // The session is over: have a signed checkpoint cover its last record.
+                if let Err(err) = ledger.checkpoint_now() {
+                    eprintln!("mcptrail: could not sign the closing checkpoint: {err}");
+                    stats.last_error = Some(err.to_string());
+                }
                 break;
             }
             continue;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use mcptrail_ledger::LedgerConfig;
+use mcptrail_ledger::{CheckpointPolicy, LedgerConfig};
 use mcptrail_tap::TapConfig;
 use serde::Deserialize;
 
@@ -33,6 +33,12 @@ pub(crate) struct LedgerSettings {
     pub(crate) segment_max_age_secs: u64,
     /// fdatasync every group commit (keep on).
     pub(crate) fsync: bool,
+    /// Sign a Merkle checkpoint every this many records (0: only by time and at seal).
+    pub(crate) checkpoint_every_records: u64,
+    /// Sign a Merkle checkpoint at the first append this long after the last.
+    pub(crate) checkpoint_interval_secs: u64,
+    /// Also write every checkpoint to this directory (off the data directory's disk, ideally).
+    pub(crate) anchor_dir: Option<PathBuf>,
 }
 
 impl Default for LedgerSettings {
@@ -42,6 +48,9 @@ impl Default for LedgerSettings {
             segment_max_bytes: d.segment_max_bytes,
             segment_max_age_secs: d.segment_max_age.as_secs(),
             fsync: d.fsync,
+            checkpoint_every_records: d.checkpoints.every_records,
+            checkpoint_interval_secs: d.checkpoints.interval.as_secs(),
+            anchor_dir: d.checkpoints.anchor_dir,
         }
     }
 }
@@ -52,6 +61,11 @@ impl LedgerSettings {
             segment_max_bytes: self.segment_max_bytes.max(4096),
             segment_max_age: Duration::from_secs(self.segment_max_age_secs.max(1)),
             fsync: self.fsync,
+            checkpoints: CheckpointPolicy {
+                every_records: self.checkpoint_every_records,
+                interval: Duration::from_secs(self.checkpoint_interval_secs.max(1)),
+                anchor_dir: self.anchor_dir.clone(),
+            },
         }
     }
 }

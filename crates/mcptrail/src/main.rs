@@ -75,7 +75,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Wrap(args) => commands::wrap::run(args, &cfg, data_dir),
         Command::Log(args) => commands::log::run(args, &data_dir),
         Command::Timeline(args) => commands::timeline::run(args, &data_dir),
-        Command::Verify(args) => commands::verify::run(args, &data_dir),
+        Command::Verify(args) => {
+            commands::verify::run(args, &data_dir, cfg.ledger.anchor_dir.as_deref())
+        }
         Command::Reindex => commands::reindex(&data_dir),
         Command::Schema => {
             println!(

@@ -176,6 +176,31 @@ fn verify_reports_tampering_and_reindex_rebuilds() {
     let (code, out, _) = run(&["--data-dir", &data, "verify"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("OK    hash chain intact"), "{out}");
+    // The tap signed a checkpoint covering the session when it ended.
+    let records = out
+        .split("seq 1..=")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    assert!(
+        out.contains(&format!(
+            "1 signed checkpoint match the records (latest covers seq 1..={records})"
+        )),
+        "{out}"
+    );
+    // An auditor passes the public key they were handed; a different key trusts nothing.
+    let vkey = format!("{data}/keys/checkpoint.vkey");
+    let (code, out, err) = run(&["--data-dir", &data, "verify", "--key", &vkey]);
+    assert_eq!(code, 0, "{out}{err}");
+    let stranger = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
+    let (code, out, _) = run(&["--data-dir", &data, "verify", "--key", stranger]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("not a valid checkpoint signed by the trusted key"),
+        "{out}"
+    );
 
     // An attacker edits a tool argument in the ledger.
     let seg = std::fs::read_dir(format!("{data}/ledger"))
