@@ -79,10 +79,10 @@ pub(crate) fn run(
                 report.head_hash.as_deref().map(|h| &h[..16]).unwrap_or("-")
             );
             if let Some(latest) = report.latest_checkpoint {
+                let n = report.checkpoints_verified;
                 println!(
-                    "OK    {} signed checkpoint{} match the records (latest covers seq 1..={latest})",
-                    report.checkpoints_verified,
-                    if report.checkpoints_verified == 1 { "" } else { "s" },
+                    "OK    {n} signed checkpoint{} the records (latest covers seq 1..={latest})",
+                    if n == 1 { " matches" } else { "s match" },
                 );
             }
         } else {

@@ -186,7 +186,7 @@ fn verify_reports_tampering_and_reindex_rebuilds() {
         .unwrap();
     assert!(
         out.contains(&format!(
-            "1 signed checkpoint match the records (latest covers seq 1..={records})"
+            "1 signed checkpoint matches the records (latest covers seq 1..={records})"
         )),
         "{out}"
     );
