@@ -160,6 +160,11 @@ pub struct Event {
     /// SHA-256 (hex) of the exact stored bytes of the previous ledger line, without its
     /// newline; 64 zeros for the first record.
     pub prev_hash: String,
+    /// Forward-secure MAC of the record: `"<epoch>:<hex>"`, the HMAC-SHA256 under the key of
+    /// that epoch of the SHA-256 of this line with the `mac` member removed. Absent on records
+    /// written with MACs turned off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// Who the agent acts for.
@@ -473,6 +478,7 @@ impl Event {
             time: now_rfc3339_nanos(),
             kind,
             prev_hash: String::new(),
+            mac: None,
             ..Default::default()
         }
     }

@@ -118,7 +118,7 @@ impl Seed {
             path: path.to_path_buf(),
             source,
         })?;
-        let parsed = parse_tagged(&text, SEED_MAGIC, None).map(|(_, k)| Seed(k));
+        let parsed = parse_tagged(&text, SEED_MAGIC, false).map(|(_, _, k)| Seed(k));
         text.zeroize();
         parsed.map_err(|why| MacError::Malformed {
             what: "seed",
@@ -173,6 +173,27 @@ impl EpochKey {
         m.finalize().into_bytes().into()
     }
 
+    /// The tag that closes this epoch: binds its last record (seq and record hash) under this
+    /// epoch's key, so nobody holding only a later key can move the epoch boundary. The first
+    /// record of the next epoch carries it.
+    pub fn transition_tag(&self, last_seq: u64, last_record_hash: &[u8; 32]) -> [u8; 32] {
+        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        m.update(&transition_message(self.epoch, last_seq, last_record_hash));
+        m.finalize().into_bytes().into()
+    }
+
+    /// Check a transition tag (see [`transition_tag`](Self::transition_tag)), in constant time.
+    pub fn verify_transition(
+        &self,
+        last_seq: u64,
+        last_record_hash: &[u8; 32],
+        tag: &[u8],
+    ) -> bool {
+        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        m.update(&transition_message(self.epoch, last_seq, last_record_hash));
+        m.verify_slice(tag).is_ok()
+    }
+
     /// Check `tag` against the MAC of `record`, in constant time.
     pub fn verify(&self, record: &[u8], tag: &[u8]) -> bool {
         let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
@@ -180,9 +201,11 @@ impl EpochKey {
         m.verify_slice(tag).is_ok()
     }
 
-    /// Replace the writer's key state file with this key (0600, written to a temporary file,
-    /// fsynced, renamed over the old one, directory fsynced).
-    pub fn save(&self, path: &Path) -> Result<(), MacError> {
+    /// Replace the writer's key state file with this key and where its epoch began (0600,
+    /// written to a temporary file, fsynced, renamed over the old one). If a crash loses the
+    /// rename, the older state comes back; a writer then sees records of a later epoch than
+    /// its key and evolves forward (which it can; going back is what it cannot do).
+    pub fn save(&self, path: &Path, since: EpochStart) -> Result<(), MacError> {
         let io = |source| MacError::Io {
             what: "cannot write the MAC key state",
             path: path.to_path_buf(),
@@ -197,69 +220,116 @@ impl EpochKey {
             .open(&tmp)
             .map_err(io)?;
         let mut text = format!(
-            "{STATE_MAGIC}\nepoch {}\n{}\n",
+            "{STATE_MAGIC}\nepoch {}\nsince {} {} {}\n{}\n",
             self.epoch,
+            since.first_seq,
+            since.unix_secs,
+            since.transition.as_ref().map_or("-".to_string(), hex_lower),
             hex_lower(&self.key)
         );
-        let written = f.write_all(text.as_bytes()).and_then(|_| f.sync_all());
+        let written = f.write_all(text.as_bytes()).and_then(|_| f.sync_data());
         text.zeroize();
         written.map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
-        Ok(())
+        std::fs::rename(&tmp, path).map_err(io)
     }
 
     /// Load the writer's key state file.
-    pub fn load(path: &Path) -> Result<Self, MacError> {
+    pub fn load(path: &Path) -> Result<(Self, EpochStart), MacError> {
         let mut text = std::fs::read_to_string(path).map_err(|source| MacError::Io {
             what: "cannot read the MAC key state",
             path: path.to_path_buf(),
             source,
         })?;
-        let parsed = parse_tagged(&text, STATE_MAGIC, Some("epoch "));
+        let parsed = parse_tagged(&text, STATE_MAGIC, true);
         text.zeroize();
-        let (epoch, key) = parsed.map_err(|why| MacError::Malformed {
+        let (epoch, since, key) = parsed.map_err(|why| MacError::Malformed {
             what: "key state",
             path: path.to_path_buf(),
             why,
         })?;
-        Ok(EpochKey {
-            epoch: epoch.unwrap_or(0),
-            key,
-        })
+        Ok((
+            EpochKey {
+                epoch: epoch.unwrap_or(0),
+                key,
+            },
+            since.unwrap_or_default(),
+        ))
     }
+}
+
+/// Where an epoch began: the seq of its first record and the time (Unix seconds). The writer
+/// starts the next epoch after so many records or so much time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EpochStart {
+    /// The first record of the epoch (it may not be written yet).
+    pub first_seq: u64,
+    /// When the epoch began.
+    pub unix_secs: u64,
+    /// The previous epoch's [`EpochKey::transition_tag`], for the epoch's first record (`None`
+    /// for epoch 0, or once that record is written by a writer that lost it).
+    pub transition: Option<[u8; 32]>,
+}
+
+fn transition_message(epoch: u64, last_seq: u64, last_record_hash: &[u8; 32]) -> Vec<u8> {
+    let mut msg = b"mcptrail-fsmac-v1 epoch-end".to_vec();
+    msg.extend_from_slice(&epoch.to_be_bytes());
+    msg.extend_from_slice(&last_seq.to_be_bytes());
+    msg.extend_from_slice(last_record_hash);
+    msg
 }
 
 fn hex_lower(b: &[u8; 32]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// `MAGIC\n[epoch N\n]<64 hex>\n`.
+/// `MAGIC\n[epoch N\nsince SEQ SECS\n]<64 hex>\n`.
+#[allow(clippy::type_complexity)]
 fn parse_tagged(
     text: &str,
     magic: &str,
-    epoch_prefix: Option<&str>,
-) -> Result<(Option<u64>, [u8; 32]), &'static str> {
+    with_epoch: bool,
+) -> Result<(Option<u64>, Option<EpochStart>, [u8; 32]), &'static str> {
     let mut lines = text.lines();
     if lines.next() != Some(magic) {
         return Err("unknown header");
     }
-    let epoch = match epoch_prefix {
-        Some(p) => Some(
-            lines
-                .next()
-                .and_then(|l| l.strip_prefix(p))
-                .and_then(|n| n.parse().ok())
-                .ok_or("no epoch line")?,
-        ),
-        None => None,
+    let (epoch, since) = if with_epoch {
+        let epoch = lines
+            .next()
+            .and_then(|l| l.strip_prefix("epoch "))
+            .and_then(|n| n.parse().ok())
+            .ok_or("no epoch line")?;
+        let since = lines
+            .next()
+            .and_then(|l| l.strip_prefix("since "))
+            .and_then(|l| {
+                let mut parts = l.split(' ');
+                let first_seq = parts.next()?.parse().ok()?;
+                let unix_secs = parts.next()?.parse().ok()?;
+                let transition = match parts.next()? {
+                    "-" => None,
+                    h => Some(decode_hex32(h).ok()?),
+                };
+                Some(EpochStart {
+                    first_seq,
+                    unix_secs,
+                    transition,
+                })
+            })
+            .ok_or("no since line")?;
+        (Some(epoch), Some(since))
+    } else {
+        (None, None)
     };
     let hex = lines.next().ok_or("no key line")?;
-    if hex.len() != 64 || lines.next().is_some() {
+    if lines.next().is_some() {
+        return Err("unexpected lines after the key");
+    }
+    Ok((epoch, since, decode_hex32(hex)?))
+}
+
+fn decode_hex32(hex: &str) -> Result<[u8; 32], &'static str> {
+    if hex.len() != 64 {
         return Err("the key line is not 64 hex digits");
     }
     let mut key = [0u8; 32];
@@ -267,7 +337,7 @@ fn parse_tagged(
         let s = std::str::from_utf8(chunk).map_err(|_| "not hex")?;
         key[i] = u8::from_str_radix(s, 16).map_err(|_| "not hex")?;
     }
-    Ok((epoch, key))
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -291,6 +361,15 @@ mod tests {
             assert!(verifier.verify(record, tag), "epoch {epoch}");
             assert!(!verifier.verify(br#"{"seq":2}"#, tag), "another record");
         }
+        // The tag closing an epoch verifies under that epoch's key only, for that record only.
+        let mut k0 = seed.first_key();
+        let tag = k0.transition_tag(41, &[7; 32]);
+        assert!(k0.verify_transition(41, &[7; 32], &tag));
+        assert!(!k0.verify_transition(42, &[7; 32], &tag));
+        assert!(!k0.verify_transition(41, &[8; 32], &tag));
+        k0.evolve();
+        assert!(!k0.verify_transition(41, &[7; 32], &tag));
+        assert_ne!(k0.transition_tag(41, &[7; 32]), tag);
         // A key of a later epoch does not verify an earlier epoch's MAC.
         assert!(!writer.verify(record, &tags[0].1));
         assert_ne!(tags[0].1, tags[1].1);
@@ -313,10 +392,15 @@ mod tests {
 
         let state = dir.path().join("mac.state");
         let mut k = seed.first_key();
-        k.save(&state).unwrap();
+        let since = EpochStart {
+            first_seq: 7,
+            unix_secs: 1_700_000_000,
+            transition: Some(k.transition_tag(6, &[9; 32])),
+        };
+        k.save(&state, EpochStart::default()).unwrap();
         let old_text = std::fs::read_to_string(&state).unwrap();
         k.evolve();
-        k.save(&state).unwrap();
+        k.save(&state, since).unwrap();
         assert_eq!(mode(&state), 0o600);
         let new_text = std::fs::read_to_string(&state).unwrap();
         assert_ne!(
@@ -324,8 +408,9 @@ mod tests {
             new_text.lines().last(),
             "the old key is gone from the file"
         );
-        let loaded = EpochKey::load(&state).unwrap();
+        let (loaded, loaded_since) = EpochKey::load(&state).unwrap();
         assert_eq!((loaded.epoch(), loaded.mac(b"r")), (k.epoch(), k.mac(b"r")));
+        assert_eq!(loaded_since, since);
         assert!(!format!("{k:?}{seed:?}").contains(&new_text.lines().last().unwrap()[..16]));
 
         std::fs::write(&state, "garbage\n").unwrap();

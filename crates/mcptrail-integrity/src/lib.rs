@@ -14,13 +14,13 @@
 //!
 //! Checkpoints of the tree are published as C2SP `tlog-checkpoint` bodies in Ed25519 signed
 //! notes ([`note`]), the format transparency logs use, so tools of that ecosystem can read
-//! them. [`fsmac`] holds the forward-secure MAC key schedule. Wiring these into the ledger
-//! writer, `verify`, anchoring and evidence bundles comes next.
+//! them. [`fsmac`] holds the forward-secure MAC key schedule. The ledger crate wires these into
+//! its writer, `verify`, anchoring and evidence bundles.
 
 pub mod fsmac;
 pub mod merkle;
 pub mod note;
 
-pub use fsmac::{EpochKey, MacError, Seed};
+pub use fsmac::{EpochKey, EpochStart, MacError, Seed};
 pub use merkle::{Hash, ProofError};
 pub use note::{Checkpoint, NoteError, NoteSigner, NoteVerifier};

@@ -47,9 +47,12 @@
 
 mod checkpoint;
 mod error;
+mod mac;
 mod prepared;
 mod reader;
+mod record;
 mod segment;
+pub mod tamper;
 mod verify;
 mod writer;
 
@@ -58,8 +61,9 @@ pub use checkpoint::{
     CHECKPOINT_DIR, KEY_DIR, VERIFIER_KEY_FILE,
 };
 pub use error::LedgerError;
+pub use mac::{default_seed_path, MacPolicy, MAC_SEED_FILE, MAC_STATE_FILE};
 pub use prepared::PreparedEvent;
 pub use reader::{LedgerReader, RawRecord};
 pub use segment::{list_segments, SegmentInfo, LEDGER_DIR};
-pub use verify::{verify, Problem, VerifyOptions, VerifyReport};
+pub use verify::{verify, Problem, Progress, Verdict, VerifyOptions, VerifyReport};
 pub use writer::{AppendReceipt, Ledger, LedgerConfig};

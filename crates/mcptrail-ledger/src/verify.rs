@@ -1,18 +1,40 @@
-//! Chain verification: walks every stored line and reports exactly what is wrong and where.
+//! Verification: walks every stored line once and checks the hash chain, the forward-secure
+//! MACs epoch by epoch, the Merkle root at every signed checkpoint (local and anchored),
+//! segment continuity and sealed-segment permissions; reports exactly what is wrong and where.
+//!
+//! Segments are read in large blocks; the per-line work that dominates (SHA-256 of the line,
+//! the MAC, the Merkle leaf) runs on all cores, the order-dependent checks (links, seq,
+//! epochs, tree) in one pass after it.
 
 use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use mcptrail_event::{Event, EventKind, GENESIS_HASH};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use mcptrail_integrity::fsmac::{EpochKey, Seed};
 use mcptrail_integrity::merkle::Frontier;
 use mcptrail_integrity::note::open as open_note;
 use mcptrail_integrity::{Checkpoint, NoteVerifier};
 
 use crate::checkpoint::{list_checkpoints, local_verifier, record_leaf, CHECKPOINT_DIR};
-use crate::{LedgerError, LedgerReader, LEDGER_DIR};
+use crate::record::{hash_record, read_fields, RecordFields};
+use crate::segment::{list_segments, SegmentInfo};
+use crate::{LedgerError, LEDGER_DIR};
+
+/// Called with the number of bytes verified so far (for a progress bar).
+#[derive(Clone)]
+pub struct Progress(pub Arc<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
+}
 
 /// What to check.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +47,14 @@ pub struct VerifyOptions {
     pub verifier: Option<NoteVerifier>,
     /// Directories of anchored checkpoint copies to check besides `<data_dir>/checkpoints`.
     pub anchor_dirs: Vec<PathBuf>,
+    /// The MAC verification seed. Without it, records carrying MACs cannot be checked for
+    /// MACs and the verdict is at best [`Verdict::CannotVerify`], unless `skip_macs`.
+    pub seed: Option<Seed>,
+    /// Accept not checking MACs (no seed at hand, e.g. the tap's own self-check): the verdict
+    /// may then be intact on the chain and checkpoints alone.
+    pub skip_macs: bool,
+    /// Progress callback.
+    pub progress: Option<Progress>,
 }
 
 /// One integrity problem, located precisely.
@@ -32,6 +62,69 @@ pub struct VerifyOptions {
 #[serde(tag = "problem", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Problem {
+    /// A record's MAC does not match its content: the record was modified after it was
+    /// written (or forged by someone without the key of its epoch).
+    MacInvalid {
+        /// Seq of the record.
+        seq: u64,
+        /// Segment file name.
+        segment: String,
+        /// 1-based line number.
+        line: u64,
+        /// The epoch the record claims.
+        epoch: u64,
+    },
+    /// A record carries a MAC of an epoch that does not fit its place: epochs move forward
+    /// one at a time and each step carries a tag made with the previous epoch's key, bound to
+    /// the record before it. A record (or run of records) claiming a later epoch without that
+    /// tag was re-MACed by someone holding only a later key, i.e. who took the machine later.
+    MacWrongEpoch {
+        /// Seq of the record (the first of a run).
+        seq: u64,
+        /// Segment file name.
+        segment: String,
+        /// 1-based line number.
+        line: u64,
+        /// The epoch the record claims.
+        epoch: u64,
+        /// The epoch of the records before it.
+        previous_epoch: u64,
+    },
+    /// A record without a MAC after records with MACs: MACs were stripped or a record forged.
+    MacMissing {
+        /// Seq of the record.
+        seq: u64,
+        /// Segment file name.
+        segment: String,
+        /// 1-based line number.
+        line: u64,
+    },
+    /// A whole segment is gone: the previous segment ends at `from_seq - 1` and the next one
+    /// starts at `to_seq + 1`.
+    SegmentMissing {
+        /// First missing seq.
+        from_seq: u64,
+        /// Last missing seq.
+        to_seq: u64,
+        /// The segment after the gap.
+        segment: String,
+    },
+    /// A sealed segment (not the active one) is writable again: sealing makes it read-only,
+    /// so someone changed its mode (perhaps to edit it).
+    SegmentWritable {
+        /// Segment file name.
+        segment: String,
+        /// Its mode.
+        mode: String,
+    },
+    /// Two validly signed checkpoints of the same size disagree: the log forked (history was
+    /// rolled back and rewritten after one of them was anchored).
+    Fork {
+        /// Records both cover.
+        size: u64,
+        /// The two checkpoint files.
+        files: (String, String),
+    },
     /// A line is not a valid event.
     Unparseable {
         /// Segment file name.
@@ -103,6 +196,8 @@ pub enum Problem {
         file: String,
         /// Records the checkpoint covers.
         size: u64,
+        /// The first record that may differ: one after the newest checkpoint that matched.
+        diverges_from: u64,
     },
     /// A signed checkpoint covers more records than the ledger holds: its newest records
     /// were removed (truncated or rolled back).
@@ -126,9 +221,54 @@ pub enum Problem {
     },
 }
 
+impl Problem {
+    /// The tamper class, as `drill` and the JSON report name it.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Problem::MacInvalid { .. } => "modified_record",
+            Problem::ChainBroken { .. } => "broken_link",
+            Problem::Missing { .. } | Problem::BadGenesis { .. } => "deleted_record",
+            Problem::OutOfOrder { .. } => "inserted_or_reordered",
+            Problem::SegmentMissing { .. } | Problem::SegmentMisnamed { .. } => "missing_segment",
+            Problem::Truncated { .. } => "truncated_tail",
+            Problem::CheckpointMismatch { .. } | Problem::Fork { .. } => "fork_or_rollback",
+            Problem::CheckpointInvalid { .. } => "bad_signature",
+            Problem::MacWrongEpoch { .. } => "mac_wrong_epoch",
+            Problem::MacMissing { .. } => "mac_missing",
+            Problem::SegmentWritable { .. } => "segment_permissions",
+            Problem::Unparseable { .. } => "unparseable",
+            Problem::TornTail { .. } => "torn_tail",
+        }
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Problem::MacInvalid { seq, segment, line, epoch } => write!(
+                f,
+                "{segment} line {line}: seq {seq}: MAC (epoch {epoch}) does not match the record — it was modified after it was written, or forged"
+            ),
+            Problem::MacWrongEpoch { seq, segment, line, epoch, previous_epoch } => write!(
+                f,
+                "{segment} line {line}: seq {seq} carries a MAC of epoch {epoch} after records of epoch {previous_epoch}, without an authenticated epoch step — re-MACed with another epoch's key"
+            ),
+            Problem::MacMissing { seq, segment, line } => write!(
+                f,
+                "{segment} line {line}: seq {seq} has no MAC although earlier records have — MAC stripped or record forged"
+            ),
+            Problem::SegmentMissing { from_seq, to_seq, segment } => write!(
+                f,
+                "{segment}: the segment holding seq {from_seq}..={to_seq} is missing (deleted)"
+            ),
+            Problem::SegmentWritable { segment, mode } => write!(
+                f,
+                "{segment}: sealed segment has mode {mode}, not read-only — its permissions were changed"
+            ),
+            Problem::Fork { size, files: (a, b) } => write!(
+                f,
+                "{a} and {b}: both signed at {size} records with different roots — the log forked (rolled back and rewritten)"
+            ),
             Problem::Unparseable { segment, line, error } => write!(f, "{segment} line {line}: not a valid event ({error})"),
             Problem::ChainBroken { seq, segment, line, stored_prev_hash, actual_prev_hash } => write!(
                 f,
@@ -147,13 +287,13 @@ impl std::fmt::Display for Problem {
             }
             Problem::BadGenesis { seq } => write!(f, "the ledger starts at seq {seq} without the genesis hash — its beginning was removed"),
             Problem::CheckpointInvalid { file, reason } => write!(f, "{file}: not a valid checkpoint signed by the trusted key ({reason})"),
-            Problem::CheckpointMismatch { file, size } => write!(
+            Problem::CheckpointMismatch { file, size, diverges_from } => write!(
                 f,
-                "{file}: records 1..={size} do not match this signed checkpoint — records were altered (even if the hash chain was recomputed) or the log forked"
+                "{file}: records 1..={size} do not match this signed checkpoint — records in seq {diverges_from}..={size} were altered (even if the hash chain was recomputed) or the log forked"
             ),
             Problem::Truncated { file, size, records } => write!(
                 f,
-                "{file}: signed at {size} records but the ledger holds {records} — records {}..={size} were removed (truncation or rollback)",
+                "{file}: signed at {size} records but the ledger holds {records} — records seq {}..={size} were removed (truncation or rollback)",
                 records + 1
             ),
             Problem::TornTail { segment, offset, length } => write!(
@@ -189,180 +329,616 @@ pub struct VerifyReport {
     pub checkpoints_verified: u64,
     /// Records covered by the newest verified checkpoint.
     pub latest_checkpoint: Option<u64>,
+    /// Records whose MAC was checked against the seed.
+    pub macs_checked: u64,
+    /// Records carrying a MAC that could not be checked (no seed).
+    pub macs_unchecked: u64,
+    /// MAC epochs seen (first, last).
+    pub mac_epochs: Option<(u64, u64)>,
+    /// Bytes read.
+    pub bytes: u64,
+    /// What could not be checked and why (makes the verdict "cannot verify").
+    pub unchecked: Vec<String>,
+    /// The overall result.
+    pub verdict: Verdict,
+}
+
+/// The overall result of a verification.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Everything that can be checked was, and it holds.
+    #[default]
+    Intact,
+    /// At least one problem: the ledger was altered (or damaged).
+    Tampered,
+    /// No problem found, but something could not be checked (e.g. MACs without the seed).
+    CannotVerify,
+}
+
+impl Verdict {
+    /// The process exit code `mcptrail verify` uses: 0 intact, 1 tampered, 2 cannot verify.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Intact => 0,
+            Verdict::Tampered => 1,
+            Verdict::CannotVerify => 2,
+        }
+    }
 }
 
 impl VerifyReport {
-    /// True when no problem was found.
+    /// True when no problem was found (what could not be checked aside).
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    fn settle(&mut self) {
+        self.verdict = if !self.problems.is_empty() {
+            Verdict::Tampered
+        } else if !self.unchecked.is_empty() {
+            Verdict::CannotVerify
+        } else {
+            Verdict::Intact
+        };
+    }
 }
 
-/// Verify the hash chain of the ledger in `data_dir`.
+/// Bytes read from a segment at a time.
+const BLOCK: usize = 8 << 20;
+/// Below this many bytes a block is hashed on the calling thread.
+const PARALLEL_MIN: usize = 256 << 10;
+
+/// Verify the ledger in `data_dir`: see the module doc for what is checked.
 pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
     let ledger_dir = data_dir.join(LEDGER_DIR);
-    let mut reader = LedgerReader::open(data_dir, opts.from_seq)?;
-    let mut report = VerifyReport {
-        segments: reader.segments().len(),
-        ..Default::default()
-    };
-    let mut prev: Option<(u64, [u8; 32])> = None;
-    let mut current_segment: Option<PathBuf> = None;
+    let segments = list_segments(&ledger_dir)?;
     let from = opts.from_seq.max(1);
-    // Seqs that turned up out of order: a "missing" range they cover was a reordering.
-    let mut late = std::collections::BTreeSet::new();
-    let mut max_seq = 0u64;
-    let check_tree = from <= 1;
-    let mut checkpoints = if check_tree {
-        load_checkpoints(data_dir, opts, &mut report)?
-    } else {
-        Vec::new()
+    let start = segments
+        .iter()
+        .rposition(|s| s.first_seq <= from)
+        .unwrap_or(0);
+    let mut walk = Walk {
+        report: VerifyReport {
+            segments: segments.len() - start.min(segments.len()),
+            ..Default::default()
+        },
+        from,
+        check_tree: from <= 1,
+        checkpoints: Vec::new(),
+        next_cp: 0,
+        frontier: Frontier::new(),
+        prev: None,
+        max_seq: 0,
+        late: Default::default(),
+        epochs: EpochTrack::default(),
+        saw_mac: false,
+        has_seed: opts.seed.is_some(),
+        keys: opts.seed.as_ref().map(KeyCursor::new),
+        matched_sizes: Vec::new(),
     };
-    let mut next_cp = 0usize;
-    let mut frontier = Frontier::new();
-
-    while let Some(rec) = reader.next_record()? {
-        let seg_name = name_of(&rec.segment);
-        let new_segment = current_segment.as_deref() != Some(rec.segment.as_path());
-        if new_segment {
-            current_segment = Some(rec.segment.clone());
-        }
-        let hash: [u8; 32] = Sha256::digest(&rec.line).into();
-        if check_tree {
-            frontier.push(record_leaf(&hash));
-            while let Some((file, cp)) = checkpoints.get(next_cp) {
-                if cp.size > frontier.size() {
-                    break;
+    if walk.check_tree {
+        walk.checkpoints = load_checkpoints(data_dir, opts, &mut walk.report)?;
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut done_bytes = 0u64;
+    let last_index = segments.len().saturating_sub(1);
+    for (i, seg) in segments.iter().enumerate().skip(start) {
+        let seg_name = name_of(&seg.path);
+        check_permissions(seg, i == last_index, &seg_name, &mut walk.report)?;
+        let mut file = File::open(&seg.path).map_err(LedgerError::io(&seg.path))?;
+        let mut line_no = 0u64;
+        let mut offset = 0u64;
+        let mut carry = 0usize;
+        loop {
+            buf.resize(carry + BLOCK, 0);
+            let mut filled = carry;
+            while filled < buf.len() {
+                match file.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(LedgerError::io(&seg.path)(e)),
                 }
-                if cp.size == frontier.size() {
-                    if cp.root == frontier.root() {
-                        report.checkpoints_verified += 1;
-                        report.latest_checkpoint = Some(cp.size);
-                    } else {
-                        report.problems.push(Problem::CheckpointMismatch {
-                            file: file.clone(),
-                            size: cp.size,
+            }
+            let eof = filled < buf.len();
+            let data = &buf[..filled];
+            let complete = match memchr::memrchr(b'\n', data) {
+                Some(i) => i + 1,
+                None => 0,
+            };
+            let mut ranges = Vec::new();
+            let mut s = 0;
+            for nl in memchr::memchr_iter(b'\n', &data[..complete]) {
+                ranges.push((s, nl));
+                s = nl + 1;
+            }
+            let epoch_bound = walk.epochs.max_seen.unwrap_or(0) + ranges.len() as u64 + 1;
+            let results = hash_lines(
+                &data[..complete],
+                &ranges,
+                opts.seed.as_ref(),
+                epoch_bound,
+                threads,
+            );
+            for ((a, b), res) in ranges.iter().zip(results) {
+                line_no += 1;
+                walk.line(&data[*a..*b], res, &seg_name, line_no)?;
+            }
+            offset += complete as u64;
+            done_bytes += complete as u64;
+            if let Some(p) = &opts.progress {
+                (p.0)(done_bytes);
+            }
+            // Keep the unterminated rest for the next block.
+            buf.copy_within(complete..filled, 0);
+            carry = filled - complete;
+            if eof {
+                break;
+            }
+            if carry >= BLOCK {
+                // A "line" longer than a block: no writer produces one (events are bounded).
+                walk.report.problems.push(Problem::Unparseable {
+                    segment: seg_name.clone(),
+                    line: line_no + 1,
+                    error: format!("a line longer than {} MiB", BLOCK >> 20),
+                });
+                carry = 0;
+                break;
+            }
+        }
+        if carry > 0 {
+            if i == last_index && writer_active(&ledger_dir) {
+                walk.report.notices.push(format!("{seg_name}: a writer is appending right now; its unfinished line at byte {offset} was not checked"));
+            } else {
+                walk.report.problems.push(Problem::TornTail {
+                    segment: seg_name.clone(),
+                    offset,
+                    length: carry as u64,
+                });
+            }
+        }
+        walk.report.bytes += offset + carry as u64;
+    }
+    Ok(walk.finish(opts))
+}
+
+/// Where a record is.
+struct Site<'s> {
+    seq: u64,
+    segment: &'s str,
+    line: u64,
+}
+
+/// Per-line results of the parallel pass.
+struct LineHashes {
+    hash: [u8; 32],
+    fields: Option<RecordFields>,
+    /// `Some(ok)` when the MAC was checked; `None`: no MAC, no seed, or an impossible epoch.
+    mac_ok: Option<bool>,
+    /// The claimed epoch is beyond any the writer can have reached here.
+    impossible_epoch: bool,
+}
+
+fn hash_lines(
+    data: &[u8],
+    ranges: &[(usize, usize)],
+    seed: Option<&Seed>,
+    epoch_bound: u64,
+    threads: usize,
+) -> Vec<LineHashes> {
+    let work = |part: &[(usize, usize)]| {
+        let mut keys = seed.map(KeyCursor::new);
+        part.iter()
+            .map(|&(a, b)| hash_one(&data[a..b], keys.as_mut(), epoch_bound))
+            .collect::<Vec<_>>()
+    };
+    if threads <= 1 || data.len() < PARALLEL_MIN {
+        return work(ranges);
+    }
+    let per = ranges.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ranges
+            .chunks(per)
+            .map(|part| s.spawn(move || work(part)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("hashing a line does not panic"))
+            .collect()
+    })
+}
+
+fn hash_one(line: &[u8], keys: Option<&mut KeyCursor<'_>>, epoch_bound: u64) -> LineHashes {
+    let fields = read_fields(line);
+    let Some(f) = fields else {
+        return LineHashes {
+            hash: Sha256::digest(line).into(),
+            fields,
+            mac_ok: None,
+            impossible_epoch: false,
+        };
+    };
+    let (hash, body) = hash_record(line, f.prefix_len);
+    let mut out = LineHashes {
+        hash,
+        fields,
+        mac_ok: None,
+        impossible_epoch: false,
+    };
+    if let Some((epoch, tag)) = f.mac {
+        // The writer evolves at most once per batch, so a record's epoch is below its seq.
+        if epoch >= f.seq || epoch > epoch_bound {
+            out.impossible_epoch = true;
+        } else if let Some(keys) = keys {
+            out.mac_ok = Some(keys.at(epoch).verify(&body, &tag));
+        }
+    }
+    out
+}
+
+/// Epoch keys derived from the seed, with a snapshot every [`KeyCursor::STRIDE`] epochs so a
+/// jump back (a forged record) costs at most that many steps.
+struct KeyCursor<'a> {
+    seed: &'a Seed,
+    current: EpochKey,
+    snapshots: Vec<EpochKey>,
+}
+
+impl<'a> KeyCursor<'a> {
+    const STRIDE: u64 = 1024;
+
+    fn new(seed: &'a Seed) -> Self {
+        KeyCursor {
+            seed,
+            current: seed.first_key(),
+            snapshots: vec![seed.first_key()],
+        }
+    }
+
+    fn at(&mut self, epoch: u64) -> &EpochKey {
+        if epoch < self.current.epoch() {
+            let idx = (epoch / Self::STRIDE) as usize;
+            self.current = self
+                .snapshots
+                .get(idx)
+                .cloned()
+                .unwrap_or_else(|| self.seed.first_key());
+        }
+        while self.current.epoch() < epoch {
+            self.current.evolve();
+            let e = self.current.epoch();
+            if e % Self::STRIDE == 0 && (e / Self::STRIDE) as usize == self.snapshots.len() {
+                self.snapshots.push(self.current.clone());
+            }
+        }
+        &self.current
+    }
+}
+
+/// The MAC epochs seen so far.
+#[derive(Default)]
+struct EpochTrack {
+    /// The epoch of the newest record that fitted.
+    trusted: Option<u64>,
+    /// The epoch of a run of records that did not fit (reported once, at its first record).
+    blamed_run: Option<u64>,
+    max_seen: Option<u64>,
+    first: Option<u64>,
+    last: Option<u64>,
+}
+
+/// The order-dependent checks, one line after the other.
+struct Walk<'a> {
+    report: VerifyReport,
+    /// Keys for the epoch transitions (checked here: they bind the previous line).
+    keys: Option<KeyCursor<'a>>,
+    from: u64,
+    check_tree: bool,
+    checkpoints: Vec<(String, Checkpoint)>,
+    next_cp: usize,
+    frontier: Frontier,
+    prev: Option<(u64, [u8; 32])>,
+    max_seq: u64,
+    /// Seqs that turned up out of order: a "missing" range they cover was a reordering.
+    late: std::collections::BTreeSet<u64>,
+    epochs: EpochTrack,
+    saw_mac: bool,
+    has_seed: bool,
+    /// Sizes of the checkpoints that matched, ascending.
+    matched_sizes: Vec<u64>,
+}
+
+impl Walk<'_> {
+    fn line(
+        &mut self,
+        line: &[u8],
+        res: LineHashes,
+        segment: &str,
+        line_no: u64,
+    ) -> Result<(), LedgerError> {
+        let hash = res.hash;
+        if self.check_tree {
+            self.frontier.push(record_leaf(&hash));
+            self.check_checkpoints();
+        }
+        // The integrity members: from the layout, or from a full parse of an odd line.
+        let (seq, prev_hash, mac, transition) = match res.fields {
+            Some(f) => (f.seq, f.prev_hash, f.mac.map(|m| m.0), f.transition),
+            None => match serde_json::from_slice::<Event>(line) {
+                Ok(ev) => {
+                    let prev = hex::decode(&ev.prev_hash)
+                        .ok()
+                        .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                        .unwrap_or([0xff; 32]);
+                    if ev.mac.is_some() {
+                        // A MAC member the writer did not write in its layout cannot be valid.
+                        self.report.problems.push(Problem::MacInvalid {
+                            seq: ev.seq,
+                            segment: segment.to_string(),
+                            line: line_no,
+                            epoch: 0,
                         });
                     }
+                    (ev.seq, prev, None, None)
                 }
-                next_cp += 1;
-            }
-        }
-        let ev: Event = match serde_json::from_slice(&rec.line) {
-            Ok(ev) => ev,
-            Err(e) => {
-                report.problems.push(Problem::Unparseable {
-                    segment: seg_name,
-                    line: rec.line_no,
-                    error: e.to_string(),
-                });
-                // Keep the hash so the next record's link is still checked against these bytes.
-                prev = Some((max_seq + 1, hash));
-                max_seq += 1;
-                continue;
-            }
+                Err(e) => {
+                    self.report.problems.push(Problem::Unparseable {
+                        segment: segment.to_string(),
+                        line: line_no,
+                        error: e.to_string(),
+                    });
+                    // Keep the hash so the next record's link is still checked against these bytes.
+                    self.max_seq += 1;
+                    self.prev = Some((self.max_seq, hash));
+                    return Ok(());
+                }
+            },
         };
-        if ev.seq < from {
-            max_seq = ev.seq;
-            prev = Some((ev.seq, hash));
-            continue;
+        if seq < self.from {
+            self.max_seq = seq;
+            self.prev = Some((seq, hash));
+            return Ok(());
         }
-        if new_segment {
-            let named = rec
-                .segment
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix("seg-"))
+        if line_no == 1 {
+            let named = segment
+                .strip_prefix("seg-")
                 .and_then(|n| n.strip_suffix(".jsonl"))
                 .and_then(|n| n.parse::<u64>().ok());
-            if rec.line_no == 1 && named != Some(ev.seq) {
-                report.problems.push(Problem::SegmentMisnamed {
-                    segment: seg_name.clone(),
-                    first_record_seq: ev.seq,
+            if named != Some(seq) {
+                self.report.problems.push(Problem::SegmentMisnamed {
+                    segment: segment.to_string(),
+                    first_record_seq: seq,
                 });
             }
         }
-        match prev {
+        match self.prev {
             None => {
-                if from <= 1 && (ev.seq != 1 || ev.prev_hash != GENESIS_HASH) {
-                    report.problems.push(Problem::BadGenesis { seq: ev.seq });
+                if self.from <= 1 && (seq != 1 || hex::encode(prev_hash) != GENESIS_HASH) {
+                    self.report.problems.push(Problem::BadGenesis { seq });
                 }
             }
             Some((_, phash)) => {
-                let expected = max_seq + 1;
-                if ev.seq > expected {
-                    report.problems.push(Problem::Missing {
-                        from_seq: expected,
-                        to_seq: ev.seq - 1,
-                        segment: seg_name.clone(),
-                        line: rec.line_no,
+                let expected = self.max_seq + 1;
+                if seq > expected {
+                    self.report.problems.push(if line_no == 1 {
+                        Problem::SegmentMissing {
+                            from_seq: expected,
+                            to_seq: seq - 1,
+                            segment: segment.to_string(),
+                        }
+                    } else {
+                        Problem::Missing {
+                            from_seq: expected,
+                            to_seq: seq - 1,
+                            segment: segment.to_string(),
+                            line: line_no,
+                        }
                     });
-                } else if ev.seq < expected {
-                    late.insert(ev.seq);
-                    report.problems.push(Problem::OutOfOrder {
-                        seq: ev.seq,
+                } else if seq < expected {
+                    self.late.insert(seq);
+                    self.report.problems.push(Problem::OutOfOrder {
+                        seq,
                         expected,
-                        segment: seg_name.clone(),
-                        line: rec.line_no,
+                        segment: segment.to_string(),
+                        line: line_no,
                     });
                 }
-                let actual = hex::encode(phash);
-                if ev.prev_hash != actual {
-                    report.problems.push(Problem::ChainBroken {
-                        seq: ev.seq,
-                        segment: seg_name.clone(),
-                        line: rec.line_no,
-                        stored_prev_hash: ev.prev_hash.clone(),
-                        actual_prev_hash: actual,
+                if prev_hash != phash {
+                    self.report.problems.push(Problem::ChainBroken {
+                        seq,
+                        segment: segment.to_string(),
+                        line: line_no,
+                        stored_prev_hash: hex::encode(prev_hash),
+                        actual_prev_hash: hex::encode(phash),
                     });
                 }
             }
         }
-        if ev.kind == EventKind::SystemLedgerRecovered {
-            report.notices.push(format!(
-                "seq {}: a torn record left by a killed writer was quarantined: {}",
-                ev.seq,
-                ev.detail
-                    .as_ref()
-                    .map(|d| d.to_string())
-                    .unwrap_or_default()
-            ));
+        match mac {
+            Some(epoch) => {
+                self.saw_mac = true;
+                let at = Site {
+                    seq,
+                    segment,
+                    line: line_no,
+                };
+                self.epoch(epoch, &at, res.impossible_epoch, transition);
+                match res.mac_ok {
+                    Some(true) => self.report.macs_checked += 1,
+                    Some(false) => self.report.problems.push(Problem::MacInvalid {
+                        seq,
+                        segment: segment.to_string(),
+                        line: line_no,
+                        epoch,
+                    }),
+                    None if !self.has_seed => self.report.macs_unchecked += 1,
+                    None => {} // impossible epoch: reported by `epoch`
+                }
+            }
+            None if self.saw_mac => self.report.problems.push(Problem::MacMissing {
+                seq,
+                segment: segment.to_string(),
+                line: line_no,
+            }),
+            None => {}
         }
-        report.records += 1;
-        max_seq = max_seq.max(ev.seq);
-        report.first_seq.get_or_insert(ev.seq);
-        report.last_seq = Some(ev.seq);
-        report.head_hash = Some(hex::encode(hash));
-        prev = Some((ev.seq, hash));
+        if memchr::memmem::find(
+            &line[..line.len().min(400)],
+            b"\"kind\":\"system.ledger_recovered\"",
+        )
+        .is_some()
+        {
+            if let Ok(ev) = serde_json::from_slice::<Event>(line) {
+                if ev.kind == EventKind::SystemLedgerRecovered {
+                    self.report.notices.push(format!(
+                        "seq {}: a torn record left by a killed writer was quarantined: {}",
+                        ev.seq,
+                        ev.detail.map(|d| d.to_string()).unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        self.report.records += 1;
+        self.max_seq = self.max_seq.max(seq);
+        self.report.first_seq.get_or_insert(seq);
+        self.report.last_seq = Some(seq);
+        self.report.head_hash = Some(hex::encode(hash));
+        self.prev = Some((seq, hash));
+        Ok(())
     }
 
-    for (file, cp) in checkpoints.drain(next_cp..) {
-        report.problems.push(Problem::Truncated {
-            file,
-            size: cp.size,
-            records: frontier.size(),
+    /// Epochs only move forward, one at a time, and each step is authenticated by the tag
+    /// that closed the previous epoch (bound to the record before it). A record that does not
+    /// fit is blamed; a run of records continuing its epoch is reported once.
+    fn epoch(&mut self, epoch: u64, at: &Site<'_>, impossible: bool, transition: Option<[u8; 32]>) {
+        let t = &mut self.epochs;
+        t.first.get_or_insert(epoch);
+        t.last = Some(epoch);
+        let trusted = t.trusted;
+        let fits = !impossible
+            && match trusted {
+                // The first MAC'd record starts at epoch 0 (unless we start mid-ledger).
+                None => epoch == 0 || self.from > 1,
+                Some(e) if epoch == e => true,
+                Some(e) if epoch == e + 1 => match (transition, self.keys.as_mut(), self.prev) {
+                    (None, _, _) => false,
+                    (Some(tag), Some(keys), Some((pseq, phash))) => {
+                        keys.at(e).verify_transition(pseq, &phash, &tag)
+                    }
+                    // No seed: the step is plausible, its tag unchecked.
+                    (Some(_), _, _) => true,
+                },
+                Some(_) => false,
+            };
+        if fits {
+            t.trusted = Some(epoch);
+            t.blamed_run = None;
+            t.max_seen = Some(t.max_seen.map_or(epoch, |m| m.max(epoch)));
+            return;
+        }
+        if t.blamed_run == Some(epoch) {
+            return; // the rest of a run already reported
+        }
+        t.blamed_run = Some(epoch);
+        let e = trusted.unwrap_or(0);
+        self.report.problems.push(Problem::MacWrongEpoch {
+            seq: at.seq,
+            segment: at.segment.to_string(),
+            line: at.line,
+            epoch,
+            previous_epoch: e,
         });
     }
 
-    report.problems.retain(|p| match p {
-        Problem::Missing {
-            from_seq, to_seq, ..
-        } => !(*from_seq..=*to_seq).all(|s| late.contains(&s)),
-        _ => true,
-    });
-
-    if let Some((path, offset, length)) = reader.torn_tail().cloned() {
-        if writer_active(&ledger_dir) {
-            report.notices.push(format!("{}: a writer is appending right now; its unfinished line at byte {offset} was not checked", name_of(&path)));
-        } else {
-            report.problems.push(Problem::TornTail {
-                segment: name_of(&path),
-                offset,
-                length,
-            });
+    fn check_checkpoints(&mut self) {
+        while let Some((file, cp)) = self.checkpoints.get(self.next_cp) {
+            if cp.size > self.frontier.size() {
+                break;
+            }
+            if cp.size == self.frontier.size() {
+                if cp.root == self.frontier.root() {
+                    self.matched_sizes.push(cp.size);
+                    self.report.checkpoints_verified += 1;
+                    self.report.latest_checkpoint = Some(cp.size);
+                } else {
+                    self.report.problems.push(Problem::CheckpointMismatch {
+                        file: file.clone(),
+                        size: cp.size,
+                        diverges_from: self
+                            .matched_sizes
+                            .iter()
+                            .rfind(|&&m| m < cp.size)
+                            .copied()
+                            .unwrap_or(0)
+                            + 1,
+                    });
+                }
+            }
+            self.next_cp += 1;
         }
     }
-    Ok(report)
+
+    fn finish(mut self, opts: &VerifyOptions) -> VerifyReport {
+        let records = self.frontier.size();
+        for (file, cp) in self.checkpoints.drain(self.next_cp..) {
+            self.report.problems.push(Problem::Truncated {
+                file,
+                size: cp.size,
+                records,
+            });
+        }
+        let late = std::mem::take(&mut self.late);
+        self.report.problems.retain(|p| match p {
+            Problem::Missing {
+                from_seq, to_seq, ..
+            } => !(*from_seq..=*to_seq).all(|s| late.contains(&s)),
+            _ => true,
+        });
+        if let (Some(first), Some(last)) = (self.epochs.first, self.epochs.last) {
+            self.report.mac_epochs = Some((first, last));
+        }
+        if self.report.macs_unchecked > 0 && !opts.skip_macs {
+            self.report.unchecked.push(format!(
+                "{} records carry MACs but no verification seed was given: MACs not checked",
+                self.report.macs_unchecked
+            ));
+        }
+        if opts.seed.is_some() && !self.saw_mac && self.report.records > 0 {
+            self.report
+                .notices
+                .push("a seed was given but no record carries a MAC (MACs were off)".into());
+        }
+        self.report.settle();
+        self.report
+    }
+}
+
+fn check_permissions(
+    seg: &SegmentInfo,
+    is_last: bool,
+    name: &str,
+    report: &mut VerifyReport,
+) -> Result<(), LedgerError> {
+    if is_last {
+        return Ok(());
+    }
+    let mode = std::fs::metadata(&seg.path)
+        .map_err(LedgerError::io(&seg.path))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o222 != 0 {
+        report.problems.push(Problem::SegmentWritable {
+            segment: name.to_string(),
+            mode: format!("{mode:04o}"),
+        });
+    }
+    Ok(())
 }
 
 /// Every checkpoint file (local and anchored), checked against the trusted key, sorted by
@@ -389,10 +965,10 @@ fn load_checkpoints(
                 .notices
                 .push("no signed checkpoints yet: only the hash chain was checked".into());
         } else {
-            report.problems.push(Problem::CheckpointInvalid {
-                file: "keys/checkpoint.vkey".into(),
-                reason: "checkpoints exist but the public key to check them is missing".into(),
-            });
+            report.unchecked.push(format!(
+                "{} checkpoint files exist but the public key to check them is missing (keys/checkpoint.vkey, or pass the key you were given)",
+                files.len()
+            ));
         }
         return Ok(Vec::new());
     };
@@ -426,6 +1002,16 @@ fn load_checkpoints(
         }
     }
     out.sort_by_key(|(_, cp)| cp.size);
+    // Two signed statements about the same size must agree.
+    for pair in out.windows(2) {
+        let ((fa, a), (fb, b)) = (&pair[0], &pair[1]);
+        if a.size == b.size && a.root != b.root {
+            report.problems.push(Problem::Fork {
+                size: a.size,
+                files: (fa.clone(), fb.clone()),
+            });
+        }
+    }
     Ok(out)
 }
 

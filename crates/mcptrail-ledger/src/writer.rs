@@ -12,13 +12,15 @@ use sha2::{Digest, Sha256};
 use crate::checkpoint::{
     load_or_create_signer, record_leaf, write_checkpoint, CheckpointPolicy, TreeState,
 };
+use crate::mac::{MacKeeper, MacPolicy};
 use crate::prepared::{hex32, PreparedEvent};
+use crate::record::read_fields;
 use crate::segment::{
     self, create_segment, ensure_private_dir, list_segments, open_segment_append, read_tail, seal,
 };
 use crate::LedgerReader;
 use crate::{LedgerError, LEDGER_DIR};
-use mcptrail_integrity::NoteSigner;
+use mcptrail_integrity::{EpochKey, NoteSigner};
 
 /// Writer settings.
 #[derive(Debug, Clone)]
@@ -31,6 +33,8 @@ pub struct LedgerConfig {
     pub fsync: bool,
     /// When to sign Merkle checkpoints, and where to anchor them.
     pub checkpoints: CheckpointPolicy,
+    /// Forward-secure MACs on every record.
+    pub macs: MacPolicy,
 }
 
 impl Default for LedgerConfig {
@@ -40,6 +44,7 @@ impl Default for LedgerConfig {
             segment_max_age: Duration::from_secs(24 * 3600),
             fsync: true,
             checkpoints: CheckpointPolicy::default(),
+            macs: MacPolicy::default(),
         }
     }
 }
@@ -59,6 +64,8 @@ struct Active {
     len: u64,
     last_seq: u64,
     last_hash: [u8; 32],
+    /// MAC epoch of the last record (`None`: it has no MAC, or there is none).
+    last_epoch: Option<u64>,
     opened: SystemTime,
 }
 
@@ -77,6 +84,8 @@ pub struct Ledger {
     signer: Option<NoteSigner>,
     /// Record hashes of the batch being written.
     batch_hashes: Vec<[u8; 32]>,
+    /// The MAC key, loaded (or created) at the first append.
+    mac: Option<MacKeeper>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -119,6 +128,7 @@ impl Ledger {
             tree: None,
             signer: None,
             batch_hashes: Vec::new(),
+            mac: None,
         })
     }
 
@@ -188,6 +198,7 @@ impl Ledger {
             // Our view of the tail may be stale after a failed write: re-read it next time.
             self.active = None;
             self.tree = None;
+            self.mac = None;
         }
         result
     }
@@ -234,10 +245,29 @@ impl Ledger {
                 ..a
             });
         }
-        let (mut last_seq, mut last_hash) = match &self.active {
-            Some(a) => (a.last_seq, a.last_hash),
-            None => (0, [0u8; 32]),
+        let (mut last_seq, mut last_hash, tail_epoch) = match &self.active {
+            Some(a) => (a.last_seq, a.last_hash, a.last_epoch),
+            None => (0, [0u8; 32], None),
         };
+        let writes = recovered.is_some() || !events.is_empty();
+        if self.cfg.macs.enabled && writes {
+            MacKeeper::sync(
+                &mut self.mac,
+                &self.data_dir,
+                &self.cfg.macs,
+                tail_epoch,
+                (last_seq, last_hash),
+            )?;
+        }
+        let keeper = self
+            .mac
+            .as_ref()
+            .filter(|_| self.cfg.macs.enabled && writes);
+        let key = keeper.map(MacKeeper::key);
+        // The first record of an epoch carries the tag that closed the previous one.
+        let mut transition = keeper
+            .filter(|k| tail_epoch.is_some_and(|e| e < k.key().epoch()))
+            .and_then(MacKeeper::transition);
         if self.active.is_none() {
             let (file, path) = create_segment(&self.dir, 1)?;
             self.active = Some(Active {
@@ -246,6 +276,7 @@ impl Ledger {
                 len: 0,
                 last_seq: 0,
                 last_hash,
+                last_epoch: None,
                 opened: SystemTime::now(),
             });
         }
@@ -254,7 +285,8 @@ impl Ledger {
         self.batch_hashes.clear();
         let mut first_seq = last_seq + 1;
         for ev in recovered.iter().chain(events) {
-            encode(ev, &mut last_seq, &mut last_hash, &mut self.buf);
+            let mac = key.map(|k| (k, transition.take()));
+            encode(ev, mac, &mut last_seq, &mut last_hash, &mut self.buf);
             self.batch_hashes.push(last_hash);
         }
         if recovered.is_some() {
@@ -272,6 +304,9 @@ impl Ledger {
         a.len += self.buf.len() as u64;
         a.last_seq = last_seq;
         a.last_hash = last_hash;
+        if writes {
+            a.last_epoch = key.map(EpochKey::epoch);
+        }
         if self.buf.capacity() > 8 << 20 {
             self.buf = Vec::with_capacity(1 << 20);
         }
@@ -359,7 +394,7 @@ impl Ledger {
         if tail.complete_len < len {
             recovered = Some(self.quarantine_torn(&path, &mut file, tail.complete_len, len)?);
         }
-        let (last_seq, last_hash, opened) = match &tail.last_line {
+        let (last_seq, last_hash, last_epoch, opened) = match &tail.last_line {
             Some((offset, line)) => {
                 let ev: Event = serde_json::from_slice(line).map_err(|e| LedgerError::Corrupt {
                     segment: path.clone(),
@@ -369,10 +404,11 @@ impl Ledger {
                 (
                     ev.seq,
                     Sha256::digest(line).into(),
+                    mac_epoch(line),
                     first_record_time(&path, last.first_seq, &ev),
                 )
             }
-            None if last.first_seq == 1 => (0, [0u8; 32], SystemTime::now()),
+            None if last.first_seq == 1 => (0, [0u8; 32], None, SystemTime::now()),
             None => {
                 // An empty segment after a rotation: continue from the previous segment.
                 let prev = segments
@@ -398,7 +434,12 @@ impl Ledger {
                         offset: off,
                         reason: format!("last record is not a valid event ({e})"),
                     })?;
-                (ev.seq, Sha256::digest(&line).into(), SystemTime::now())
+                (
+                    ev.seq,
+                    Sha256::digest(&line).into(),
+                    mac_epoch(&line),
+                    SystemTime::now(),
+                )
             }
         };
         if last.sealed {
@@ -410,6 +451,7 @@ impl Ledger {
                 len: 0,
                 last_seq,
                 last_hash,
+                last_epoch,
                 opened: SystemTime::now(),
             });
         } else {
@@ -420,6 +462,7 @@ impl Ledger {
                 len,
                 last_seq,
                 last_hash,
+                last_epoch,
                 opened,
             });
         }
@@ -475,14 +518,52 @@ impl Ledger {
     }
 }
 
-/// Complete one line with the next seq and the previous line's hash, advance the chain.
-fn encode(ev: &PreparedEvent, last_seq: &mut u64, last_hash: &mut [u8; 32], buf: &mut Vec<u8>) {
+/// Complete one line with the next seq, the previous line's hash and (with a key) the MAC;
+/// advance the chain.
+fn encode(
+    ev: &PreparedEvent,
+    mac: Option<(&EpochKey, Option<&[u8; 32]>)>,
+    last_seq: &mut u64,
+    last_hash: &mut [u8; 32],
+    buf: &mut Vec<u8>,
+) {
     *last_seq += 1;
     // Before the first record `last_hash` is all zero bytes, whose hex is GENESIS_HASH.
     let start = buf.len();
     ev.write_line(*last_seq, &hex32(last_hash), buf);
-    *last_hash = Sha256::digest(&buf[start..]).into();
+    let Some((key, transition)) = mac else {
+        *last_hash = Sha256::digest(&buf[start..]).into();
+        buf.push(b'\n');
+        return;
+    };
+    // The MAC covers the body (this line as it stands); the record hash the line with the MAC
+    // member. One pass over the shared prefix gives both.
+    buf.pop(); // the closing brace, restored after the MAC member
+    let mut h = Sha256::new();
+    h.update(&buf[start..]);
+    let mut body = h.clone();
+    body.update(b"}");
+    let tag = key.mac(&body.finalize());
+    let suffix_start = buf.len();
+    buf.extend_from_slice(b",\"mac\":\"");
+    buf.extend_from_slice(itoa::Buffer::new().format(key.epoch()).as_bytes());
+    buf.push(b':');
+    buf.extend_from_slice(&hex32(&tag));
+    if let Some(t) = transition {
+        buf.push(b':');
+        buf.extend_from_slice(&hex32(t));
+    }
+    buf.extend_from_slice(b"\"}");
+    h.update(&buf[suffix_start..]);
+    *last_hash = h.finalize().into();
     buf.push(b'\n');
+}
+
+/// The MAC epoch of a stored line, if it carries a MAC.
+fn mac_epoch(line: &[u8]) -> Option<u64> {
+    read_fields(line)
+        .and_then(|f| f.mac)
+        .map(|(epoch, _)| epoch)
 }
 
 /// When the active segment was started: the time of its first record, else now.
