@@ -44,6 +44,9 @@ pub enum EventKind {
     /// A configuration change.
     #[serde(rename = "system.config")]
     SystemConfig,
+    /// A tap verified the ledger's integrity (scheduled self-check); detail holds the verdict.
+    #[serde(rename = "system.verify")]
+    SystemVerify,
     /// A detection raised an alert.
     #[serde(rename = "alert")]
     Alert,
@@ -67,6 +70,7 @@ impl EventKind {
         EventKind::SystemLedgerRecovered,
         EventKind::SystemError,
         EventKind::SystemConfig,
+        EventKind::SystemVerify,
         EventKind::Alert,
         EventKind::Malformed,
     ];
@@ -86,6 +90,7 @@ impl EventKind {
             EventKind::SystemLedgerRecovered => "system.ledger_recovered",
             EventKind::SystemError => "system.error",
             EventKind::SystemConfig => "system.config",
+            EventKind::SystemVerify => "system.verify",
             EventKind::Alert => "alert",
             EventKind::Malformed => "malformed",
         }

@@ -86,10 +86,7 @@ impl Seed {
         let mut h = Sha256::new();
         h.update(b"mcptrail-fsmac-v1 init");
         h.update(self.0);
-        EpochKey {
-            epoch: 0,
-            key: h.finalize().into(),
-        }
+        EpochKey::new(0, h.finalize().into())
     }
 
     /// Write the seed to a new file (mode 0600; an existing file is never overwritten).
@@ -134,6 +131,10 @@ impl Seed {
 pub struct EpochKey {
     epoch: u64,
     key: [u8; 32],
+    /// HMAC keyed with `key`, ready to clone: saves hashing the key pads for every record.
+    /// Replaced (its memory overwritten) whenever the key evolves.
+    #[zeroize(skip)]
+    keyed: HmacSha256,
 }
 
 impl std::fmt::Debug for EpochKey {
@@ -143,6 +144,14 @@ impl std::fmt::Debug for EpochKey {
 }
 
 impl EpochKey {
+    fn new(epoch: u64, key: [u8; 32]) -> Self {
+        EpochKey {
+            epoch,
+            keyed: HmacSha256::new_from_slice(&key).expect("HMAC takes any key length"),
+            key,
+        }
+    }
+
     /// The epoch this key belongs to.
     pub fn epoch(&self) -> u64 {
         self.epoch
@@ -156,6 +165,8 @@ impl EpochKey {
         let next: [u8; 32] = h.finalize().into();
         self.key.zeroize();
         self.key = next;
+        // Overwrites the old keyed state in place.
+        self.keyed = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
         self.epoch += 1;
     }
 
@@ -168,7 +179,7 @@ impl EpochKey {
 
     /// HMAC-SHA256 of `record` under this key.
     pub fn mac(&self, record: &[u8]) -> [u8; 32] {
-        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let mut m = self.keyed.clone();
         m.update(record);
         m.finalize().into_bytes().into()
     }
@@ -177,7 +188,7 @@ impl EpochKey {
     /// epoch's key, so nobody holding only a later key can move the epoch boundary. The first
     /// record of the next epoch carries it.
     pub fn transition_tag(&self, last_seq: u64, last_record_hash: &[u8; 32]) -> [u8; 32] {
-        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let mut m = self.keyed.clone();
         m.update(&transition_message(self.epoch, last_seq, last_record_hash));
         m.finalize().into_bytes().into()
     }
@@ -189,14 +200,14 @@ impl EpochKey {
         last_record_hash: &[u8; 32],
         tag: &[u8],
     ) -> bool {
-        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let mut m = self.keyed.clone();
         m.update(&transition_message(self.epoch, last_seq, last_record_hash));
         m.verify_slice(tag).is_ok()
     }
 
     /// Check `tag` against the MAC of `record`, in constant time.
     pub fn verify(&self, record: &[u8], tag: &[u8]) -> bool {
-        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let mut m = self.keyed.clone();
         m.update(record);
         m.verify_slice(tag).is_ok()
     }
@@ -248,10 +259,7 @@ impl EpochKey {
             why,
         })?;
         Ok((
-            EpochKey {
-                epoch: epoch.unwrap_or(0),
-                key,
-            },
+            EpochKey::new(epoch.unwrap_or(0), key),
             since.unwrap_or_default(),
         ))
     }

@@ -35,7 +35,7 @@ pub const CHECKPOINT_DIR: &str = "checkpoints";
 pub const KEY_DIR: &str = "keys";
 /// The public key file, under [`KEY_DIR`].
 pub const VERIFIER_KEY_FILE: &str = "checkpoint.vkey";
-const SIGNER_KEY_FILE: &str = "checkpoint.skey";
+pub(crate) const SIGNER_KEY_FILE: &str = "checkpoint.skey";
 const TREE_FILE: &str = "TREE";
 const TREE_MAGIC: &str = "mcptrail-tree v1";
 

@@ -45,6 +45,7 @@
 //! forward-secure MACs and signed, externally anchored checkpoints of the tamper-evidence
 //! layer close those gaps.
 
+mod bundle;
 mod checkpoint;
 mod error;
 mod mac;
@@ -56,6 +57,10 @@ pub mod tamper;
 mod verify;
 mod writer;
 
+pub use bundle::{
+    export_session, export_session_with, verify_bundle, write_bundle, Bundle, BundleError,
+    BundleEvent, BundleProblem, BundleReport, Export, ExportOptions, KeySource, BUNDLE_FORMAT,
+};
 pub use checkpoint::{
     checkpoint_file_name, list_checkpoints, local_verifier, record_leaf, CheckpointPolicy,
     CHECKPOINT_DIR, KEY_DIR, VERIFIER_KEY_FILE,

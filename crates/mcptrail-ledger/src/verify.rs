@@ -65,8 +65,10 @@ pub enum Problem {
     /// A record's MAC does not match its content: the record was modified after it was
     /// written (or forged by someone without the key of its epoch).
     MacInvalid {
-        /// Seq of the record.
+        /// Seq of the record (the first of a run of consecutive ones).
         seq: u64,
+        /// Seq of the last record of the run.
+        last_seq: u64,
         /// Segment file name.
         segment: String,
         /// 1-based line number.
@@ -222,6 +224,27 @@ pub enum Problem {
 }
 
 impl Problem {
+    /// The first record the problem is about, when it is about records.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            Problem::MacInvalid { seq, .. }
+            | Problem::MacWrongEpoch { seq, .. }
+            | Problem::MacMissing { seq, .. }
+            | Problem::ChainBroken { seq, .. }
+            | Problem::OutOfOrder { seq, .. }
+            | Problem::BadGenesis { seq } => Some(*seq),
+            Problem::Missing { from_seq, .. } | Problem::SegmentMissing { from_seq, .. } => {
+                Some(*from_seq)
+            }
+            Problem::SegmentMisnamed {
+                first_record_seq, ..
+            } => Some(*first_record_seq),
+            Problem::CheckpointMismatch { diverges_from, .. } => Some(*diverges_from),
+            Problem::Truncated { records, .. } => Some(records + 1),
+            _ => None,
+        }
+    }
+
     /// The tamper class, as `drill` and the JSON report name it.
     pub fn class(&self) -> &'static str {
         match self {
@@ -245,7 +268,11 @@ impl Problem {
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Problem::MacInvalid { seq, segment, line, epoch } => write!(
+            Problem::MacInvalid { seq, last_seq, segment, line, epoch } if last_seq > seq => write!(
+                f,
+                "{segment} line {line}: seq {seq}..={last_seq}: MACs (from epoch {epoch}) do not match the records — modified after they were written (a record changed and the chain recomputed after it), or forged"
+            ),
+            Problem::MacInvalid { seq, segment, line, epoch, .. } => write!(
                 f,
                 "{segment} line {line}: seq {seq}: MAC (epoch {epoch}) does not match the record — it was modified after it was written, or forged"
             ),
@@ -416,6 +443,7 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
         has_seed: opts.seed.is_some(),
         keys: opts.seed.as_ref().map(KeyCursor::new),
         matched_sizes: Vec::new(),
+        recovered: false,
     };
     if walk.check_tree {
         walk.checkpoints = load_checkpoints(data_dir, opts, &mut walk.report)?;
@@ -517,6 +545,10 @@ struct Site<'s> {
 /// Per-line results of the parallel pass.
 struct LineHashes {
     hash: [u8; 32],
+    /// The Merkle leaf of the record.
+    leaf: [u8; 32],
+    /// The line looks like a `system.ledger_recovered` event (checked properly later).
+    recovered: bool,
     fields: Option<RecordFields>,
     /// `Some(ok)` when the MAC was checked; `None`: no MAC, no seed, or an impossible epoch.
     mac_ok: Option<bool>,
@@ -555,9 +587,17 @@ fn hash_lines(
 
 fn hash_one(line: &[u8], keys: Option<&mut KeyCursor<'_>>, epoch_bound: u64) -> LineHashes {
     let fields = read_fields(line);
+    let recovered = memchr::memmem::find(
+        &line[..line.len().min(400)],
+        b"\"kind\":\"system.ledger_recovered\"",
+    )
+    .is_some();
     let Some(f) = fields else {
+        let hash = Sha256::digest(line).into();
         return LineHashes {
-            hash: Sha256::digest(line).into(),
+            hash,
+            leaf: record_leaf(&hash),
+            recovered,
             fields,
             mac_ok: None,
             impossible_epoch: false,
@@ -566,6 +606,8 @@ fn hash_one(line: &[u8], keys: Option<&mut KeyCursor<'_>>, epoch_bound: u64) -> 
     let (hash, body) = hash_record(line, f.prefix_len);
     let mut out = LineHashes {
         hash,
+        leaf: record_leaf(&hash),
+        recovered,
         fields,
         mac_ok: None,
         impossible_epoch: false,
@@ -612,7 +654,8 @@ impl<'a> KeyCursor<'a> {
         while self.current.epoch() < epoch {
             self.current.evolve();
             let e = self.current.epoch();
-            if e % Self::STRIDE == 0 && (e / Self::STRIDE) as usize == self.snapshots.len() {
+            if e.is_multiple_of(Self::STRIDE) && (e / Self::STRIDE) as usize == self.snapshots.len()
+            {
                 self.snapshots.push(self.current.clone());
             }
         }
@@ -651,6 +694,8 @@ struct Walk<'a> {
     has_seed: bool,
     /// Sizes of the checkpoints that matched, ascending.
     matched_sizes: Vec<u64>,
+    /// Whether the current line looked like a recovery record.
+    recovered: bool,
 }
 
 impl Walk<'_> {
@@ -662,8 +707,9 @@ impl Walk<'_> {
         line_no: u64,
     ) -> Result<(), LedgerError> {
         let hash = res.hash;
+        self.recovered = res.recovered;
         if self.check_tree {
-            self.frontier.push(record_leaf(&hash));
+            self.frontier.push(res.leaf);
             self.check_checkpoints();
         }
         // The integrity members: from the layout, or from a full parse of an odd line.
@@ -679,6 +725,7 @@ impl Walk<'_> {
                         // A MAC member the writer did not write in its layout cannot be valid.
                         self.report.problems.push(Problem::MacInvalid {
                             seq: ev.seq,
+                            last_seq: ev.seq,
                             segment: segment.to_string(),
                             line: line_no,
                             epoch: 0,
@@ -770,12 +817,28 @@ impl Walk<'_> {
                 self.epoch(epoch, &at, res.impossible_epoch, transition);
                 match res.mac_ok {
                     Some(true) => self.report.macs_checked += 1,
-                    Some(false) => self.report.problems.push(Problem::MacInvalid {
-                        seq,
-                        segment: segment.to_string(),
-                        line: line_no,
-                        epoch,
-                    }),
+                    Some(false) => {
+                        // Consecutive failures are one run (a record changed and the chain
+                        // recomputed after it fails every later MAC).
+                        if let Some(Problem::MacInvalid { last_seq, .. }) = self
+                            .report
+                            .problems
+                            .iter_mut()
+                            .rfind(|p| matches!(p, Problem::MacInvalid { .. }))
+                        {
+                            if *last_seq + 1 == seq {
+                                *last_seq = seq;
+                                return self.after(line, hash, seq);
+                            }
+                        }
+                        self.report.problems.push(Problem::MacInvalid {
+                            seq,
+                            last_seq: seq,
+                            segment: segment.to_string(),
+                            line: line_no,
+                            epoch,
+                        })
+                    }
                     None if !self.has_seed => self.report.macs_unchecked += 1,
                     None => {} // impossible epoch: reported by `epoch`
                 }
@@ -787,12 +850,12 @@ impl Walk<'_> {
             }),
             None => {}
         }
-        if memchr::memmem::find(
-            &line[..line.len().min(400)],
-            b"\"kind\":\"system.ledger_recovered\"",
-        )
-        .is_some()
-        {
+        self.after(line, hash, seq)
+    }
+
+    /// Book-keeping once a record is checked.
+    fn after(&mut self, line: &[u8], hash: [u8; 32], seq: u64) -> Result<(), LedgerError> {
+        if self.recovered {
             if let Ok(ev) = serde_json::from_slice::<Event>(line) {
                 if ev.kind == EventKind::SystemLedgerRecovered {
                     self.report.notices.push(format!(
@@ -807,7 +870,6 @@ impl Walk<'_> {
         self.max_seq = self.max_seq.max(seq);
         self.report.first_seq.get_or_insert(seq);
         self.report.last_seq = Some(seq);
-        self.report.head_hash = Some(hex::encode(hash));
         self.prev = Some((seq, hash));
         Ok(())
     }
@@ -846,6 +908,12 @@ impl Walk<'_> {
         }
         t.blamed_run = Some(epoch);
         let e = trusted.unwrap_or(0);
+        if trusted.is_none_or(|tr| epoch > tr) {
+            // A step forward that is not authenticated: report it once and follow it, so the
+            // epochs after it are judged against it rather than all reported again.
+            t.trusted = Some(epoch);
+            t.max_seen = Some(t.max_seen.map_or(epoch, |m| m.max(epoch)));
+        }
         self.report.problems.push(Problem::MacWrongEpoch {
             seq: at.seq,
             segment: at.segment.to_string(),
@@ -885,6 +953,9 @@ impl Walk<'_> {
 
     fn finish(mut self, opts: &VerifyOptions) -> VerifyReport {
         let records = self.frontier.size();
+        if self.report.records > 0 {
+            self.report.head_hash = self.prev.map(|(_, h)| hex::encode(h));
+        }
         for (file, cp) in self.checkpoints.drain(self.next_cp..) {
             self.report.problems.push(Problem::Truncated {
                 file,
@@ -913,6 +984,12 @@ impl Walk<'_> {
                 .notices
                 .push("a seed was given but no record carries a MAC (MACs were off)".into());
         }
+        // Earliest place first: that is where to start looking; file-level problems last.
+        self.report.problems.sort_by_key(|p| match p {
+            // A mismatch spans a range; the precise record problems inside it come first.
+            Problem::CheckpointMismatch { size, .. } => (0, *size),
+            _ => p.seq().map_or((1, 0), |s| (0, s)),
+        });
         self.report.settle();
         self.report
     }

@@ -23,6 +23,10 @@ pub struct TapConfig {
     pub max_stored_payload_bytes: usize,
     /// Characters of result preview kept in `response_summary.preview`.
     pub preview_chars: usize,
+    /// Verify the ledger (chain, checkpoints, anchors; MACs need the seed, which the tap does
+    /// not hold) when the tap starts and then every this many seconds, recording a
+    /// `system.verify` event, and an `alert` on failure. 0: never.
+    pub self_verify_interval_secs: u64,
 }
 
 impl Default for TapConfig {
@@ -34,6 +38,7 @@ impl Default for TapConfig {
             max_message_bytes: 64 * 1024 * 1024,
             max_stored_payload_bytes: 64 * 1024,
             preview_chars: 200,
+            self_verify_interval_secs: 3600,
         }
     }
 }

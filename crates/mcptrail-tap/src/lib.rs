@@ -16,6 +16,7 @@ mod identity;
 mod jsonrpc;
 mod queue;
 mod recorder;
+pub mod selfcheck;
 pub mod stdio;
 mod writer;
 

@@ -193,6 +193,51 @@ impl Recorder {
         out.push(e);
     }
 
+    /// Record the result of a scheduled self-verification: a `system.verify` event, and an
+    /// `alert` when the ledger did not verify.
+    pub fn self_verified(&mut self, check: &crate::selfcheck::SelfCheck, out: &mut Vec<Event>) {
+        use mcptrail_ledger::Verdict;
+        let wall = SystemTime::now();
+        let verdict = match check.verdict {
+            Some(Verdict::Intact) => "intact",
+            Some(Verdict::Tampered) => "tampered",
+            Some(Verdict::CannotVerify) => "cannot_verify",
+            None => "error",
+        };
+        let problems: Vec<Value> = check
+            .problems
+            .iter()
+            .map(|(class, text)| serde_json::json!({"class": class, "problem": text}))
+            .collect();
+        let mut e = self.event(EventKind::SystemVerify, wall);
+        e.detail = Some(serde_json::json!({
+            "verdict": verdict,
+            "scope": "chain, segments, signed checkpoints and anchors (MACs need the seed: mcptrail verify --seed)",
+            "records": check.records,
+            "bytes": check.bytes,
+            "checkpoints_verified": check.checkpoints_verified,
+            "problem_count": check.problem_count,
+            "problems": problems,
+            "unchecked": check.unchecked,
+            "duration_ms": check.duration.as_secs_f64() * 1000.0,
+        }));
+        out.push(e);
+        if check.verdict != Some(Verdict::Intact) {
+            let mut a = self.event(EventKind::Alert, wall);
+            a.detail = Some(serde_json::json!({
+                "rule": "ledger_integrity",
+                "severity": if check.verdict == Some(Verdict::Tampered) { "critical" } else { "warning" },
+                "summary": match check.verdict {
+                    Some(Verdict::Tampered) => format!("the ledger does not verify: {} problem(s); run `mcptrail verify`", check.problem_count),
+                    _ => "the ledger could not be fully verified; run `mcptrail verify`".to_string(),
+                },
+                "problems": problems,
+                "unchecked": check.unchecked,
+            }));
+            out.push(a);
+        }
+    }
+
     /// Periodic work: heartbeats and request timeouts.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Event>) {
         let timeout = self.cfg.request_timeout();

@@ -146,11 +146,17 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
 
     // Recorder thread.
     let tick = opts.tap.heartbeat_interval().min(Duration::from_secs(1));
+    let checker = crate::selfcheck::spawn(
+        opts.data_dir.clone(),
+        opts.ledger.checkpoints.anchor_dir.iter().cloned().collect(),
+        (opts.tap.self_verify_interval_secs > 0)
+            .then(|| Duration::from_secs(opts.tap.self_verify_interval_secs)),
+    );
     let rec_handle = std::thread::Builder::new()
         .name("mcptrail-recorder".into())
         .spawn(move || {
             crate::run_in_background();
-            record(recorder, rec_rx, events_tx, tick)
+            record(recorder, rec_rx, events_tx, tick, checker)
         })
         .map_err(|source| TapError::Io {
             what: "starting the recorder thread",
@@ -365,6 +371,7 @@ fn record(
     rx: QueueReceiver<RecorderMsg>,
     events: Sender<Vec<PreparedEvent>>,
     tick: Duration,
+    checker: crate::selfcheck::SelfChecker,
 ) {
     let mut out = Vec::new();
     let mut batch = Vec::new();
@@ -392,6 +399,9 @@ fn record(
                     bytes,
                 } => recorder.delivery_failed(direction, chunk, bytes, &mut out),
                 RecorderMsg::Finish(end) => {
+                    while let Ok(check) = checker.results.try_recv() {
+                        recorder.self_verified(&check, &mut out);
+                    }
                     recorder.finish(end, &mut out);
                     let _ = events.send(prepare(out));
                     return;
@@ -401,6 +411,9 @@ fn record(
         if last_tick.elapsed() >= tick {
             last_tick = Instant::now();
             recorder.tick(last_tick, &mut out);
+            while let Ok(check) = checker.results.try_recv() {
+                recorder.self_verified(&check, &mut out);
+            }
         }
         if !out.is_empty() && events.send(prepare(out.drain(..))).is_err() {
             return;

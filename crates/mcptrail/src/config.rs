@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use mcptrail_ledger::{CheckpointPolicy, LedgerConfig};
+use mcptrail_ledger::{CheckpointPolicy, LedgerConfig, MacPolicy};
 use mcptrail_tap::TapConfig;
 use serde::Deserialize;
 
@@ -39,6 +39,15 @@ pub(crate) struct LedgerSettings {
     pub(crate) checkpoint_interval_secs: u64,
     /// Also write every checkpoint to this directory (off the data directory's disk, ideally).
     pub(crate) anchor_dir: Option<PathBuf>,
+    /// Forward-secure MAC on every record.
+    pub(crate) mac: bool,
+    /// Evolve the MAC key after this many records (0: only by time).
+    pub(crate) mac_epoch_records: u64,
+    /// Evolve the MAC key at the first append this long after the epoch began.
+    pub(crate) mac_epoch_secs: u64,
+    /// Where the MAC verification seed is written when the key is created (default
+    /// `<data_dir>/keys/mac.seed`; move it off the machine).
+    pub(crate) mac_seed_path: Option<PathBuf>,
 }
 
 impl Default for LedgerSettings {
@@ -51,6 +60,10 @@ impl Default for LedgerSettings {
             checkpoint_every_records: d.checkpoints.every_records,
             checkpoint_interval_secs: d.checkpoints.interval.as_secs(),
             anchor_dir: d.checkpoints.anchor_dir,
+            mac: d.macs.enabled,
+            mac_epoch_records: d.macs.epoch_records,
+            mac_epoch_secs: d.macs.epoch_interval.as_secs(),
+            mac_seed_path: d.macs.seed_path,
         }
     }
 }
@@ -65,6 +78,12 @@ impl LedgerSettings {
                 every_records: self.checkpoint_every_records,
                 interval: Duration::from_secs(self.checkpoint_interval_secs.max(1)),
                 anchor_dir: self.anchor_dir.clone(),
+            },
+            macs: MacPolicy {
+                enabled: self.mac,
+                epoch_records: self.mac_epoch_records,
+                epoch_interval: Duration::from_secs(self.mac_epoch_secs.max(1)),
+                seed_path: self.mac_seed_path.clone(),
             },
         }
     }

@@ -32,8 +32,14 @@ enum Command {
     Log(commands::log::Args),
     /// Show one session as a request/response tree with durations.
     Timeline(commands::timeline::Args),
-    /// Check the ledger's hash chain and say exactly what is wrong and where.
+    /// Check the ledger (chain, MACs, checkpoints, anchors) or an evidence bundle; say exactly
+    /// what is wrong and where. Exit 0 intact, 1 tampered, 2 cannot verify.
     Verify(commands::verify::Args),
+    /// On copies of the ledger, tamper in every way and show that `verify` catches each.
+    Drill(commands::drill::Args),
+    /// Write one session's records, with inclusion proofs, the covering signed checkpoint and
+    /// the public key, to an evidence bundle that `verify --bundle` checks anywhere.
+    Export(commands::export::Args),
     /// Rebuild the query index from the ledger.
     Reindex,
     /// Print the JSON Schema of audit events (schema v1).
@@ -75,8 +81,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Wrap(args) => commands::wrap::run(args, &cfg, data_dir),
         Command::Log(args) => commands::log::run(args, &data_dir),
         Command::Timeline(args) => commands::timeline::run(args, &data_dir),
-        Command::Verify(args) => {
-            commands::verify::run(args, &data_dir, cfg.ledger.anchor_dir.as_deref())
+        Command::Verify(args) => commands::verify::run(
+            args,
+            &data_dir,
+            cfg.ledger.anchor_dir.as_deref(),
+            cfg.ledger.mac_seed_path.as_deref(),
+        ),
+        Command::Drill(args) => commands::drill::run(
+            args,
+            &data_dir,
+            cfg.ledger.anchor_dir.as_deref(),
+            cfg.ledger.mac_seed_path.as_deref(),
+        ),
+        Command::Export(args) => {
+            commands::export::run(args, &data_dir, cfg.ledger.to_ledger_config())
         }
         Command::Reindex => commands::reindex(&data_dir),
         Command::Schema => {

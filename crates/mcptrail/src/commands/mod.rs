@@ -1,5 +1,7 @@
 //! One module per subcommand; shared helpers for the query commands live here.
 
+pub(crate) mod drill;
+pub(crate) mod export;
 pub(crate) mod log;
 pub(crate) mod timeline;
 pub(crate) mod verify;

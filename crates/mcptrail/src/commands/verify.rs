@@ -1,16 +1,19 @@
-//! `mcptrail verify`: check the ledger's hash chain and signed checkpoints; exit 1 when
-//! anything is wrong.
+//! `mcptrail verify`: check the ledger's hash chain, forward-secure MACs, signed checkpoints
+//! (local and anchored), segment continuity and permissions — or an evidence bundle. Exit 0
+//! intact, 1 tampered, 2 cannot verify.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
-use mcptrail_integrity::NoteVerifier;
-use mcptrail_ledger::{verify, VerifyOptions};
+use mcptrail_integrity::{NoteVerifier, Seed};
+use mcptrail_ledger::{verify, Progress, Verdict, VerifyOptions, VerifyReport};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// Start at this sequence number (the link into it is trusted).
+    /// Start at this sequence number (the link into it is trusted; checkpoints are only
+    /// checked from the beginning).
     #[arg(long, value_name = "SEQ", default_value_t = 1)]
     from: u64,
     /// Machine-readable report.
@@ -23,16 +26,26 @@ pub(crate) struct Args {
     /// Also check the checkpoint copies anchored in this directory (repeatable).
     #[arg(long, value_name = "DIR")]
     anchor: Vec<PathBuf>,
+    /// The MAC verification seed file (default: `<data-dir>/keys/mac.seed` if it is there).
+    #[arg(long, value_name = "FILE")]
+    seed: Option<PathBuf>,
+    /// Do not check MACs (no seed at hand): the verdict rests on the chain and checkpoints.
+    #[arg(long, conflicts_with = "seed")]
+    skip_macs: bool,
+    /// Verify an evidence bundle written by `mcptrail export` instead of the ledger.
+    #[arg(long, value_name = "FILE")]
+    bundle: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 pub(crate) fn run(
     args: Args,
     data_dir: &Path,
     anchor_dir: Option<&Path>,
+    seed_path: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    if !data_dir.join(mcptrail_ledger::LEDGER_DIR).exists() {
-        anyhow::bail!("no ledger in {}", data_dir.display());
-    }
     let verifier = match &args.key {
         None => None,
         Some(k) => {
@@ -44,40 +57,116 @@ pub(crate) fn run(
             Some(NoteVerifier::from_vkey(text.trim()).context("--key")?)
         }
     };
+    if let Some(bundle) = &args.bundle {
+        return super::export::verify_bundle_cli(bundle, verifier, args.json);
+    }
+    if !data_dir.join(mcptrail_ledger::LEDGER_DIR).exists() {
+        anyhow::bail!("no ledger in {}", data_dir.display());
+    }
+    let seed = if args.skip_macs {
+        None
+    } else {
+        let default = seed_path
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| mcptrail_ledger::default_seed_path(data_dir));
+        match &args.seed {
+            Some(p) => Some(Seed::read(p).context("--seed")?),
+            None if default.exists() => Some(Seed::read(&default)?),
+            None => None,
+        }
+    };
     let mut anchor_dirs = args.anchor.clone();
     if anchor_dirs.is_empty() {
         anchor_dirs.extend(anchor_dir.map(Path::to_path_buf));
     }
+    let bar = progress_bar(data_dir, args.quiet || args.json);
     let report = verify(
         data_dir,
         &VerifyOptions {
             from_seq: args.from,
             verifier,
             anchor_dirs,
+            seed,
+            skip_macs: args.skip_macs,
+            progress: bar.clone().map(|b| {
+                Progress(
+                    Arc::new(move |done| b.set_position(done)) as Arc<dyn Fn(u64) + Send + Sync>
+                )
+            }),
         },
     )?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        for p in &report.problems {
-            println!("FAIL  {p}");
-        }
-        for n in &report.notices {
-            println!("note  {n}");
-        }
-        let range = match (report.first_seq, report.last_seq) {
-            (Some(a), Some(b)) => format!("seq {a}..={b}"),
-            _ => "empty".into(),
-        };
-        if report.ok() {
+        print_report(&report, args.skip_macs);
+    }
+    Ok(ExitCode::from(report.verdict.exit_code()))
+}
+
+/// A progress bar over the ledger's bytes, on a terminal only.
+fn progress_bar(data_dir: &Path, quiet: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let total: u64 = mcptrail_ledger::list_segments(&data_dir.join(mcptrail_ledger::LEDGER_DIR))
+        .ok()?
+        .iter()
+        .map(|s| s.len)
+        .sum();
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "verifying {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .ok()?,
+    );
+    Some(bar)
+}
+
+pub(crate) fn print_report(report: &VerifyReport, skip_macs: bool) {
+    for p in &report.problems {
+        println!("FAIL  [{}] {p}", p.class());
+    }
+    for u in &report.unchecked {
+        println!("??    {u}");
+    }
+    for n in &report.notices {
+        println!("note  {n}");
+    }
+    let range = match (report.first_seq, report.last_seq) {
+        (Some(a), Some(b)) => format!("seq {a}..={b}"),
+        _ => "empty".into(),
+    };
+    let plural = |n: u64| if n == 1 { "" } else { "s" };
+    match report.verdict {
+        Verdict::Tampered => println!(
+            "FAIL  TAMPERED: {} problem(s) in {} records ({range})",
+            report.problems.len(),
+            report.records
+        ),
+        Verdict::Intact | Verdict::CannotVerify => {
             println!(
                 "OK    hash chain intact: {} record{} in {} segment{} ({range}), head {}",
                 report.records,
-                if report.records == 1 { "" } else { "s" },
+                plural(report.records),
                 report.segments,
                 if report.segments == 1 { "" } else { "s" },
                 report.head_hash.as_deref().map(|h| &h[..16]).unwrap_or("-")
             );
+            if report.macs_checked > 0 {
+                let (a, b) = report.mac_epochs.unwrap_or_default();
+                println!(
+                    "OK    {} MAC{} valid across epochs {a}..={b}",
+                    report.macs_checked,
+                    plural(report.macs_checked)
+                );
+            } else if skip_macs && report.macs_unchecked > 0 {
+                println!("note  MACs not checked (--skip-macs)");
+            }
             if let Some(latest) = report.latest_checkpoint {
                 let n = report.checkpoints_verified;
                 println!(
@@ -85,17 +174,11 @@ pub(crate) fn run(
                     if n == 1 { " matches" } else { "s match" },
                 );
             }
-        } else {
-            println!(
-                "FAIL  {} problem(s) in {} records ({range})",
-                report.problems.len(),
-                report.records
-            );
+            if report.verdict == Verdict::CannotVerify {
+                println!("??    CANNOT VERIFY fully: see the lines marked ?? above");
+            } else {
+                println!("OK    INTACT");
+            }
         }
     }
-    Ok(if report.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }

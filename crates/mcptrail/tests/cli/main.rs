@@ -2,6 +2,8 @@
 
 mod bad_input;
 mod concurrency;
+mod export;
+mod integrity;
 mod lifecycle;
 mod peers;
 mod query;

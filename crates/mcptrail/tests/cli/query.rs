@@ -219,7 +219,10 @@ fn verify_reports_tampering_and_reindex_rebuilds() {
     let (code, json_out, _) = run(&["--data-dir", &data, "verify", "--json"]);
     assert_eq!(code, 1);
     let report: serde_json::Value = serde_json::from_str(&json_out).unwrap();
-    assert_eq!(report["problems"][0]["problem"], "chain_broken");
+    // Sorted by place: the edited record's MAC fails, then the link after it.
+    assert_eq!(report["problems"][0]["problem"], "mac_invalid");
+    assert_eq!(report["problems"][1]["problem"], "chain_broken");
+    assert_eq!(report["verdict"], "tampered");
 
     // The index is derived: deleting it loses nothing.
     let (code, _, err) = run(&["--data-dir", &data, "log", "-n", "1"]);

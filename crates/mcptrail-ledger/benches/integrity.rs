@@ -1,0 +1,249 @@
+//! What tamper evidence costs, each figure against a baseline measured in the same run, in
+//! alternating rounds so disk and CPU drift hit both sides alike:
+//!
+//! 1. **Writer overhead**: appending ~1 KB events in batches of 1,000 with forward-secure
+//!    MACs and Merkle checkpoints (the defaults) vs ledger v1 alone (MACs off, no
+//!    checkpoints), with `fdatasync` (what runs) and without (the CPU path alone).
+//! 2. **`verify` throughput** on a ledger of `MCPTRAIL_BENCH_VERIFY_MB` MB (default 1024):
+//!    full verification with the seed (chain, MACs, Merkle roots at every checkpoint) vs this
+//!    machine's raw SHA-256 over the same bytes on one core, read the same way.
+//!
+//! `cargo bench -p mcptrail-ledger --bench integrity`
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use mcptrail_event::{
+    Event, EventKind, PeerInfo, ProcessInfo, ResponseSummary, ServerInfo, Status, UserIdentity,
+};
+use mcptrail_integrity::Seed;
+use mcptrail_ledger::{
+    default_seed_path, list_segments, verify, CheckpointPolicy, Ledger, LedgerConfig, MacPolicy,
+    PreparedEvent, Verdict, VerifyOptions, LEDGER_DIR,
+};
+use sha2::{Digest, Sha256};
+
+fn sample_event(i: u64) -> Event {
+    let mut e = Event::new(EventKind::McpResponse);
+    e.agent_id = Some("claude-desktop".into());
+    e.session_id = Some("0193a0f0-0000-7000-8000-000000000001".into());
+    e.method = Some("tools/call".into());
+    e.tool_invoked = Some("read_file".into());
+    e.request_id = Some(serde_json::json!(i));
+    e.parameters_used = Some(serde_json::json!({"path": "/home/user/projects/report.md"}));
+    e.response_summary = Some(ResponseSummary {
+        status: Status::Ok,
+        is_error: false,
+        error_code: None,
+        error_message: None,
+        size: 1834,
+        sha256: Some("9f2c".repeat(16)),
+        preview: Some("# Quarterly report\nRevenue grew by".into()),
+        content_types: vec!["text".into()],
+    });
+    e.duration_ms = Some(1.25);
+    e.user_identity = Some(UserIdentity {
+        principal: "alice".into(),
+        source: "os".into(),
+        os_user: Some("alice".into()),
+        os_uid: Some(1000),
+    });
+    e.client = Some(PeerInfo {
+        name: "claude-desktop".into(),
+        version: Some("0.14.2".into()),
+    });
+    e.host = Some("build-host-17".into());
+    e.process = Some(ProcessInfo {
+        tap_pid: 4581,
+        server_pid: Some(4584),
+        tap_version: "0.1.0".into(),
+    });
+    e.server = Some(ServerInfo {
+        name: Some("filesystem".into()),
+        version: Some("2026.8.31".into()),
+        transport: "stdio".into(),
+        command: vec![
+            "npx".into(),
+            "-y".into(),
+            "@modelcontextprotocol/server-filesystem".into(),
+        ],
+        url: None,
+    });
+    e.request_event_id = Some("0193a0f0-0000-7000-8000-000000000002".into());
+    e.protocol_version = Some("2025-11-25".into());
+    e
+}
+
+fn v1(fsync: bool) -> LedgerConfig {
+    LedgerConfig {
+        fsync,
+        checkpoints: CheckpointPolicy {
+            every_records: 0,
+            interval: Duration::from_secs(u64::MAX / 4),
+            anchor_dir: None,
+        },
+        macs: MacPolicy {
+            enabled: false,
+            ..MacPolicy::default()
+        },
+        ..LedgerConfig::default()
+    }
+}
+
+fn full(fsync: bool) -> LedgerConfig {
+    LedgerConfig {
+        fsync,
+        ..LedgerConfig::default()
+    }
+}
+
+/// Append `batches` × 1,000 prepared events to a fresh ledger; events/s.
+fn append_rate(cfg: LedgerConfig, batches: &[Vec<PreparedEvent>]) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = Ledger::open(dir.path(), cfg).unwrap();
+    let n: usize = batches.iter().map(Vec::len).sum();
+    let t = Instant::now();
+    for b in batches {
+        l.append_prepared(b).unwrap();
+    }
+    l.checkpoint_now().unwrap();
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn writer_overhead() {
+    const BATCHES: usize = 50;
+    let batches: Vec<Vec<PreparedEvent>> = (0..BATCHES)
+        .map(|b| {
+            (0..1000)
+                .map(|i| PreparedEvent::new(sample_event((b * 1000 + i) as u64)).unwrap())
+                .collect()
+        })
+        .collect();
+    for fsync in [false, true] {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for round in 0..9 {
+            // Alternate which side goes first.
+            if round % 2 == 0 {
+                a.push(append_rate(v1(fsync), &batches));
+                b.push(append_rate(full(fsync), &batches));
+            } else {
+                b.push(append_rate(full(fsync), &batches));
+                a.push(append_rate(v1(fsync), &batches));
+            }
+        }
+        let (ma, mb) = (median(a), median(b));
+        println!(
+            "writer fsync={fsync:<5}  v1 {:>8.0} ev/s   MAC+Merkle {:>8.0} ev/s   overhead {:>5.1} %  (median of 9 alternating rounds of 50k events)",
+            ma,
+            mb,
+            (ma / mb - 1.0) * 100.0
+        );
+    }
+}
+
+fn verify_throughput() {
+    let mb: u64 = std::env::var("MCPTRAIL_BENCH_VERIFY_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LedgerConfig {
+        fsync: false,
+        ..LedgerConfig::default()
+    };
+    let mut l = Ledger::open(dir.path(), cfg).unwrap();
+    let mut written = 0u64;
+    let mut i = 0u64;
+    let gen = Instant::now();
+    while written < mb << 20 {
+        let batch: Vec<PreparedEvent> = (0..1000)
+            .map(|_| {
+                i += 1;
+                PreparedEvent::new(sample_event(i)).unwrap()
+            })
+            .collect();
+        written += batch.iter().map(|p| p.len() as u64 + 100).sum::<u64>();
+        l.append_prepared(&batch).unwrap();
+    }
+    l.checkpoint_now().unwrap();
+    drop(l);
+    let segs = list_segments(&dir.path().join(LEDGER_DIR)).unwrap();
+    let bytes: u64 = segs.iter().map(|s| s.len).sum();
+    println!(
+        "ledger for verify: {} records, {:.0} MB in {} segments (built in {:.1} s)",
+        i,
+        bytes as f64 / 1e6,
+        segs.len(),
+        gen.elapsed().as_secs_f64()
+    );
+    let seed = Seed::read(&default_seed_path(dir.path())).unwrap();
+    let (mut raw, mut ver) = (Vec::new(), Vec::new());
+    for round in 0..6 {
+        let run_raw = || {
+            // Baseline: read every segment in 8 MiB blocks and SHA-256 it, one core.
+            let t = Instant::now();
+            let mut buf = vec![0u8; 8 << 20];
+            let mut h = Sha256::new();
+            for s in &segs {
+                let mut f = std::fs::File::open(&s.path).unwrap();
+                loop {
+                    let n = f.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+            }
+            std::hint::black_box(h.finalize());
+            bytes as f64 / t.elapsed().as_secs_f64()
+        };
+        let run_verify = || {
+            let t = Instant::now();
+            let r = verify(
+                dir.path(),
+                &VerifyOptions {
+                    seed: Some(seed.clone()),
+                    ..VerifyOptions::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(r.verdict, Verdict::Intact, "{:?}", r.problems);
+            assert_eq!(r.macs_checked, i);
+            bytes as f64 / t.elapsed().as_secs_f64()
+        };
+        if round % 2 == 0 {
+            raw.push(run_raw());
+            ver.push(run_verify());
+        } else {
+            ver.push(run_verify());
+            raw.push(run_raw());
+        }
+    }
+    let (r, v) = (median(raw), median(ver));
+    let records_per_s = v / (bytes as f64 / i as f64);
+    println!(
+        "verify   {:>7.0} MB/s {:>9.0} records/s   raw SHA-256 (1 core) {:>7.0} MB/s   ratio {:>5.1} %  ({} threads; median of 6 alternating rounds)",
+        v / 1e6,
+        records_per_s,
+        r / 1e6,
+        v / r * 100.0,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing and wants speed.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    if quick {
+        std::env::set_var("MCPTRAIL_BENCH_VERIFY_MB", "4");
+        verify_throughput();
+        return;
+    }
+    writer_overhead();
+    verify_throughput();
+}
