@@ -3,12 +3,14 @@
 #
 #   1. installs/refreshes the pinned MCP test peers (.ci/install-peers.sh)
 #   2. doctests: `cargo test --workspace --doc` (nextest does not run them)
-#   3. unit + integration tests: `cargo nextest run --workspace` when
+#   3. the exhaustive tamper sweeps (every byte offset, truncation and record
+#      tamper of small ledgers must be detected by `verify`), in a release build
+#   4. unit + integration tests: `cargo nextest run --workspace` when
 #      cargo-nextest is installed, else `cargo test --workspace`
 #
-# Steps 2 and 3 both run even if one fails; the script exits non-zero if
-# either did. The doctests go first so that the last summary printed is the
-# one of the main test run. Extra arguments are passed to step 3 only, e.g.
+# Every step runs even if an earlier one fails; the script exits non-zero if
+# any did. The main test run goes last so that the last summary printed is
+# its own. Extra arguments are passed to step 4 only, e.g.
 # `scripts/test.sh -E 'test(relay)'` (nextest) or `scripts/test.sh relay`.
 set -euo pipefail
 
@@ -22,6 +24,10 @@ failed=()
 
 echo "==> cargo test --workspace --doc --locked"
 cargo test --workspace --doc --locked || failed+=("doctests (exit $?)")
+
+echo "==> exhaustive tamper sweeps (release): cargo test --release -p mcptrail-ledger --test tamper_props -- --ignored"
+cargo test --release --locked -p mcptrail-ledger --test tamper_props -- --ignored \
+    || failed+=("exhaustive tamper sweeps (exit $?)")
 
 if cargo nextest --version >/dev/null 2>&1; then
     echo "==> cargo nextest run --workspace --locked --no-fail-fast $*"

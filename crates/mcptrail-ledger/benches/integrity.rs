@@ -244,6 +244,12 @@ fn main() {
         verify_throughput();
         return;
     }
-    writer_overhead();
-    verify_throughput();
+    // MCPTRAIL_BENCH_ONLY=writer|verify runs one part.
+    let only = std::env::var("MCPTRAIL_BENCH_ONLY").unwrap_or_default();
+    if only != "verify" {
+        writer_overhead();
+    }
+    if only != "writer" {
+        verify_throughput();
+    }
 }

@@ -55,7 +55,7 @@ pub(crate) fn read_fields(line: &[u8]) -> Option<RecordFields> {
     }
     let prev_hash = decode_hex32(&prefix[hex_start..hex_start + 64])?;
     let window = &prefix[..prefix.len().min(SEQ_WINDOW)];
-    let at = memchr::memmem::find(window, SEQ_KEY)? + SEQ_KEY.len();
+    let at = seq_finder().find(window)? + SEQ_KEY.len();
     let digits = prefix[at..]
         .iter()
         .take_while(|b| b.is_ascii_digit())
@@ -128,22 +128,42 @@ pub(crate) fn hash_record(line: &[u8], prefix_len: usize) -> ([u8; 32], [u8; 32]
     (h.finalize().into(), body.finalize().into())
 }
 
-fn decode_hex32(hex: &[u8]) -> Option<[u8; 32]> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
+/// The searcher for `,"seq":`, built once (building one costs more than a search).
+fn seq_finder() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+        std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memchr::memmem::Finder::new(SEQ_KEY))
+}
+
+/// Lower-case hex digit values; 0xff for anything else.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+pub(crate) fn decode_hex32(hex: &[u8]) -> Option<[u8; 32]> {
     if hex.len() != 64 {
         return None;
     }
     let mut out = [0u8; 32];
-    for (i, pair) in hex.chunks_exact(2).enumerate() {
-        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0xf);
     }
-    Some(out)
+    // Valid digits are below 16; 0xff marks anything else.
+    (bad & 0xf0 == 0).then_some(out)
 }
 
 #[cfg(test)]

@@ -463,7 +463,10 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
         let mut offset = 0u64;
         let mut carry = 0usize;
         loop {
-            buf.resize(carry + BLOCK, 0);
+            // No bigger than what is left of the segment (small ledgers verify fast).
+            let left =
+                usize::try_from(seg.len.saturating_sub(offset + carry as u64)).unwrap_or(BLOCK);
+            buf.resize(carry + BLOCK.min(left + 1).max(4096), 0);
             let mut filled = carry;
             while filled < buf.len() {
                 match file.read(&mut buf[filled..]) {
@@ -587,11 +590,9 @@ fn hash_lines(
 
 fn hash_one(line: &[u8], keys: Option<&mut KeyCursor<'_>>, epoch_bound: u64) -> LineHashes {
     let fields = read_fields(line);
-    let recovered = memchr::memmem::find(
-        &line[..line.len().min(400)],
-        b"\"kind\":\"system.ledger_recovered\"",
-    )
-    .is_some();
+    let recovered = recovered_finder()
+        .find(&line[..line.len().min(400)])
+        .is_some();
     let Some(f) = fields else {
         let hash = Sha256::digest(line).into();
         return LineHashes {
@@ -621,6 +622,13 @@ fn hash_one(line: &[u8], keys: Option<&mut KeyCursor<'_>>, epoch_bound: u64) -> 
         }
     }
     out
+}
+
+/// The searcher for the kind of a recovery record, built once.
+fn recovered_finder() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+        std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memchr::memmem::Finder::new(b"\"kind\":\"system.ledger_recovered\""))
 }
 
 /// Epoch keys derived from the seed, with a snapshot every [`KeyCursor::STRIDE`] epochs so a
@@ -746,7 +754,10 @@ impl Walk<'_> {
                 }
             },
         };
-        if seq < self.from {
+        // Before the first record checked (`--from`), lines only carry the chain forward. A
+        // line claiming a seq below `from` once checking has begun (or seq 0 from the start)
+        // is checked like any other, and reported.
+        if self.from > 1 && seq < self.from && self.report.first_seq.is_none() {
             self.max_seq = seq;
             self.prev = Some((seq, hash));
             return Ok(());
