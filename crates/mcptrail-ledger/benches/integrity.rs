@@ -97,6 +97,14 @@ fn full(fsync: bool) -> LedgerConfig {
     }
 }
 
+/// The defaults, but a MAC epoch and a signed checkpoint every 10,000 records.
+fn frequent(fsync: bool) -> LedgerConfig {
+    let mut c = full(fsync);
+    c.checkpoints.every_records = 10_000;
+    c.macs.epoch_records = 10_000;
+    c
+}
+
 /// Append `batches` × 1,000 prepared events to a fresh ledger; events/s.
 fn append_rate(cfg: LedgerConfig, batches: &[Vec<PreparedEvent>]) -> f64 {
     let dir = tempfile::tempdir().unwrap();
@@ -124,23 +132,27 @@ fn writer_overhead() {
                 .collect()
         })
         .collect();
-    for fsync in [false, true] {
+    type Config = fn(bool) -> LedgerConfig;
+    let cases: [(&str, Config, bool); 3] = [
+        ("defaults, fsync", full, true),
+        ("defaults, no fsync (CPU path)", full, false),
+        ("epoch+checkpoint every 10k, fsync", frequent, true),
+    ];
+    for (name, with, fsync) in cases {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for round in 0..9 {
             // Alternate which side goes first.
             if round % 2 == 0 {
                 a.push(append_rate(v1(fsync), &batches));
-                b.push(append_rate(full(fsync), &batches));
+                b.push(append_rate(with(fsync), &batches));
             } else {
-                b.push(append_rate(full(fsync), &batches));
+                b.push(append_rate(with(fsync), &batches));
                 a.push(append_rate(v1(fsync), &batches));
             }
         }
         let (ma, mb) = (median(a), median(b));
         println!(
-            "writer fsync={fsync:<5}  v1 {:>8.0} ev/s   MAC+Merkle {:>8.0} ev/s   overhead {:>5.1} %  (median of 9 alternating rounds of 50k events)",
-            ma,
-            mb,
+            "writer {name:<36} v1 {ma:>8.0} ev/s   MAC+Merkle {mb:>8.0} ev/s   overhead {:>5.1} %  (median of 9 alternating rounds of 50k events)",
             (ma / mb - 1.0) * 100.0
         );
     }
@@ -182,6 +194,20 @@ fn verify_throughput() {
         gen.elapsed().as_secs_f64()
     );
     let seed = Seed::read(&default_seed_path(dir.path())).unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for threads in [cores, 1] {
+        verify_rounds(dir.path(), &segs, bytes, i, &seed, threads);
+    }
+}
+
+fn verify_rounds(
+    dir: &std::path::Path,
+    segs: &[mcptrail_ledger::SegmentInfo],
+    bytes: u64,
+    i: u64,
+    seed: &Seed,
+    threads: usize,
+) {
     let (mut raw, mut ver) = (Vec::new(), Vec::new());
     for round in 0..6 {
         let run_raw = || {
@@ -189,7 +215,7 @@ fn verify_throughput() {
             let t = Instant::now();
             let mut buf = vec![0u8; 8 << 20];
             let mut h = Sha256::new();
-            for s in &segs {
+            for s in segs {
                 let mut f = std::fs::File::open(&s.path).unwrap();
                 loop {
                     let n = f.read(&mut buf).unwrap();
@@ -205,9 +231,10 @@ fn verify_throughput() {
         let run_verify = || {
             let t = Instant::now();
             let r = verify(
-                dir.path(),
+                dir,
                 &VerifyOptions {
                     seed: Some(seed.clone()),
+                    threads: Some(threads),
                     ..VerifyOptions::default()
                 },
             )
@@ -227,12 +254,11 @@ fn verify_throughput() {
     let (r, v) = (median(raw), median(ver));
     let records_per_s = v / (bytes as f64 / i as f64);
     println!(
-        "verify   {:>7.0} MB/s {:>9.0} records/s   raw SHA-256 (1 core) {:>7.0} MB/s   ratio {:>5.1} %  ({} threads; median of 6 alternating rounds)",
+        "verify {threads} thread(s) {:>7.0} MB/s {:>9.0} records/s   raw SHA-256 (1 core) {:>7.0} MB/s   ratio {:>5.1} %  (median of 6 alternating rounds)",
         v / 1e6,
         records_per_s,
         r / 1e6,
         v / r * 100.0,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
     );
 }
 

@@ -105,7 +105,7 @@ pub struct CheckpointPolicy {
 impl Default for CheckpointPolicy {
     fn default() -> Self {
         CheckpointPolicy {
-            every_records: 10_000,
+            every_records: 100_000,
             interval: Duration::from_secs(60),
             anchor_dir: None,
         }

@@ -46,7 +46,7 @@ impl Default for MacPolicy {
     fn default() -> Self {
         MacPolicy {
             enabled: true,
-            epoch_records: 10_000,
+            epoch_records: 100_000,
             epoch_interval: Duration::from_secs(60),
             seed_path: None,
         }

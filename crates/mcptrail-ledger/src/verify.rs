@@ -55,6 +55,8 @@ pub struct VerifyOptions {
     pub skip_macs: bool,
     /// Progress callback.
     pub progress: Option<Progress>,
+    /// Hashing threads (default: one per core, at most 8).
+    pub threads: Option<usize>,
 }
 
 /// One integrity problem, located precisely.
@@ -448,10 +450,12 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
     if walk.check_tree {
         walk.checkpoints = load_checkpoints(data_dir, opts, &mut walk.report)?;
     }
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8);
+    let threads = opts.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8)
+    });
     let mut buf: Vec<u8> = Vec::new();
     let mut done_bytes = 0u64;
     let last_index = segments.len().saturating_sub(1);

@@ -38,6 +38,9 @@ pub(crate) struct Args {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Hashing threads (default: one per core, at most 8); 1 to be gentle on a busy host.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
 }
 
 pub(crate) fn run(
@@ -88,6 +91,7 @@ pub(crate) fn run(
             anchor_dirs,
             seed,
             skip_macs: args.skip_macs,
+            threads: args.threads.map(usize::from),
             progress: bar.clone().map(|b| {
                 Progress(
                     Arc::new(move |done| b.set_position(done)) as Arc<dyn Fn(u64) + Send + Sync>
