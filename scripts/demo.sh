@@ -38,3 +38,6 @@ step "mcptrail timeline --session latest"
 
 step "mcptrail verify"
 "$mcptrail" verify
+
+step "mcptrail drill --practice (tamper with copies of a practice ledger in every way; each must be caught)"
+"$mcptrail" drill --practice

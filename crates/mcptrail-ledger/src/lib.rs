@@ -47,6 +47,7 @@
 
 mod bundle;
 mod checkpoint;
+mod consistency;
 mod error;
 mod mac;
 mod prepared;
@@ -65,6 +66,7 @@ pub use checkpoint::{
     checkpoint_file_name, list_checkpoints, local_verifier, record_leaf, CheckpointPolicy,
     CHECKPOINT_DIR, KEY_DIR, VERIFIER_KEY_FILE,
 };
+pub use consistency::{check_consistency, prove_consistency, ConsistencyProof, CONSISTENCY_FORMAT};
 pub use error::LedgerError;
 pub use mac::{default_seed_path, MacPolicy, MAC_SEED_FILE, MAC_STATE_FILE};
 pub use prepared::PreparedEvent;

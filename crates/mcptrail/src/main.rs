@@ -37,6 +37,9 @@ enum Command {
     Verify(commands::verify::Args),
     /// On copies of the ledger, tamper in every way and show that `verify` catches each.
     Drill(commands::drill::Args),
+    /// Sign a checkpoint now and print it; export the public key; prove consistency with an
+    /// older checkpoint you kept.
+    Checkpoint(commands::checkpoint::Args),
     /// Write one session's records, with inclusion proofs, the covering signed checkpoint and
     /// the public key, to an evidence bundle that `verify --bundle` checks anywhere.
     Export(commands::export::Args),
@@ -95,6 +98,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ),
         Command::Export(args) => {
             commands::export::run(args, &data_dir, cfg.ledger.to_ledger_config())
+        }
+        Command::Checkpoint(args) => {
+            commands::checkpoint::run(args, &data_dir, cfg.ledger.to_ledger_config())
         }
         Command::Reindex => commands::reindex(&data_dir),
         Command::Schema => {

@@ -33,8 +33,12 @@ pub(crate) struct Args {
     #[arg(long, conflicts_with = "seed")]
     skip_macs: bool,
     /// Verify an evidence bundle written by `mcptrail export` instead of the ledger.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "consistency")]
     bundle: Option<PathBuf>,
+    /// Verify a consistency proof written by `mcptrail checkpoint --since` (needs --key, the
+    /// public key you were given): the newer checkpoint extends the older one.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    consistency: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -60,6 +64,23 @@ pub(crate) fn run(
             Some(NoteVerifier::from_vkey(text.trim()).context("--key")?)
         }
     };
+    if let Some(path) = &args.consistency {
+        let verifier = verifier.as_ref().context("--consistency needs --key")?;
+        let text =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let proof: mcptrail_ledger::ConsistencyProof = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a consistency proof", path.display()))?;
+        return Ok(match mcptrail_ledger::check_consistency(&proof, verifier) {
+            Ok((old, new)) => {
+                println!("OK    the checkpoint at {new} records extends the one at {old} (both signed by {})", verifier.name());
+                ExitCode::SUCCESS
+            }
+            Err((class, e)) => {
+                println!("FAIL  [{class}] {e}");
+                ExitCode::from(1)
+            }
+        });
+    }
     if let Some(bundle) = &args.bundle {
         return super::export::verify_bundle_cli(bundle, verifier, args.json);
     }

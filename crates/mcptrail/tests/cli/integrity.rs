@@ -189,3 +189,96 @@ fn the_tap_verifies_the_ledger_and_raises_an_alert_when_it_does_not_verify() {
     session(&data2, Some(&cfg));
     assert!(of_kind(&events(&data2), EventKind::SystemVerify).is_empty());
 }
+
+#[test]
+fn checkpoint_exports_the_key_and_proves_consistency_with_a_kept_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    session(&data, None);
+    let d = data.to_str().unwrap();
+    let (code, vkey, err) = run(&["--data-dir", d, "checkpoint", "--public-key"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(vkey.trim().starts_with("mcptrail.local/"), "{vkey}");
+    assert_eq!(
+        vkey.trim(),
+        std::fs::read_to_string(data.join("keys/checkpoint.vkey"))
+            .unwrap()
+            .trim()
+    );
+    // The auditor keeps today's checkpoint.
+    let (code, note, err) = run(&["--data-dir", d, "checkpoint"]);
+    assert_eq!(code, 0, "{err}");
+    let kept = dir.path().join("kept.note");
+    std::fs::write(&kept, &note).unwrap();
+    // More sessions later; the operator proves the log only grew.
+    session(&data, None);
+    let proof = dir.path().join("proof.json");
+    let (code, out, err) = run(&[
+        "--data-dir",
+        d,
+        "checkpoint",
+        "--since",
+        kept.to_str().unwrap(),
+        "--out",
+        proof.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let key = vkey.trim();
+    let (code, out, err) = run(&[
+        "verify",
+        "--consistency",
+        proof.to_str().unwrap(),
+        "--key",
+        key,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("extends the one at"), "{out}");
+
+    // A doctored proof, or one checked with another key, fails.
+    let mut p: serde_json::Value = serde_json::from_slice(&std::fs::read(&proof).unwrap()).unwrap();
+    let h = p["proof"][0].as_str().unwrap().to_string();
+    p["proof"][0] = serde_json::Value::String(format!(
+        "{}{}",
+        if h.starts_with('0') { "1" } else { "0" },
+        &h[1..]
+    ));
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, serde_json::to_vec(&p).unwrap()).unwrap();
+    let (code, out, _) = run(&[
+        "verify",
+        "--consistency",
+        bad.to_str().unwrap(),
+        "--key",
+        key,
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("[fork_or_rollback]"), "{out}");
+    let stranger = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
+    let (code, out, _) = run(&[
+        "verify",
+        "--consistency",
+        proof.to_str().unwrap(),
+        "--key",
+        stranger,
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("[bad_signature]"), "{out}");
+
+    // History rewritten after the kept checkpoint: no proof can be made.
+    mcptrail_ledger::tamper::apply(&data, mcptrail_ledger::tamper::Tamper::Fork { from_seq: 2 })
+        .unwrap();
+    let (code, _, err) = run(&[
+        "--data-dir",
+        d,
+        "checkpoint",
+        "--since",
+        kept.to_str().unwrap(),
+        "--out",
+        proof.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("rewritten since") || err.contains("do not match"),
+        "{err}"
+    );
+}
