@@ -7,6 +7,8 @@
 #     -> <peers>/node_modules/
 #   * The official MCP Python SDK (`mcp`), pinned in .ci/peers/requirements.txt
 #     -> <peers>/venv/  (used by crates/mcptrail-test-support/peers/py_client.py)
+#   * The Go reference checkpoint verifier (.ci/install-go-verifier.sh: Debian golang-go and
+#     golang-golang-x-mod-dev via apt-get when missing) -> <peers>/bin/checkpoint-verify
 #
 # <peers> is .ci/peers under the repository root, or $MCPTRAIL_PEERS_DIR when
 # set (the manifests are then copied there from .ci/peers). The test-support
@@ -118,3 +120,6 @@ for s in "${node_servers[@]}"; do
 done
 log "installed python mcp==$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))') in $venv (python $py_version)"
 log "server-everything: node $peers_dir/node_modules/@modelcontextprotocol/server-everything/dist/index.js stdio"
+
+# --- Go reference checkpoint verifier (Debian golang-go + golang-golang-x-mod-dev) ---
+"$script_dir/install-go-verifier.sh"
