@@ -210,6 +210,31 @@ fn other_line(e: &Event) -> String {
                 }
             }
         }
+        EventKind::SystemVerify => {
+            if let Some(d) = &e.detail {
+                let _ = write!(
+                    s,
+                    "  ledger {} · {} records, {} checkpoints matched",
+                    d["verdict"].as_str().unwrap_or("?"),
+                    d["records"].as_u64().unwrap_or(0),
+                    d["checkpoints_verified"].as_u64().unwrap_or(0)
+                );
+                if let Some(first) = d["problems"].get(0) {
+                    let _ = write!(s, " · {}", clip(first["problem"].as_str().unwrap_or(""), 100));
+                }
+            }
+        }
+        EventKind::Alert => {
+            if let Some(d) = &e.detail {
+                let _ = write!(
+                    s,
+                    "  {} {}: {}",
+                    d["severity"].as_str().unwrap_or("?"),
+                    d["rule"].as_str().unwrap_or("?"),
+                    clip(d["summary"].as_str().unwrap_or(""), 100)
+                );
+            }
+        }
         EventKind::Malformed => {
             if let Some(m) = &e.malformed {
                 let _ = write!(
