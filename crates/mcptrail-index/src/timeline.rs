@@ -220,7 +220,11 @@ fn other_line(e: &Event) -> String {
                     d["checkpoints_verified"].as_u64().unwrap_or(0)
                 );
                 if let Some(first) = d["problems"].get(0) {
-                    let _ = write!(s, " · {}", clip(first["problem"].as_str().unwrap_or(""), 100));
+                    let _ = write!(
+                        s,
+                        " · {}",
+                        clip(first["problem"].as_str().unwrap_or(""), 100)
+                    );
                 }
             }
         }

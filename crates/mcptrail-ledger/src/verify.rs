@@ -561,6 +561,8 @@ struct LineHashes {
     mac_ok: Option<bool>,
     /// The claimed epoch is beyond any the writer can have reached here.
     impossible_epoch: bool,
+    /// The line is well-formed JSON (the layout reader alone does not check that).
+    json_ok: bool,
 }
 
 fn hash_lines(
@@ -606,6 +608,7 @@ fn hash_one(line: &[u8], keys: Option<&mut KeyCursor<'_>>, epoch_bound: u64) -> 
             fields,
             mac_ok: None,
             impossible_epoch: false,
+            json_ok: false, // the full parse in the walk decides
         };
     };
     let (hash, body) = hash_record(line, f.prefix_len);
@@ -616,6 +619,7 @@ fn hash_one(line: &[u8], keys: Option<&mut KeyCursor<'_>>, epoch_bound: u64) -> 
         fields,
         mac_ok: None,
         impossible_epoch: false,
+        json_ok: true,
     };
     if let Some((epoch, tag)) = f.mac {
         // The writer evolves at most once per batch, so a record's epoch is below its seq.
@@ -624,6 +628,11 @@ fn hash_one(line: &[u8], keys: Option<&mut KeyCursor<'_>>, epoch_bound: u64) -> 
         } else if let Some(keys) = keys {
             out.mac_ok = Some(keys.at(epoch).verify(&body, &tag));
         }
+    }
+    // Fields were found by layout; the line must also be JSON. A valid MAC already proves
+    // the writer (which only writes serialised events) made it; otherwise check the syntax.
+    if out.mac_ok != Some(true) {
+        out.json_ok = serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok();
     }
     out
 }
@@ -726,6 +735,16 @@ impl Walk<'_> {
         }
         // The integrity members: from the layout, or from a full parse of an odd line.
         let (seq, prev_hash, mac, transition) = match res.fields {
+            Some(f) if !res.json_ok => {
+                // In the writer's layout but not JSON: no reader can use it. Report it, and
+                // keep checking the chain through it.
+                self.report.problems.push(Problem::Unparseable {
+                    segment: segment.to_string(),
+                    line: line_no,
+                    error: "the line has the ledger's layout but is not valid JSON".into(),
+                });
+                (f.seq, f.prev_hash, f.mac.map(|m| m.0), f.transition)
+            }
             Some(f) => (f.seq, f.prev_hash, f.mac.map(|m| m.0), f.transition),
             None => match serde_json::from_slice::<Event>(line) {
                 Ok(ev) => {
@@ -752,7 +771,7 @@ impl Walk<'_> {
                         error: e.to_string(),
                     });
                     // Keep the hash so the next record's link is still checked against these bytes.
-                    self.max_seq += 1;
+                    self.max_seq = self.max_seq.saturating_add(1);
                     self.prev = Some((self.max_seq, hash));
                     return Ok(());
                 }
@@ -785,7 +804,8 @@ impl Walk<'_> {
                 }
             }
             Some((_, phash)) => {
-                let expected = self.max_seq + 1;
+                // A forged seq may be u64::MAX: never overflow, just report.
+                let expected = self.max_seq.saturating_add(1);
                 if seq > expected {
                     self.report.problems.push(if line_no == 1 {
                         Problem::SegmentMissing {
@@ -841,7 +861,7 @@ impl Walk<'_> {
                             .iter_mut()
                             .rfind(|p| matches!(p, Problem::MacInvalid { .. }))
                         {
-                            if *last_seq + 1 == seq {
+                            if last_seq.checked_add(1) == Some(seq) {
                                 *last_seq = seq;
                                 return self.after(line, hash, seq);
                             }
@@ -902,14 +922,16 @@ impl Walk<'_> {
                 // The first MAC'd record starts at epoch 0 (unless we start mid-ledger).
                 None => epoch == 0 || self.from > 1,
                 Some(e) if epoch == e => true,
-                Some(e) if epoch == e + 1 => match (transition, self.keys.as_mut(), self.prev) {
-                    (None, _, _) => false,
-                    (Some(tag), Some(keys), Some((pseq, phash))) => {
-                        keys.at(e).verify_transition(pseq, &phash, &tag)
+                Some(e) if e.checked_add(1) == Some(epoch) => {
+                    match (transition, self.keys.as_mut(), self.prev) {
+                        (None, _, _) => false,
+                        (Some(tag), Some(keys), Some((pseq, phash))) => {
+                            keys.at(e).verify_transition(pseq, &phash, &tag)
+                        }
+                        // No seed: the step is plausible, its tag unchecked.
+                        (Some(_), _, _) => true,
                     }
-                    // No seed: the step is plausible, its tag unchecked.
-                    (Some(_), _, _) => true,
-                },
+                }
                 Some(_) => false,
             };
         if fits {
@@ -923,7 +945,7 @@ impl Walk<'_> {
         }
         t.blamed_run = Some(epoch);
         let e = trusted.unwrap_or(0);
-        if trusted.is_none_or(|tr| epoch > tr) {
+        if !impossible && trusted.is_none_or(|tr| epoch > tr) {
             // A step forward that is not authenticated: report it once and follow it, so the
             // epochs after it are judged against it rather than all reported again.
             t.trusted = Some(epoch);

@@ -261,3 +261,41 @@ fn macs_can_be_turned_off_and_a_later_record_without_mac_is_flagged() {
     let r = verify(dir.path(), &opts(dir.path(), anchor.path())).unwrap();
     assert!(r.problems.iter().any(|p| p.class() == "mac_missing"));
 }
+
+/// Found by fuzzing: a forged seq of u64::MAX followed by any line overflowed the walk.
+/// And a line in the writer's layout that is not JSON must not pass as a record.
+#[test]
+fn hostile_lines_are_reported_not_panicked_on() {
+    let (dir, anchor) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut cfg = config(anchor.path());
+    cfg.macs.enabled = false;
+    let mut l = Ledger::open(dir.path(), cfg).unwrap();
+    l.append(&mut [ev(1), ev(2)]).unwrap();
+    drop(l);
+    let seg = mcptrail_ledger::list_segments(&dir.path().join("ledger"))
+        .unwrap()
+        .pop()
+        .unwrap()
+        .path;
+    let text = std::fs::read_to_string(&seg).unwrap();
+    let last = text.lines().last().unwrap();
+    let last_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(last.as_bytes()));
+    let zeros = "0".repeat(64);
+    let max = format!(
+        r#"{{"schema_version":"1","event_id":"x","seq":18446744073709551615,"prev_hash":"{zeros}"}}"#
+    );
+    let not_json = format!(r#"{{x","seq":3,y,"prev_hash":"{last_hash}"}}"#);
+    for (extra, class) in [
+        (format!("{max}\n{max}\n"), "deleted_record"),
+        (format!("{not_json}\n"), "unparseable"),
+    ] {
+        std::fs::write(&seg, format!("{text}{extra}")).unwrap();
+        let r = verify(dir.path(), &VerifyOptions::default()).unwrap();
+        assert_eq!(r.verdict, Verdict::Tampered);
+        assert!(
+            r.problems.iter().any(|p| p.class() == class),
+            "{class}: {:#?}",
+            r.problems
+        );
+    }
+}
