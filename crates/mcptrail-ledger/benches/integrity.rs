@@ -81,6 +81,7 @@ fn v1(fsync: bool) -> LedgerConfig {
             every_records: 0,
             interval: Duration::from_secs(u64::MAX / 4),
             anchor_dir: None,
+            ..CheckpointPolicy::default()
         },
         macs: MacPolicy {
             enabled: false,

@@ -26,6 +26,7 @@ use mcptrail_integrity::merkle::{leaf_hash, Frontier};
 use mcptrail_integrity::{Checkpoint, NoteSigner, NoteVerifier};
 use sha2::{Digest, Sha256};
 
+use crate::anchor::{CheckpointAnchor, DirAnchor};
 use crate::segment::{ensure_private_dir, sync_dir};
 use crate::LedgerError;
 
@@ -92,6 +93,8 @@ pub fn local_verifier(data_dir: &Path) -> Result<Option<NoteVerifier>, LedgerErr
 /// Checkpoint policy (part of [`crate::LedgerConfig`]).
 #[derive(Debug, Clone)]
 pub struct CheckpointPolicy {
+    /// More places to anchor every checkpoint (besides `anchor_dir`): sinks, object stores.
+    pub anchors: Vec<std::sync::Arc<dyn crate::CheckpointAnchor>>,
     /// Sign a checkpoint once this many records were appended since the last one (0: never
     /// by count).
     pub every_records: u64,
@@ -108,6 +111,7 @@ impl Default for CheckpointPolicy {
             every_records: 100_000,
             interval: Duration::from_secs(60),
             anchor_dir: None,
+            anchors: Vec::new(),
         }
     }
 }
@@ -299,19 +303,24 @@ pub(crate) fn write_checkpoint(
         path: data_dir.join(KEY_DIR).join(SIGNER_KEY_FILE),
         reason: e.to_string(),
     })?;
-    let name = checkpoint_file_name(cp.size);
-    let dirs = std::iter::once(data_dir.join(CHECKPOINT_DIR)).chain(policy.anchor_dir.clone());
-    for dir in dirs {
-        ensure_private_dir(&dir)?;
-        let path = dir.join(&name);
-        match write_new_private(&path, note.as_bytes()) {
-            // A checkpoint at this size exists (another writer, or a retry): same tree, keep it.
-            Err(LedgerError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::AlreadyExists => {}
-            other => other?,
-        }
-        sync_dir(&dir)?;
-    }
+    // Locally first: that is the ledger's own record of what it signed.
+    DirAnchor::new(data_dir.join(CHECKPOINT_DIR)).publish(cp.size, &note)?;
     state.last_checkpoint = (cp.size, SystemTime::now());
-    Ok(())
+    // Then every anchor; one that fails does not stop the others (the next checkpoint
+    // covers everything again), but the failure is reported.
+    let mut failed = None;
+    let dir_anchor = policy.anchor_dir.clone().map(DirAnchor::new);
+    let anchors = dir_anchor
+        .iter()
+        .map(|a| a as &dyn CheckpointAnchor)
+        .chain(policy.anchors.iter().map(|a| a.as_ref()));
+    for anchor in anchors {
+        if let Err(e) = anchor.publish(cp.size, &note) {
+            failed.get_or_insert(LedgerError::Anchor {
+                anchor: anchor.label(),
+                reason: e.to_string(),
+            });
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }

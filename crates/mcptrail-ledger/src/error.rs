@@ -30,6 +30,14 @@ pub enum LedgerError {
     #[error("could not serialise an event: {0}")]
     Serialise(#[from] serde_json::Error),
     /// The checkpoint key file cannot be used.
+    /// A checkpoint could not be anchored (the records and the local checkpoint are safe).
+    #[error("checkpoint could not be anchored to {anchor}: {reason}; the records and the local checkpoint are written, and the next checkpoint will try again — check the anchor")]
+    Anchor {
+        /// The anchor's label.
+        anchor: String,
+        /// What went wrong.
+        reason: String,
+    },
     #[error("checkpoint key {path} cannot be used: {reason}")]
     Key {
         /// The key file.

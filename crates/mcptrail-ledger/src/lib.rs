@@ -45,6 +45,7 @@
 //! forward-secure MACs and signed, externally anchored checkpoints of the tamper-evidence
 //! layer close those gaps.
 
+mod anchor;
 mod bundle;
 mod checkpoint;
 mod consistency;
@@ -58,6 +59,7 @@ pub mod tamper;
 mod verify;
 mod writer;
 
+pub use anchor::{CheckpointAnchor, DirAnchor};
 pub use bundle::{
     export_session, export_session_with, verify_bundle, write_bundle, Bundle, BundleError,
     BundleEvent, BundleProblem, BundleReport, Export, ExportOptions, KeySource, BUNDLE_FORMAT,

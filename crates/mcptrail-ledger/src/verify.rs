@@ -21,6 +21,7 @@ use mcptrail_integrity::merkle::Frontier;
 use mcptrail_integrity::note::open as open_note;
 use mcptrail_integrity::{Checkpoint, NoteVerifier};
 
+use crate::anchor::{CheckpointAnchor, DirAnchor};
 use crate::checkpoint::{list_checkpoints, local_verifier, record_leaf, CHECKPOINT_DIR};
 use crate::record::{hash_record, read_fields, RecordFields};
 use crate::segment::{list_segments, SegmentInfo};
@@ -47,6 +48,8 @@ pub struct VerifyOptions {
     pub verifier: Option<NoteVerifier>,
     /// Directories of anchored checkpoint copies to check besides `<data_dir>/checkpoints`.
     pub anchor_dirs: Vec<PathBuf>,
+    /// Other anchors to check (sinks, object stores).
+    pub anchors: Vec<Arc<dyn CheckpointAnchor>>,
     /// The MAC verification seed. Without it, records carrying MACs cannot be checked for
     /// MACs and the verdict is at best [`Verdict::CannotVerify`], unless `skip_macs`.
     pub seed: Option<Seed>,
@@ -1062,12 +1065,29 @@ fn load_checkpoints(
     opts: &VerifyOptions,
     report: &mut VerifyReport,
 ) -> Result<Vec<(String, Checkpoint)>, LedgerError> {
-    let dirs: Vec<PathBuf> = std::iter::once(data_dir.join(CHECKPOINT_DIR))
-        .chain(opts.anchor_dirs.iter().cloned())
-        .collect();
-    let mut files = Vec::new();
-    for dir in &dirs {
-        files.extend(list_checkpoints(dir)?);
+    // (label, note text) of every checkpoint: local files, then each anchor's.
+    let mut files: Vec<(String, String)> = Vec::new();
+    for (_, path) in list_checkpoints(&data_dir.join(CHECKPOINT_DIR))? {
+        let text = std::fs::read_to_string(&path).map_err(LedgerError::io(&path))?;
+        let label = path
+            .strip_prefix(data_dir)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| path.display().to_string());
+        files.push((label, text));
+    }
+    let dir_anchors: Vec<DirAnchor> = opts.anchor_dirs.iter().map(DirAnchor::new).collect();
+    let anchors = dir_anchors
+        .iter()
+        .map(|a| a as &dyn CheckpointAnchor)
+        .chain(opts.anchors.iter().map(|a| a.as_ref()));
+    for anchor in anchors {
+        match anchor.fetch_all() {
+            Ok(items) => files.extend(items),
+            Err(e) => report.unchecked.push(format!(
+                "the checkpoints anchored at {} could not be read: {e}",
+                anchor.label()
+            )),
+        }
     }
     let verifier = match &opts.verifier {
         Some(v) => Some(v.clone()),
@@ -1087,12 +1107,7 @@ fn load_checkpoints(
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for (_, path) in files {
-        let label = path
-            .strip_prefix(data_dir)
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| path.display().to_string());
-        let text = std::fs::read_to_string(&path).map_err(LedgerError::io(&path))?;
+    for (label, text) in files {
         let parsed = open_note(&text, std::slice::from_ref(&verifier))
             .and_then(Checkpoint::parse)
             .map_err(|e| e.to_string())

@@ -86,6 +86,8 @@ pub struct Ledger {
     batch_hashes: Vec<[u8; 32]>,
     /// The MAC key, loaded (or created) at the first append.
     mac: Option<MacKeeper>,
+    /// A checkpoint failure not yet reported (appends do not fail for it).
+    checkpoint_problem: Option<LedgerError>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -129,6 +131,7 @@ impl Ledger {
             signer: None,
             batch_hashes: Vec::new(),
             mac: None,
+            checkpoint_problem: None,
         })
     }
 
@@ -232,7 +235,7 @@ impl Ledger {
                 .as_ref()
                 .is_some_and(|t| t.due(&self.cfg.checkpoints, true))
             {
-                self.checkpoint()?;
+                self.checkpoint_or_note();
             }
             let a = self.active.take().expect("checked above");
             seal(&a.path, &a.file)?;
@@ -316,7 +319,11 @@ impl Ledger {
             tree.frontier.push(record_leaf(h));
         }
         if tree.due(&self.cfg.checkpoints, force_checkpoint) {
-            self.checkpoint()?;
+            if force_checkpoint {
+                self.checkpoint()?;
+            } else {
+                self.checkpoint_or_note();
+            }
         }
         self.tree.as_ref().expect("still set").save(&self.dir);
         Ok(AppendReceipt {
@@ -358,6 +365,20 @@ impl Ledger {
             }
         };
         Ok(())
+    }
+
+    /// A checkpoint that fails (disk full, anchor unreachable) must not fail an append whose
+    /// records are durable, or a retry would write them twice: keep the error for the caller
+    /// ([`take_checkpoint_problem`](Self::take_checkpoint_problem)); the next one tries again.
+    fn checkpoint_or_note(&mut self) {
+        if let Err(e) = self.checkpoint() {
+            self.checkpoint_problem = Some(e);
+        }
+    }
+
+    /// The last checkpoint failure since asked, if any (see `checkpoint_or_note`).
+    pub fn take_checkpoint_problem(&mut self) -> Option<LedgerError> {
+        self.checkpoint_problem.take()
     }
 
     /// Sign and store a checkpoint of the tree as it stands.

@@ -25,6 +25,7 @@ fn config(every: u64) -> LedgerConfig {
             every_records: every,
             interval: Duration::from_secs(3600),
             anchor_dir: None,
+            ..CheckpointPolicy::default()
         },
         ..LedgerConfig::default()
     }

@@ -26,6 +26,7 @@ fn config(every: u64, anchor: Option<&Path>) -> LedgerConfig {
             every_records: every,
             interval: Duration::from_secs(3600),
             anchor_dir: anchor.map(Path::to_path_buf),
+            ..CheckpointPolicy::default()
         },
         ..LedgerConfig::default()
     }
@@ -265,4 +266,121 @@ fn checkpoint_now_covers_every_record_and_an_empty_log_stays_empty() {
     let report = verify(dir.path(), &VerifyOptions::default()).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.latest_checkpoint, Some(7));
+}
+
+/// An anchor through the `CheckpointAnchor` seam: in memory, for the test.
+#[derive(Debug, Default)]
+struct MemoryAnchor(std::sync::Mutex<Vec<(u64, String)>>);
+
+impl mcptrail_ledger::CheckpointAnchor for MemoryAnchor {
+    fn label(&self) -> String {
+        "memory".into()
+    }
+    fn publish(&self, size: u64, note: &str) -> Result<(), mcptrail_ledger::LedgerError> {
+        self.0.lock().unwrap().push((size, note.to_string()));
+        Ok(())
+    }
+    fn fetch_all(&self) -> Result<Vec<(String, String)>, mcptrail_ledger::LedgerError> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(s, n)| (format!("memory/{s}"), n.clone()))
+            .collect())
+    }
+}
+
+#[test]
+fn anchors_plug_in_through_the_seam_and_a_dead_anchor_never_fails_an_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let anchor = std::sync::Arc::new(MemoryAnchor::default());
+    let mut cfg = config(10, None);
+    cfg.checkpoints.anchors.push(anchor.clone());
+    // And a directory anchor that cannot exist (a path under a regular file).
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    cfg.checkpoints.anchor_dir = Some(blocker.join("anchor"));
+    let data = dir.path().join("data");
+    let mut l = Ledger::open(&data, cfg).unwrap();
+    for b in 0..3 {
+        let mut batch: Vec<Event> = (0..5).map(|i| ev(b * 5 + i)).collect();
+        l.append(&mut batch)
+            .expect("a dead anchor does not fail the append");
+    }
+    let problem = l
+        .take_checkpoint_problem()
+        .expect("the dead anchor is reported");
+    assert!(
+        problem.to_string().contains("could not be anchored"),
+        "{problem}"
+    );
+    assert!(l.take_checkpoint_problem().is_none());
+    assert_eq!(
+        anchor.0.lock().unwrap().len(),
+        1,
+        "the checkpoint at 10 reached the memory anchor"
+    );
+
+    // verify reads the seam's anchor like any other; the unreadable one makes it "cannot verify".
+    let report = verify(
+        &data,
+        &VerifyOptions {
+            anchors: vec![anchor.clone()],
+            ..VerifyOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.records, 15, "no record written twice");
+    assert_eq!(
+        report.checkpoints_verified, 2,
+        "local and memory copies of the one at 10"
+    );
+    let report = verify(
+        &data,
+        &VerifyOptions {
+            anchor_dirs: vec![blocker.join("anchor")],
+            ..VerifyOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        report.verdict,
+        mcptrail_ledger::Verdict::CannotVerify,
+        "{:?}",
+        report.unchecked
+    );
+
+    // A rollback is caught by the seam's anchor alone.
+    anchor.0.lock().unwrap()[0].1 = std::fs::read_to_string(
+        list_checkpoints(&data.join(CHECKPOINT_DIR)).unwrap()[0]
+            .1
+            .clone(),
+    )
+    .unwrap();
+    let (seg, lines) = seg_lines(&data);
+    let mut mode = std::fs::metadata(&seg).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o600);
+    std::fs::set_permissions(&seg, mode).unwrap();
+    write(&seg, &lines[..lines.len().min(3)]);
+    for (_, p) in list_checkpoints(&data.join(CHECKPOINT_DIR)).unwrap() {
+        std::fs::remove_file(p).unwrap();
+    }
+    let report = verify(
+        &data,
+        &VerifyOptions {
+            anchors: vec![anchor],
+            ..VerifyOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.class() == "truncated_tail"),
+        "{:?}",
+        report.problems
+    );
 }

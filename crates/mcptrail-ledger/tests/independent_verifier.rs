@@ -160,6 +160,7 @@ fn build(dir: &Path) {
                 every_records: 7,
                 interval: Duration::from_secs(3600),
                 anchor_dir: None,
+                ..CheckpointPolicy::default()
             },
             ..LedgerConfig::default()
         },

@@ -28,6 +28,7 @@ fn config(anchor: &Path) -> LedgerConfig {
             every_records: 8,
             interval: Duration::from_secs(3600),
             anchor_dir: Some(anchor.to_path_buf()),
+            ..CheckpointPolicy::default()
         },
         macs: MacPolicy {
             epoch_records: 4,

@@ -168,6 +168,7 @@ fn config(spec: &Spec, anchor: &Path) -> LedgerConfig {
             every_records: spec.every_records,
             interval: Duration::from_secs(3600),
             anchor_dir: Some(anchor.to_path_buf()),
+            ..CheckpointPolicy::default()
         },
         macs: MacPolicy {
             enabled: true,

@@ -90,6 +90,7 @@ fn run(
     let mut failing_since: Option<(Instant, String)> = None;
     let mut shed = 0u64;
     let mut backoff = Duration::from_millis(20);
+    let mut checkpoint_reported: Option<(Instant, String)> = None;
     loop {
         if held.is_empty() && !closed {
             match rx.recv() {
@@ -111,8 +112,15 @@ fn run(
             if closed {
                 // The session is over: have a signed checkpoint cover its last record.
                 if let Err(err) = ledger.checkpoint_now() {
-                    eprintln!("mcptrail: could not sign the closing checkpoint: {err}");
                     stats.last_error = Some(err.to_string());
+                    if matches!(err, mcptrail_ledger::LedgerError::Anchor { .. }) {
+                        // Signed locally, not anchored: record that in the ledger too, and
+                        // sign again so the local checkpoint covers that record as well.
+                        report_checkpoint_problem(&mut ledger, err, &mut checkpoint_reported);
+                        let _ = ledger.checkpoint_now();
+                    } else {
+                        eprintln!("mcptrail: could not sign the closing checkpoint: {err}");
+                    }
                 }
                 break;
             }
@@ -125,6 +133,9 @@ fn run(
                 stats.written += take as u64;
                 held.drain(..take);
                 backoff = Duration::from_millis(20);
+                if let Some(err) = ledger.take_checkpoint_problem() {
+                    report_checkpoint_problem(&mut ledger, err, &mut checkpoint_reported);
+                }
                 if let Some((since, err)) = failing_since.take() {
                     eprintln!(
                         "mcptrail: ledger writable again after {:.1}s",
@@ -188,4 +199,29 @@ fn run(
         }
     }
     stats
+}
+
+/// A checkpoint could not be signed or anchored (the records are safe): say so on stderr and
+/// in the ledger, once per distinct problem and at most every minute.
+fn report_checkpoint_problem(
+    ledger: &mut Ledger,
+    err: mcptrail_ledger::LedgerError,
+    last: &mut Option<(Instant, String)>,
+) {
+    let message = err.to_string();
+    if let Some((at, m)) = last {
+        if *m == message && at.elapsed() < Duration::from_secs(60) {
+            return;
+        }
+    }
+    eprintln!("mcptrail: warning: {message}");
+    let mut e = Event::new(EventKind::SystemError);
+    e.detail = Some(serde_json::json!({
+        "error": "checkpoint_failed",
+        "message": message,
+        "explanation": "the events are written; a signed checkpoint over them could not be stored or anchored. The next checkpoint tries again; until one is anchored, truncating the newest records would not be detectable from the anchor",
+    }));
+    // Best effort: the problem is on stderr already if this append fails too.
+    let _ = ledger.append(&mut [e]);
+    *last = Some((Instant::now(), message));
 }

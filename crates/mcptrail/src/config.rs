@@ -78,6 +78,7 @@ impl LedgerSettings {
                 every_records: self.checkpoint_every_records,
                 interval: Duration::from_secs(self.checkpoint_interval_secs.max(1)),
                 anchor_dir: self.anchor_dir.clone(),
+                ..CheckpointPolicy::default()
             },
             macs: MacPolicy {
                 enabled: self.mac,

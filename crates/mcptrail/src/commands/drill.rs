@@ -263,6 +263,7 @@ fn build_practice(dir: &Path, anchor: &Path) -> anyhow::Result<()> {
             every_records: 25,
             interval: Duration::from_secs(3600),
             anchor_dir: Some(anchor.to_path_buf()),
+            ..CheckpointPolicy::default()
         },
         macs: MacPolicy {
             epoch_records: 10,

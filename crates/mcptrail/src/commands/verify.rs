@@ -113,6 +113,7 @@ pub(crate) fn run(
             seed,
             skip_macs: args.skip_macs,
             threads: args.threads.map(usize::from),
+            anchors: Vec::new(),
             progress: bar.clone().map(|b| {
                 Progress(
                     Arc::new(move |done| b.set_position(done)) as Arc<dyn Fn(u64) + Send + Sync>

@@ -282,3 +282,46 @@ fn checkpoint_exports_the_key_and_proves_consistency_with_a_kept_checkpoint() {
         "{err}"
     );
 }
+
+#[test]
+fn a_dead_anchor_is_reported_in_the_ledger_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let cfg = dir.path().join("mcptrail.toml");
+    std::fs::write(
+        &cfg,
+        format!("[ledger]\nanchor_dir = \"{}/anchor\"\n", blocker.display()),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    session(&data, Some(&cfg));
+    let recorded = events(&data);
+    let errors = of_kind(&recorded, EventKind::SystemError);
+    let failed = errors
+        .iter()
+        .find(|e| e.detail.as_ref().unwrap()["error"] == "checkpoint_failed")
+        .expect("the dead anchor is recorded");
+    assert!(failed.detail.as_ref().unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .contains("could not be anchored"));
+    // Every request and response once, the session closed: nothing lost or doubled.
+    assert_eq!(of_kind(&recorded, EventKind::SessionEnd).len(), 1);
+    let ids: std::collections::HashSet<_> = recorded.iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(ids.len(), recorded.len());
+    // The local checkpoint was still signed.
+    let (code, out, _) = run(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "verify",
+    ]);
+    assert!(out.contains("signed checkpoint"), "{out}");
+    assert!(out.contains("could not be read"), "{out}");
+    assert_eq!(
+        code, 2,
+        "the configured anchor cannot be read: cannot verify fully\n{out}"
+    );
+}
