@@ -602,19 +602,11 @@ fn hash_one(line: &[u8], keys: Option<&mut KeyCursor<'_>>, epoch_bound: u64) -> 
     let recovered = recovered_finder()
         .find(&line[..line.len().min(400)])
         .is_some();
-    let Some(f) = fields else {
-        let hash = Sha256::digest(line).into();
-        return LineHashes {
-            hash,
-            leaf: record_leaf(&hash),
-            recovered,
-            fields,
-            mac_ok: None,
-            impossible_epoch: false,
-            json_ok: false, // the full parse in the walk decides
-        };
+    // Lines outside the layout get the full parse in the walk, which decides about them.
+    let (hash, body) = match &fields {
+        Some(f) => hash_record(line, f.prefix_len),
+        None => (Sha256::digest(line).into(), [0; 32]),
     };
-    let (hash, body) = hash_record(line, f.prefix_len);
     let mut out = LineHashes {
         hash,
         leaf: record_leaf(&hash),
@@ -624,6 +616,7 @@ fn hash_one(line: &[u8], keys: Option<&mut KeyCursor<'_>>, epoch_bound: u64) -> 
         impossible_epoch: false,
         json_ok: true,
     };
+    let Some(f) = fields else { return out };
     if let Some((epoch, tag)) = f.mac {
         // The writer evolves at most once per batch, so a record's epoch is below its seq.
         if epoch >= f.seq || epoch > epoch_bound {

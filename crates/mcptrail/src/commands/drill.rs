@@ -64,14 +64,7 @@ pub(crate) fn run(
                 data_dir.display()
             );
         }
-        let default = seed_path
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| mcptrail_ledger::default_seed_path(data_dir));
-        let seed = match &args.seed {
-            Some(p) => Some(Seed::read(p).context("--seed")?),
-            None if default.exists() => Some(Seed::read(&default)?),
-            None => None,
-        };
+        let seed = super::load_seed(args.seed.as_deref(), seed_path, data_dir)?;
         (
             data_dir.to_path_buf(),
             anchor_dir.map(Path::to_path_buf),

@@ -155,15 +155,11 @@ pub(crate) fn verify_bundle_cli(
 }
 
 fn print_bundle_report(r: &BundleReport) {
-    for p in &r.problems {
-        println!("FAIL  [{}] {p}", p.class());
-    }
-    for u in &r.unchecked {
-        println!("??    {u}");
-    }
-    for n in &r.notices {
-        println!("note  {n}");
-    }
+    super::verify::print_findings(
+        r.problems.iter().map(|p| (p.class(), p)),
+        &r.unchecked,
+        &r.notices,
+    );
     let range = match (r.first_seq, r.last_seq) {
         (Some(a), Some(b)) => format!("seq {a}..={b}"),
         _ => "no records".into(),

@@ -14,6 +14,23 @@ use std::process::ExitCode;
 use anyhow::Context;
 use mcptrail_index::Index;
 
+/// The MAC verification seed to use: `--seed FILE` if given, else the configured or default
+/// seed path if a seed is there, else none (MACs then cannot be checked).
+pub(crate) fn load_seed(
+    explicit: Option<&Path>,
+    configured: Option<&Path>,
+    data_dir: &Path,
+) -> anyhow::Result<Option<mcptrail_integrity::Seed>> {
+    let default = configured
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| mcptrail_ledger::default_seed_path(data_dir));
+    Ok(match explicit {
+        Some(p) => Some(mcptrail_integrity::Seed::read(p).context("--seed")?),
+        None if default.exists() => Some(mcptrail_integrity::Seed::read(&default)?),
+        None => None,
+    })
+}
+
 /// Open the index and bring it up to date with the ledger.
 pub(crate) fn synced_index(data_dir: &Path) -> anyhow::Result<Index> {
     if !data_dir.join(mcptrail_ledger::LEDGER_DIR).exists() {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use mcptrail_integrity::{NoteVerifier, Seed};
+use mcptrail_integrity::NoteVerifier;
 use mcptrail_ledger::{verify, Progress, Verdict, VerifyOptions, VerifyReport};
 
 #[derive(clap::Args, Debug)]
@@ -90,14 +90,7 @@ pub(crate) fn run(
     let seed = if args.skip_macs {
         None
     } else {
-        let default = seed_path
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| mcptrail_ledger::default_seed_path(data_dir));
-        match &args.seed {
-            Some(p) => Some(Seed::read(p).context("--seed")?),
-            None if default.exists() => Some(Seed::read(&default)?),
-            None => None,
-        }
+        super::load_seed(args.seed.as_deref(), seed_path, data_dir)?
     };
     let mut anchor_dirs = args.anchor.clone();
     if anchor_dirs.is_empty() {
@@ -153,16 +146,30 @@ fn progress_bar(data_dir: &Path, quiet: bool) -> Option<indicatif::ProgressBar> 
     Some(bar)
 }
 
-pub(crate) fn print_report(report: &VerifyReport, skip_macs: bool) {
-    for p in &report.problems {
-        println!("FAIL  [{}] {p}", p.class());
+/// The lines every report starts with: problems (`FAIL  [class] …`), what could not be
+/// checked (`??`), and notices.
+pub(crate) fn print_findings<P: std::fmt::Display>(
+    problems: impl IntoIterator<Item = (&'static str, P)>,
+    unchecked: &[String],
+    notices: &[String],
+) {
+    for (class, p) in problems {
+        println!("FAIL  [{class}] {p}");
     }
-    for u in &report.unchecked {
+    for u in unchecked {
         println!("??    {u}");
     }
-    for n in &report.notices {
+    for n in notices {
         println!("note  {n}");
     }
+}
+
+pub(crate) fn print_report(report: &VerifyReport, skip_macs: bool) {
+    print_findings(
+        report.problems.iter().map(|p| (p.class(), p)),
+        &report.unchecked,
+        &report.notices,
+    );
     let range = match (report.first_seq, report.last_seq) {
         (Some(a), Some(b)) => format!("seq {a}..={b}"),
         _ => "empty".into(),

@@ -213,24 +213,30 @@ fn checkpoint_exports_the_key_and_proves_consistency_with_a_kept_checkpoint() {
     // More sessions later; the operator proves the log only grew.
     session(&data, None);
     let proof = dir.path().join("proof.json");
-    let (code, out, err) = run(&[
-        "--data-dir",
-        d,
-        "checkpoint",
-        "--since",
-        kept.to_str().unwrap(),
-        "--out",
-        proof.to_str().unwrap(),
-    ]);
+    let prove = || {
+        run(&[
+            "--data-dir",
+            d,
+            "checkpoint",
+            "--since",
+            kept.to_str().unwrap(),
+            "--out",
+            proof.to_str().unwrap(),
+        ])
+    };
+    let (code, out, err) = prove();
     assert_eq!(code, 0, "{out}{err}");
     let key = vkey.trim();
-    let (code, out, err) = run(&[
-        "verify",
-        "--consistency",
-        proof.to_str().unwrap(),
-        "--key",
-        key,
-    ]);
+    let check = |file: &std::path::Path, key: &str| {
+        run(&[
+            "verify",
+            "--consistency",
+            file.to_str().unwrap(),
+            "--key",
+            key,
+        ])
+    };
+    let (code, out, err) = check(&proof, key);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("extends the one at"), "{out}");
 
@@ -244,38 +250,18 @@ fn checkpoint_exports_the_key_and_proves_consistency_with_a_kept_checkpoint() {
     ));
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, serde_json::to_vec(&p).unwrap()).unwrap();
-    let (code, out, _) = run(&[
-        "verify",
-        "--consistency",
-        bad.to_str().unwrap(),
-        "--key",
-        key,
-    ]);
+    let (code, out, _) = check(&bad, key);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("[fork_or_rollback]"), "{out}");
     let stranger = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
-    let (code, out, _) = run(&[
-        "verify",
-        "--consistency",
-        proof.to_str().unwrap(),
-        "--key",
-        stranger,
-    ]);
+    let (code, out, _) = check(&proof, stranger);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("[bad_signature]"), "{out}");
 
     // History rewritten after the kept checkpoint: no proof can be made.
     mcptrail_ledger::tamper::apply(&data, mcptrail_ledger::tamper::Tamper::Fork { from_seq: 2 })
         .unwrap();
-    let (code, _, err) = run(&[
-        "--data-dir",
-        d,
-        "checkpoint",
-        "--since",
-        kept.to_str().unwrap(),
-        "--out",
-        proof.to_str().unwrap(),
-    ]);
+    let (code, _, err) = prove();
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("rewritten since") || err.contains("do not match"),
