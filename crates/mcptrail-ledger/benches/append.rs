@@ -12,7 +12,6 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 mod common;
 
 use common::sample_event;
-use mcptrail_event::Event;
 use mcptrail_ledger::{Ledger, LedgerConfig, PreparedEvent};
 
 fn bench(c: &mut Criterion) {

@@ -6,7 +6,7 @@ use mcptrail_event::{
 };
 
 /// The `i`-th sample event.
-pub fn sample_event(i: u64) -> Event {
+pub(crate) fn sample_event(i: u64) -> Event {
     let mut e = Event::new(EventKind::McpResponse);
     e.agent_id = Some("claude-desktop".into());
     e.session_id = Some("0193a0f0-0000-7000-8000-000000000001".into());
