@@ -124,7 +124,8 @@ pub(crate) struct TreeState {
 }
 
 impl TreeState {
-    /// Load the TREE cache if it describes a ledger of `size` records; else `None`.
+    /// Load the TREE cache if it describes the first `size` records or fewer (the writer
+    /// catches up from there); else `None`.
     pub(crate) fn load(ledger_dir: &Path, size: u64) -> Option<TreeState> {
         let text = std::fs::read_to_string(ledger_dir.join(TREE_FILE)).ok()?;
         let (body, sum) = text.rsplit_once("sha256 ")?;
@@ -136,7 +137,7 @@ impl TreeState {
             return None;
         }
         let stored: u64 = lines.next()?.strip_prefix("size ")?.parse().ok()?;
-        if stored != size {
+        if stored > size {
             return None;
         }
         let (cp_size, cp_secs) = lines.next()?.strip_prefix("checkpoint ")?.split_once(' ')?;
@@ -148,9 +149,16 @@ impl TreeState {
             .map(|l| hex::decode(l).ok()?.try_into().ok())
             .collect::<Option<Vec<[u8; 32]>>>()?;
         Some(TreeState {
-            frontier: Frontier::from_parts(size, roots)?,
+            frontier: Frontier::from_parts(stored, roots)?,
             last_checkpoint,
         })
+    }
+
+    /// The newest checkpoint the TREE cache knows of (it is saved at every checkpoint, by
+    /// whichever writer signed it): lets a writer that caught up follow the shared schedule.
+    pub(crate) fn cached_checkpoint(ledger_dir: &Path) -> Option<(u64, SystemTime)> {
+        let t = TreeState::load(ledger_dir, u64::MAX)?;
+        Some(t.last_checkpoint)
     }
 
     /// Rebuild from the record hashes of the whole ledger and the checkpoints on disk.
@@ -180,7 +188,7 @@ impl TreeState {
         })
     }
 
-    /// Rewrite the TREE cache (no fsync: it is rebuilt when lost).
+    /// Rewrite the TREE cache (no fsync: it is caught up or rebuilt when stale or lost).
     pub(crate) fn save(&self, ledger_dir: &Path) {
         let secs = self
             .last_checkpoint

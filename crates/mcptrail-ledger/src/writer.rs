@@ -4,7 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use mcptrail_event::{sha256_hex, Event, EventKind};
 use sha2::{Digest, Sha256};
@@ -88,6 +88,26 @@ pub struct Ledger {
     mac: Option<MacKeeper>,
     /// A checkpoint failure not yet reported (appends do not fail for it).
     checkpoint_problem: Option<LedgerError>,
+    /// When the TREE cache was last written.
+    tree_saved: Instant,
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        // Best effort, under the lock: the cache must describe a prefix of the ledger.
+        if let Some(t) = &self.tree {
+            if self.lock.lock().is_ok() {
+                if self
+                    .active
+                    .as_ref()
+                    .is_some_and(|a| a.last_seq >= t.frontier.size())
+                {
+                    t.save(&self.dir);
+                }
+                let _ = self.lock.unlock();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Ledger {
@@ -132,6 +152,7 @@ impl Ledger {
             batch_hashes: Vec::new(),
             mac: None,
             checkpoint_problem: None,
+            tree_saved: Instant::now(),
         })
     }
 
@@ -325,7 +346,15 @@ impl Ledger {
                 self.checkpoint_or_note();
             }
         }
-        self.tree.as_ref().expect("still set").save(&self.dir);
+        // The TREE cache only spares a reader of the whole ledger at the next start: save it at
+        // checkpoints and at most once a second (and when the handle is dropped).
+        let tree = self.tree.as_ref().expect("still set");
+        if tree.last_checkpoint.0 == tree.frontier.size()
+            || self.tree_saved.elapsed() >= Duration::from_secs(1)
+        {
+            tree.save(&self.dir);
+            self.tree_saved = Instant::now();
+        }
         Ok(AppendReceipt {
             first_seq,
             last_seq,
@@ -343,7 +372,25 @@ impl Ledger {
         {
             return Ok(());
         }
-        self.tree = match TreeState::load(&self.dir, size) {
+        // Our own view (behind when another writer appended since), else the TREE cache
+        // (behind since its last save): extend either with the records written since. Only
+        // without both, or when they do not fit, read the whole ledger.
+        let mut behind = self
+            .tree
+            .take()
+            .filter(|t| t.frontier.size() < size)
+            .or_else(|| TreeState::load(&self.dir, size));
+        if let Some(t) = behind.as_mut() {
+            if !catch_up(t, &self.data_dir, size)? {
+                behind = None;
+            } else if let Some(cp) = TreeState::cached_checkpoint(&self.dir) {
+                // Another writer may have signed since: follow the shared schedule.
+                if cp.0 > t.last_checkpoint.0 && cp.0 <= size {
+                    t.last_checkpoint = cp;
+                }
+            }
+        }
+        self.tree = match behind {
             Some(t) => Some(t),
             None => {
                 let mut hashes = Vec::new();
@@ -605,4 +652,31 @@ fn first_record_time(path: &Path, first_seq: u64, last: &Event) -> SystemTime {
         .and_then(|t| mcptrail_event::parse_rfc3339(&t).ok())
         .map(SystemTime::from)
         .unwrap_or_else(SystemTime::now)
+}
+
+/// Extend `tree` with the records after its size, up to `size`. False when the records do not
+/// follow on (a gap, an odd line): the caller then rebuilds from the whole ledger.
+fn catch_up(tree: &mut TreeState, data_dir: &Path, size: u64) -> Result<bool, LedgerError> {
+    let from = tree.frontier.size() + 1;
+    if from > size {
+        return Ok(tree.frontier.size() == size);
+    }
+    for rec in LedgerReader::open(data_dir, from)? {
+        let rec = rec?;
+        let Some(f) = read_fields(&rec.line) else {
+            return Ok(false);
+        };
+        if f.seq < from {
+            continue;
+        }
+        if f.seq != tree.frontier.size() + 1 {
+            return Ok(false);
+        }
+        tree.frontier
+            .push(record_leaf(&Sha256::digest(&rec.line).into()));
+        if tree.frontier.size() == size {
+            break;
+        }
+    }
+    Ok(tree.frontier.size() == size)
 }
