@@ -93,6 +93,9 @@ pub fn local_verifier(data_dir: &Path) -> Result<Option<NoteVerifier>, LedgerErr
 /// Checkpoint policy (part of [`crate::LedgerConfig`]).
 #[derive(Debug, Clone)]
 pub struct CheckpointPolicy {
+    /// Keep the Merkle tree and sign checkpoints (on by default; off only for measuring the
+    /// ledger without them — nothing then detects a truncated tail).
+    pub enabled: bool,
     /// More places to anchor every checkpoint (besides `anchor_dir`): sinks, object stores.
     pub anchors: Vec<std::sync::Arc<dyn crate::CheckpointAnchor>>,
     /// Sign a checkpoint once this many records were appended since the last one (0: never
@@ -112,6 +115,7 @@ impl Default for CheckpointPolicy {
             interval: Duration::from_secs(60),
             anchor_dir: None,
             anchors: Vec::new(),
+            enabled: true,
         }
     }
 }

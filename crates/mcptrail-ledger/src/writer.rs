@@ -248,13 +248,17 @@ impl Ledger {
             }
             None => false,
         };
-        self.sync_tree()?;
+        let tree_on = self.cfg.checkpoints.enabled;
+        if tree_on {
+            self.sync_tree()?;
+        }
         if rotate {
             // Sealing closes a segment: sign what it ends on first.
-            if self
-                .tree
-                .as_ref()
-                .is_some_and(|t| t.due(&self.cfg.checkpoints, true))
+            if tree_on
+                && self
+                    .tree
+                    .as_ref()
+                    .is_some_and(|t| t.due(&self.cfg.checkpoints, true))
             {
                 self.checkpoint_or_note();
             }
@@ -333,6 +337,12 @@ impl Ledger {
         }
         if self.buf.capacity() > 8 << 20 {
             self.buf = Vec::with_capacity(1 << 20);
+        }
+        if !tree_on {
+            return Ok(AppendReceipt {
+                first_seq,
+                last_seq,
+            });
         }
         // The batch is durable: extend the tree, and sign it when a checkpoint is due.
         let tree = self.tree.as_mut().expect("sync_tree set it");
