@@ -11,7 +11,7 @@
 //! `cargo bench -p mcptrail-ledger --bench integrity`
 
 use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod common;
 
