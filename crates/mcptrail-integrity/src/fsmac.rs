@@ -135,6 +135,8 @@ pub struct EpochKey {
     /// Replaced (its memory overwritten) whenever the key evolves.
     #[zeroize(skip)]
     keyed: HmacSha256,
+    /// The same key for 32-byte messages (what the ledger MACs): two compressions a MAC.
+    keyed32: crate::blocks::KeyedHmac32,
 }
 
 impl std::fmt::Debug for EpochKey {
@@ -148,6 +150,7 @@ impl EpochKey {
         EpochKey {
             epoch,
             keyed: HmacSha256::new_from_slice(&key).expect("HMAC takes any key length"),
+            keyed32: crate::blocks::KeyedHmac32::new(&key),
             key,
         }
     }
@@ -167,6 +170,7 @@ impl EpochKey {
         self.key = next;
         // Overwrites the old keyed state in place.
         self.keyed = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        self.keyed32 = crate::blocks::KeyedHmac32::new(&self.key);
         self.epoch += 1;
     }
 
@@ -203,6 +207,17 @@ impl EpochKey {
         let mut m = self.keyed.clone();
         m.update(&transition_message(self.epoch, last_seq, last_record_hash));
         m.verify_slice(tag).is_ok()
+    }
+
+    /// HMAC-SHA256 of a 32-byte digest under this key (equal to [`mac`](Self::mac) of it,
+    /// at a fraction of the cost: what the ledger MACs per record).
+    pub fn mac32(&self, digest: &[u8; 32]) -> [u8; 32] {
+        self.keyed32.mac(digest)
+    }
+
+    /// [`verify`](Self::verify) for a 32-byte digest, in constant time.
+    pub fn verify32(&self, digest: &[u8; 32], tag: &[u8]) -> bool {
+        self.keyed32.verify(digest, tag)
     }
 
     /// Check `tag` against the MAC of `record`, in constant time.

@@ -17,6 +17,7 @@
 //! them. [`fsmac`] holds the forward-secure MAC key schedule. The ledger crate wires these into
 //! its writer, `verify`, anchoring and evidence bundles.
 
+pub mod blocks;
 pub mod fsmac;
 pub mod merkle;
 pub mod note;

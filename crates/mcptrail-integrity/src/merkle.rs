@@ -51,11 +51,7 @@ pub fn leaf_hash(data: &[u8]) -> Hash {
 
 /// `SHA-256(0x01 ‖ left ‖ right)`: the hash of an interior node.
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut h = Sha256::new();
-    h.update([1u8]);
-    h.update(left);
-    h.update(right);
-    h.finalize().into()
+    crate::blocks::node_hash32(left, right)
 }
 
 /// The root of the empty tree: `SHA-256()` of nothing.

@@ -22,7 +22,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mcptrail_integrity::merkle::{leaf_hash, Frontier};
+use mcptrail_integrity::merkle::Frontier;
 use mcptrail_integrity::{Checkpoint, NoteSigner, NoteVerifier};
 use sha2::{Digest, Sha256};
 
@@ -42,7 +42,7 @@ const TREE_MAGIC: &str = "mcptrail-tree v1";
 
 /// The Merkle leaf of a record whose stored line hashes to `record_hash`.
 pub fn record_leaf(record_hash: &[u8; 32]) -> [u8; 32] {
-    leaf_hash(record_hash)
+    mcptrail_integrity::blocks::leaf_hash32(record_hash)
 }
 
 /// File name of the checkpoint at `size`.

@@ -622,7 +622,7 @@ fn hash_one(line: &[u8], keys: Option<&mut KeyCursor<'_>>, epoch_bound: u64) -> 
         if epoch >= f.seq || epoch > epoch_bound {
             out.impossible_epoch = true;
         } else if let Some(keys) = keys {
-            out.mac_ok = Some(keys.at(epoch).verify(&body, &tag));
+            out.mac_ok = Some(keys.at(epoch).verify32(&body, &tag));
         }
     }
     // Fields were found by layout; the line must also be JSON. A valid MAC already proves

@@ -621,7 +621,7 @@ fn encode(
     h.update(&buf[start..]);
     let mut body = h.clone();
     body.update(b"}");
-    let tag = key.mac(&body.finalize());
+    let tag = key.mac32(&body.finalize().into());
     let suffix_start = buf.len();
     buf.extend_from_slice(b",\"mac\":\"");
     buf.extend_from_slice(itoa::Buffer::new().format(key.epoch()).as_bytes());
