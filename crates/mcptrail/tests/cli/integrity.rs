@@ -31,6 +31,19 @@ fn session(data: &std::path::Path, config: Option<&std::path::Path>) {
     assert!(st.success());
 }
 
+/// An attacker's edit: the tool argument "hello" becomes "HELLO" in the ledger. Returns the
+/// segment edited.
+fn edit_first_record_argument(data: &std::path::Path) -> std::path::PathBuf {
+    let seg = std::fs::read_dir(data.join("ledger"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .unwrap();
+    let text = std::fs::read_to_string(&seg).unwrap();
+    std::fs::write(&seg, text.replacen("hello", "HELLO", 1)).unwrap();
+    seg
+}
+
 #[test]
 fn verify_exit_codes_follow_the_seed_intact_tampered_cannot_verify() {
     let dir = tempfile::tempdir().unwrap();
@@ -80,13 +93,7 @@ fn verify_exit_codes_follow_the_seed_intact_tampered_cannot_verify() {
     assert!(!out.contains(&seed_hex) && !err.contains(&seed_hex));
 
     // A record edited in place: tampered, exit 1, named by class.
-    let seg = std::fs::read_dir(data.join("ledger"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .unwrap();
-    let text = std::fs::read_to_string(&seg).unwrap();
-    std::fs::write(&seg, text.replacen("hello", "HELLO", 1)).unwrap();
+    edit_first_record_argument(&data);
     let (code, out, _) = run(&["--data-dir", d, "verify", "--seed", seed.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAIL  [modified_record]"), "{out}");
@@ -157,13 +164,7 @@ fn the_tap_verifies_the_ledger_and_raises_an_alert_when_it_does_not_verify() {
     assert!(of_kind(&recorded, EventKind::Alert).is_empty());
 
     // Someone edits the first session's record; the next tap notices and says so.
-    let seg = std::fs::read_dir(data.join("ledger"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .unwrap();
-    let text = std::fs::read_to_string(&seg).unwrap();
-    std::fs::write(&seg, text.replacen("hello", "HELLO", 1)).unwrap();
+    let seg = edit_first_record_argument(&data);
     session(&data, None);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&seg)
         .unwrap()
