@@ -22,15 +22,8 @@ fn main() {
             .mode(0o700)
             .create(&ledger_dir)
             .expect("ledger dir");
-        let (first, second) = match input.iter().position(|&b| b == 0xFF) {
-            Some(i) => (&input[..i], Some(&input[i + 1..])),
-            None => (&input[..], None),
-        };
-        let lines = first.iter().filter(|&&b| b == b'\n').count() as u64;
-        let mut segs = vec![(1, first, if second.is_some() { 0o400 } else { 0o600 })];
-        segs.extend(second.map(|b| ((lines + 1).max(2), b, 0o600)));
-        for (first_seq, bytes, mode) in segs {
-            let path = ledger_dir.join(format!("seg-{first_seq:020}.jsonl"));
+        for (first_seq, bytes, mode) in mcptrail_fuzz::segments_of(&input) {
+            let path = ledger_dir.join(mcptrail_fuzz::segment_name(first_seq));
             fs::write(&path, bytes).expect("write segment");
             fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
         }

@@ -73,10 +73,6 @@ fn scratch() -> &'static Scratch {
     })
 }
 
-fn segment_path(ledger_dir: &Path, first_seq: u64) -> PathBuf {
-    ledger_dir.join(format!("seg-{first_seq:020}.jsonl"))
-}
-
 /// Write a segment afresh with `mode`: 0600 for the active (last) one, 0400 for a sealed
 /// one, as the writer leaves them (verify reports a writable sealed segment).
 fn write_segment(path: &Path, bytes: &[u8], mode: u32) {
@@ -96,19 +92,14 @@ fn write_segment(path: &Path, bytes: &[u8], mode: u32) {
 
 fuzz_target!(|data: &[u8]| {
     let s = scratch();
-    let (first, second) = match data.iter().position(|&b| b == 0xFF) {
-        Some(i) => (&data[..i], Some(&data[i + 1..])),
-        None => (data, None),
-    };
-    let first_mode = if second.is_some() { 0o400 } else { 0o600 };
-    write_segment(&segment_path(&s.ledger_dir, 1), first, first_mode);
-
-    let second_path = second.map(|bytes| {
-        let lines = first.iter().filter(|&&b| b == b'\n').count() as u64;
-        let path = segment_path(&s.ledger_dir, (lines + 1).max(2));
-        write_segment(&path, bytes, 0o600);
-        path
-    });
+    let mut second_path = None;
+    for (i, (first_seq, bytes, mode)) in mcptrail_fuzz::segments_of(data).into_iter().enumerate() {
+        let path = s.ledger_dir.join(mcptrail_fuzz::segment_name(first_seq));
+        write_segment(&path, bytes, mode);
+        if i == 1 {
+            second_path = Some(path);
+        }
+    }
     {
         let mut prev = s.second.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = prev.take() {
