@@ -1,6 +1,5 @@
-//! SHA-256 of the fixed-size messages the ledger hashes once per record — a Merkle leaf of a
-//! 32-byte entry, an interior node, an HMAC of a 32-byte digest — as one or two direct block
-//! compressions with the padding laid out in advance. Same results as the general hasher
+//! SHA-256 of the fixed-size messages the ledger hashes once per record — an interior Merkle
+//! node, an HMAC of a 32-byte digest — as one or two direct block compressions with the padding laid out in advance. Same results as the general hasher
 //! (tested against it); a fraction of its per-call overhead, which for 33–65-byte messages is
 //! most of the cost.
 
@@ -28,17 +27,6 @@ fn digest_of(state: [u32; 8]) -> [u8; 32] {
 /// Write the SHA-256 length field (bits) into the last 8 bytes of a block.
 fn set_len(block: &mut [u8; 64], message_bytes: u64) {
     block[56..].copy_from_slice(&(message_bytes * 8).to_be_bytes());
-}
-
-/// `SHA-256(0x00 ‖ entry)` for a 32-byte entry: the RFC 9162 leaf hash, in one compression.
-pub fn leaf_hash32(entry: &[u8; 32]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    block[1..33].copy_from_slice(entry);
-    block[33] = 0x80;
-    set_len(&mut block, 33);
-    let mut state = H0;
-    compress(&mut state, &block);
-    digest_of(state)
 }
 
 /// `SHA-256(0x01 ‖ left ‖ right)`: the RFC 9162 node hash, in two compressions.
@@ -122,9 +110,6 @@ mod tests {
     proptest! {
         #[test]
         fn same_as_the_general_implementations(a in any::<[u8; 32]>(), b in any::<[u8; 32]>(), k in any::<[u8; 32]>()) {
-            let mut leaf = vec![0u8];
-            leaf.extend_from_slice(&a);
-            prop_assert_eq!(leaf_hash32(&a), <[u8; 32]>::from(Sha256::digest(&leaf)));
             let mut node = vec![1u8];
             node.extend_from_slice(&a);
             node.extend_from_slice(&b);

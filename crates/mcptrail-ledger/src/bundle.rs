@@ -5,7 +5,7 @@
 //! [`write_bundle`] (store it, mode 0600) and [`verify_bundle`] (check one with nothing but its
 //! bytes and, ideally, a key the auditor trusts). The CLI only prints.
 //!
-//! # Format (`"format": "mcptrail-evidence-bundle v1"`)
+//! # Format (`"format": "mcptrail-evidence-bundle v2"`)
 //!
 //! One JSON document:
 //!
@@ -15,7 +15,8 @@
 //! - `events`: every record of the session in seq order, each with `seq`, `line` — the exact
 //!   stored line as a JSON string (lines are UTF-8 JSON, so the bytes round-trip) — and
 //!   `proof`, its RFC 9162 inclusion proof (hex) against the checkpoint's root: leaf index
-//!   `seq - 1`, leaf `SHA-256(0x00 ‖ SHA-256(line))`, as the ledger's checkpoints define;
+//!   `seq - 1`, leaf `SHA-256(0x00 ‖ body)` where the body is the line without its `mac`
+//!   member, as the ledger's checkpoints define (v1 bundles hashed the whole line twice);
 //! - `statement`: a note signed by the same key naming the session, the checkpoint and the
 //!   seqs of all its records in it, so a record removed from (or added to) the bundle after
 //!   export is detected;
@@ -41,16 +42,16 @@ use mcptrail_integrity::merkle::{empty_root, node_hash, verify_inclusion, Hash};
 use mcptrail_integrity::note::open as open_note;
 use mcptrail_integrity::{Checkpoint, NoteSigner, NoteVerifier};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{
-    checkpoint_file_name, list_checkpoints, local_verifier, record_leaf, CHECKPOINT_DIR, KEY_DIR,
+    checkpoint_file_name, list_checkpoints, local_verifier, CHECKPOINT_DIR, KEY_DIR,
     SIGNER_KEY_FILE, VERIFIER_KEY_FILE,
 };
+use crate::record::record_hash;
 use crate::{Ledger, LedgerConfig, LedgerError, LedgerReader, Verdict, LEDGER_DIR};
 
 /// The `format` of the bundles this version writes and reads.
-pub const BUNDLE_FORMAT: &str = "mcptrail-evidence-bundle v1";
+pub const BUNDLE_FORMAT: &str = "mcptrail-evidence-bundle v2";
 /// First line of the signed statement (never a valid checkpoint: its next line is no size).
 const STATEMENT_HEADER: &str = "mcptrail evidence bundle v1";
 /// Above this many (failing events × events), failed proofs are not matched against the
@@ -432,8 +433,7 @@ fn scan(data_dir: &Path, session_id: &str, limit: Option<u64>) -> Result<Scan, B
                 head.seq
             )));
         }
-        out.leaves
-            .push(record_leaf(&Sha256::digest(&rec.line).into()));
+        out.leaves.push(record_hash(&rec.line));
         if head.session_id.as_deref() == Some(session_id) {
             match head.kind.as_str() {
                 "session.start" => out.start = true,
@@ -1065,7 +1065,7 @@ pub fn verify_bundle(bundle: &Bundle, trusted: Option<&NoteVerifier>) -> BundleR
         if proof.is_none() {
             r.problems.push(BundleProblem::BadProof { event, seq });
         }
-        let leaf = record_leaf(&Sha256::digest(ev.line.as_bytes()).into());
+        let leaf = record_hash(ev.line.as_bytes());
         leaves.push(leaf);
         if let Some(cp) = &cp {
             if seq == 0 || seq > cp.size {

@@ -1,7 +1,8 @@
 //! Signed Merkle checkpoints of the ledger.
 //!
-//! Every record is a leaf of an RFC 9162 Merkle tree; the leaf's entry is the record hash
-//! (SHA-256 of the stored line, the value the next record's `prev_hash` carries). Under the
+//! Every record is a leaf of an RFC 9162 Merkle tree whose entry is the record's body (the
+//! stored line without its `mac` member): the leaf hash `SHA-256(0x00 ‖ body)` is the record
+//! hash itself, the value the next record's `prev_hash` carries ([`crate::record`]). Under the
 //! writer lock, the writer keeps the tree's right edge ([`Frontier`]) and, every
 //! `checkpoint_every_records` records, every `checkpoint_interval` and whenever a segment is
 //! sealed, signs a C2SP `tlog-checkpoint` (origin, size, root) with the ledger's Ed25519 key
@@ -38,12 +39,7 @@ pub const KEY_DIR: &str = "keys";
 pub const VERIFIER_KEY_FILE: &str = "checkpoint.vkey";
 pub(crate) const SIGNER_KEY_FILE: &str = "checkpoint.skey";
 const TREE_FILE: &str = "TREE";
-const TREE_MAGIC: &str = "mcptrail-tree v1";
-
-/// The Merkle leaf of a record whose stored line hashes to `record_hash`.
-pub fn record_leaf(record_hash: &[u8; 32]) -> [u8; 32] {
-    mcptrail_integrity::blocks::leaf_hash32(record_hash)
-}
+const TREE_MAGIC: &str = "mcptrail-tree v2";
 
 /// File name of the checkpoint at `size`.
 pub fn checkpoint_file_name(size: u64) -> String {
@@ -165,14 +161,15 @@ impl TreeState {
         Some(t.last_checkpoint)
     }
 
-    /// Rebuild from the record hashes of the whole ledger and the checkpoints on disk.
+    /// Rebuild from the record hashes (the leaves) of the whole ledger and the checkpoints on
+    /// disk.
     pub(crate) fn rebuild(
         data_dir: &Path,
         record_hashes: impl Iterator<Item = [u8; 32]>,
     ) -> Result<TreeState, LedgerError> {
         let mut frontier = Frontier::new();
         for h in record_hashes {
-            frontier.push(record_leaf(&h));
+            frontier.push(h);
         }
         let last = list_checkpoints(&data_dir.join(CHECKPOINT_DIR))?
             .into_iter()

@@ -13,9 +13,9 @@ use mcptrail_integrity::merkle::{consistency_proof, verify_consistency, Hash};
 use mcptrail_integrity::note::open as open_note;
 use mcptrail_integrity::{Checkpoint, NoteVerifier};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::checkpoint::{list_checkpoints, local_verifier, record_leaf, CHECKPOINT_DIR};
+use crate::checkpoint::{list_checkpoints, local_verifier, CHECKPOINT_DIR};
+use crate::record::record_hash;
 use crate::{LedgerError, LedgerReader};
 
 /// Format tag of a serialised [`ConsistencyProof`].
@@ -67,7 +67,7 @@ pub fn prove_consistency(data_dir: &Path, old_note: &str) -> Result<ConsistencyP
         if leaves.len() as u64 == new_size {
             break;
         }
-        leaves.push(record_leaf(&Sha256::digest(&rec?.line).into()));
+        leaves.push(record_hash(&rec?.line));
     }
     if leaves.len() as u64 != new_size || mcptrail_integrity::merkle::root(&leaves) != new.root {
         return Err(corrupt(

@@ -50,6 +50,7 @@ mod bundle;
 mod checkpoint;
 mod consistency;
 mod error;
+mod flush;
 mod mac;
 mod prepared;
 mod reader;
@@ -65,14 +66,15 @@ pub use bundle::{
     BundleEvent, BundleProblem, BundleReport, Export, ExportOptions, KeySource, BUNDLE_FORMAT,
 };
 pub use checkpoint::{
-    checkpoint_file_name, list_checkpoints, local_verifier, record_leaf, CheckpointPolicy,
-    CHECKPOINT_DIR, KEY_DIR, VERIFIER_KEY_FILE,
+    checkpoint_file_name, list_checkpoints, local_verifier, CheckpointPolicy, CHECKPOINT_DIR,
+    KEY_DIR, VERIFIER_KEY_FILE,
 };
 pub use consistency::{check_consistency, prove_consistency, ConsistencyProof, CONSISTENCY_FORMAT};
 pub use error::LedgerError;
 pub use mac::{default_seed_path, MacPolicy, MAC_SEED_FILE, MAC_STATE_FILE};
 pub use prepared::PreparedEvent;
 pub use reader::{LedgerReader, RawRecord};
+pub use record::record_hash;
 pub use segment::{list_segments, SegmentInfo, LEDGER_DIR};
 pub use verify::{verify, Problem, Progress, Verdict, VerifyOptions, VerifyReport};
 pub use writer::{AppendReceipt, Ledger, LedgerConfig};

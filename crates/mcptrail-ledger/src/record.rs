@@ -1,17 +1,22 @@
-//! The integrity fields of a stored line, read without parsing the whole event, and the two
-//! hashes every record needs, computed in one pass.
+//! The integrity fields of a stored line, read without parsing the whole event, and the
+//! record hash that the chain, the Merkle tree and the MAC all use.
 //!
 //! A stored line is `{"schema_version":…,"event_id":…,"seq":N,…,"prev_hash":"<64 hex>"}`,
 //! optionally followed by `,"mac":"<epoch>:<64 hex>"` before the closing brace; the first
 //! record of an epoch also carries the tag that closed the previous epoch:
-//! `"mac":"<epoch>:<64 hex>:<64 hex>"`. The MAC
-//! covers the *body*: the line with the `mac` member removed. The record hash (chain and
-//! Merkle leaf) covers the whole line. Both share the body's prefix, so one SHA-256 pass over
-//! the prefix, cloned at its end, yields both.
+//! `"mac":"<epoch>:<64 hex>:<64 hex>"`.
+//!
+//! The *body* of a line is the line without its `mac` member. The *record hash* is the RFC 9162
+//! leaf hash of the body, `SHA-256(0x00 ‖ body)`: it is the next record's `prev_hash`, the
+//! record's Merkle leaf, and what the MAC authenticates (`HMAC-SHA256(epoch key, record
+//! hash)`). One SHA-256 pass per line gives all three. The MAC member stays outside what it
+//! authenticates; a forged or altered MAC fails its own check, and a dropped one is reported
+//! as missing.
 //!
 //! The layout reader is only a fast path: a line it does not recognise is handed to the full
-//! JSON parser, and since every byte is covered by the chain, the MACs and the checkpoints, a
-//! line that merely looks right cannot pass verification unless it is what the writer wrote.
+//! JSON parser, and since every byte of the body is covered by the chain, the MACs and the
+//! checkpoints, a line that merely looks right cannot pass verification unless it is what the
+//! writer wrote.
 
 use sha2::{Digest, Sha256};
 
@@ -117,16 +122,37 @@ fn read_mac(body: &[u8]) -> Option<(usize, u64, [u8; 32], Option<[u8; 32]>)> {
     Some((epoch_start - MAC_KEY.len(), epoch, tag, transition))
 }
 
-/// The record hash (SHA-256 of the whole line) and, when `prefix_len` marks a MAC member, the
-/// body digest the MAC covers (SHA-256 of the line's prefix followed by `}`).
-pub(crate) fn hash_record(line: &[u8], prefix_len: usize) -> ([u8; 32], [u8; 32]) {
+/// The record hash of a line whose body is `line[..prefix_len]` followed by `}` (what
+/// [`read_fields`] reports as `prefix_len`, with or without a MAC member).
+pub(crate) fn hash_record(line: &[u8], prefix_len: usize) -> [u8; 32] {
     let mut h = Sha256::new();
+    h.update([LEAF_PREFIX]);
     h.update(&line[..prefix_len]);
-    let mut body = h.clone();
-    body.update(b"}");
-    h.update(&line[prefix_len..]);
-    (h.finalize().into(), body.finalize().into())
+    h.update(b"}");
+    h.finalize().into()
 }
+
+/// The record hash of any stored line (without its `\n`): `SHA-256(0x00 ‖ body)`, where the
+/// body is the line without a well-formed trailing `mac` member, or the whole line when it
+/// has none (or is not in the ledger's layout at all).
+pub fn record_hash(line: &[u8]) -> [u8; 32] {
+    match line
+        .split_last()
+        .filter(|(last, _)| **last == b'}')
+        .and_then(|(_, body)| read_mac(body))
+    {
+        Some((prefix_len, ..)) => hash_record(line, prefix_len),
+        None => {
+            let mut h = Sha256::new();
+            h.update([LEAF_PREFIX]);
+            h.update(line);
+            h.finalize().into()
+        }
+    }
+}
+
+/// The RFC 9162 leaf-hash prefix.
+const LEAF_PREFIX: u8 = 0x00;
 
 /// The searcher for `,"seq":`, built once (building one costs more than a search).
 fn seq_finder() -> &'static memchr::memmem::Finder<'static> {
@@ -194,12 +220,25 @@ mod tests {
         assert_eq!(g.transition, Some([0xff; 32]));
         assert_eq!(g.prefix_len, f.prefix_len);
         assert_eq!(&with[..f.prefix_len], &plain[..plain.len() - 1]);
-        let (record, body_digest) = hash_record(with.as_bytes(), f.prefix_len);
-        assert_eq!(record, <[u8; 32]>::from(Sha256::digest(with.as_bytes())));
+        // The record hash is the leaf hash of the body, whether or not a MAC is attached.
+        let leaf = |b: &[u8]| -> [u8; 32] {
+            Sha256::new()
+                .chain_update([0u8])
+                .chain_update(b)
+                .finalize()
+                .into()
+        };
         assert_eq!(
-            body_digest,
-            <[u8; 32]>::from(Sha256::digest(body.as_bytes()))
+            hash_record(with.as_bytes(), f.prefix_len),
+            leaf(body.as_bytes())
         );
+        assert_eq!(record_hash(with.as_bytes()), leaf(body.as_bytes()));
+        assert_eq!(record_hash(first.as_bytes()), leaf(body.as_bytes()));
+        assert_eq!(record_hash(plain.as_bytes()), leaf(plain.as_bytes()));
+        // A line outside the layout: the whole line, unless a well-formed MAC member ends it.
+        assert_eq!(record_hash(b"not json"), leaf(b"not json"));
+        let odd = format!(r#"{{"x":1,"mac":"3:{H}"}}"#);
+        assert_eq!(record_hash(odd.as_bytes()), leaf(br#"{"x":1}"#));
     }
 
     #[test]

@@ -14,14 +14,11 @@ use std::path::{Path, PathBuf};
 use mcptrail_integrity::fsmac::EpochKey;
 use mcptrail_integrity::merkle::Frontier;
 use mcptrail_integrity::{Checkpoint, NoteSigner};
-use sha2::{Digest, Sha256};
 
-use crate::checkpoint::{
-    checkpoint_file_name, list_checkpoints, record_leaf, CHECKPOINT_DIR, KEY_DIR,
-};
+use crate::checkpoint::{checkpoint_file_name, list_checkpoints, CHECKPOINT_DIR, KEY_DIR};
 use crate::mac::MAC_STATE_FILE;
 use crate::prepared::hex32;
-use crate::record::read_fields;
+use crate::record::{hash_record, read_fields, record_hash};
 use crate::segment::list_segments;
 use crate::{LedgerError, LEDGER_DIR};
 
@@ -158,10 +155,8 @@ fn set_prev_hash(line: &mut [u8], prev: &[u8; 32]) {
 /// Replace the line's MAC with one under `key` (no transition tag).
 fn remac(line: &mut Vec<u8>, key: &EpochKey) {
     let Some(f) = read_fields(line) else { return };
+    let tag = key.mac32(&hash_record(line, f.prefix_len));
     line.truncate(f.prefix_len);
-    let mut body = line.clone();
-    body.push(b'}');
-    let tag = key.mac(&Sha256::digest(&body));
     line.extend_from_slice(format!(",\"mac\":\"{}:", key.epoch()).as_bytes());
     line.extend_from_slice(&hex32(&tag));
     line.extend_from_slice(b"\"}");
@@ -180,7 +175,7 @@ fn rechain(segs: &mut [Seg], from: (usize, usize), key: Option<&EpochKey>) {
                     remac(l, k);
                 }
             }
-            prev = Some(Sha256::digest(&*l).into());
+            prev = Some(record_hash(l));
         }
     }
 }
@@ -214,7 +209,7 @@ fn resign(data_dir: &Path, segs: &[Seg], keep_upto: u64) -> Result<(), LedgerErr
     })?;
     let mut frontier = Frontier::new();
     for l in segs.iter().flat_map(|s| &s.lines) {
-        frontier.push(record_leaf(&Sha256::digest(l).into()));
+        frontier.push(record_hash(l));
     }
     let cp = Checkpoint {
         origin: signer.verifier().name().to_string(),

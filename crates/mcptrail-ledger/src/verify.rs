@@ -2,9 +2,9 @@
 //! MACs epoch by epoch, the Merkle root at every signed checkpoint (local and anchored),
 //! segment continuity and sealed-segment permissions; reports exactly what is wrong and where.
 //!
-//! Segments are read in large blocks; the per-line work that dominates (SHA-256 of the line,
-//! the MAC, the Merkle leaf) runs on all cores, the order-dependent checks (links, seq,
-//! epochs, tree) in one pass after it.
+//! Segments are read in large blocks; the per-line work that dominates (the record hash, which
+//! is also the Merkle leaf, and the MAC over it) runs on all cores, the order-dependent checks
+//! (links, seq, epochs, tree) in one pass after it.
 
 use std::fs::File;
 use std::io::Read;
@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use mcptrail_event::{Event, EventKind, GENESIS_HASH};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use mcptrail_integrity::fsmac::{EpochKey, Seed};
 use mcptrail_integrity::merkle::Frontier;
@@ -22,8 +21,8 @@ use mcptrail_integrity::note::open as open_note;
 use mcptrail_integrity::{Checkpoint, NoteVerifier};
 
 use crate::anchor::{CheckpointAnchor, DirAnchor};
-use crate::checkpoint::{list_checkpoints, local_verifier, record_leaf, CHECKPOINT_DIR};
-use crate::record::{hash_record, read_fields, RecordFields};
+use crate::checkpoint::{list_checkpoints, local_verifier, CHECKPOINT_DIR};
+use crate::record::{hash_record, read_fields, record_hash, RecordFields};
 use crate::segment::{list_segments, SegmentInfo};
 use crate::{LedgerError, LEDGER_DIR};
 
@@ -554,9 +553,8 @@ struct Site<'s> {
 
 /// Per-line results of the parallel pass.
 struct LineHashes {
+    /// The record hash, which is also its Merkle leaf.
     hash: [u8; 32],
-    /// The Merkle leaf of the record.
-    leaf: [u8; 32],
     /// The line looks like a `system.ledger_recovered` event (checked properly later).
     recovered: bool,
     fields: Option<RecordFields>,
@@ -603,13 +601,12 @@ fn hash_one(line: &[u8], keys: Option<&mut KeyCursor<'_>>, epoch_bound: u64) -> 
         .find(&line[..line.len().min(400)])
         .is_some();
     // Lines outside the layout get the full parse in the walk, which decides about them.
-    let (hash, body) = match &fields {
+    let hash = match &fields {
         Some(f) => hash_record(line, f.prefix_len),
-        None => (Sha256::digest(line).into(), [0; 32]),
+        None => record_hash(line),
     };
     let mut out = LineHashes {
         hash,
-        leaf: record_leaf(&hash),
         recovered,
         fields,
         mac_ok: None,
@@ -622,7 +619,7 @@ fn hash_one(line: &[u8], keys: Option<&mut KeyCursor<'_>>, epoch_bound: u64) -> 
         if epoch >= f.seq || epoch > epoch_bound {
             out.impossible_epoch = true;
         } else if let Some(keys) = keys {
-            out.mac_ok = Some(keys.at(epoch).verify32(&body, &tag));
+            out.mac_ok = Some(keys.at(epoch).verify32(&hash, &tag));
         }
     }
     // Fields were found by layout; the line must also be JSON. A valid MAC already proves
@@ -726,7 +723,7 @@ impl Walk<'_> {
         let hash = res.hash;
         self.recovered = res.recovered;
         if self.check_tree {
-            self.frontier.push(res.leaf);
+            self.frontier.push(res.hash);
             self.check_checkpoints();
         }
         // The integrity members: from the layout, or from a full parse of an odd line.

@@ -7,14 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use mcptrail_event::{sha256_hex, Event, EventKind};
-use sha2::{Digest, Sha256};
 
-use crate::checkpoint::{
-    load_or_create_signer, record_leaf, write_checkpoint, CheckpointPolicy, TreeState,
-};
+use crate::checkpoint::{load_or_create_signer, write_checkpoint, CheckpointPolicy, TreeState};
+use crate::flush::Flusher;
 use crate::mac::{MacKeeper, MacPolicy};
 use crate::prepared::{hex32, PreparedEvent};
-use crate::record::read_fields;
+use crate::record::{hash_record, read_fields, record_hash};
 use crate::segment::{
     self, create_segment, ensure_private_dir, list_segments, open_segment_append, read_tail, seal,
 };
@@ -86,6 +84,8 @@ pub struct Ledger {
     batch_hashes: Vec<[u8; 32]>,
     /// The MAC key, loaded (or created) at the first append.
     mac: Option<MacKeeper>,
+    /// Flushes segments while the tree is extended (started by the first large batch).
+    flusher: Option<Flusher>,
     /// A checkpoint failure not yet reported (appends do not fail for it).
     checkpoint_problem: Option<LedgerError>,
     /// When the TREE cache was last written.
@@ -150,6 +150,7 @@ impl Ledger {
             tree: None,
             signer: None,
             batch_hashes: Vec::new(),
+            flusher: None,
             mac: None,
             checkpoint_problem: None,
             tree_saved: Instant::now(),
@@ -321,12 +322,39 @@ impl Ledger {
             first_seq += 1;
         }
         let a = self.active.as_mut().expect("set above");
+        let mut folded = false;
         if !self.buf.is_empty() {
             a.file
                 .write_all(&self.buf)
                 .map_err(LedgerError::io(&a.path))?;
             if self.cfg.fsync {
-                a.file.sync_data().map_err(LedgerError::io(&a.path))?;
+                let overlap = tree_on && self.batch_hashes.len() >= OVERLAP_MIN_RECORDS;
+                if overlap && self.flusher.is_none() {
+                    self.flusher = Flusher::spawn().ok();
+                }
+                let synced = match self.flusher.as_ref().filter(|_| overlap) {
+                    Some(flusher) => {
+                        // The disk flush leaves this thread idle: fold the batch into the
+                        // tree meanwhile (on a failed flush the tree is dropped, to be
+                        // rebuilt from what is on disk).
+                        let tree = self.tree.as_mut().expect("sync_tree set it");
+                        let hashes = &self.batch_hashes;
+                        let (synced, ()) = flusher.sync_data_while(&a.file, || {
+                            for h in hashes {
+                                tree.frontier.push(*h);
+                            }
+                        });
+                        folded = true;
+                        synced
+                    }
+                    None => a.file.sync_data(),
+                };
+                if let Err(e) = synced {
+                    if folded {
+                        self.tree = None;
+                    }
+                    return Err(LedgerError::io(&a.path)(e));
+                }
             }
         }
         a.len += self.buf.len() as u64;
@@ -346,8 +374,10 @@ impl Ledger {
         }
         // The batch is durable: extend the tree, and sign it when a checkpoint is due.
         let tree = self.tree.as_mut().expect("sync_tree set it");
-        for h in &self.batch_hashes {
-            tree.frontier.push(record_leaf(h));
+        if !folded {
+            for h in &self.batch_hashes {
+                tree.frontier.push(*h);
+            }
         }
         if tree.due(&self.cfg.checkpoints, force_checkpoint) {
             if force_checkpoint {
@@ -405,7 +435,7 @@ impl Ledger {
             None => {
                 let mut hashes = Vec::new();
                 for rec in LedgerReader::open(&self.data_dir, 1)? {
-                    hashes.push(Sha256::digest(&rec?.line).into());
+                    hashes.push(record_hash(&rec?.line));
                 }
                 let t = TreeState::rebuild(&self.data_dir, hashes.into_iter())?;
                 if t.frontier.size() != size {
@@ -481,7 +511,7 @@ impl Ledger {
                 })?;
                 (
                     ev.seq,
-                    Sha256::digest(line).into(),
+                    record_hash(line),
                     mac_epoch(line),
                     first_record_time(&path, last.first_seq, &ev),
                 )
@@ -514,7 +544,7 @@ impl Ledger {
                     })?;
                 (
                     ev.seq,
-                    Sha256::digest(&line).into(),
+                    record_hash(&line),
                     mac_epoch(&line),
                     SystemTime::now(),
                 )
@@ -596,8 +626,13 @@ impl Ledger {
     }
 }
 
-/// Complete one line with the next seq, the previous line's hash and (with a key) the MAC;
-/// advance the chain.
+/// Batches at least this large fold their leaves into the tree during the flush (smaller
+/// ones do it after: handing the flush over costs more than their few merges).
+const OVERLAP_MIN_RECORDS: usize = 64;
+
+/// Complete one line with the next seq, the previous record's hash and (with a key) the MAC;
+/// advance the chain. The record hash covers the line as it stands before the MAC member is
+/// added (see [`crate::record`]), so one pass gives the chain link, the leaf and the MAC input.
 fn encode(
     ev: &PreparedEvent,
     mac: Option<(&EpochKey, Option<&[u8; 32]>)>,
@@ -609,31 +644,21 @@ fn encode(
     // Before the first record `last_hash` is all zero bytes, whose hex is GENESIS_HASH.
     let start = buf.len();
     ev.write_line(*last_seq, &hex32(last_hash), buf);
-    let Some((key, transition)) = mac else {
-        *last_hash = Sha256::digest(&buf[start..]).into();
-        buf.push(b'\n');
-        return;
-    };
-    // The MAC covers the body (this line as it stands); the record hash the line with the MAC
-    // member. One pass over the shared prefix gives both.
-    buf.pop(); // the closing brace, restored after the MAC member
-    let mut h = Sha256::new();
-    h.update(&buf[start..]);
-    let mut body = h.clone();
-    body.update(b"}");
-    let tag = key.mac32(&body.finalize().into());
-    let suffix_start = buf.len();
-    buf.extend_from_slice(b",\"mac\":\"");
-    buf.extend_from_slice(itoa::Buffer::new().format(key.epoch()).as_bytes());
-    buf.push(b':');
-    buf.extend_from_slice(&hex32(&tag));
-    if let Some(t) = transition {
+    let line = &buf[start..];
+    *last_hash = hash_record(line, line.len() - 1);
+    if let Some((key, transition)) = mac {
+        let tag = key.mac32(last_hash);
+        buf.pop(); // the closing brace, restored after the MAC member
+        buf.extend_from_slice(b",\"mac\":\"");
+        buf.extend_from_slice(itoa::Buffer::new().format(key.epoch()).as_bytes());
         buf.push(b':');
-        buf.extend_from_slice(&hex32(t));
+        buf.extend_from_slice(&hex32(&tag));
+        if let Some(t) = transition {
+            buf.push(b':');
+            buf.extend_from_slice(&hex32(t));
+        }
+        buf.extend_from_slice(b"\"}");
     }
-    buf.extend_from_slice(b"\"}");
-    h.update(&buf[suffix_start..]);
-    *last_hash = h.finalize().into();
     buf.push(b'\n');
 }
 
@@ -682,8 +707,7 @@ fn catch_up(tree: &mut TreeState, data_dir: &Path, size: u64) -> Result<bool, Le
         if f.seq != tree.frontier.size() + 1 {
             return Ok(false);
         }
-        tree.frontier
-            .push(record_leaf(&Sha256::digest(&rec.line).into()));
+        tree.frontier.push(record_hash(&rec.line));
         if tree.frontier.size() == size {
             break;
         }

@@ -125,7 +125,7 @@ fn an_exported_session_verifies_with_nothing_else() {
         .filter(|(_, _, s)| s.as_deref() == Some(A))
         .collect();
 
-    assert_eq!(b.format, "mcptrail-evidence-bundle v1");
+    assert_eq!(b.format, "mcptrail-evidence-bundle v2");
     assert_eq!(b.session_id, A);
     assert_eq!(b.count, 8);
     assert_eq!(b.events.len(), 8);
@@ -276,10 +276,7 @@ fn a_substituted_key_is_caught_and_a_forged_bundle_needs_the_trusted_key() {
     let leaves: Vec<[u8; 32]> = c
         .events
         .iter()
-        .map(|e| {
-            use sha2::Digest;
-            mcptrail_ledger::record_leaf(&sha2::Sha256::digest(e.line.as_bytes()).into())
-        })
+        .map(|e| mcptrail_ledger::record_hash(e.line.as_bytes()))
         .collect();
     let n = leaves.len() as u64;
     let root = mcptrail_integrity::merkle::root(&leaves);

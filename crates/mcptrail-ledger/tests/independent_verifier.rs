@@ -220,8 +220,10 @@ fn every_checkpoint_verifies_with_the_go_reference_code() {
     let r = run([dir.path()]);
     r.assert_passed();
     assert!(r.line("ok   ledger").ends_with(&format!(
-        ": {RECORDS} records, leaf i = tlog.RecordHash(SHA-256(line i))"
+        ": {RECORDS} records, leaf i = tlog.RecordHash(line i without its MAC)"
     )));
+    // The Go code derives the chain from the same definition of a record hash.
+    r.line("ok   chain       ");
     for (size, path) in &cps {
         let name = file_name(path);
         r.line(&format!("ok   signature   {name}: note.Open: signed by "));
@@ -345,9 +347,15 @@ fn a_modified_record_fails_the_root_of_every_checkpoint_covering_it() {
             );
         }
     }
+    // The record after the edited one no longer links to it.
+    let chain = r.line("FAIL chain       ");
+    assert!(
+        chain.contains(&format!("record {}: prev_hash ", seq + 1)),
+        "{chain}"
+    );
     let failing = cps.iter().filter(|(s, _)| *s >= seq).count();
     assert!(failing >= 2);
-    assert_eq!(r.count("FAIL"), failing, "{}", r.stdout);
+    assert_eq!(r.count("FAIL"), failing + 1, "{}", r.stdout);
 }
 
 #[test]

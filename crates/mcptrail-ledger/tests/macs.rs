@@ -280,7 +280,7 @@ fn hostile_lines_are_reported_not_panicked_on() {
         .path;
     let text = std::fs::read_to_string(&seg).unwrap();
     let last = text.lines().last().unwrap();
-    let last_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(last.as_bytes()));
+    let last_hash = hex::encode(mcptrail_ledger::record_hash(last.as_bytes()));
     let zeros = "0".repeat(64);
     let max = format!(
         r#"{{"schema_version":"1","event_id":"x","seq":18446744073709551615,"prev_hash":"{zeros}"}}"#

@@ -62,7 +62,6 @@ use mcptrail_ledger::{
     LedgerConfig, MacPolicy, Verdict, VerifyOptions, VerifyReport, CHECKPOINT_DIR, LEDGER_DIR,
 };
 use proptest::prelude::*;
-use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------------------------
@@ -603,7 +602,7 @@ fn parse(line: &[u8]) -> Event {
 }
 
 fn hash_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    hex::encode(mcptrail_ledger::record_hash(bytes))
 }
 
 fn epoch_of(line: &[u8]) -> u64 {

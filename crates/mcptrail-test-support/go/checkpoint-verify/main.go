@@ -15,19 +15,24 @@
 // the order given. Only '\n'-terminated lines are records (an unterminated tail is a write in
 // progress and is ignored, as mcptrail does); a line is the stored bytes without the '\n'.
 //
+// Reading the ledger, it also checks the hash chain: each record's "prev_hash" is the hex of the
+// previous record's leaf hash (all zeros before the first record).
+//
 // For every checkpoint it checks, one output line per check:
 //
 //   - signature: note.Open with note.NewVerifier(vkey) accepts the note;
 //   - checkpoint: the body is a C2SP tlog-checkpoint (origin, decimal size, base64 root) whose
 //     origin is the key's name and whose size matches the cp-<size>.note file name;
 //   - root: tlog.TreeHash over the first size records equals the signed root, where record i
-//     (seq i+1) is the leaf tlog.RecordHash(SHA-256(line)) = SHA-256(0x00 || SHA-256(line));
+//     (seq i+1) is the leaf tlog.RecordHash(body) = SHA-256(0x00 || body), the body being the
+//     stored line without its trailing `,"mac":"<epoch>:<hex>[:<hex>]"` member (the MAC is
+//     not part of what the tree and the chain cover);
 //   - inclusion: for -proofs leaf indices spread over the tree, tlog.ProveRecord's proof
 //     passes tlog.CheckRecord against the signed root;
 //   - consistency: between consecutive checkpoints, tlog.ProveTree's proof passes
 //     tlog.CheckTree (the later tree extends the earlier one).
 //
-// For every -bundle (an mcptrail evidence bundle, "mcptrail-evidence-bundle v1") it checks the
+// For every -bundle (an mcptrail evidence bundle, "mcptrail-evidence-bundle v2") it checks the
 // bundle's checkpoint note (and its signed statement) with the trusted key (-vkey or the data
 // directory's; without either, the bundle's own key, which only proves self-consistency), that
 // the bundle's key is the trusted key, and each event's inclusion proof (hex, leaf first) with
@@ -49,6 +54,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -57,7 +63,22 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 )
 
-const bundleFormat = "mcptrail-evidence-bundle v1"
+const bundleFormat = "mcptrail-evidence-bundle v2"
+
+// macMember is the MAC member that ends a line written with MACs on, before the closing brace.
+var macMember = regexp.MustCompile(`,"mac":"[0-9]{1,20}:[0-9a-f]{64}(:[0-9a-f]{64})?"\}$`)
+
+// prevHash is the chain link that ends a line's body.
+var prevHash = regexp.MustCompile(`"prev_hash":"([0-9a-f]{64})"\}$`)
+
+// body is a stored line without its MAC member: what the leaf hash and the chain cover.
+func body(line []byte) []byte {
+	if loc := macMember.FindIndex(line); loc != nil {
+		out := append([]byte{}, line[:loc[0]]...)
+		return append(out, '}')
+	}
+	return line
+}
 
 type listFlag []string
 
@@ -86,6 +107,9 @@ func usage(format string, args ...interface{}) {
 type ledgerTree struct {
 	records int64
 	stored  []tlog.Hash
+	last    tlog.Hash
+	// The first record whose prev_hash does not link to its predecessor, if any.
+	chainBreak string
 }
 
 func (t *ledgerTree) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
@@ -100,8 +124,22 @@ func (t *ledgerTree) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 }
 
 func (t *ledgerTree) add(line []byte) error {
-	entry := sha256.Sum256(line)
-	hashes, err := tlog.StoredHashesForRecordHash(t.records, tlog.RecordHash(entry[:]), t)
+	b := body(line)
+	m := prevHash.FindSubmatch(b)
+	if m == nil {
+		return fmt.Errorf("record %d has no prev_hash at the end of its body", t.records+1)
+	}
+	want := strings.Repeat("0", 64)
+	if t.records > 0 {
+		want = hex.EncodeToString(t.last[:])
+	}
+	if string(m[1]) != want && t.chainBreak == "" {
+		// Reported once, by main; the tree is still built so each checkpoint is judged.
+		t.chainBreak = fmt.Sprintf("record %d: prev_hash %s is not the previous record's leaf hash %s", t.records+1, m[1], want)
+	}
+	leaf := tlog.RecordHash(b)
+	t.last = leaf
+	hashes, err := tlog.StoredHashesForRecordHash(t.records, leaf, t)
 	if err != nil {
 		return err
 	}
@@ -394,8 +432,7 @@ func checkBundle(path string, trusted note.Verifier, trustedText string, t *ledg
 			fail("inclusion", es, "seq is outside the checkpoint's %d records", cp.size)
 			continue
 		}
-		entry := sha256.Sum256([]byte(ev.Line))
-		leaf := tlog.RecordHash(entry[:])
+		leaf := tlog.RecordHash(body([]byte(ev.Line)))
 		if err := tlog.CheckRecord(proof, cp.size, cp.root, ev.Seq-1, leaf); err != nil {
 			fail("inclusion", es, "tlog.CheckRecord with the bundle's proof: %v", err)
 			continue
@@ -502,7 +539,12 @@ func main() {
 			os.Exit(1)
 		}
 		tree = t
-		pass("ledger", fmt.Sprintf("%d segments", len(segments)), "%d records, leaf i = tlog.RecordHash(SHA-256(line i))", t.records)
+		pass("ledger", fmt.Sprintf("%d segments", len(segments)), "%d records, leaf i = tlog.RecordHash(line i without its MAC)", t.records)
+		if t.chainBreak != "" {
+			fail("chain", fmt.Sprintf("%d segments", len(segments)), "%s", t.chainBreak)
+		} else {
+			pass("chain", fmt.Sprintf("%d segments", len(segments)), "each prev_hash is the previous record's leaf hash")
+		}
 	}
 
 	var good []verified
