@@ -157,12 +157,14 @@ pub struct Event {
     pub detail: Option<Value>,
 
     // ---- integrity (assigned by the ledger) ----
-    /// SHA-256 (hex) of the exact stored bytes of the previous ledger line, without its
-    /// newline; 64 zeros for the first record.
+    /// Record hash (hex) of the previous ledger line: SHA-256(0x00 ‖ that line's exact stored
+    /// bytes without its newline and without its `mac` member), its RFC 9162 leaf hash; 64
+    /// zeros for the first record.
     pub prev_hash: String,
-    /// Forward-secure MAC of the record: `"<epoch>:<hex>"`, the HMAC-SHA256 under the key of
-    /// that epoch of the SHA-256 of this line with the `mac` member removed. Absent on records
-    /// written with MACs turned off.
+    /// Forward-secure MAC of the record: `"<epoch>:<hex>"` (the first record of an epoch adds
+    /// `":<hex>"`, the tag that closed the previous epoch), the HMAC-SHA256 under the key of
+    /// that epoch of this record's hash (as `prev_hash` defines it). Absent on records written
+    /// with MACs turned off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
 }
