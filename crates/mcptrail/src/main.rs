@@ -43,6 +43,14 @@ enum Command {
     /// Write one session's records, with inclusion proofs, the covering signed checkpoint and
     /// the public key, to an evidence bundle that `verify --bundle` checks anywhere.
     Export(commands::export::Args),
+    /// Find the MCP client configurations on this machine (Claude Desktop, Claude Code,
+    /// Cursor, VS Code, Windsurf, or the files given) and say which servers are recorded.
+    Scan(commands::clients::ScanArgs),
+    /// Make every stdio server of the client configurations run through `mcptrail wrap`
+    /// (backup first; `--dry-run` shows the diff).
+    Install(commands::clients::InstallArgs),
+    /// Undo `install`: restore the wrapped entries exactly as they were.
+    Uninstall(commands::clients::InstallArgs),
     /// Rebuild the query index from the ledger.
     Reindex,
     /// Print the JSON Schema of audit events (schema v1).
@@ -78,6 +86,10 @@ fn error_line(e: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let explicit_config = cli
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("MCPTRAIL_CONFIG").map(PathBuf::from));
     let cfg = config::load(cli.config.as_deref())?;
     let data_dir = config::data_dir(cli.data_dir, &cfg)?;
     match cli.command {
@@ -102,6 +114,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Checkpoint(args) => {
             commands::checkpoint::run(args, &data_dir, cfg.ledger.to_ledger_config())
         }
+        Command::Scan(args) => commands::clients::scan(args),
+        Command::Install(args) => commands::clients::install(
+            args,
+            false,
+            &data_dir,
+            explicit_config.as_deref(),
+            cfg.ledger.to_ledger_config(),
+        ),
+        Command::Uninstall(args) => commands::clients::install(
+            args,
+            true,
+            &data_dir,
+            explicit_config.as_deref(),
+            cfg.ledger.to_ledger_config(),
+        ),
         Command::Reindex => commands::reindex(&data_dir),
         Command::Schema => {
             println!(

@@ -95,6 +95,16 @@ fn write_table(out: &mut impl Write, events: &[Event]) -> std::io::Result<()> {
         let what = match (&e.method, &e.tool_invoked) {
             (Some(m), Some(t)) => format!("{m} {t}"),
             (Some(m), None) => m.clone(),
+            _ if e.kind == mcptrail_event::EventKind::SystemConfig => e
+                .detail
+                .as_ref()
+                .map(|d| {
+                    let file = d["file"].as_str().unwrap_or("");
+                    let name = file.rsplit('/').next().unwrap_or(file);
+                    let n = d["servers"].as_array().map_or(0, Vec::len);
+                    format!("{} {n} × {name}", d["action"].as_str().unwrap_or("config"))
+                })
+                .unwrap_or_default(),
             _ => e
                 .malformed
                 .as_ref()

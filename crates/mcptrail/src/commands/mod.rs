@@ -1,6 +1,7 @@
 //! One module per subcommand; shared helpers for the query commands live here.
 
 pub(crate) mod checkpoint;
+pub(crate) mod clients;
 pub(crate) mod drill;
 pub(crate) mod export;
 pub(crate) mod log;

@@ -1,6 +1,7 @@
 //! One integration-test binary that drives the real `mcptrail` CLI against real MCP peers.
 
 mod bad_input;
+mod clients;
 mod concurrency;
 mod export;
 mod integrity;

@@ -87,6 +87,11 @@ impl Wrapped {
             .args(extra)
             .arg("--")
             .args(server);
+        Self::spawn(cmd)
+    }
+
+    /// Start `cmd` (a tap, however its command line was written) with piped stdio.
+    pub(crate) fn spawn(mut cmd: Command) -> Self {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
