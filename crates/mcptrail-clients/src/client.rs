@@ -164,21 +164,14 @@ impl SearchRoots {
             user(ClientKind::VsCode, mac.join("Code/User/settings.json"));
             user(ClientKind::VsCode, mac.join("Code/User/mcp.json"));
         }
-        if let Some(cfg) = &self.config_home {
+        // Linux (`$XDG_CONFIG_HOME`) and Windows (`%APPDATA%`) lay the apps out alike.
+        for base in [&self.config_home, &self.app_data].into_iter().flatten() {
             user(
                 ClientKind::ClaudeDesktop,
-                cfg.join("Claude/claude_desktop_config.json"),
+                base.join("Claude/claude_desktop_config.json"),
             );
-            user(ClientKind::VsCode, cfg.join("Code/User/settings.json"));
-            user(ClientKind::VsCode, cfg.join("Code/User/mcp.json"));
-        }
-        if let Some(app) = &self.app_data {
-            user(
-                ClientKind::ClaudeDesktop,
-                app.join("Claude/claude_desktop_config.json"),
-            );
-            user(ClientKind::VsCode, app.join("Code/User/settings.json"));
-            user(ClientKind::VsCode, app.join("Code/User/mcp.json"));
+            user(ClientKind::VsCode, base.join("Code/User/settings.json"));
+            user(ClientKind::VsCode, base.join("Code/User/mcp.json"));
         }
         for p in &self.projects {
             for (client, rel) in [

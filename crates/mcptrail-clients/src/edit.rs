@@ -312,7 +312,8 @@ pub fn unwrap_entry(entry: &str) -> Result<String, String> {
                 .unwrap_or_default()
         })
         .collect();
-    if command.as_deref().and_then(|c| wrapped(c, &args)).is_none() || !is(0, "wrap") {
+    // `wrapped` also checks that the first argument is `wrap`.
+    if command.as_deref().and_then(|c| wrapped(c, &args)).is_none() {
         return Err("not an `mcptrail wrap` command line".into());
     }
     let dashes = (0..a.elements.len())

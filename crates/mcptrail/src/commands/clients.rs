@@ -259,10 +259,7 @@ pub(crate) fn install(
         let plan = match planned {
             Ok(p) => p,
             // A name missing from one of several files found by search is not an error.
-            Err(e) if !named_files && matches!(selection, Selection::Named(_)) => {
-                let _ = e;
-                continue;
-            }
+            Err(_) if !named_files && matches!(selection, Selection::Named(_)) => continue,
             Err(e) => {
                 eprintln!("mcptrail: error: {e}");
                 failed = true;
