@@ -171,16 +171,7 @@ fn verdict(data_dir: &Path, seed: &Seed) -> String {
 /// What `verify` says of a `ledger_verify` input, laid out as the target does.
 fn verdict_of_input(input: &[u8], seed: &Seed) -> String {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let ledger_dir = tmp.path().join(LEDGER_DIR);
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&ledger_dir)
-        .expect("ledger dir");
-    for (first_seq, bytes, mode) in mcptrail_fuzz::segments_of(input) {
-        let path = ledger_dir.join(mcptrail_fuzz::segment_name(first_seq));
-        fs::write(&path, bytes).expect("write segment");
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
-    }
+    mcptrail_fuzz::lay_out(input, tmp.path()).expect("lay out the input");
     verdict(tmp.path(), seed)
 }
 

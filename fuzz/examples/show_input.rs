@@ -5,11 +5,10 @@
 //!     cargo run --manifest-path fuzz/Cargo.toml --example show_input -- FILE...
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use mcptrail_integrity::Seed;
-use mcptrail_ledger::{verify, LedgerReader, VerifyOptions, LEDGER_DIR};
+use mcptrail_ledger::{verify, LedgerReader, VerifyOptions};
 
 fn main() {
     let seed_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mac.seed");
@@ -17,16 +16,7 @@ fn main() {
     for file in std::env::args().skip(1) {
         let input = fs::read(&file).expect("read input");
         let tmp = tempfile::tempdir().expect("temp dir");
-        let ledger_dir = tmp.path().join(LEDGER_DIR);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&ledger_dir)
-            .expect("ledger dir");
-        for (first_seq, bytes, mode) in mcptrail_fuzz::segments_of(&input) {
-            let path = ledger_dir.join(mcptrail_fuzz::segment_name(first_seq));
-            fs::write(&path, bytes).expect("write segment");
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
-        }
+        mcptrail_fuzz::lay_out(&input, tmp.path()).expect("lay out the input");
         println!("== {file}");
         for (label, opts) in [
             ("verify", VerifyOptions::default()),

@@ -22,3 +22,21 @@ pub fn segments_of(input: &[u8]) -> Vec<(u64, &[u8], u32)> {
 pub fn segment_name(first_seq: u64) -> String {
     format!("seg-{first_seq:020}.jsonl")
 }
+
+/// Write the segments `input` stands for into `<data_dir>/ledger/` (created 0700), each with
+/// its mode: what the examples verify. (The target keeps one scratch directory per process
+/// and rewrites it in place instead.)
+pub fn lay_out(input: &[u8], data_dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let ledger_dir = data_dir.join(mcptrail_ledger::LEDGER_DIR);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&ledger_dir)?;
+    for (first_seq, bytes, mode) in segments_of(input) {
+        let path = ledger_dir.join(segment_name(first_seq));
+        std::fs::write(&path, bytes)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
