@@ -31,6 +31,9 @@ pub enum Transport {
 pub struct Wrapped {
     /// The mcptrail executable the entry runs.
     pub mcptrail: String,
+    /// The data directory it records to (`--data-dir`), when the entry names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
     /// The server command line it wraps.
     pub inner: Vec<String>,
 }
@@ -296,19 +299,30 @@ pub(crate) fn wrapped(command: &str, args: &[String]) -> Option<Wrapped> {
         return None;
     }
     let rest = &args[1..];
-    let inner = match rest.iter().position(|a| a == "--") {
-        Some(i) => rest[i + 1..].to_vec(),
+    let (options, inner) = match rest.iter().position(|a| a == "--") {
+        Some(i) => (&rest[..i], rest[i + 1..].to_vec()),
         None => {
             // `mcptrail wrap [--opt VALUE]… CMD ARGS…` written by hand.
             let mut i = 0;
             while i < rest.len() && rest[i].starts_with("--") {
                 i += if rest[i].contains('=') { 1 } else { 2 };
             }
-            rest.get(i..).unwrap_or_default().to_vec()
+            let i = i.min(rest.len());
+            (&rest[..i], rest[i..].to_vec())
         }
     };
+    let data_dir =
+        options
+            .iter()
+            .enumerate()
+            .find_map(|(i, o)| match o.strip_prefix("--data-dir") {
+                Some("") => options.get(i + 1).cloned(),
+                Some(v) => v.strip_prefix('=').map(str::to_string),
+                None => None,
+            });
     Some(Wrapped {
         mcptrail: command.to_string(),
+        data_dir,
         inner,
     })
 }

@@ -305,6 +305,26 @@ fn wrap_options_go_between_wrap_and_the_command() {
         s.wrapped.as_ref().unwrap().inner,
         ["npx", "@browsermcp/mcp@latest"]
     );
+    assert_eq!(
+        s.wrapped.as_ref().unwrap().data_dir.as_deref(),
+        Some("/srv/audit trail")
+    );
+}
+
+#[test]
+fn the_data_dir_of_a_hand_written_wrap_entry_is_read_in_both_spellings() {
+    for (args, dir) in [
+        (r#"["wrap", "--data-dir=/a", "npx", "x"]"#, Some("/a")),
+        (r#"["wrap", "--data-dir", "/b", "--", "npx"]"#, Some("/b")),
+        (r#"["wrap", "npx", "--data-dir", "/c"]"#, None),
+        (r#"["wrap", "--data-dir"]"#, None),
+    ] {
+        let text =
+            format!(r#"{{"mcpServers": {{"s": {{"command": "mcptrail", "args": {args}}}}}}}"#);
+        let file = ConfigFile::parse(mcptrail_clients::given("x.json".into()), text).unwrap();
+        let w = file.servers[0].wrapped.as_ref().unwrap();
+        assert_eq!(w.data_dir.as_deref(), dir, "{args}");
+    }
 }
 
 #[test]

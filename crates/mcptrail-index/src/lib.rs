@@ -38,8 +38,8 @@ pub enum IndexError {
     /// Reading the ledger failed.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    /// Creating the database file failed.
-    #[error("cannot create {path}: {source}")]
+    /// Creating (or replacing) the database file failed.
+    #[error("cannot create or replace {path}: {source}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -124,6 +124,20 @@ impl Index {
         };
         idx.migrate()?;
         Ok(idx)
+    }
+
+    /// Delete the index files of `data_dir` (they are derived from the ledger) and open a new,
+    /// empty index: the way out of an index that cannot be opened at all.
+    pub fn recreate(data_dir: &Path) -> Result<Self, IndexError> {
+        for suffix in ["", "-wal", "-shm"] {
+            let path = data_dir.join(format!("{INDEX_FILE}{suffix}"));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(IndexError::Io { path, source }),
+            }
+        }
+        Index::open(data_dir)
     }
 
     fn sql<T>(&self, r: rusqlite::Result<T>) -> Result<T, IndexError> {

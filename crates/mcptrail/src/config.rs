@@ -90,15 +90,21 @@ impl LedgerSettings {
     }
 }
 
-/// Load the configuration from `explicit`, `$MCPTRAIL_CONFIG`, or the XDG default path.
-pub(crate) fn load(explicit: Option<&Path>) -> anyhow::Result<Config> {
+/// The configuration file in effect: `explicit`, `$MCPTRAIL_CONFIG`, or the XDG default path
+/// when it exists; none means the defaults.
+pub(crate) fn path(explicit: Option<&Path>) -> Option<PathBuf> {
     let env = std::env::var_os("MCPTRAIL_CONFIG").map(PathBuf::from);
-    let path = match explicit.map(Path::to_path_buf).or(env) {
-        Some(p) => p,
-        None => match xdg("XDG_CONFIG_HOME", ".config").map(|d| d.join("mcptrail/mcptrail.toml")) {
-            Some(p) if p.exists() => p,
-            _ => return Ok(Config::default()),
-        },
+    explicit.map(Path::to_path_buf).or(env).or_else(|| {
+        xdg("XDG_CONFIG_HOME", ".config")
+            .map(|d| d.join("mcptrail/mcptrail.toml"))
+            .filter(|p| p.exists())
+    })
+}
+
+/// Load the configuration from [`path`], or the defaults.
+pub(crate) fn load(explicit: Option<&Path>) -> anyhow::Result<Config> {
+    let Some(path) = path(explicit) else {
+        return Ok(Config::default());
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;

@@ -51,6 +51,10 @@ enum Command {
     Install(commands::clients::InstallArgs),
     /// Undo `install`: restore the wrapped entries exactly as they were.
     Uninstall(commands::clients::InstallArgs),
+    /// Check that this machine records every MCP server and that the record would hold up:
+    /// data directory, disk, ledger, keys, anchor, clock, index, sinks, client configs. Exit 1
+    /// when a check fails.
+    Doctor(commands::doctor::Args),
     /// Rebuild the query index from the ledger.
     Reindex,
     /// Print the JSON Schema of audit events (schema v1).
@@ -90,7 +94,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .config
         .clone()
         .or_else(|| std::env::var_os("MCPTRAIL_CONFIG").map(PathBuf::from));
-    let cfg = config::load(cli.config.as_deref())?;
+    // `doctor` reports a configuration that does not load as one of its checks.
+    let (cfg, config_error) = match config::load(cli.config.as_deref()) {
+        Ok(cfg) => (cfg, None),
+        Err(e) if matches!(cli.command, Command::Doctor(_)) => {
+            (config::Config::default(), Some(error_line(&e)))
+        }
+        Err(e) => return Err(e),
+    };
     let data_dir = config::data_dir(cli.data_dir, &cfg)?;
     match cli.command {
         Command::Wrap(args) => commands::wrap::run(args, &cfg, data_dir),
@@ -128,6 +139,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &data_dir,
             explicit_config.as_deref(),
             cfg.ledger.to_ledger_config(),
+        ),
+        Command::Doctor(args) => commands::doctor::run(
+            args,
+            commands::doctor::Setup {
+                data_dir: &data_dir,
+                config_path: config::path(cli.config.as_deref()),
+                config_error,
+                cfg: &cfg,
+            },
         ),
         Command::Reindex => commands::reindex(&data_dir),
         Command::Schema => {

@@ -25,6 +25,7 @@ pub(crate) fn run(args: Args, data_dir: &Path, ledger: LedgerConfig) -> anyhow::
     if !data_dir.join(mcptrail_ledger::LEDGER_DIR).exists() {
         bail!("no ledger in {}", data_dir.display());
     }
+    let anchor_dir = ledger.checkpoints.anchor_dir.clone();
     // Cover every record first, so the newest checkpoint is current.
     let covered = Ledger::open(data_dir, ledger)?
         .checkpoint_now()
@@ -51,10 +52,17 @@ pub(crate) fn run(args: Args, data_dir: &Path, ledger: LedgerConfig) -> anyhow::
         .pop()
         .context("no checkpoint")?;
     debug_assert_eq!(Some(size), covered);
-    print!(
-        "{}",
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?
-    );
+    let note =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    // The newest checkpoint may predate the anchor (or have been signed while it was
+    // unreachable): make sure the anchor holds it.
+    if let Some(dir) = anchor_dir {
+        use mcptrail_ledger::CheckpointAnchor;
+        mcptrail_ledger::DirAnchor::new(&dir)
+            .publish(size, &note)
+            .with_context(|| format!("anchoring the checkpoint in {}", dir.display()))?;
+    }
+    print!("{note}");
     eprintln!(
         "(file {}; public key: {})",
         path.display(),

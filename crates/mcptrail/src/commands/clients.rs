@@ -241,6 +241,7 @@ pub(crate) fn install(
     let now = mcptrail_event::now_rfc3339_nanos();
     let mut failed = false;
     let mut changed_servers = 0;
+    let mut found = std::collections::BTreeSet::new();
     for loc in locations {
         let path = loc.path.clone();
         let file = match ConfigFile::read(loc) {
@@ -251,15 +252,30 @@ pub(crate) fn install(
                 continue;
             }
         };
+        // Files found by search: each takes the named servers it has; a name no file has is
+        // reported at the end. Files the user named must have every name.
+        let file_selection = match &selection {
+            Selection::Named(names) if !named_files => {
+                let here: Vec<String> = names
+                    .iter()
+                    .filter(|n| file.servers.iter().any(|s| &s.name == *n))
+                    .cloned()
+                    .collect();
+                if here.is_empty() {
+                    continue;
+                }
+                found.extend(here.iter().cloned());
+                Selection::Named(here)
+            }
+            other => other.clone(),
+        };
         let planned = if undo {
-            plan_uninstall(&file, &store.records, &selection, args.force)
+            plan_uninstall(&file, &store.records, &file_selection, args.force)
         } else {
-            plan_install(&file, &spec, &selection)
+            plan_install(&file, &spec, &file_selection)
         };
         let plan = match planned {
             Ok(p) => p,
-            // A name missing from one of several files found by search is not an error.
-            Err(_) if !named_files && matches!(selection, Selection::Named(_)) => continue,
             Err(e) => {
                 eprintln!("mcptrail: error: {e}");
                 failed = true;
@@ -293,6 +309,17 @@ pub(crate) fn install(
             written.backup.display()
         );
         record_event(&data_dir, ledger.clone(), &plan, undo, &written.backup);
+    }
+    if let Selection::Named(names) = &selection {
+        if !named_files {
+            for n in names.iter().filter(|n| !found.contains(*n)) {
+                eprintln!(
+                    "mcptrail: error: no MCP client configuration found here has a server named {n:?}; `mcptrail scan` lists them, or name the file: mcptrail {} FILE --server {n}",
+                    verb(undo)
+                );
+                failed = true;
+            }
+        }
     }
     if args.dry_run {
         println!("dry run: nothing was written");

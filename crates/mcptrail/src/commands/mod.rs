@@ -2,6 +2,7 @@
 
 pub(crate) mod checkpoint;
 pub(crate) mod clients;
+pub(crate) mod doctor;
 pub(crate) mod drill;
 pub(crate) mod export;
 pub(crate) mod log;
@@ -52,7 +53,13 @@ pub(crate) fn reindex(data_dir: &Path) -> anyhow::Result<ExitCode> {
     if !data_dir.join(mcptrail_ledger::LEDGER_DIR).exists() {
         anyhow::bail!("no ledger in {}", data_dir.display());
     }
-    let mut idx = Index::open(data_dir)?;
+    let mut idx = match Index::open(data_dir) {
+        Ok(idx) => idx,
+        Err(e) => {
+            eprintln!("mcptrail: the index could not be opened ({e}); replacing it");
+            Index::recreate(data_dir)?
+        }
+    };
     let r = idx.rebuild()?;
     println!(
         "reindexed {} events from {}{}",

@@ -234,3 +234,55 @@ fn scan_finds_the_files_of_the_user_and_the_project() {
         ]
     );
 }
+
+#[test]
+fn install_server_by_name_across_found_files_reports_a_name_no_file_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(home.join(".cursor")).unwrap();
+    std::fs::create_dir_all(&project).unwrap();
+    let cursor = r#"{"mcpServers": {"c": {"command": "uvx", "args": ["x"]}}}"#;
+    let claude = r#"{"mcpServers": {"p": {"command": "npx", "args": ["y"]}}}"#;
+    std::fs::write(home.join(".cursor/mcp.json"), cursor).unwrap();
+    std::fs::write(project.join(".mcp.json"), claude).unwrap();
+    let data = dir.path().join("data");
+    let install = |names: &[&str]| {
+        let mut c = mcptrail();
+        c.env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("APPDATA")
+            .args(["--data-dir", data.to_str().unwrap()])
+            .args(["install", "--project", project.to_str().unwrap()])
+            .args(["--mcptrail-path", "/opt/mcptrail"]);
+        for n in names {
+            c.args(["--server", n]);
+        }
+        c.output().unwrap()
+    };
+
+    // "c" is in one file, "nope" in none: "c" is wrapped, "nope" is reported, exit 1.
+    let out = install(&["c", "nope"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("server named \"nope\""), "{err}");
+    assert!(std::fs::read_to_string(home.join(".cursor/mcp.json"))
+        .unwrap()
+        .contains("/opt/mcptrail"));
+    assert_eq!(
+        std::fs::read_to_string(project.join(".mcp.json")).unwrap(),
+        claude,
+        "a file without the named server is not touched"
+    );
+
+    // Every name found: exit 0.
+    let out = install(&["p"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read_to_string(project.join(".mcp.json"))
+        .unwrap()
+        .contains("/opt/mcptrail"));
+}

@@ -3,6 +3,7 @@
 mod bad_input;
 mod clients;
 mod concurrency;
+mod doctor;
 mod export;
 mod integrity;
 mod lifecycle;
