@@ -47,6 +47,12 @@ pub enum EventKind {
     /// A tap verified the ledger's integrity (scheduled self-check); detail holds the verdict.
     #[serde(rename = "system.verify")]
     SystemVerify,
+    /// A subject's data key was deleted (crypto-shredding); detail: subject token, reason.
+    #[serde(rename = "governance.forget")]
+    GovernanceForget,
+    /// An encrypted field was decrypted for someone; detail: event, field, reason, by whom.
+    #[serde(rename = "governance.reveal")]
+    GovernanceReveal,
     /// A detection raised an alert.
     #[serde(rename = "alert")]
     Alert,
@@ -71,6 +77,8 @@ impl EventKind {
         EventKind::SystemError,
         EventKind::SystemConfig,
         EventKind::SystemVerify,
+        EventKind::GovernanceForget,
+        EventKind::GovernanceReveal,
         EventKind::Alert,
         EventKind::Malformed,
     ];
@@ -91,6 +99,8 @@ impl EventKind {
             EventKind::SystemError => "system.error",
             EventKind::SystemConfig => "system.config",
             EventKind::SystemVerify => "system.verify",
+            EventKind::GovernanceForget => "governance.forget",
+            EventKind::GovernanceReveal => "governance.reveal",
             EventKind::Alert => "alert",
             EventKind::Malformed => "malformed",
         }

@@ -67,8 +67,8 @@ pub struct Filter {
     pub session: Option<String>,
     /// Agent id.
     pub agent: Option<String>,
-    /// User principal.
-    pub user: Option<String>,
+    /// User principal: any of these (a principal and its pseudonym).
+    pub users: Vec<String>,
     /// Tool name.
     pub tool: Option<String>,
     /// Event kind (exact, or a prefix ending in `.`/`*`, e.g. `session.*`).
@@ -320,7 +320,6 @@ impl Index {
         };
         add(" AND session_id LIKE ? || '%'", &f.session);
         add(" AND agent_id = ?", &f.agent);
-        add(" AND user = ?", &f.user);
         add(" AND tool = ?", &f.tool);
         add(" AND method = ?", &f.method);
         add(" AND status = ?", &f.status);
@@ -334,6 +333,14 @@ impl Index {
                 );
             }
             k => add(" AND kind = ?", &k.map(String::from)),
+        }
+        if !f.users.is_empty() {
+            let mut placeholders = Vec::new();
+            for u in &f.users {
+                args.push(u.clone());
+                placeholders.push(format!("?{}", args.len()));
+            }
+            sql.push_str(&format!(" AND user IN ({})", placeholders.join(",")));
         }
         // With a limit, take the newest N and return them oldest first.
         let sql = match f.limit {

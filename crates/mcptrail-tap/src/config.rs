@@ -50,6 +50,11 @@ impl TapConfig {
     pub(crate) fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
+    /// Characters the recorder keeps for previews: the preview plus a margin the redactor
+    /// scans before the preview is cut (see `Preparer`).
+    pub(crate) fn preview_scan_chars(&self) -> usize {
+        self.preview_chars + crate::PREVIEW_SCAN_MARGIN
+    }
     pub(crate) fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs.max(1))
     }

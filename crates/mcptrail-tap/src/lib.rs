@@ -25,7 +25,7 @@ pub use framing::{Frame, LineSplitter};
 pub use identity::Identity;
 pub use jsonrpc::{classify, Message};
 pub use recorder::{Recorder, SessionContext};
-pub use writer::{prepare, LedgerWriter, WriterStats};
+pub use writer::{prepare, LedgerWriter, Preparer, WriterStats, PREVIEW_SCAN_MARGIN};
 
 /// Nice value of the recorder and writer threads. Recording is background work: when a relay
 /// wakes on a busy CPU it should run before them, not after a batch of their work.

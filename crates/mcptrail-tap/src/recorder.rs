@@ -363,7 +363,7 @@ impl Recorder {
                     reason: "too_large".into(),
                     error: Some(format!("message of {size} bytes exceeds tap.max_message_bytes ({}); forwarded unchanged, not parsed", self.cfg.max_message_bytes)),
                     digest: Digest256 { size: *size, sha256: sha256.clone() },
-                    preview: Some(preview_bytes(prefix, self.cfg.preview_chars)),
+                    preview: Some(preview_bytes(prefix, self.cfg.preview_scan_chars())),
                 });
                 e.flags.push(Flag::TooLargeToParse);
                 set_bytes(&mut e, dir, *size);
@@ -388,7 +388,7 @@ impl Recorder {
                                 error
                             },
                             digest: Digest256::of(line),
-                            preview: Some(preview_bytes(line, self.cfg.preview_chars)),
+                            preview: Some(preview_bytes(line, self.cfg.preview_scan_chars())),
                         });
                         set_bytes(&mut e, dir, line.len() as u64);
                         out.push(e);
@@ -541,7 +541,7 @@ impl Recorder {
         } else if pending.is_none() {
             e.flags.push(Flag::UnknownId);
         }
-        let mut summary = summarise_response(result, error, line, self.cfg.preview_chars);
+        let mut summary = summarise_response(result, error, line, self.cfg.preview_scan_chars());
         let method = pending.as_ref().map(|p| p.method.clone());
         if let Some(p) = &pending {
             if p.closed.is_some() {
@@ -565,7 +565,7 @@ impl Recorder {
         let parsed_result: Option<Value> = result.and_then(|r| serde_json::from_str(r.get()).ok());
         if method.as_deref() == Some("tools/call") {
             if let Some(r) = &parsed_result {
-                describe_tool_result(r, &mut summary, self.cfg.preview_chars);
+                describe_tool_result(r, &mut summary, self.cfg.preview_scan_chars());
             }
         }
         if method.as_deref() == Some("initialize") && dir == Direction::ServerToClient {
@@ -613,7 +613,7 @@ impl Recorder {
             s.error_message = params
                 .get("reason")
                 .and_then(Value::as_str)
-                .map(|r| truncate_chars(r, self.cfg.preview_chars));
+                .map(|r| truncate_chars(r, self.cfg.preview_scan_chars()));
         }
         Some(self.synthetic_response(dir, partial, frame.wall, Vec::new()))
     }

@@ -24,7 +24,7 @@ use std::os::unix::process::ExitStatusExt;
 use crate::framing::{Frame, LineSplitter};
 use crate::queue::{queue, QueueReceiver, QueueSender, Received, Wait};
 use crate::recorder::SessionEnd;
-use crate::{prepare, Identity, LedgerWriter, Recorder, SessionContext, TapConfig, TapError};
+use crate::{Identity, LedgerWriter, Preparer, Recorder, SessionContext, TapConfig, TapError};
 
 /// Everything `wrap` needs.
 #[derive(Debug, Clone)]
@@ -41,6 +41,8 @@ pub struct WrapOptions {
     pub tap: TapConfig,
     /// Ledger settings.
     pub ledger: LedgerConfig,
+    /// Redaction applied to every event before it is serialised (none: payloads as sent).
+    pub redactor: Option<Arc<mcptrail_redact::Redactor>>,
 }
 
 /// How `wrap` ended.
@@ -106,6 +108,7 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
         },
     };
     let mut recorder = Recorder::new(opts.tap.clone(), ctx);
+    let preparer = Preparer::new(opts.redactor.clone(), opts.tap.preview_chars);
     let events_tx = writer.sender();
 
     let spawned = Command::new(&opts.command[0])
@@ -125,7 +128,7 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
                 },
                 &mut out,
             );
-            let _ = events_tx.send(prepare(out));
+            let _ = events_tx.send(preparer.prepare(out));
             drop(events_tx);
             writer.finish();
             return Err(TapError::Spawn {
@@ -137,7 +140,7 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
     let pid = child.id();
     recorder.set_server_pid(pid);
     let start = recorder.session_start();
-    let _ = events_tx.send(prepare([start]));
+    let _ = events_tx.send(preparer.prepare([start]));
 
     let child_stdin = Arc::new(Mutex::new(child.stdin.take()));
     let child_stdout = child.stdout.take().expect("piped");
@@ -152,11 +155,12 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
         (opts.tap.self_verify_interval_secs > 0)
             .then(|| Duration::from_secs(opts.tap.self_verify_interval_secs)),
     );
+    let rec_preparer = preparer.clone();
     let rec_handle = std::thread::Builder::new()
         .name("mcptrail-recorder".into())
         .spawn(move || {
             crate::run_in_background();
-            record(recorder, rec_rx, events_tx, tick, checker)
+            record(recorder, rec_rx, events_tx, rec_preparer, tick, checker)
         })
         .map_err(|source| TapError::Io {
             what: "starting the recorder thread",
@@ -370,6 +374,7 @@ fn record(
     mut recorder: Recorder,
     rx: QueueReceiver<RecorderMsg>,
     events: Sender<Vec<PreparedEvent>>,
+    preparer: Preparer,
     tick: Duration,
     checker: crate::selfcheck::SelfChecker,
 ) {
@@ -403,7 +408,7 @@ fn record(
                         recorder.self_verified(&check, &mut out);
                     }
                     recorder.finish(end, &mut out);
-                    let _ = events.send(prepare(out));
+                    let _ = events.send(preparer.prepare(out));
                     return;
                 }
             }
@@ -415,7 +420,7 @@ fn record(
                 recorder.self_verified(&check, &mut out);
             }
         }
-        if !out.is_empty() && events.send(prepare(out.drain(..))).is_err() {
+        if !out.is_empty() && events.send(preparer.prepare(out.drain(..))).is_err() {
             return;
         }
     }

@@ -2,12 +2,14 @@
 //! ledger is unwritable (disk full, permissions), and never loses an event silently — if it
 //! must shed events to bound memory, it says how many, when, and why, in the ledger itself.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mcptrail_event::{Event, EventKind};
 use mcptrail_ledger::{Ledger, PreparedEvent};
+use mcptrail_redact::Redactor;
 
 /// Most events committed in one batch.
 const MAX_BATCH: usize = 4096;
@@ -62,7 +64,8 @@ impl LedgerWriter {
 }
 
 /// Serialise events for the writer, on the caller's thread: that work then overlaps the
-/// writer's `fdatasync` instead of queueing behind it.
+/// writer's `fdatasync` instead of queueing behind it. Events that carry payloads go through
+/// [`Preparer::prepare`] instead, which redacts them first.
 pub fn prepare(events: impl IntoIterator<Item = Event>) -> Vec<PreparedEvent> {
     events
         .into_iter()
@@ -75,6 +78,57 @@ pub fn prepare(events: impl IntoIterator<Item = Event>) -> Vec<PreparedEvent> {
             }
         })
         .collect()
+}
+
+/// The last step before an event is serialised: redaction (when configured), then previews
+/// cut to their configured length. The recorder keeps [`PREVIEW_SCAN_MARGIN`] more characters
+/// than the preview shows, so a secret that straddles the cut is still recognised whole and
+/// no fragment of it survives the cut.
+#[derive(Debug, Clone)]
+pub struct Preparer {
+    redactor: Option<Arc<Redactor>>,
+    preview_chars: usize,
+}
+
+/// Characters the recorder keeps past the preview length, for the redactor to see.
+pub const PREVIEW_SCAN_MARGIN: usize = 4096;
+
+impl Preparer {
+    /// A preparer that redacts with `redactor` (none: payloads are stored as sent) and cuts
+    /// previews to `preview_chars`.
+    pub fn new(redactor: Option<Arc<Redactor>>, preview_chars: usize) -> Self {
+        Preparer {
+            redactor,
+            preview_chars,
+        }
+    }
+
+    /// Redact, cut and serialise `events`.
+    pub fn prepare(&self, events: impl IntoIterator<Item = Event>) -> Vec<PreparedEvent> {
+        prepare(events.into_iter().map(|mut e| {
+            if let Some(r) = &self.redactor {
+                r.redact_event(&mut e);
+            }
+            let n = self.preview_chars;
+            if let Some(s) = e.response_summary.as_mut() {
+                cut(&mut s.preview, n);
+                cut(&mut s.error_message, n);
+            }
+            if let Some(m) = e.malformed.as_mut() {
+                cut(&mut m.preview, n);
+            }
+            e
+        }))
+    }
+}
+
+fn cut(s: &mut Option<String>, n: usize) {
+    if let Some(text) = s.as_mut() {
+        if let Some((i, _)) = text.char_indices().nth(n) {
+            text.truncate(i);
+            text.push('…');
+        }
+    }
 }
 
 fn run(

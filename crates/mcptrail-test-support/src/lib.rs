@@ -17,6 +17,11 @@ use std::sync::{Mutex, PoisonError};
 /// Environment variable overriding the peers directory.
 pub const PEERS_DIR_ENV: &str = "MCPTRAIL_PEERS_DIR";
 
+/// Entry script of `@modelcontextprotocol/server-filesystem`, relative to [`peers_dir`]; its
+/// arguments are the directories it may use.
+pub const SERVER_FILESYSTEM_ENTRY: &str =
+    "node_modules/@modelcontextprotocol/server-filesystem/dist/index.js";
+
 /// Entry script of `@modelcontextprotocol/server-everything`, relative to
 /// [`peers_dir`]. Its first CLI argument selects the transport (`stdio`,
 /// `sse`, `streamableHttp`).
@@ -160,6 +165,22 @@ pub fn server_everything_cmd() -> Vec<String> {
         "node".to_owned(),
         entry.to_string_lossy().into_owned(),
         "stdio".to_owned(),
+    ]
+}
+
+/// Command line that runs `@modelcontextprotocol/server-filesystem` over stdio, allowed to
+/// read and write under `root`.
+///
+/// Panics if the package is not installed.
+pub fn server_filesystem_cmd(root: &Path) -> Vec<String> {
+    let entry = require_peer(
+        peers_dir().join(SERVER_FILESYSTEM_ENTRY),
+        "@modelcontextprotocol/server-filesystem",
+    );
+    vec![
+        "node".to_owned(),
+        entry.to_string_lossy().into_owned(),
+        root.to_string_lossy().into_owned(),
     ]
 }
 

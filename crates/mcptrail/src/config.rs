@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mcptrail_ledger::{CheckpointPolicy, LedgerConfig, MacPolicy};
+use mcptrail_redact::{RedactConfig, Redactor, TokenKey};
 use mcptrail_tap::TapConfig;
 use serde::Deserialize;
 
@@ -21,6 +22,9 @@ pub(crate) struct Config {
     /// Tap settings.
     #[serde(default)]
     pub(crate) tap: TapConfig,
+    /// Redaction of secrets and personal data.
+    #[serde(default)]
+    pub(crate) redact: RedactConfig,
 }
 
 /// `[ledger]`.
@@ -113,6 +117,32 @@ pub(crate) fn load(explicit: Option<&Path>) -> anyhow::Result<Config> {
 
 pub(crate) fn parse(text: &str) -> anyhow::Result<Config> {
     toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+}
+
+/// Where the pseudonym key is: `[redact] token_key_file`, else `<data_dir>/keys/redact.key`.
+pub(crate) fn token_key_path(cfg: &Config, data_dir: &Path) -> PathBuf {
+    cfg.redact.token_key_file.clone().unwrap_or_else(|| {
+        data_dir
+            .join(mcptrail_ledger::KEY_DIR)
+            .join(mcptrail_redact::TOKEN_KEY_FILE)
+    })
+}
+
+/// The redactor of a tap (creating the pseudonym key on first use), or none when
+/// `[redact] enabled = false`.
+pub(crate) fn redactor(cfg: &Config, data_dir: &Path) -> anyhow::Result<Option<Redactor>> {
+    if !cfg.redact.enabled {
+        return Ok(None);
+    }
+    let key = TokenKey::load_or_create(&token_key_path(cfg, data_dir))?;
+    let redactor = Redactor::new(&cfg.redact, key)?;
+    if !redactor.encrypts() {
+        return Ok(Some(redactor));
+    }
+    let master = mcptrail_redact::MasterKey::load(cfg.redact.master_key_file.as_deref())?;
+    Ok(Some(
+        redactor.with_vault(mcptrail_redact::Vault::new(data_dir, master)),
+    ))
 }
 
 /// The data directory: flag, then `$MCPTRAIL_DATA_DIR`, then config, then XDG default.

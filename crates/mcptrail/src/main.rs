@@ -51,6 +51,12 @@ enum Command {
     Install(commands::clients::InstallArgs),
     /// Undo `install`: restore the wrapped entries exactly as they were.
     Uninstall(commands::clients::InstallArgs),
+    /// Crypto-shred a subject: delete their data key, so every field encrypted for them is
+    /// unreadable for good (the ledger still verifies); recorded as `governance.forget`.
+    Forget(commands::privacy::ForgetArgs),
+    /// Decrypt one encrypted field of one event (master key and a reason required); recorded
+    /// as `governance.reveal`.
+    Reveal(commands::privacy::RevealArgs),
     /// Check that this machine records every MCP server and that the record would hold up:
     /// data directory, disk, ledger, keys, anchor, clock, index, sinks, client configs. Exit 1
     /// when a check fails.
@@ -105,7 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let data_dir = config::data_dir(cli.data_dir, &cfg)?;
     match cli.command {
         Command::Wrap(args) => commands::wrap::run(args, &cfg, data_dir),
-        Command::Log(args) => commands::log::run(args, &data_dir),
+        Command::Log(args) => commands::log::run(args, &data_dir, &cfg),
         Command::Timeline(args) => commands::timeline::run(args, &data_dir),
         Command::Verify(args) => commands::verify::run(
             args,
@@ -140,6 +146,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             explicit_config.as_deref(),
             cfg.ledger.to_ledger_config(),
         ),
+        Command::Forget(args) => {
+            commands::privacy::forget(args, &data_dir, &cfg, cfg.ledger.to_ledger_config())
+        }
+        Command::Reveal(args) => {
+            commands::privacy::reveal(args, &data_dir, &cfg, cfg.ledger.to_ledger_config())
+        }
         Command::Doctor(args) => commands::doctor::run(
             args,
             commands::doctor::Setup {

@@ -385,17 +385,20 @@ fn settings_check(cfg: &Config) -> Check {
     if !cfg.ledger.mac {
         weak.push("`[ledger] mac = false`: records carry no forward-secure MAC, so an edit that rebuilds the chain after the last checkpoint is not caught".to_string());
     }
+    if !cfg.redact.enabled {
+        weak.push("`[redact] enabled = false`: tool arguments and results are stored as sent, secrets and personal data included".to_string());
+    }
     if weak.is_empty() {
         return Check::new(
             "settings",
             Level::Pass,
-            "fsync on every commit, forward-secure MACs on every record",
+            "fsync on every commit, forward-secure MACs on every record, redaction on",
         );
     }
     Check::new(
         "settings",
         Level::Warn,
-        "durability or tamper evidence is switched off",
+        "durability, tamper evidence or redaction is switched off",
     )
     .details(weak)
     .fix("remove those keys from the configuration (the defaults are on)")
@@ -527,6 +530,17 @@ fn keys_check(data_dir: &Path, cfg: &Config, facts: &LedgerFacts) -> Check {
         cfg.ledger.mac && facts.last.is_some(),
         "the MAC key state",
     );
+    // The pseudonym key: whoever reads it can test guesses against the tokens.
+    let token_key = crate::config::token_key_path(cfg, data_dir);
+    if let Ok(m) = std::fs::metadata(&token_key) {
+        if mode_of(&m) & 0o077 != 0 {
+            fails.push(format!(
+                "{} has mode {:04o}: the pseudonym key must be readable by its owner only",
+                token_key.display(),
+                mode_of(&m)
+            ));
+        }
+    }
     let seed = cfg
         .ledger
         .mac_seed_path

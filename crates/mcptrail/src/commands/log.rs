@@ -17,7 +17,8 @@ pub(crate) struct Args {
     /// Agent id.
     #[arg(long)]
     agent: Option<String>,
-    /// User principal.
+    /// User principal, as given (events recorded with user pseudonyms are found too, through
+    /// the pseudonym key).
     #[arg(long)]
     user: Option<String>,
     /// Tool name.
@@ -46,7 +47,11 @@ pub(crate) struct Args {
     json: bool,
 }
 
-pub(crate) fn run(args: Args, data_dir: &Path) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(
+    args: Args,
+    data_dir: &Path,
+    cfg: &crate::config::Config,
+) -> anyhow::Result<ExitCode> {
     if let Some(k) = &args.kind {
         let prefix = k.ends_with('*') || k.ends_with('.');
         if !prefix && EventKind::parse(k).is_none() {
@@ -58,7 +63,16 @@ pub(crate) fn run(args: Args, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let filter = Filter {
         session: args.session,
         agent: args.agent,
-        user: args.user,
+        users: match args.user {
+            None => Vec::new(),
+            Some(u) => {
+                // Principals are pseudonymised by default: look for the token as well.
+                let key =
+                    mcptrail_redact::TokenKey::load(&crate::config::token_key_path(cfg, data_dir))?;
+                let token = key.map(|k| k.pseudonym("user", &u));
+                std::iter::once(u).chain(token).collect()
+            }
+        },
         tool: args.tool,
         kind: args.kind,
         method: args.method,

@@ -6,6 +6,7 @@ pub(crate) mod doctor;
 pub(crate) mod drill;
 pub(crate) mod export;
 pub(crate) mod log;
+pub(crate) mod privacy;
 pub(crate) mod timeline;
 pub(crate) mod verify;
 pub(crate) mod wrap;

@@ -20,6 +20,8 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    // Before the server starts: a redaction rule that cannot work stops here, with its name.
+    let redactor = crate::config::redactor(cfg, &data_dir)?.map(std::sync::Arc::new);
     let opts = WrapOptions {
         command: args.command,
         data_dir,
@@ -29,6 +31,7 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
         asserted_user: std::env::var("MCPTRAIL_USER").ok(),
         tap: cfg.tap.clone(),
         ledger: cfg.ledger.to_ledger_config(),
+        redactor,
     };
     let outcome = run_wrap(opts)?;
     if outcome.events_lost > 0 {

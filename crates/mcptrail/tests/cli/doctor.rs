@@ -422,13 +422,13 @@ fn durability_switched_off_and_an_unreachable_anchor_are_reported() {
     let s = Setup::new();
     std::fs::write(
         s.config(),
-        "[ledger]\nfsync = false\nmac = false\nanchor_dir = \"/proc/mcptrail-anchor\"\n",
+        "[ledger]\nfsync = false\nmac = false\nanchor_dir = \"/proc/mcptrail-anchor\"\n[redact]\nenabled = false\n",
     )
     .unwrap();
     let (code, checks) = s.doctor(&[]);
     assert_eq!(code, 1);
     assert_eq!(status(&checks, "settings"), "warn");
-    assert_eq!(checks["settings"]["details"].as_array().unwrap().len(), 2);
+    assert_eq!(checks["settings"]["details"].as_array().unwrap().len(), 3);
     assert_eq!(status(&checks, "anchor"), "fail");
     assert!(checks["anchor"]["fix"]
         .as_str()

@@ -9,4 +9,5 @@ mod integrity;
 mod lifecycle;
 mod peers;
 mod query;
+mod redaction;
 mod support;

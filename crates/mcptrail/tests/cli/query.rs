@@ -294,10 +294,48 @@ fn mcptrail_user_is_recorded_as_asserted_identity() {
     assert!(st.success());
     let evs = events(&data);
     let u = evs[0].user_identity.as_ref().unwrap();
-    assert_eq!(u.principal, "alice@example.com");
+    // Pseudonymised by default: a stable keyed token, never the principal itself.
+    assert!(u.principal.starts_with("[tok:user:"), "{}", u.principal);
+    assert!(u.os_user.as_deref().unwrap().starts_with("[tok:user:"));
     assert_eq!(u.source, "env");
-    assert!(u.os_user.is_some());
     assert!(evs[0].host.is_some());
+    assert!(evs[0]
+        .redactions
+        .iter()
+        .any(|r| r.rule == "pseudonymise_user" && r.path == "/user_identity"));
+    let ledger_bytes: Vec<u8> = std::fs::read_dir(data.join("ledger"))
+        .unwrap()
+        .flat_map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(!String::from_utf8_lossy(&ledger_bytes).contains("alice@example.com"));
+    // The investigator still finds alice's events by her name (the key turns it into the token).
+    let (code, out, err) = run(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "log",
+        "--user",
+        "Alice@Example.com",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), evs.len());
+
+    // Switched off, the principal is stored as asserted.
+    let config = dir.path().join("mcptrail.toml");
+    std::fs::write(&config, "[redact]\npseudonymise_user = false\n").unwrap();
+    let data2 = dir.path().join("data2");
+    let st = mcptrail()
+        .env("MCPTRAIL_USER", "alice@example.com")
+        .args(["--config", config.to_str().unwrap()])
+        .args(["wrap", "--data-dir", data2.to_str().unwrap(), "--", "true"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let evs = events(&data2);
+    assert_eq!(
+        evs[0].user_identity.as_ref().unwrap().principal,
+        "alice@example.com"
+    );
 }
 
 #[test]
@@ -313,7 +351,7 @@ fn errors_are_one_line_naming_the_cause_once() {
     assert!(out.is_empty());
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.starts_with("mcptrail: error: ledger I/O failed on /proc/mcptrail-cannot-exist"),
+        err.starts_with("mcptrail: error: ") && err.contains("/proc/mcptrail-cannot-exist"),
         "{err}"
     );
     assert_eq!(err.matches("os error").count(), 1, "the cause once: {err}");
