@@ -422,6 +422,27 @@ impl Redactor {
     }
 
     fn object(&self, m: &mut Map<String, Value>, w: &mut Walk<'_>) {
+        // Member names hold data too (a map keyed by e-mail address, a key that is a token):
+        // they are scanned as text and renamed, before any path that names them is recorded.
+        let mut renames = Vec::new();
+        for k in m.keys() {
+            let at = w.push("{key}");
+            if let Some(new) = self.text_spans(k, w) {
+                renames.push((k.clone(), new));
+            }
+            w.path.truncate(at);
+        }
+        for (old, mut new) in renames {
+            if let Some(v) = m.remove(&old) {
+                // Two names masked alike must not overwrite each other.
+                let mut n = 1;
+                while m.contains_key(&new) {
+                    n += 1;
+                    new = format!("{new}#{n}");
+                }
+                m.insert(new, v);
+            }
+        }
         let mut remove = Vec::new();
         for (k, v) in m.iter_mut() {
             let at = w.push(k);
@@ -583,8 +604,12 @@ impl Redactor {
                     w.depth -= 1;
                     w.path.truncate(at);
                     if w.redactions.len() == before {
-                        return None;
+                        // Nothing found in the parsed structure — but a parse keeps only the
+                        // last of duplicate member names, so the raw text is scanned too: a
+                        // secret in a shadowed member must not pass unseen.
+                        return self.text_spans(s, w);
                     }
+                    // Written back from the walked structure (shadowed duplicates are gone).
                     return Some(match out {
                         Outcome::Keep => nested.to_string(),
                         Outcome::Remove => String::new(),
@@ -668,6 +693,36 @@ fn is_replacement(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_names_are_redacted_and_never_reach_a_path() {
+        // Found by the fuzzer: a token as a member name, and its path in the record.
+        let r = Redactor::new(&RedactConfig::default(), TokenKey::from_bytes([1; 32])).unwrap();
+        let mut v = serde_json::json!({
+            "jane@example.org": {"password": "x1y2z3w4"},
+            "bob@example.org": 1,
+        });
+        let (recs, _) = r.redact_value(&mut v, "/p", None);
+        let text = format!("{v} {recs:?}");
+        assert!(
+            !text.contains("jane@") && !text.contains("bob@") && !text.contains("x1y2z3w4"),
+            "{text}"
+        );
+        assert_eq!(v.as_object().unwrap().len(), 2);
+        assert!(recs
+            .iter()
+            .any(|r| r.rule == "email" && r.path == "/p/{key}"));
+    }
+
+    #[test]
+    fn a_secret_in_a_shadowed_duplicate_member_is_still_found() {
+        // Found by the fuzzer: a parse keeps the last `nested`, the first held the secret.
+        let r = Redactor::new(&RedactConfig::default(), TokenKey::from_bytes([1; 32])).unwrap();
+        let text = r#"{"nested":"DB_PASSWORD=hunter2x","nested":"plain"}"#;
+        let (out, recs) = r.redact_text(text, "/p");
+        assert!(!out.contains("hunter2x"), "{out}");
+        assert_eq!(recs.len(), 1);
+    }
 
     #[test]
     fn a_structure_under_a_secret_name_keeps_its_shape() {
