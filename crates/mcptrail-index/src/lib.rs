@@ -18,7 +18,7 @@ pub use timeline::render_timeline;
 
 /// File name of the index inside the data directory.
 pub const INDEX_FILE: &str = "index.sqlite";
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Errors of the index.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +71,8 @@ pub struct Filter {
     pub users: Vec<String>,
     /// Tool name.
     pub tool: Option<String>,
+    /// Classification label (`pii`, `secret`, …).
+    pub label: Option<String>,
     /// Event kind (exact, or a prefix ending in `.`/`*`, e.g. `session.*`).
     pub kind: Option<String>,
     /// JSON-RPC method.
@@ -180,6 +182,7 @@ impl Index {
                     tool TEXT,
                     method TEXT,
                     status TEXT,
+                    labels TEXT,
                     json TEXT NOT NULL
                  );
                  CREATE INDEX events_session ON events(session_id, seq);
@@ -244,8 +247,8 @@ impl Index {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO events(seq, event_id, time, kind, session_id, agent_id, user, tool, method, status, json)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    "INSERT OR IGNORE INTO events(seq, event_id, time, kind, session_id, agent_id, user, tool, method, status, labels, json)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .map_err(|source| IndexError::Sqlite { path: self.path.clone(), source })?;
             while let Some(rec) = reader.next_record()? {
@@ -278,6 +281,8 @@ impl Index {
                         ev.tool_invoked,
                         ev.method,
                         ev.response_summary.as_ref().map(|s| s.status.as_str()),
+                        // `,pci,pii,`: a label matches as `%,pii,%`.
+                        (!ev.labels.is_empty()).then(|| format!(",{},", ev.labels.join(","))),
                         json,
                     ])
                     .map_err(|source| IndexError::Sqlite {
@@ -321,6 +326,7 @@ impl Index {
         add(" AND session_id LIKE ? || '%'", &f.session);
         add(" AND agent_id = ?", &f.agent);
         add(" AND tool = ?", &f.tool);
+        add(" AND labels LIKE '%,' || ? || ',%'", &f.label);
         add(" AND method = ?", &f.method);
         add(" AND status = ?", &f.status);
         add(" AND time >= ?", &f.since);

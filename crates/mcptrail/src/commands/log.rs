@@ -24,6 +24,9 @@ pub(crate) struct Args {
     /// Tool name.
     #[arg(long)]
     tool: Option<String>,
+    /// Classification label the event carries (`pii`, `pci`, `secret`, custom ones).
+    #[arg(long)]
+    label: Option<String>,
     /// Event kind, e.g. `mcp.request`, or a prefix like `session.*`.
     #[arg(long)]
     kind: Option<String>,
@@ -74,6 +77,7 @@ pub(crate) fn run(
             }
         },
         tool: args.tool,
+        label: args.label,
         kind: args.kind,
         method: args.method,
         status: args.status,

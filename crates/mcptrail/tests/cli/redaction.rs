@@ -206,6 +206,32 @@ fn secrets_in_files_arguments_and_identity_never_reach_the_ledger() {
         .iter()
         .any(|(r, path, _)| r == "email" && path == "/response_summary/preview/{json}/0/email"));
 
+    // Labels are queryable: the one event that carried card data.
+    let (code, out, err) = run(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "log",
+        "--label",
+        "pci",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let pci: Vec<Event> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(pci.len(), 1);
+    assert_eq!(pci[0].event_id, reads[1].event_id);
+    let (_, out, _) = run(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "log",
+        "--label",
+        "pc",
+        "--json",
+    ]);
+    assert!(out.is_empty(), "a label matches whole: {out}");
+
     // The arguments of write_file: the file content's tokens are masked in place.
     let write = evs
         .iter()
