@@ -46,21 +46,29 @@ use serde_json::{json, Value};
 // ---------------------------------------------------------------------------------------------
 
 /// SplitMix64: small, fast, good enough for test data, and the same on every machine.
-struct Rng(u64);
+#[path = "../tests/support/splitmix.rs"]
+mod splitmix;
+use splitmix::SplitMix64;
+
+/// The seeded generator with this file's helpers; `next`/`below`/`range` are SplitMix64's.
+struct Rng(SplitMix64);
+
+impl std::ops::Deref for Rng {
+    type Target = SplitMix64;
+    fn deref(&self) -> &SplitMix64 {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Rng {
+    fn deref_mut(&mut self) -> &mut SplitMix64 {
+        &mut self.0
+    }
+}
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
+    fn new(seed: u64) -> Rng {
+        Rng(SplitMix64(seed))
     }
     fn chance(&mut self, p: f64) -> bool {
         ((self.next() >> 11) as f64) / ((1u64 << 53) as f64) < p
@@ -606,7 +614,7 @@ struct Corpus {
 
 fn corpus(target_bytes: usize) -> Corpus {
     let mut g = Gen {
-        rng: Rng(0x6d63_7074_7261_696c), // "mcptrail"
+        rng: Rng::new(0x6d63_7074_7261_696c), // "mcptrail"
         pending: false,
         planted: 0,
     };

@@ -26,22 +26,29 @@ use serde_json::{json, Value};
 // ---------------------------------------------------------------------------------------------
 // A tiny seeded PRNG (splitmix64): the corpus is the same on every run.
 
-struct Rng(u64);
+#[path = "support/splitmix.rs"]
+mod splitmix;
+use splitmix::SplitMix64;
+
+/// The seeded generator with this file's helpers; `next`/`below`/`range` are SplitMix64's.
+struct Rng(SplitMix64);
+
+impl std::ops::Deref for Rng {
+    type Target = SplitMix64;
+    fn deref(&self) -> &SplitMix64 {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Rng {
+    fn deref_mut(&mut self) -> &mut SplitMix64 {
+        &mut self.0
+    }
+}
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    /// In `lo..=hi`.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
+    fn new(seed: u64) -> Rng {
+        Rng(SplitMix64(seed))
     }
     fn chance(&mut self, percent: usize) -> bool {
         self.below(100) < percent
@@ -1993,7 +2000,7 @@ fn structural(r: &mut Rng) -> Vec<Structural> {
         });
     }
     // The MCP payloads are negatives for the member-name rules too.
-    for s in mcp_negatives(&mut Rng(99)) {
+    for s in mcp_negatives(&mut Rng::new(99)) {
         let mut v: Value = serde_json::from_str(&s.text).unwrap();
         if let Some(p) = v.get_mut("params") {
             // Compare paths under /params like the planted ones.
@@ -2048,7 +2055,7 @@ fn seed() -> u64 {
 }
 
 fn corpus() -> (Vec<Sample>, Vec<Sample>) {
-    let mut r = Rng(seed());
+    let mut r = Rng::new(seed());
     let pos = positives(&mut r);
     let mut neg = negatives(&mut r);
     neg.extend(mcp_negatives(&mut r));
@@ -2112,7 +2119,7 @@ fn corpus_precision_and_recall() {
     let structural_rules = [Detector::SecretKeyName, Detector::HighEntropySecret];
     let mut structural_count = (0, 0);
     let mut leaks = Vec::new();
-    for s in structural(&mut Rng(seed() ^ 0x5eed)) {
+    for s in structural(&mut Rng::new(seed() ^ 0x5eed)) {
         let mut v = s.value.clone();
         let (redactions, _) = red.redact_value(&mut v, "/params", None);
         let mut hit = false;
