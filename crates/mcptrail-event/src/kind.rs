@@ -53,6 +53,14 @@ pub enum EventKind {
     /// An encrypted field was decrypted for someone; detail: event, field, reason, by whom.
     #[serde(rename = "governance.reveal")]
     GovernanceReveal,
+    /// The gateway refused a request: no credentials, or credentials that did not verify;
+    /// detail says why (never the token itself).
+    #[serde(rename = "auth.denied")]
+    AuthDenied,
+    /// The gateway could not reach the upstream server or it failed mid-stream; the client
+    /// got a JSON-RPC error. detail says what happened.
+    #[serde(rename = "upstream.error")]
+    UpstreamError,
     /// A detection raised an alert.
     #[serde(rename = "alert")]
     Alert,
@@ -79,6 +87,8 @@ impl EventKind {
         EventKind::SystemVerify,
         EventKind::GovernanceForget,
         EventKind::GovernanceReveal,
+        EventKind::AuthDenied,
+        EventKind::UpstreamError,
         EventKind::Alert,
         EventKind::Malformed,
     ];
@@ -101,6 +111,8 @@ impl EventKind {
             EventKind::SystemVerify => "system.verify",
             EventKind::GovernanceForget => "governance.forget",
             EventKind::GovernanceReveal => "governance.reveal",
+            EventKind::AuthDenied => "auth.denied",
+            EventKind::UpstreamError => "upstream.error",
             EventKind::Alert => "alert",
             EventKind::Malformed => "malformed",
         }

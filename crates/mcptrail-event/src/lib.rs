@@ -23,7 +23,7 @@ pub use kind::EventKind;
 pub use time_fmt::{format_rfc3339_nanos, now_rfc3339_nanos, parse_rfc3339};
 
 /// The schema version written into every event.
-pub const SCHEMA_VERSION: &str = "1.0";
+pub const SCHEMA_VERSION: &str = "1.1";
 
 /// The `prev_hash` of the very first record of a ledger: 64 hex zeros.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -155,6 +155,10 @@ pub struct Event {
     /// `system.*`: free-form detail of a system event (counters, repaired ranges, config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<Value>,
+    /// Events recorded by the HTTP gateway: the HTTP exchange the message travelled in
+    /// (schema 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpDetail>,
 
     // ---- integrity (assigned by the ledger) ----
     /// Record hash (hex) of the previous ledger line: SHA-256(0x00 ‖ that line's exact stored
@@ -175,8 +179,10 @@ pub struct Event {
 pub struct UserIdentity {
     /// The principal as the tap knows it (OS user, or `MCPTRAIL_USER` when set).
     pub principal: String,
-    /// How the principal was established: `os` (the OS account running the tap) or `env`
-    /// (asserted through `MCPTRAIL_USER`, not verified).
+    /// How the principal was established: `os` (the OS account running the tap), `env`
+    /// (asserted through `MCPTRAIL_USER`, not verified), and at the gateway `jwt` (a verified
+    /// bearer token), `header` (set by a trusted auth proxy), `mtls` (a verified client
+    /// certificate) or `anonymous` (a route without authentication).
     pub source: String,
     /// The OS account running the tap, always recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,6 +190,30 @@ pub struct UserIdentity {
     /// Numeric OS user id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_uid: Option<u32>,
+    /// Claims of a verified token the gateway was configured to keep (`keep_claims`), e.g.
+    /// `email`, `groups`; redaction policy applies to them like to payloads (schema 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<Value>,
+}
+
+/// The HTTP exchange a gateway event belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDetail {
+    /// The gateway route (its configured name).
+    pub route: String,
+    /// `GET`, `POST` or `DELETE`.
+    pub method: String,
+    /// The `Mcp-Session-Id` of the MCP session (Streamable HTTP) or the `sessionId` of a
+    /// legacy HTTP+SSE session, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_session_id: Option<String>,
+    /// The client's address as the gateway saw it (the TCP peer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_address: Option<String>,
+    /// HTTP status the client was answered with, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
 }
 
 /// Name and version a peer announced.
@@ -374,6 +404,12 @@ pub enum Flag {
     InvalidEnvelope,
     /// The session ended with this request unanswered.
     Unanswered,
+    /// The gateway answered in the server's place (upstream unreachable or failed); the
+    /// message never came from the server (schema 1.1).
+    Synthesized,
+    /// A server-to-client message the server sent again on a resumed SSE stream
+    /// (`Last-Event-ID`); it was recorded when first sent (schema 1.1).
+    Replayed,
 }
 
 /// A `tools/list`, `prompts/list` or `resources/list` snapshot (or the change since the last one).

@@ -716,6 +716,7 @@ fn call_event(with_pii: bool) -> Event {
         source: "os".into(),
         os_user: Some("alice".into()),
         os_uid: Some(1000),
+        claims: None,
     });
     e.client = Some(PeerInfo {
         name: "claude-desktop".into(),

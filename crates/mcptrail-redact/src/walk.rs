@@ -226,6 +226,18 @@ impl Redactor {
         if let Some(server) = e.server.as_mut() {
             self.command_line(&mut server.command, &mut w);
         }
+        if let Some(http) = e.http.as_mut() {
+            self.field(&mut http.client_address, "/http/client_address", &mut w);
+        }
+        if let Some(claims) = e.user_identity.as_mut().and_then(|u| u.claims.as_mut()) {
+            w.path = "/user_identity/claims".into();
+            if let Outcome::Remove = self.value(claims, &mut w) {
+                if let Some(u) = e.user_identity.as_mut() {
+                    u.claims = None;
+                }
+            }
+            w.path.clear();
+        }
         if self.pseudonymise_user {
             if let Some(u) = e.user_identity.as_mut() {
                 for s in [Some(&mut u.principal), u.os_user.as_mut()]

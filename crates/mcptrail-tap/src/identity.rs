@@ -31,6 +31,7 @@ impl Identity {
             source: if asserted.is_some() { "env" } else { "os" }.into(),
             os_user: Some(os_user),
             os_uid: Some(uid.as_raw()),
+            claims: None,
         };
         Identity { user, host }
     }

@@ -21,10 +21,10 @@ pub mod stdio;
 mod writer;
 
 pub use config::TapConfig;
-pub use framing::{Frame, LineSplitter};
+pub use framing::{Frame, FrameBody, FrameContext, LineSplitter, MessageCopy, TraceIds};
 pub use identity::Identity;
 pub use jsonrpc::{classify, Message};
-pub use recorder::{Recorder, SessionContext};
+pub use recorder::{Recorder, SessionContext, SessionEnd};
 pub use writer::{prepare, LedgerWriter, Preparer, WriterStats, PREVIEW_SCAN_MARGIN};
 
 /// Nice value of the recorder and writer threads. Recording is background work: when a relay

@@ -13,7 +13,7 @@ use mcptrail_event::{
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::framing::{Frame, FrameBody};
+use crate::framing::{Frame, FrameBody, FrameContext};
 use crate::jsonrpc::{classify, Malformed, Message};
 use crate::{Identity, TapConfig};
 
@@ -54,6 +54,7 @@ struct Pending {
     resource_uri: Option<String>,
     prompt_name: Option<String>,
     trace_id: Option<String>,
+    span_id: Option<String>,
     parent_span_id: Option<String>,
     had_cursor: bool,
     at: Instant,
@@ -141,6 +142,20 @@ impl Recorder {
             bytes_in: 0,
             bytes_out: 0,
             last_chunk: HashMap::new(),
+        }
+    }
+
+    /// Who later session-level events (heartbeats, `session.end`) are attributed to, and the
+    /// HTTP exchange that opened the session: an HTTP tap sets this from the request that
+    /// opened it.
+    pub fn set_context(&mut self, ctx: &FrameContext) {
+        if let Some(u) = &ctx.user {
+            self.base.user_identity = Some(u.clone());
+        }
+        if let Some(h) = &ctx.http {
+            let mut h = h.clone();
+            h.status = None;
+            self.base.http = Some(h);
         }
     }
 
@@ -401,6 +416,17 @@ impl Recorder {
                 e.flags.push(Flag::Undelivered);
             }
         }
+        if let Some(ctx) = &frame.context {
+            for e in &mut out[start..] {
+                if let Some(u) = &ctx.user {
+                    e.user_identity = Some(u.clone());
+                }
+                if let Some(h) = &ctx.http {
+                    e.http = Some(h.clone());
+                }
+                e.flags.extend(ctx.flags.iter().copied());
+            }
+        }
         let chunk = self.last_chunk.entry(dir).or_default();
         if chunk.0 != frame.chunk {
             *chunk = (frame.chunk, Vec::new());
@@ -436,6 +462,7 @@ impl Recorder {
                 e.direction = Some(dir);
                 e.request_id = serde_json::from_str(id.get()).ok();
                 self.describe_params(&mut e, &method, params);
+                apply_trace(&mut e, frame);
                 e.method = Some(method.clone());
                 set_bytes(&mut e, dir, line.len() as u64);
                 flag_message(&mut e, &method, batch, irregular);
@@ -454,6 +481,7 @@ impl Recorder {
                     resource_uri: e.resource_uri.clone(),
                     prompt_name: e.prompt_name.clone(),
                     trace_id: e.trace_id.clone(),
+                    span_id: e.span_id.clone(),
                     parent_span_id: e.parent_span_id.clone(),
                     had_cursor: e.method.as_deref().is_some_and(|m| m.ends_with("/list"))
                         && params_str(params, "cursor").is_some(),
@@ -472,6 +500,7 @@ impl Recorder {
                 let mut e = self.event(EventKind::McpNotification, frame.wall);
                 e.direction = Some(dir);
                 self.describe_params(&mut e, &method, params);
+                apply_trace(&mut e, frame);
                 set_bytes(&mut e, dir, line.len() as u64);
                 flag_message(&mut e, &method, batch, irregular);
                 let cancelled = if method == "notifications/cancelled" {
@@ -554,6 +583,7 @@ impl Recorder {
             e.resource_uri = p.resource_uri.clone();
             e.prompt_name = p.prompt_name.clone();
             e.trace_id = p.trace_id.clone();
+            e.span_id = p.span_id.clone();
             e.parent_span_id = p.parent_span_id.clone();
             e.duration_ms = Some(frame.at.saturating_duration_since(p.at).as_secs_f64() * 1000.0);
             match dir {
@@ -810,6 +840,7 @@ fn summary_without_response(p: &Pending, status: Status, now: Instant) -> (Event
         resource_uri: p.resource_uri.clone(),
         prompt_name: p.prompt_name.clone(),
         trace_id: p.trace_id.clone(),
+        span_id: p.span_id.clone(),
         parent_span_id: p.parent_span_id.clone(),
         duration_ms: Some(now.saturating_duration_since(p.at).as_secs_f64() * 1000.0),
         bytes_in: Some(p.bytes),
@@ -918,6 +949,16 @@ fn id_key_value(v: &Value) -> String {
         Value::String(s) => format!("s:{s}"),
         Value::Number(n) => format!("n:{n}"),
         other => format!("o:{other}"),
+    }
+}
+
+/// The span an HTTP tap opened for the message replaces what `_meta.traceparent` said (the
+/// caller's span becomes the parent).
+fn apply_trace(e: &mut Event, frame: &Frame) {
+    if let Some(t) = frame.context.as_ref().and_then(|c| c.trace.as_ref()) {
+        e.trace_id = Some(t.trace_id.clone());
+        e.span_id = Some(t.span_id.clone());
+        e.parent_span_id = t.parent_span_id.clone();
     }
 }
 

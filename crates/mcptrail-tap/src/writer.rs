@@ -2,6 +2,7 @@
 //! ledger is unwritable (disk full, permissions), and never loses an event silently — if it
 //! must shed events to bound memory, it says how many, when, and why, in the ledger itself.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,6 +31,7 @@ pub struct WriterStats {
 pub struct LedgerWriter {
     tx: Sender<Vec<PreparedEvent>>,
     handle: JoinHandle<WriterStats>,
+    written: Arc<AtomicU64>,
 }
 
 impl LedgerWriter {
@@ -37,14 +39,25 @@ impl LedgerWriter {
     /// exit it keeps retrying for `exit_retry` before giving up.
     pub fn spawn(ledger: Ledger, max_held: usize, exit_retry: Duration) -> Self {
         let (tx, rx) = crossbeam_channel::bounded::<Vec<PreparedEvent>>(4096);
+        let written = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&written);
         let handle = std::thread::Builder::new()
             .name("mcptrail-ledger-writer".into())
             .spawn(move || {
                 crate::run_in_background();
-                run(ledger, rx, max_held, exit_retry)
+                run(ledger, rx, max_held, exit_retry, &counter)
             })
             .expect("spawn writer thread");
-        LedgerWriter { tx, handle }
+        LedgerWriter {
+            tx,
+            handle,
+            written,
+        }
+    }
+
+    /// Events made durable so far (live; for lag metrics).
+    pub fn written(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.written)
     }
 
     /// A sender for serialised events (see [`prepare`]; one `Vec` per batch; it blocks only
@@ -136,6 +149,7 @@ fn run(
     rx: Receiver<Vec<PreparedEvent>>,
     max_held: usize,
     exit_retry: Duration,
+    written: &AtomicU64,
 ) -> WriterStats {
     let mut stats = WriterStats::default();
     let mut held: Vec<PreparedEvent> = Vec::new();
@@ -185,6 +199,7 @@ fn run(
         match result {
             Ok(_) => {
                 stats.written += take as u64;
+                written.fetch_add(take as u64, Ordering::Relaxed);
                 held.drain(..take);
                 backoff = Duration::from_millis(20);
                 if let Some(err) = ledger.take_checkpoint_problem() {

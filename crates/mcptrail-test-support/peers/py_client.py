@@ -128,13 +128,14 @@ def parse_call(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    if "--" not in argv and not {"-h", "--help"} & set(argv):
+    http = any(a.startswith(("--url", "--sse-url")) for a in argv)
+    if "--" not in argv and not http and not {"-h", "--help"} & set(argv):
         raise SystemExit(
             "py_client: missing '-- CMD [ARGS...]': the stdio MCP server command to spawn"
         )
     split = argv.index("--") if "--" in argv else len(argv)
     own, command = argv[:split], argv[split + 1 :]
-    if not command and not {"-h", "--help"} & set(own):
+    if not command and not http and not {"-h", "--help"} & set(own):
         raise SystemExit("py_client: empty server command after '--'")
 
     parser = argparse.ArgumentParser(
@@ -143,6 +144,25 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         usage="%(prog)s [--out FILE] [--call NAME=JSON]... [options] -- CMD [ARGS...]",
     )
     parser.add_argument("--out", help="write the JSON summary here (default: stdout)")
+    parser.add_argument(
+        "--url", help="connect over Streamable HTTP to this URL instead of spawning a server"
+    )
+    parser.add_argument(
+        "--sse-url", help="connect over the legacy HTTP+SSE transport to this URL"
+    )
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="HTTP header sent with every request (repeatable; --url/--sse-url only)",
+    )
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="ask for progress on tool calls; the summary lists each notification with "
+        "the seconds since the call started (progress_seen)",
+    )
     parser.add_argument(
         "--call",
         action="append",
@@ -204,7 +224,7 @@ async def list_all(fetch: Any, key: str) -> list[dict[str, Any]]:
 async def run_session(opts: argparse.Namespace, command: list[str]) -> dict[str, Any]:
     calls = opts.call if opts.call is not None else ([] if opts.no_default_calls else DEFAULT_CALLS)
     params = StdioServerParameters(
-        command=command[0],
+        command=command[0] if command else "",
         args=command[1:],
         # The SDK passes only a "safe" subset of the environment by default;
         # pass all of it so wrappers (mcptrail) see e.g. MCPTRAIL_* and RUST_LOG.
@@ -212,9 +232,24 @@ async def run_session(opts: argparse.Namespace, command: list[str]) -> dict[str,
         cwd=opts.cwd,
     )
     summary: dict[str, Any] = {}
-    step = "spawn"
+    step = "spawn" if not (opts.url or opts.sse_url) else "connect"
+    headers = dict(h.split("=", 1) for h in opts.header)
+    if opts.url:
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
+        transport = streamable_http_client(
+            opts.url, http_client=create_mcp_http_client(headers=headers)
+        )
+    elif opts.sse_url:
+        from mcp.client.sse import sse_client
+
+        transport = sse_client(opts.sse_url, headers=headers)
+    else:
+        transport = stdio_client(params)
     try:
-        async with stdio_client(params) as (read, write):
+        async with transport as streams:
+            read, write = streams[0], streams[1]
             async with ClientSession(read, write) as session:
                 step = "initialize"
                 init = wire(await session.initialize())
@@ -244,14 +279,31 @@ async def run_session(opts: argparse.Namespace, command: list[str]) -> dict[str,
                 for name, arguments in calls:
                     step = f"tools/call {name}"
                     entry: dict[str, Any] = {"name": name, "arguments": arguments}
+                    progress_seen: list[dict[str, Any]] = []
+                    started = anyio.current_time()
+
+                    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                        progress_seen.append(
+                            {"progress": progress, "at": anyio.current_time() - started}
+                        )
+
                     try:
-                        result = wire(await session.call_tool(name, arguments))
+                        result = wire(
+                            await session.call_tool(
+                                name,
+                                arguments,
+                                progress_callback=on_progress if opts.progress else None,
+                            )
+                        )
                     except _MCPError as exc:
                         if not opts.allow_call_errors:
                             raise
                         entry["error"] = wire(exc.error)
                     else:
                         entry["is_error"] = bool(result.get("isError", False))
+                        entry["seconds"] = anyio.current_time() - started
+                        if opts.progress:
+                            entry["progress_seen"] = progress_seen
                         entry["content"] = result.get("content", [])
                         if "structuredContent" in result:
                             entry["structured_content"] = result["structuredContent"]

@@ -25,6 +25,9 @@ pub(crate) struct Config {
     /// Redaction of secrets and personal data.
     #[serde(default)]
     pub(crate) redact: RedactConfig,
+    /// The HTTP audit gateway.
+    #[serde(default)]
+    pub(crate) gateway: mcptrail_gateway::GatewayConfig,
 }
 
 /// `[ledger]`.

@@ -28,6 +28,9 @@ struct Cli {
 enum Command {
     /// Run a stdio MCP server and record every message: `mcptrail wrap -- CMD ARGS…`.
     Wrap(commands::wrap::Args),
+    /// Audit gateway for MCP over HTTP: a reverse proxy in front of Streamable HTTP and
+    /// HTTP+SSE servers that records every message, with verified identity and trace context.
+    Gateway(commands::gateway::Args),
     /// List recorded events, filtered.
     Log(commands::log::Args),
     /// Show one session as a request/response tree with durations.
@@ -111,6 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let data_dir = config::data_dir(cli.data_dir, &cfg)?;
     match cli.command {
         Command::Wrap(args) => commands::wrap::run(args, &cfg, data_dir),
+        Command::Gateway(args) => commands::gateway::run(args, &cfg, data_dir),
         Command::Log(args) => commands::log::run(args, &data_dir, &cfg),
         Command::Timeline(args) => commands::timeline::run(args, &data_dir),
         Command::Verify(args) => commands::verify::run(

@@ -31,6 +31,7 @@ pub(crate) fn sample_event(i: u64) -> Event {
         source: "os".into(),
         os_user: Some("alice".into()),
         os_uid: Some(1000),
+        claims: None,
     });
     e.client = Some(PeerInfo {
         name: "claude-desktop".into(),

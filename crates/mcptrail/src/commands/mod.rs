@@ -5,6 +5,7 @@ pub(crate) mod clients;
 pub(crate) mod doctor;
 pub(crate) mod drill;
 pub(crate) mod export;
+pub(crate) mod gateway;
 pub(crate) mod log;
 pub(crate) mod privacy;
 pub(crate) mod timeline;

@@ -1,0 +1,1006 @@
+//! The reverse proxy: route by path prefix, authenticate, open a trace span, forward to the
+//! upstream with every end-to-end header unchanged (Host and Origin included), and relay the
+//! response as it arrives — JSON bodies and SSE streams alike, chunk by chunk, bytes unchanged
+//! (one exception: the legacy HTTP+SSE `endpoint` event, whose URL must point back through
+//! the gateway). A copy of each MCP message goes to the recording thread.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame as BodyFrame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use mcptrail_event::{Direction, EventKind, Flag, HttpDetail, ServerInfo, UserIdentity};
+use mcptrail_tap::{Frame, FrameBody, FrameContext, MessageCopy};
+use serde_json::json;
+
+use crate::auth::{Authenticator, Caller, Denied};
+use crate::config::{GatewayConfig, RouteConfig};
+use crate::metrics::Metrics;
+use crate::record::{self, RecordMsg, SessionKey, SessionOpen};
+use crate::sse::SseParser;
+use crate::trace::{self, TraceParent};
+use crate::upstream::Client;
+use crate::GatewayError;
+
+/// Body of every response the gateway sends.
+pub(crate) type RespBody = BoxBody<Bytes, BoxError>;
+/// Errors a response body can end with.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const MCP_SESSION_ID: &str = "mcp-session-id";
+
+/// One route, ready to serve.
+pub(crate) struct Route {
+    pub(crate) name: Arc<str>,
+    path: String,
+    upstream: Uri,
+    pub(crate) auth: Authenticator,
+    resource_metadata: Option<String>,
+    streamable: Arc<SessionOpen>,
+    legacy: Arc<SessionOpen>,
+    client: Client<Full<Bytes>>,
+}
+
+impl Route {
+    pub(crate) fn new(cfg: &RouteConfig, connect_timeout: Duration) -> Result<Self, GatewayError> {
+        let name: Arc<str> = cfg.name.clone().unwrap_or_else(|| cfg.path.clone()).into();
+        let err = |field: &str, message: String| GatewayError::Config {
+            route: name.to_string(),
+            field: field.into(),
+            message,
+        };
+        if !cfg.path.starts_with('/') || cfg.path.contains(['?', '#']) {
+            return Err(err(
+                "path",
+                format!("`{}` must be a path starting with `/`", cfg.path),
+            ));
+        }
+        let upstream: Uri = cfg
+            .upstream
+            .parse()
+            .map_err(|e| err("upstream", format!("`{}` is not a URL: {e}", cfg.upstream)))?;
+        if !matches!(upstream.scheme_str(), Some("http" | "https")) || upstream.host().is_none() {
+            return Err(err(
+                "upstream",
+                format!("`{}` must be an http:// or https:// URL", cfg.upstream),
+            ));
+        }
+        if upstream.query().is_some() {
+            return Err(err(
+                "upstream",
+                "the upstream URL must not have a query".into(),
+            ));
+        }
+        let auth = Authenticator::from_config(&name, &cfg.auth)?;
+        let client =
+            crate::upstream::client_with_timeout(cfg.upstream_ca_file.as_deref(), connect_timeout)?;
+        let server = |transport: &str| {
+            Arc::new(SessionOpen {
+                server: ServerInfo {
+                    name: Some(name.to_string()),
+                    transport: transport.into(),
+                    url: Some(cfg.upstream.clone()),
+                    ..Default::default()
+                },
+                agent_id: cfg.agent_id.clone(),
+            })
+        };
+        Ok(Route {
+            path: cfg.path.trim_end_matches('/').to_string(),
+            upstream,
+            auth,
+            resource_metadata: cfg.auth.resource_metadata.clone(),
+            streamable: server("streamable_http"),
+            legacy: server("sse"),
+            client,
+            name,
+        })
+    }
+
+    /// The part of `path` after the route prefix, if the route serves it.
+    fn rest<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let rest = path.strip_prefix(self.path.as_str())?;
+        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+    }
+
+    fn upstream_uri(&self, rest: &str, query: Option<&str>) -> Uri {
+        let base = self.upstream.path().trim_end_matches('/');
+        let mut pq = format!("{base}{rest}");
+        if pq.is_empty() {
+            pq.push('/');
+        }
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        let mut parts = self.upstream.clone().into_parts();
+        parts.path_and_query = pq.parse().ok();
+        Uri::from_parts(parts).unwrap_or_else(|_| self.upstream.clone())
+    }
+}
+
+/// Everything request handlers share.
+pub(crate) struct Shared {
+    pub(crate) routes: Vec<Route>,
+    pub(crate) cfg: GatewayConfig,
+    pub(crate) record: Sender<RecordMsg>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    fn route_for(&self, path: &str) -> Option<(&Route, String)> {
+        self.routes
+            .iter()
+            .filter_map(|r| r.rest(path).map(|rest| (r, rest.to_string())))
+            .max_by_key(|(r, _)| r.path.len())
+    }
+
+    fn send(&self, msg: RecordMsg) {
+        let _ = self.record.send(msg);
+    }
+}
+
+/// Handle one request. Never fails: every problem is answered with a status and recorded.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<RespBody>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let Some((route, rest)) = shared.route_for(req.uri().path()) else {
+        shared.metrics.request("", method.as_str(), 404, started);
+        return Ok(plain(
+            StatusCode::NOT_FOUND,
+            "mcptrail gateway: no route for this path\n",
+        ));
+    };
+    let resp = serve(&shared, route, rest, req, peer).await;
+    shared.metrics.request(
+        &route.name,
+        method.as_str(),
+        resp.status().as_u16(),
+        started,
+    );
+    Ok(resp)
+}
+
+struct Exchange<'a> {
+    shared: &'a Shared,
+    route: &'a Route,
+    method: Method,
+    peer: SocketAddr,
+    caller: UserIdentity,
+}
+
+impl Exchange<'_> {
+    fn http(&self, mcp_session_id: Option<String>, status: Option<u16>) -> HttpDetail {
+        HttpDetail {
+            route: self.route.name.to_string(),
+            method: self.method.as_str().to_string(),
+            mcp_session_id,
+            client_address: Some(self.peer.to_string()),
+            status,
+        }
+    }
+
+    fn event(
+        &self,
+        kind: EventKind,
+        status: u16,
+        detail: serde_json::Value,
+    ) -> Box<mcptrail_event::Event> {
+        let mut e = record::event(kind);
+        e.user_identity = Some(self.caller.clone());
+        e.server = Some(self.route.streamable.server.clone());
+        e.agent_id = self.route.streamable.agent_id.clone();
+        e.http = Some(self.http(None, Some(status)));
+        e.detail = Some(detail);
+        Box::new(e)
+    }
+}
+
+async fn serve(
+    shared: &Shared,
+    route: &Route,
+    rest: String,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<RespBody> {
+    // ---- who ----
+    if let Authenticator::Jwt(v) = &route.auth {
+        let token = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.split_once(' ').map(|x| x.1.trim().to_string()));
+        if let Some(t) = token {
+            if v.needs_fetch(&t) {
+                if let Err(e) = v.refresh(true).await {
+                    eprintln!("mcptrail gateway: route {}: {e}", route.name);
+                }
+            }
+        }
+    }
+    let caller = match route.auth.check(req.headers(), peer.ip()) {
+        Ok(Caller { user }) => user,
+        Err(denied) => return deny(shared, route, &req, peer, denied),
+    };
+    let (parts, body) = req.into_parts();
+    let x = Exchange {
+        shared,
+        route,
+        method: parts.method.clone(),
+        peer,
+        caller,
+    };
+    let request_session = header_str(&parts.headers, MCP_SESSION_ID);
+
+    // ---- the request body, whole (bounded in size and time) ----
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let limit = shared.cfg.max_body_bytes;
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(&x, declared);
+    }
+    let read = tokio::time::timeout(
+        Duration::from_secs(shared.cfg.body_read_timeout_secs.max(1)),
+        Limited::new(body, limit).collect(),
+    )
+    .await;
+    let body = match read {
+        Err(_) => {
+            shared.send(RecordMsg::Event {
+                key: None,
+                event: x.event(
+                    EventKind::Malformed,
+                    408,
+                    json!({"error": "body_timeout", "message": format!("the client did not send its request body within {} s; refused with 408", shared.cfg.body_read_timeout_secs)}),
+                ),
+            });
+            return jsonrpc_error(
+                StatusCode::REQUEST_TIMEOUT,
+                None,
+                -32600,
+                "mcptrail gateway: request body not received in time",
+            );
+        }
+        Ok(Err(e)) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return too_large(&x, declared);
+            }
+            // The client went away or sent a broken body: nothing reached the server.
+            shared.send(RecordMsg::Event {
+                key: None,
+                event: x.event(
+                    EventKind::Malformed,
+                    400,
+                    json!({"error": "body_unreadable", "message": format!("the request body could not be read: {e}")}),
+                ),
+            });
+            return jsonrpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                -32700,
+                "mcptrail gateway: the request body could not be read",
+            );
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    shared.metrics.bytes(&route.name, "in", body.len() as u64);
+
+    // ---- trace span (for POSTs carrying MCP messages) ----
+    let meta_tp = if body.is_empty() {
+        None
+    } else {
+        trace::meta_traceparent(&body)
+    };
+    let header_tp = header_str(&parts.headers, "traceparent");
+    let span = (parts.method == Method::POST && !body.is_empty()).then(|| {
+        let parent = meta_tp
+            .as_deref()
+            .and_then(TraceParent::parse)
+            .or_else(|| header_tp.as_deref().and_then(TraceParent::parse));
+        trace::open_span(parent.as_ref())
+    });
+    let request_frame = (!body.is_empty()).then(|| {
+        let mut copy = MessageCopy::new(shared.cfg.max_body_bytes.max(1));
+        copy.absorb(&body);
+        Frame::message(
+            Direction::ClientToServer,
+            copy.take_exact(),
+            Some(FrameContext {
+                user: Some(x.caller.clone()),
+                trace: span.as_ref().map(|s| s.ids.clone()),
+                http: None,
+                flags: Vec::new(),
+            }),
+        )
+    });
+
+    // ---- forward ----
+    let mut up_body = body.clone();
+    let mut headers = end_to_end(&parts.headers);
+    if let (Some(span), true) = (&span, shared.cfg.trace.propagate) {
+        if let Ok(v) = HeaderValue::from_str(&span.traceparent) {
+            headers.insert(HeaderName::from_static("traceparent"), v);
+        }
+        if let Some(old) = &meta_tp {
+            let mut b = body.to_vec();
+            if trace::rewrite_meta_traceparent(&mut b, old, &span.traceparent) {
+                up_body = Bytes::from(b);
+            }
+        }
+    }
+    let uri = route.upstream_uri(&rest, parts.uri.query());
+    let mut up = Request::builder()
+        .method(parts.method.clone())
+        .uri(uri)
+        .version(http::Version::HTTP_11);
+    if let Some(h) = up.headers_mut() {
+        *h = headers;
+    }
+    let up = match up.body(Full::new(up_body)) {
+        Ok(r) => r,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("mcptrail gateway: {e}\n")),
+    };
+    let legacy_post_key = (request_session.is_none())
+        .then(|| {
+            parts
+                .uri
+                .query()
+                .map(|q| format!("sse:{}?{q}", parts.uri.path()))
+        })
+        .flatten();
+    let timeout = Duration::from_secs(shared.cfg.upstream_response_timeout_secs.max(1));
+    let result = tokio::time::timeout(timeout, route.client.request(up)).await;
+    let resp = match result {
+        Ok(Ok(resp)) => resp,
+        failed => {
+            let (status, what) = match failed {
+                Err(_) => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("no response within {} s", timeout.as_secs()),
+                ),
+                Ok(Err(e)) => (StatusCode::BAD_GATEWAY, upstream_error_text(&e)),
+                Ok(Ok(_)) => unreachable!(),
+            };
+            return upstream_failed(
+                &x,
+                request_session,
+                legacy_post_key,
+                request_frame,
+                &body,
+                status,
+                &what,
+            );
+        }
+    };
+
+    // ---- which session, then record the request ----
+    let status = resp.status();
+    let response_session = header_str(resp.headers(), MCP_SESSION_ID);
+    let session_id = request_session.clone().or(response_session);
+    let (key, open) = match (&session_id, &legacy_post_key) {
+        (Some(id), _) => (x.key(id.clone()), &route.streamable),
+        (None, Some(k)) => (x.key(k.clone()), &route.legacy),
+        (None, None) => (
+            x.key(format!("stateless:{}", x.caller.principal)),
+            &route.streamable,
+        ),
+    };
+    let mcp_id = session_id
+        .clone()
+        .or_else(|| legacy_post_key.as_deref().and_then(legacy_session_param));
+    if let Some(mut f) = request_frame {
+        if let Some(ctx) = f.context.as_mut() {
+            ctx.http = Some(x.http(mcp_id.clone(), Some(status.as_u16())));
+        }
+        shared.send(RecordMsg::Frame {
+            key: key.clone(),
+            open: Arc::clone(open),
+            frame: f,
+        });
+    }
+    if parts.method == Method::DELETE && status.is_success() {
+        shared.send(RecordMsg::End {
+            key: key.clone(),
+            reason: "client_deleted",
+        });
+    } else if status == StatusCode::NOT_FOUND && request_session.is_some() {
+        shared.send(RecordMsg::End {
+            key: key.clone(),
+            reason: "session_not_found",
+        });
+    }
+
+    // ---- relay the response as it comes ----
+    let (mut rparts, rbody) = resp.into_parts();
+    rparts.headers = end_to_end(&rparts.headers);
+    if parts.method == Method::GET && request_session.is_none() {
+        // A legacy stream's endpoint event may be rewritten: its length can change.
+        rparts.headers.remove(CONTENT_LENGTH);
+    }
+    let content_type = header_str(&rparts.headers, CONTENT_TYPE.as_str()).unwrap_or_default();
+    let is_sse = content_type.starts_with("text/event-stream");
+    let is_json = content_type.starts_with("application/json");
+    let legacy_get = is_sse && parts.method == Method::GET && request_session.is_none();
+    let copy = if is_sse {
+        Copy::Sse(Box::new(SseParser::new(
+            shared.cfg.max_body_bytes.max(1 << 20),
+        )))
+    } else if is_json {
+        Copy::Json(MessageCopy::new(shared.cfg.max_body_bytes.max(1 << 20)))
+    } else {
+        if status.is_server_error() {
+            shared.send(RecordMsg::Event {
+                key: Some(key.clone()),
+                event: x.event(
+                    EventKind::UpstreamError,
+                    status.as_u16(),
+                    json!({"error": "upstream_status", "message": format!("the upstream answered HTTP {status} ({content_type})"), "status": status.as_u16()}),
+                ),
+            });
+        }
+        Copy::None
+    };
+    let ctx = FrameContext {
+        user: Some(x.caller.clone()),
+        trace: None,
+        http: Some(x.http(mcp_id, Some(status.as_u16()))),
+        flags: Vec::new(),
+    };
+    let tap = TapBody {
+        inner: rbody,
+        copy,
+        record: shared.record.clone(),
+        metrics: Arc::clone(&shared.metrics),
+        route: Arc::clone(&route.name),
+        key: (!legacy_get).then_some(key),
+        open: Arc::clone(if legacy_get { &route.legacy } else { open }),
+        ctx,
+        legacy: legacy_get.then(|| Legacy {
+            held: Vec::new(),
+            route_path: route.path.clone(),
+            upstream: route.upstream.clone(),
+            caller: x.caller.clone(),
+            route_name: Arc::clone(&route.name),
+        }),
+        pending_out: None,
+        done: false,
+    };
+    Response::from_parts(rparts, tap.boxed())
+}
+
+impl Exchange<'_> {
+    fn key(&self, id: String) -> SessionKey {
+        SessionKey {
+            route: Arc::clone(&self.route.name),
+            id,
+        }
+    }
+}
+
+fn deny(
+    shared: &Shared,
+    route: &Route,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+    denied: Denied,
+) -> Response<RespBody> {
+    shared.metrics.auth_denied(&route.name, denied.reason);
+    let mut e = record::event(EventKind::AuthDenied);
+    e.server = Some(route.streamable.server.clone());
+    e.agent_id = route.streamable.agent_id.clone();
+    e.http = Some(HttpDetail {
+        route: route.name.to_string(),
+        method: req.method().as_str().to_string(),
+        mcp_session_id: header_str(req.headers(), MCP_SESSION_ID),
+        client_address: Some(peer.to_string()),
+        status: Some(401),
+    });
+    e.detail = Some(json!({
+        "reason": denied.reason,
+        "message": denied.detail,
+        "path": req.uri().path(),
+    }));
+    shared.send(RecordMsg::Event {
+        key: None,
+        event: Box::new(e),
+    });
+    // RFC 6750 §3: no error code when no credentials were sent; RFC 9728 §5.1: point at the
+    // protected resource metadata.
+    let mut challenge = String::from("Bearer realm=\"mcptrail\"");
+    if !matches!(denied.reason, "missing_token" | "missing_header") {
+        challenge.push_str(", error=\"invalid_token\", error_description=\"");
+        challenge.extend(
+            denied
+                .detail
+                .chars()
+                .filter(|c| *c != '"' && *c != '\\' && !c.is_control()),
+        );
+        challenge.push('"');
+    }
+    if let Some(url) = &route.resource_metadata {
+        challenge.push_str(&format!(", resource_metadata=\"{url}\""));
+    }
+    let mut resp = jsonrpc_error(
+        StatusCode::UNAUTHORIZED,
+        None,
+        -32001,
+        &format!("unauthorized: {}", denied.detail),
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+fn too_large(x: &Exchange<'_>, declared: Option<u64>) -> Response<RespBody> {
+    let limit = x.shared.cfg.max_body_bytes;
+    x.shared.send(RecordMsg::Event {
+        key: None,
+        event: x.event(
+            EventKind::Malformed,
+            413,
+            json!({"error": "body_too_large", "message": format!("request body over gateway.max_body_bytes ({limit}); refused with 413, not forwarded"), "declared_length": declared}),
+        ),
+    });
+    jsonrpc_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        None,
+        -32600,
+        &format!("mcptrail gateway: request body larger than {limit} bytes"),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn upstream_failed(
+    x: &Exchange<'_>,
+    request_session: Option<String>,
+    legacy_key: Option<String>,
+    request_frame: Option<Frame>,
+    body: &Bytes,
+    status: StatusCode,
+    what: &str,
+) -> Response<RespBody> {
+    let shared = x.shared;
+    let route = x.route;
+    shared.metrics.upstream_error(&route.name);
+    let key = x.key(
+        request_session
+            .clone()
+            .or(legacy_key)
+            .unwrap_or_else(|| format!("stateless:{}", x.caller.principal)),
+    );
+    let message = format!("mcptrail gateway: upstream {} {what}", route.upstream);
+    // The request was seen; record it, then the answer the client got in the server's place.
+    let id = single_request_id(body);
+    if let Some(mut f) = request_frame {
+        if let Some(ctx) = f.context.as_mut() {
+            ctx.http = Some(x.http(request_session.clone(), Some(status.as_u16())));
+        }
+        shared.send(RecordMsg::Frame {
+            key: key.clone(),
+            open: Arc::clone(&route.streamable),
+            frame: f,
+        });
+    }
+    let code = if status == StatusCode::GATEWAY_TIMEOUT {
+        -32001
+    } else {
+        -32002
+    };
+    let payload = jsonrpc_error_body(id.clone(), code, &message);
+    if id.is_some() {
+        let frame = Frame::message(
+            Direction::ServerToClient,
+            FrameBody::Line(payload.clone().into_bytes()),
+            Some(FrameContext {
+                user: Some(x.caller.clone()),
+                trace: None,
+                http: Some(x.http(request_session, Some(status.as_u16()))),
+                flags: vec![Flag::Synthesized],
+            }),
+        );
+        shared.send(RecordMsg::Frame {
+            key: key.clone(),
+            open: Arc::clone(&route.streamable),
+            frame,
+        });
+    }
+    shared.send(RecordMsg::Event {
+        key: Some(key),
+        event: x.event(
+            EventKind::UpstreamError,
+            status.as_u16(),
+            json!({"error": if status == StatusCode::GATEWAY_TIMEOUT { "timeout" } else { "unreachable" }, "message": message, "upstream": route.upstream.to_string()}),
+        ),
+    });
+    let mut resp = Response::new(
+        Full::new(Bytes::from(payload))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn upstream_error_text(e: &hyper_util::client::legacy::Error) -> String {
+    use std::error::Error as _;
+    let mut s = if e.is_connect() {
+        "unreachable".to_string()
+    } else {
+        "failed".to_string()
+    };
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// The `id` of a body holding one JSON-RPC request.
+fn single_request_id(body: &[u8]) -> Option<serde_json::Value> {
+    #[derive(serde::Deserialize)]
+    struct Req {
+        id: Option<serde_json::Value>,
+        method: Option<serde::de::IgnoredAny>,
+    }
+    let r: Req = serde_json::from_slice(body).ok()?;
+    r.method?;
+    r.id.filter(|v| !v.is_null())
+}
+
+fn legacy_session_param(key: &str) -> Option<String> {
+    let q = key.split_once('?')?.1;
+    q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        matches!(k, "sessionId" | "session_id").then(|| v.to_string())
+    })
+}
+
+fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and those named in `Connection` are not forwarded.
+fn end_to_end(h: &HeaderMap) -> HeaderMap {
+    const HOP: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    let named: Vec<String> = h
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(h.len());
+    for (k, v) in h {
+        let n = k.as_str();
+        if HOP.contains(&n) || named.iter().any(|x| x == n) {
+            continue;
+        }
+        out.append(k.clone(), v.clone());
+    }
+    out
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<RespBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(text.to_string()))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn jsonrpc_error_body(id: Option<serde_json::Value>, code: i64, message: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}).to_string()
+}
+
+fn jsonrpc_error(
+    status: StatusCode,
+    id: Option<serde_json::Value>,
+    code: i64,
+    message: &str,
+) -> Response<RespBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(jsonrpc_error_body(id, code, message)))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+// ---- the relayed response body ----
+
+enum Copy {
+    None,
+    Json(MessageCopy),
+    Sse(Box<SseParser>),
+}
+
+/// A legacy HTTP+SSE stream before its `endpoint` event: bytes are held back (at most
+/// [`LEGACY_HOLD_MAX`]) until the event is complete, so its URL can be rewritten.
+struct Legacy {
+    held: Vec<u8>,
+    route_path: String,
+    upstream: Uri,
+    caller: UserIdentity,
+    route_name: Arc<str>,
+}
+
+const LEGACY_HOLD_MAX: usize = 64 * 1024;
+
+struct TapBody {
+    inner: Incoming,
+    copy: Copy,
+    record: Sender<RecordMsg>,
+    metrics: Arc<Metrics>,
+    route: Arc<str>,
+    /// `None` on a legacy stream until its endpoint names the session.
+    key: Option<SessionKey>,
+    open: Arc<SessionOpen>,
+    ctx: FrameContext,
+    legacy: Option<Legacy>,
+    /// Bytes released by the legacy rewrite, waiting to go out.
+    pending_out: Option<Bytes>,
+    done: bool,
+}
+
+impl TapBody {
+    fn send_frame(&self, body: FrameBody) {
+        let Some(key) = &self.key else { return };
+        let frame = Frame::message(Direction::ServerToClient, body, Some(self.ctx.clone()));
+        let _ = self.record.send(RecordMsg::Frame {
+            key: key.clone(),
+            open: Arc::clone(&self.open),
+            frame,
+        });
+    }
+
+    fn observe(&mut self, data: &[u8]) {
+        match &mut self.copy {
+            Copy::None => {}
+            Copy::Json(c) => c.absorb(data),
+            Copy::Sse(p) => {
+                let mut events = Vec::new();
+                p.feed(data, &mut events);
+                for ev in events {
+                    // Priming events (an id, empty data) and keep-alives carry no message.
+                    if matches!(&ev.data, FrameBody::Line(l) if l.iter().all(u8::is_ascii_whitespace))
+                    {
+                        continue;
+                    }
+                    match ev.event.as_deref() {
+                        None | Some("message") => self.send_frame(ev.data),
+                        Some("endpoint") => {} // transport plumbing, handled by the rewrite
+                        Some(_) => self.send_frame(ev.data),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Legacy stream: hold bytes until the endpoint event is complete, then rewrite it.
+    /// Returns the bytes to send now (possibly none).
+    fn legacy_step(&mut self, data: Bytes) -> Option<Bytes> {
+        let legacy = self.legacy.as_mut()?;
+        legacy.held.extend_from_slice(&data);
+        let mut parser = SseParser::new(LEGACY_HOLD_MAX);
+        let mut events = Vec::new();
+        parser.feed(&legacy.held, &mut events);
+        let Some(first) = events.into_iter().next() else {
+            if legacy.held.len() > LEGACY_HOLD_MAX {
+                // No event in 64 KiB: not the legacy transport; release unchanged.
+                let held = std::mem::take(&mut legacy.held);
+                self.legacy = None;
+                return Some(Bytes::from(held));
+            }
+            return Some(Bytes::new());
+        };
+        let legacy = self.legacy.take()?;
+        let end = first.end_offset as usize;
+        let FrameBody::Line(data) = &first.data else {
+            return Some(Bytes::from(legacy.held));
+        };
+        if first.event.as_deref() != Some("endpoint") {
+            return Some(Bytes::from(legacy.held));
+        }
+        let endpoint = String::from_utf8_lossy(data).trim().to_string();
+        let Some(gw) = gateway_endpoint(&endpoint, &legacy.upstream, &legacy.route_path) else {
+            return Some(Bytes::from(legacy.held));
+        };
+        self.key = Some(SessionKey {
+            route: Arc::clone(&legacy.route_name),
+            id: format!("sse:{gw}"),
+        });
+        if let Some(h) = self.ctx.http.as_mut() {
+            h.mcp_session_id = legacy_session_param(&gw).or(Some(gw.clone()));
+        }
+        self.ctx.user = Some(legacy.caller);
+        let mut out = format!("event: endpoint\ndata: {gw}\n\n").into_bytes();
+        out.extend_from_slice(&legacy.held[end..]);
+        // The rest of this chunk goes to the recorder's parser as usual.
+        let rest = legacy.held[end..].to_vec();
+        self.observe_after_endpoint(&rest);
+        Some(Bytes::from(out))
+    }
+
+    fn observe_after_endpoint(&mut self, rest: &[u8]) {
+        if !rest.is_empty() {
+            self.observe(rest);
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        match std::mem::replace(&mut self.copy, Copy::None) {
+            Copy::None => {}
+            Copy::Json(mut c) => {
+                if let Some(body) = c.take() {
+                    self.send_frame(body);
+                }
+            }
+            Copy::Sse(mut p) => {
+                if let Some(ev) = p.finish() {
+                    self.send_frame(ev.data);
+                }
+            }
+        }
+    }
+}
+
+/// Where a legacy client must POST: the upstream's endpoint, mapped under the route.
+fn gateway_endpoint(endpoint: &str, upstream: &Uri, route_path: &str) -> Option<String> {
+    // Resolve against the upstream (absolute URL, absolute path or relative path).
+    let (path_query, origin_ok) = if let Ok(u) = endpoint.parse::<Uri>() {
+        if u.scheme().is_some() {
+            let same = u.host() == upstream.host() && u.port_u16() == upstream.port_u16();
+            (u.path_and_query().map(|p| p.as_str().to_string())?, same)
+        } else if endpoint.starts_with('/') {
+            (endpoint.to_string(), true)
+        } else {
+            let base = upstream.path();
+            let dir = &base[..base.rfind('/').map_or(0, |i| i + 1)];
+            (
+                format!("{}{endpoint}", if dir.is_empty() { "/" } else { dir }),
+                true,
+            )
+        }
+    } else {
+        return None;
+    };
+    if !origin_ok {
+        return None;
+    }
+    let base = upstream.path().trim_end_matches('/');
+    let rest = path_query.strip_prefix(base)?;
+    if !(rest.starts_with('/') || rest.starts_with('?')) {
+        return None;
+    }
+    Some(format!("{route_path}{rest}"))
+}
+
+impl Body for TapBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<BodyFrame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(b) = this.pending_out.take() {
+            return Poll::Ready(Some(Ok(BodyFrame::data(b))));
+        }
+        loop {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    if let Some(l) = this.legacy.take() {
+                        this.finish();
+                        if !l.held.is_empty() {
+                            return Poll::Ready(Some(Ok(BodyFrame::data(Bytes::from(l.held)))));
+                        }
+                        return Poll::Ready(None);
+                    }
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let mut ev = record::event(EventKind::UpstreamError);
+                    ev.user_identity = this.ctx.user.clone();
+                    ev.http = this.ctx.http.clone();
+                    ev.detail = Some(
+                        json!({"error": "stream_broken", "message": format!("the upstream's response broke off mid-stream: {e}")}),
+                    );
+                    let _ = this.record.send(RecordMsg::Event {
+                        key: this.key.clone(),
+                        event: Box::new(ev),
+                    });
+                    this.metrics.upstream_error(&this.route);
+                    this.finish();
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers: HTTP/1.1 upstreams rarely send them; not relayed
+                    };
+                    if this.legacy.is_some() {
+                        this.metrics.bytes(&this.route, "out", data.len() as u64);
+                        match this.legacy_step(data) {
+                            Some(b) if b.is_empty() => continue,
+                            Some(b) => return Poll::Ready(Some(Ok(BodyFrame::data(b)))),
+                            None => continue,
+                        }
+                    }
+                    this.metrics.bytes(&this.route, "out", data.len() as u64);
+                    this.observe(&data);
+                    return Poll::Ready(Some(Ok(BodyFrame::data(data))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending_out.is_none() && self.legacy.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.legacy.is_some() {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+impl Drop for TapBody {
+    fn drop(&mut self) {
+        // The client went away mid-response: what was relayed so far is recorded.
+        self.finish();
+    }
+}
