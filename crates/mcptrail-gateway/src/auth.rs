@@ -438,9 +438,13 @@ impl JwtVerifier {
                 },
             ));
         }
+        // The library checks every listed algorithm against the key's family: list only the
+        // token's own (already known to be allowed).
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![header.alg];
         let mut last = None;
         for key in candidates {
-            match jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation) {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
                 Ok(data) => return self.caller(data.claims),
                 Err(e) => last = Some(e),
             }

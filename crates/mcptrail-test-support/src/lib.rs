@@ -261,3 +261,93 @@ mod tests {
         assert!(!path.exists());
     }
 }
+
+/// An MCP server (or test upstream) listening on a loopback HTTP port, killed on drop.
+#[derive(Debug)]
+pub struct HttpPeer {
+    child: std::process::Child,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+}
+
+impl HttpPeer {
+    /// `@modelcontextprotocol/server-everything` over `transport` (`streamableHttp`, its
+    /// endpoint `/mcp`; or `sse`, endpoints `/sse` and `/message`) on a free port.
+    ///
+    /// Panics if the package is missing or the server does not listen within 20 s.
+    pub fn everything(transport: &str) -> Self {
+        let entry = require_peer(
+            peers_dir().join(SERVER_EVERYTHING_ENTRY),
+            "@modelcontextprotocol/server-everything",
+        );
+        let port = free_port();
+        let child = Command::new("node")
+            .arg(entry)
+            .arg(transport)
+            .env("PORT", port.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning node for server-everything: {e}"));
+        let peer = HttpPeer { child, port };
+        peer.wait_listening();
+        peer
+    }
+
+    /// `peers/http_upstream.py` (see its docstring for the paths it serves) on a free port.
+    pub fn test_upstream(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let script = workspace_root().join("crates/mcptrail-test-support/peers/http_upstream.py");
+        let mut child = Command::new(python_peer())
+            .arg(script)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning http_upstream.py: {e}"));
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("reading the upstream's port");
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("http_upstream.py printed {line:?}, not `PORT <n>`"));
+        HttpPeer { child, port }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_listening(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the HTTP peer did not listen on 127.0.0.1:{} within 20 s",
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for HttpPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP port free on 127.0.0.1 right now (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}

@@ -5,6 +5,7 @@ mod clients;
 mod concurrency;
 mod doctor;
 mod export;
+mod gateway;
 mod integrity;
 mod lifecycle;
 mod peers;
