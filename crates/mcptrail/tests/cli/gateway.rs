@@ -54,9 +54,12 @@ impl Gateway {
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("the gateway did not start (config:\n{config})"));
+            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the gateway did not start (config:\n{config})");
+            };
             if let Some(rest) = line.strip_prefix("mcptrail gateway: listening on http://") {
                 let (addr, admin) = rest.split_once(" (admin http://").unwrap();
                 return Gateway {
