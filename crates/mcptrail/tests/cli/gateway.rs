@@ -883,3 +883,78 @@ fn a_wrong_gateway_config_is_refused_with_the_route_and_key() {
         assert!(err.contains(expect), "{expect}: {err}");
     }
 }
+
+/// The scenario lines of the MCP conformance suite's summary (`✓ name: n passed, m failed`).
+fn conformance(url: &str, cwd: &Path) -> Vec<String> {
+    let peers = mcptrail_test_support::peers_dir();
+    let node = peers.join("node_modules/.bin/node");
+    let suite = peers.join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
+    assert!(
+        node.exists() && suite.exists(),
+        "the conformance suite or Node 22 is missing: run .ci/install-peers.sh"
+    );
+    let out = Command::new(node)
+        .arg(suite)
+        .args(["server", "--url", url])
+        .current_dir(cwd)
+        .output()
+        .expect("run the conformance suite");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let summary: Vec<String> = text
+        .split("=== SUMMARY ===")
+        .nth(1)
+        .unwrap_or_else(|| {
+            panic!(
+                "no summary from the conformance suite:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .lines()
+        .filter(|l| l.starts_with('✓') || l.starts_with('✗'))
+        .map(str::to_string)
+        .collect();
+    assert!(summary.len() >= 20, "too few scenarios: {summary:?}");
+    summary
+}
+
+#[test]
+fn the_conformance_suite_gives_identical_results_direct_and_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let ev = HttpPeer::everything("streamableHttp");
+    let direct = conformance(&format!("{}/mcp", ev.base_url()), dir.path());
+    let gw = Gateway::start(
+        dir.path(),
+        &format!(
+            "[gateway]\n{}",
+            route("everything", "/everything", &ev.base_url())
+        ),
+    );
+    let through = conformance(&gw.url("/everything/mcp"), dir.path());
+    gw.stop();
+    assert_eq!(
+        direct, through,
+        "scenario results differ through the gateway"
+    );
+    let passed = direct.iter().filter(|l| l.starts_with('✓')).count();
+    assert!(
+        passed >= 10,
+        "only {passed} scenarios pass directly: {direct:?}"
+    );
+    // Every scenario's traffic is on record.
+    let all = events(&dir.path().join("data"));
+    let sessions = all
+        .iter()
+        .filter(|e| {
+            e.kind == EventKind::SessionStart
+                && e.server
+                    .as_ref()
+                    .is_some_and(|s| s.transport == "streamable_http")
+        })
+        .count();
+    assert!(
+        sessions >= 20,
+        "{sessions} sessions recorded for {} scenarios",
+        direct.len()
+    );
+    verify_ok(&dir.path().join("data"));
+}
