@@ -958,3 +958,215 @@ fn the_conformance_suite_gives_identical_results_direct_and_through_the_gateway(
     );
     verify_ok(&dir.path().join("data"));
 }
+
+#[test]
+fn a_trusted_proxy_header_is_accepted_only_from_its_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = HttpPeer::test_upstream(&[]);
+    let config = format!(
+        "[gateway]\n{}{}",
+        route("trusted", "/trusted", &format!("{}/echo", up.base_url()))
+            + "[gateway.routes.auth]\nmode = \"header\"\nheader = \"X-Forwarded-User\"\ntrusted_peers = [\"127.0.0.0/8\"]\n",
+        route("elsewhere", "/elsewhere", &format!("{}/echo", up.base_url()))
+            + "[gateway.routes.auth]\nmode = \"header\"\nheader = \"X-Forwarded-User\"\ntrusted_peers = [\"10.9.8.7\"]\n",
+    );
+    let gw = Gateway::start(dir.path(), &config);
+    let mut h = mcp_headers();
+    h.push(("X-Forwarded-User", "carol@corp"));
+    assert_eq!(
+        http(&gw.addr, "POST", "/trusted/mcp", &h, &init_body(1)).0,
+        200
+    );
+    assert_eq!(
+        http(
+            &gw.addr,
+            "POST",
+            "/trusted/mcp",
+            &mcp_headers(),
+            &init_body(2)
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        http(&gw.addr, "POST", "/elsewhere/mcp", &h, &init_body(3)).0,
+        401
+    );
+    gw.stop();
+    let data = dir.path().join("data");
+    let all = events(&data);
+    let reasons: Vec<&str> = all
+        .iter()
+        .filter(|e| e.kind == EventKind::AuthDenied)
+        .map(|e| e.detail.as_ref().unwrap()["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["missing_header", "untrusted_peer"]);
+    let req = all
+        .iter()
+        .find(|e| e.kind == EventKind::McpRequest)
+        .unwrap();
+    assert_eq!(req.user_identity.as_ref().unwrap().source, "header");
+    let (_, out, _) = run(&[
+        "log",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--user",
+        "carol@corp",
+        "--json",
+    ]);
+    assert!(out.contains("\"mcp.request\""), "{out}");
+}
+
+#[test]
+fn a_jwks_url_is_fetched_and_tls_is_terminated_with_rustls() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    // The JWKS is served over HTTP by a plain static file server.
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sk.verifying_key().as_bytes());
+    std::fs::write(
+        www.join("jwks.json"),
+        json!({"keys":[{"kty":"OKP","crv":"Ed25519","x":x,"kid":"url-key"}]}).to_string(),
+    )
+    .unwrap();
+    let port = mcptrail_test_support::free_port();
+    let mut files = Command::new(python_peer())
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(&www)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // A self-signed certificate for 127.0.0.1.
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl (Debian's openssl package) makes the test certificate");
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "static file server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let up = HttpPeer::test_upstream(&[]);
+    let config = format!(
+        "[gateway]\n[gateway.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n{}[gateway.routes.auth]\nmode = \"jwt\"\njwks_url = \"http://127.0.0.1:{port}/jwks.json\"\nissuer = \"https://issuer.test\"\naudience = [\"gw\"]\n",
+        cert.display(),
+        key.display(),
+        route("echo", "/echo", &format!("{}/echo", up.base_url()))
+    );
+    let cfg = dir.path().join("mcptrail.toml");
+    std::fs::write(&cfg, &config).unwrap();
+    let mut child = mcptrail()
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["gateway", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        if err.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the TLS gateway did not start");
+        }
+        if let Some(rest) = line
+            .trim()
+            .strip_prefix("mcptrail gateway: listening on https://")
+        {
+            break rest.to_string();
+        }
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some("url-key".into());
+    let der = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&sk).unwrap();
+    let token = jsonwebtoken::encode(
+        &header,
+        &json!({"sub":"dave","iss":"https://issuer.test","aud":"gw","exp":now()+600}),
+        &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+    )
+    .unwrap();
+    let curl = |auth: Option<&str>| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+            .arg(&cert)
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                "Accept: application/json, text/event-stream",
+                "--data-binary",
+            ])
+            .arg(String::from_utf8(init_body(1)).unwrap());
+        if let Some(t) = auth {
+            c.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        c.arg(format!("https://{addr}/echo/mcp"));
+        let out = c.output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let ok = curl(Some(&token));
+    let refused = curl(None);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
+    let _ = files.kill();
+    let _ = files.wait();
+    assert!(
+        ok.ends_with("\n200"),
+        "with a token from the JWKS URL over TLS: {ok}"
+    );
+    assert!(refused.ends_with("\n401"), "without: {refused}");
+    assert!(st.success());
+    let all = events(&dir.path().join("data"));
+    let req = all
+        .iter()
+        .find(|e| e.kind == EventKind::McpRequest)
+        .unwrap();
+    assert_eq!(req.user_identity.as_ref().unwrap().source, "jwt");
+    assert!(all.iter().any(|e| e
+        .server
+        .as_ref()
+        .is_some_and(|s| s.url.as_deref().is_some_and(|u| u.starts_with("https://")))));
+}
