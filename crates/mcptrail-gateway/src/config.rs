@@ -93,8 +93,14 @@ pub struct RouteConfig {
     /// Path prefix on the gateway, e.g. `/github` (requests to `/github/mcp` go to the
     /// upstream URL's path + `/mcp`).
     pub path: String,
-    /// Upstream base URL, `http://` or `https://`.
-    pub upstream: String,
+    /// Upstream base URL, `http://` or `https://` (or `command`).
+    pub upstream: Option<String>,
+    /// A stdio MCP server the gateway runs and exposes over Streamable HTTP, one process per
+    /// MCP session (or `upstream`).
+    pub command: Option<Vec<String>>,
+    /// With `command`: most sessions (server processes) at once; more are refused.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
     /// PEM CA bundle trusted for an `https://` upstream in addition to the system roots.
     pub upstream_ca_file: Option<PathBuf>,
     /// Agent id recorded on the route's events (else the client's `clientInfo.name`).
@@ -102,6 +108,10 @@ pub struct RouteConfig {
     /// Authentication of the route's clients.
     #[serde(default)]
     pub auth: AuthConfig,
+}
+
+fn default_max_sessions() -> usize {
+    64
 }
 
 /// How a route authenticates clients.

@@ -21,6 +21,7 @@ mod metrics;
 mod proxy;
 mod record;
 pub mod sse;
+mod stdio_bridge;
 mod tls;
 pub mod trace;
 mod upstream;
@@ -317,6 +318,11 @@ pub async fn run(
     refresher.abort();
     if let Some(a) = admin {
         a.abort();
+    }
+    for r in &shared.routes {
+        if let proxy::Target::Stdio(bridge) = &r.target {
+            bridge.stop_all();
+        }
     }
     drop(shared);
     drop(metrics);

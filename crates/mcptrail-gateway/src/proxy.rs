@@ -28,6 +28,7 @@ use crate::config::{GatewayConfig, RouteConfig};
 use crate::metrics::Metrics;
 use crate::record::{self, RecordMsg, SessionKey, SessionOpen};
 use crate::sse::SseParser;
+use crate::stdio_bridge::StdioBridge;
 use crate::trace::{self, TraceParent};
 use crate::upstream::Client;
 use crate::GatewayError;
@@ -43,12 +44,24 @@ const MCP_SESSION_ID: &str = "mcp-session-id";
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
     path: String,
-    upstream: Uri,
+    pub(crate) target: Target,
+    /// The upstream URL or command line, for messages.
+    shown: String,
     pub(crate) auth: Authenticator,
     resource_metadata: Option<String>,
     streamable: Arc<SessionOpen>,
     legacy: Arc<SessionOpen>,
-    client: Client<Full<Bytes>>,
+}
+
+/// Where a route's requests go.
+pub(crate) enum Target {
+    /// An HTTP(S) server.
+    Http {
+        base: Uri,
+        client: Box<Client<Full<Bytes>>>,
+    },
+    /// A stdio server the gateway runs, one process per session.
+    Stdio(Arc<StdioBridge>),
 }
 
 impl Route {
@@ -65,44 +78,71 @@ impl Route {
                 format!("`{}` must be a path starting with `/`", cfg.path),
             ));
         }
-        let upstream: Uri = cfg
-            .upstream
-            .parse()
-            .map_err(|e| err("upstream", format!("`{}` is not a URL: {e}", cfg.upstream)))?;
-        if !matches!(upstream.scheme_str(), Some("http" | "https")) || upstream.host().is_none() {
-            return Err(err(
-                "upstream",
-                format!("`{}` must be an http:// or https:// URL", cfg.upstream),
-            ));
-        }
-        if upstream.query().is_some() {
-            return Err(err(
-                "upstream",
-                "the upstream URL must not have a query".into(),
-            ));
-        }
+        let (target, shown, server): (Target, String, ServerInfo) =
+            match (&cfg.upstream, &cfg.command) {
+                (Some(url), None) => {
+                    let base: Uri = url
+                        .parse()
+                        .map_err(|e| err("upstream", format!("`{url}` is not a URL: {e}")))?;
+                    if !matches!(base.scheme_str(), Some("http" | "https")) || base.host().is_none() {
+                        return Err(err("upstream", format!("`{url}` must be an http:// or https:// URL")));
+                    }
+                    if base.query().is_some() {
+                        return Err(err("upstream", "the upstream URL must not have a query".into()));
+                    }
+                    let client = crate::upstream::client_with_timeout(
+                        cfg.upstream_ca_file.as_deref(),
+                        connect_timeout,
+                    )?;
+                    let server = ServerInfo {
+                        name: Some(name.to_string()),
+                        url: Some(url.clone()),
+                        ..Default::default()
+                    };
+                    (
+                        Target::Http {
+                            base,
+                            client: Box::new(client),
+                        },
+                        url.clone(),
+                        server,
+                    )
+                }
+                (None, Some(cmd)) if !cmd.is_empty() && !cmd[0].is_empty() => {
+                    let server = ServerInfo {
+                        name: Some(name.to_string()),
+                        command: cmd.clone(),
+                        ..Default::default()
+                    };
+                    let bridge = StdioBridge::new(cmd.clone(), cfg.max_sessions.max(1));
+                    (Target::Stdio(Arc::new(bridge)), format!("`{}`", cmd.join(" ")), server)
+                }
+                (None, Some(_)) => return Err(err("command", "the command is empty".into())),
+                _ => {
+                    return Err(err(
+                        "upstream",
+                        "give exactly one of `upstream` (an HTTP server's URL) or `command` (a stdio server to run)".into(),
+                    ))
+                }
+            };
         let auth = Authenticator::from_config(&name, &cfg.auth)?;
-        let client =
-            crate::upstream::client_with_timeout(cfg.upstream_ca_file.as_deref(), connect_timeout)?;
-        let server = |transport: &str| {
+        let stdio = matches!(target, Target::Stdio(_));
+        let open = |transport: &str| {
+            let mut server = server.clone();
+            server.transport = if stdio { "stdio" } else { transport }.into();
             Arc::new(SessionOpen {
-                server: ServerInfo {
-                    name: Some(name.to_string()),
-                    transport: transport.into(),
-                    url: Some(cfg.upstream.clone()),
-                    ..Default::default()
-                },
+                server,
                 agent_id: cfg.agent_id.clone(),
             })
         };
         Ok(Route {
             path: cfg.path.trim_end_matches('/').to_string(),
-            upstream,
+            streamable: open("streamable_http"),
+            legacy: open("sse"),
+            target,
+            shown,
             auth,
             resource_metadata: cfg.auth.resource_metadata.clone(),
-            streamable: server("streamable_http"),
-            legacy: server("sse"),
-            client,
             name,
         })
     }
@@ -113,8 +153,34 @@ impl Route {
         (rest.is_empty() || rest.starts_with('/')).then_some(rest)
     }
 
+    fn base(&self) -> Option<&Uri> {
+        match &self.target {
+            Target::Http { base, .. } => Some(base),
+            Target::Stdio(_) => None,
+        }
+    }
+
+    /// Send a request to the route's server; `Err` says why it could not be reached.
+    async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<RespBody>, String> {
+        match &self.target {
+            Target::Http { client, .. } => client
+                .request(req)
+                .await
+                .map(|r| r.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()))
+                .map_err(|e| upstream_error_text(&e)),
+            Target::Stdio(bridge) => bridge
+                .send(req)
+                .await
+                .map_err(|e| format!("unreachable: {}", e.0)),
+        }
+    }
+
     fn upstream_uri(&self, rest: &str, query: Option<&str>) -> Uri {
-        let base = self.upstream.path().trim_end_matches('/');
+        let Some(upstream) = self.base() else {
+            // The stdio bridge reads only method, headers and body.
+            return Uri::from_static("/");
+        };
+        let base = upstream.path().trim_end_matches('/');
         let mut pq = format!("{base}{rest}");
         if pq.is_empty() {
             pq.push('/');
@@ -123,9 +189,9 @@ impl Route {
             pq.push('?');
             pq.push_str(q);
         }
-        let mut parts = self.upstream.clone().into_parts();
+        let mut parts = upstream.clone().into_parts();
         parts.path_and_query = pq.parse().ok();
-        Uri::from_parts(parts).unwrap_or_else(|_| self.upstream.clone())
+        Uri::from_parts(parts).unwrap_or_else(|_| upstream.clone())
     }
 }
 
@@ -368,7 +434,7 @@ async fn serve(
         })
         .flatten();
     let timeout = Duration::from_secs(shared.cfg.upstream_response_timeout_secs.max(1));
-    let result = tokio::time::timeout(timeout, route.client.request(up)).await;
+    let result = tokio::time::timeout(timeout, route.send(up)).await;
     let resp = match result {
         Ok(Ok(resp)) => resp,
         failed => {
@@ -377,7 +443,7 @@ async fn serve(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!("no response within {} s", timeout.as_secs()),
                 ),
-                Ok(Err(e)) => (StatusCode::BAD_GATEWAY, upstream_error_text(&e)),
+                Ok(Err(e)) => (StatusCode::BAD_GATEWAY, e),
                 Ok(Ok(_)) => unreachable!(),
             };
             return upstream_failed(
@@ -474,10 +540,10 @@ async fn serve(
         key: (!legacy_get).then_some(key),
         open: Arc::clone(if legacy_get { &route.legacy } else { open }),
         ctx,
-        legacy: legacy_get.then(|| Legacy {
+        legacy: route.base().filter(|_| legacy_get).map(|base| Legacy {
             held: Vec::new(),
             route_path: route.path.clone(),
-            upstream: route.upstream.clone(),
+            upstream: base.clone(),
             caller: x.caller.clone(),
             route_name: Arc::clone(&route.name),
         }),
@@ -588,7 +654,7 @@ fn upstream_failed(
             .or(legacy_key)
             .unwrap_or_else(|| format!("stateless:{}", x.caller.principal)),
     );
-    let message = format!("mcptrail gateway: upstream {} {what}", route.upstream);
+    let message = format!("mcptrail gateway: upstream {} {what}", route.shown);
     // The request was seen; record it, then the answer the client got in the server's place.
     let id = single_request_id(body);
     if let Some(mut f) = request_frame {
@@ -629,7 +695,7 @@ fn upstream_failed(
         event: x.event(
             EventKind::UpstreamError,
             status.as_u16(),
-            json!({"error": if status == StatusCode::GATEWAY_TIMEOUT { "timeout" } else { "unreachable" }, "message": message, "upstream": route.upstream.to_string()}),
+            json!({"error": if status == StatusCode::GATEWAY_TIMEOUT { "timeout" } else { "unreachable" }, "message": message, "upstream": route.shown}),
         ),
     });
     let mut resp = Response::new(
@@ -772,7 +838,7 @@ struct Legacy {
 const LEGACY_HOLD_MAX: usize = 64 * 1024;
 
 struct TapBody {
-    inner: Incoming,
+    inner: RespBody,
     copy: Copy,
     record: Sender<RecordMsg>,
     metrics: Arc<Metrics>,
@@ -963,7 +1029,7 @@ impl Body for TapBody {
                     });
                     this.metrics.upstream_error(&this.route);
                     this.finish();
-                    return Poll::Ready(Some(Err(Box::new(e))));
+                    return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {

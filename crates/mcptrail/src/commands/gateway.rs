@@ -41,7 +41,9 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
         gw.routes.push(RouteConfig {
             name: None,
             path: path.to_string(),
-            upstream: url.to_string(),
+            upstream: Some(url.to_string()),
+            command: None,
+            max_sessions: 64,
             upstream_ca_file: None,
             agent_id: None,
             auth: Default::default(),
@@ -60,7 +62,11 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
     let routes: Vec<String> = gw
         .routes
         .iter()
-        .map(|r| format!("{} -> {}", r.path, r.upstream))
+        .map(|r| match (&r.upstream, &r.command) {
+            (Some(url), _) => format!("{} -> {url}", r.path),
+            (None, Some(cmd)) => format!("{} -> stdio `{}`", r.path, cmd.join(" ")),
+            (None, None) => r.path.clone(),
+        })
         .collect();
     let tls = gw.tls.is_some();
     let opts = GatewayOptions {

@@ -672,7 +672,7 @@ fn upstream_failures_get_a_json_rpc_error_and_an_upstream_error_event() {
         route("slow", "/slow", &format!("{}/slow", up.base_url())),
         route("broken", "/broken", &format!("{}/broken", up.base_url())),
         route("bad-sse", "/bad-sse", &format!("{}/bad-sse", up.base_url())),
-    );
+    ) + "[[gateway.routes]]\nname = \"nocmd\"\npath = \"/nocmd\"\ncommand = [\"/nonexistent/mcp-server\"]\n";
     let gw = Gateway::start(dir.path(), &config);
     let call = |id: u32| {
         json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"x","arguments":{}}})
@@ -690,6 +690,16 @@ fn upstream_failures_get_a_json_rpc_error_and_an_upstream_error_event() {
             .contains("unreachable"),
         "{err}"
     );
+    // A stdio server that cannot start: the same answer, naming the command.
+    let (st, _, body) = http(
+        &gw.addr,
+        "POST",
+        "/nocmd/mcp",
+        &mcp_headers(),
+        &init_body(15),
+    );
+    assert_eq!(st, 502);
+    assert!(String::from_utf8_lossy(&body).contains("/nonexistent/mcp-server"));
     let (st, _, body) = http(&gw.addr, "POST", "/slow/mcp", &mcp_headers(), &call(12));
     assert_eq!(st, 504);
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["id"], 12);
@@ -922,40 +932,49 @@ fn the_conformance_suite_gives_identical_results_direct_and_through_the_gateway(
     let dir = tempfile::tempdir().unwrap();
     let ev = HttpPeer::everything("streamableHttp");
     let direct = conformance(&format!("{}/mcp", ev.base_url()), dir.path());
-    let gw = Gateway::start(
-        dir.path(),
-        &format!(
-            "[gateway]\n{}",
-            route("everything", "/everything", &ev.base_url())
-        ),
+    let stdio: Vec<String> = mcptrail_test_support::server_everything_cmd()
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect();
+    let config = format!(
+        "[gateway]\n{}[[gateway.routes]]\nname = \"stdio\"\npath = \"/stdio\"\ncommand = [{}]\n",
+        route("everything", "/everything", &ev.base_url()),
+        stdio.join(", ")
     );
+    let gw = Gateway::start(dir.path(), &config);
     let through = conformance(&gw.url("/everything/mcp"), dir.path());
+    // The same server run over stdio, exposed over Streamable HTTP by the gateway.
+    let bridged = conformance(&gw.url("/stdio/mcp"), dir.path());
     gw.stop();
     assert_eq!(
         direct, through,
         "scenario results differ through the gateway"
+    );
+    assert_eq!(
+        direct, bridged,
+        "scenario results differ for the stdio server behind the gateway"
     );
     let passed = direct.iter().filter(|l| l.starts_with('✓')).count();
     assert!(
         passed >= 10,
         "only {passed} scenarios pass directly: {direct:?}"
     );
-    // Every scenario's traffic is on record.
+    // Every scenario's traffic is on record, for both routes.
     let all = events(&dir.path().join("data"));
-    let sessions = all
-        .iter()
-        .filter(|e| {
-            e.kind == EventKind::SessionStart
-                && e.server
-                    .as_ref()
-                    .is_some_and(|s| s.transport == "streamable_http")
-        })
-        .count();
-    assert!(
-        sessions >= 20,
-        "{sessions} sessions recorded for {} scenarios",
-        direct.len()
-    );
+    for transport in ["streamable_http", "stdio"] {
+        let sessions = all
+            .iter()
+            .filter(|e| {
+                e.kind == EventKind::SessionStart
+                    && e.server.as_ref().is_some_and(|s| s.transport == transport)
+            })
+            .count();
+        assert!(
+            sessions >= 20,
+            "{sessions} {transport} sessions recorded for {} scenarios",
+            direct.len()
+        );
+    }
     verify_ok(&dir.path().join("data"));
 }
 
