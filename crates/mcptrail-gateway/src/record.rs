@@ -146,7 +146,11 @@ pub(crate) fn spawn(
     };
     std::thread::Builder::new()
         .name("mcptrail-gateway-recorder".into())
-        .spawn(move || rec.run(rx, checker))
+        .spawn(move || {
+            // Recording is background work: request relays go first on a busy CPU.
+            mcptrail_tap::run_in_background();
+            rec.run(rx, checker)
+        })
 }
 
 impl Recording {

@@ -33,7 +33,7 @@ const BACKGROUND_NICE: i32 = 10;
 
 /// Lower the calling thread's scheduling priority (Linux keeps a nice value per thread).
 /// Best effort: where it cannot be changed, the thread keeps the normal priority.
-pub(crate) fn run_in_background() {
+pub fn run_in_background() {
     let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), BACKGROUND_NICE);
 }
 

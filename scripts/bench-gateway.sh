@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of `mcptrail gateway` (issue 5), all in one run on this machine:
+#
+#   A. HTTP upstream: server-everything (Streamable HTTP) direct  vs  through the gateway
+#   B. stdio upstream exposed over HTTP: the gateway (command = [...])  vs  supergateway
+#      (npm, an existing stdio-to-Streamable-HTTP proxy) on the same stdio server-everything
+#
+# Load: wrk at fixed concurrency, each request one `tools/call echo` in an initialized
+# session. Prints requests/s and p50/p99 latency per target and the ratios that issue 5's
+# targets are stated in (p50 overhead <= 10 % and <= 0.3 ms, throughput >= 90 % of direct).
+# The gateway records to a fresh ledger with the default settings (fsync on, redaction on).
+#
+# Usage: scripts/bench-gateway.sh [CONNECTIONS] [SECONDS]   (defaults 8 and 10)
+# Needs: wrk (apt-get install wrk; installed here when missing and running as root),
+# the test peers (.ci/install-peers.sh), npm for supergateway (installed under target/).
+set -euo pipefail
+repo="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+conns="${1:-8}"
+secs="${2:-10}"
+
+if ! command -v wrk >/dev/null; then
+    if [[ $(id -u) -eq 0 ]]; then apt-get install -y -qq wrk >/dev/null; else
+        echo "wrk is missing: apt-get install wrk" >&2; exit 1; fi
+fi
+./.ci/install-peers.sh >/dev/null 2>&1
+everything="$repo/.ci/peers/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+bench_dir="$repo/target/bench-gateway"
+mkdir -p "$bench_dir"
+if [[ ! -x "$bench_dir/node_modules/.bin/supergateway" ]]; then
+    npm install --prefix "$bench_dir" --no-audit --no-fund --loglevel=error supergateway@3.4.3 >/dev/null
+fi
+cargo build --release --locked -q -p mcptrail
+mcptrail="$repo/target/release/mcptrail"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+# Start an initialized MCP session at URL; print its Mcp-Session-Id (empty if stateless).
+open_session() {
+    local url="$1" hdrs
+    hdrs="$(curl -s -D - -o /dev/null -X POST "$url" -H 'Content-Type: application/json' \
+        -H 'Accept: application/json, text/event-stream' \
+        --data '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}')"
+    local sid
+    sid="$(printf '%s' "$hdrs" | tr -d '\r' | awk -F': ' 'tolower($1)=="mcp-session-id"{print $2}')"
+    curl -s -o /dev/null -X POST "$url" -H 'Content-Type: application/json' \
+        -H 'Accept: application/json, text/event-stream' -H "Mcp-Session-Id: $sid" \
+        -H 'MCP-Protocol-Version: 2025-11-25' \
+        --data '{"jsonrpc":"2.0","method":"notifications/initialized"}'
+    printf '%s' "$sid"
+}
+
+# run NAME URL -> "rps p50_ms p99_ms" on stdout, wrk's report in $bench_dir/NAME.txt
+run() {
+    local name="$1" url="$2" sid
+    sid="$(open_session "$url")"
+    # Warm up (JIT, connection pools), then measure.
+    MCP_SESSION="$sid" wrk -t1 -c"$conns" -d2s -s scripts/bench/gateway-post.lua "$url" >/dev/null
+    MCP_SESSION="$sid" wrk -t1 -c"$conns" -d"${secs}s" --latency -s scripts/bench/gateway-post.lua "$url" >"$bench_dir/$name.txt"
+    awk -v name="$name" '
+        function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+        /Requests\/sec/ { rps=$2 }
+        $1=="50%" { p50=ms($2) } $1=="99%" { p99=ms($2) }
+        /Non-2xx/ { bad=$NF }
+        END { if (bad>0) { printf "%s: %s non-2xx responses\n", name, bad > "/dev/stderr"; exit 1 } printf "%s %.3f %.3f\n", rps, p50, p99 }
+    ' "$bench_dir/$name.txt"
+}
+
+# --- A. HTTP upstream ---------------------------------------------------------
+up_port="$(free_port)"; gw_port="$(free_port)"
+PORT="$up_port" node "$everything" streamableHttp >/dev/null 2>&1 & pids+=($!)
+wait_port "$up_port"
+data="$(mktemp -d "$bench_dir/data.XXXXXX")"
+"$mcptrail" gateway --data-dir "$data" --listen "127.0.0.1:$gw_port" \
+    --route "/ev=http://127.0.0.1:$up_port" 2>"$bench_dir/gateway-http.log" & pids+=($!)
+wait_port "$gw_port"
+read -r d_rps d_p50 d_p99 < <(run direct "http://127.0.0.1:$up_port/mcp")
+read -r g_rps g_p50 g_p99 < <(run gateway "http://127.0.0.1:$gw_port/ev/mcp")
+
+# --- B. stdio upstream over HTTP ----------------------------------------------
+sg_port="$(free_port)"; gs_port="$(free_port)"
+"$bench_dir/node_modules/.bin/supergateway" --stdio "node $everything stdio" \
+    --outputTransport streamableHttp --stateful --port "$sg_port" >"$bench_dir/supergateway.log" 2>&1 & pids+=($!)
+wait_port "$sg_port"
+cfg="$bench_dir/stdio.toml"
+printf '[[gateway.routes]]\npath = "/st"\ncommand = ["node", "%s", "stdio"]\n' "$everything" >"$cfg"
+data2="$(mktemp -d "$bench_dir/data.XXXXXX")"
+"$mcptrail" --config "$cfg" gateway --data-dir "$data2" --listen "127.0.0.1:$gs_port" \
+    2>"$bench_dir/gateway-stdio.log" & pids+=($!)
+wait_port "$gs_port"
+read -r s_rps s_p50 s_p99 < <(run supergateway "http://127.0.0.1:$sg_port/mcp")
+read -r t_rps t_p50 t_p99 < <(run gateway-stdio "http://127.0.0.1:$gs_port/st/mcp")
+
+events="$("$mcptrail" log --data-dir "$data" --method tools/call --kind mcp.request --json 2>/dev/null | wc -l)"
+printf '\nmcptrail gateway benchmark: wrk -t1 -c%s -d%ss, tools/call echo, %s cores\n\n' "$conns" "$secs" "$(nproc)"
+printf '%-34s %10s %10s %10s\n' target "req/s" "p50 ms" "p99 ms"
+printf '%-34s %10.0f %10.3f %10.3f\n' "A  direct (server-everything HTTP)" "$d_rps" "$d_p50" "$d_p99"
+printf '%-34s %10.0f %10.3f %10.3f\n' "A  through mcptrail gateway" "$g_rps" "$g_p50" "$g_p99"
+printf '%-34s %10.0f %10.3f %10.3f\n' "B  supergateway (stdio -> HTTP)" "$s_rps" "$s_p50" "$s_p99"
+printf '%-34s %10.0f %10.3f %10.3f\n' "B  mcptrail gateway (stdio -> HTTP)" "$t_rps" "$t_p50" "$t_p99"
+awk -v d="$d_rps" -v g="$g_rps" -v dp="$d_p50" -v gp="$g_p50" -v s="$s_rps" -v t="$t_rps" -v sp="$s_p50" -v tp="$t_p50" 'BEGIN {
+    printf "\nA: throughput gateway/direct = %.3f (target >= 0.90); p50 overhead = %+.3f ms, %+.1f %% (targets <= 0.3 ms and <= 10 %%)\n", g/d, gp-dp, (gp/dp-1)*100
+    printf "B: throughput mcptrail/supergateway = %.3f; p50 mcptrail/supergateway = %.3f\n", t/s, tp/sp
+}'
+printf 'tools/call requests recorded in the ledger during A: %s (every one, fsync on)\n' "$events"
