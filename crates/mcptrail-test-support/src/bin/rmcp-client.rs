@@ -4,7 +4,10 @@
 //!
 //! ```text
 //! rmcp-client [--call NAME=JSONARGS]... [--protocol-version V] [--timeout-secs N] -- CMD [ARGS...]
+//! rmcp-client [--call NAME=JSONARGS]... --url http://HOST:PORT/PATH
 //! ```
+//!
+//! With `--url` it connects over Streamable HTTP (rmcp's reqwest client) instead.
 //!
 //! Spawns `CMD ARGS` through rmcp's child-process transport, initializes with
 //! clientInfo name `rmcp-client`, lists tools, performs each `--call` in order
@@ -27,7 +30,7 @@ use rmcp::ServiceExt;
 use serde_json::{json, Value};
 
 const USAGE: &str = "usage: rmcp-client [--call NAME=JSONARGS]... [--protocol-version V] \
-                     [--timeout-secs N] -- CMD [ARGS...]";
+                     [--timeout-secs N] (-- CMD [ARGS...] | --url URL)";
 
 struct Call {
     name: String,
@@ -39,6 +42,7 @@ struct Options {
     protocol_version: String,
     timeout: Duration,
     command: Vec<String>,
+    url: Option<String>,
 }
 
 fn parse_call(spec: &str) -> anyhow::Result<Call> {
@@ -73,6 +77,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Options>
         protocol_version: ProtocolVersion::LATEST_WITH_INITIALIZE.to_string(),
         timeout: Duration::from_secs(60),
         command: Vec::new(),
+        url: None,
     };
     while let Some(arg) = args.next() {
         let mut value = |flag: &str| {
@@ -85,6 +90,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Options>
                 break;
             }
             "--call" => opts.calls.push(parse_call(&value("--call")?)?),
+            "--url" => opts.url = Some(value("--url")?),
             "--protocol-version" => opts.protocol_version = value("--protocol-version")?,
             "--timeout-secs" => {
                 let secs: u64 = value("--timeout-secs")?
@@ -105,7 +111,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Options>
             }
         }
     }
-    if opts.command.is_empty() {
+    if opts.command.is_empty() && opts.url.is_none() {
         bail!("no server command given after `--`\n{USAGE}");
     }
     Ok(opts)
@@ -116,21 +122,31 @@ async fn run(opts: Options) -> anyhow::Result<Value> {
     let protocol_version: ProtocolVersion =
         serde_json::from_value(Value::String(opts.protocol_version.clone()))
             .context("invalid --protocol-version")?;
-    let mut cmd = tokio::process::Command::new(&opts.command[0]);
-    cmd.args(&opts.command[1..]).kill_on_drop(true);
-    let transport = TokioChildProcess::new(cmd)
-        .with_context(|| format!("failed to spawn {:?}", opts.command))?;
-
     let config = ClientConfig::new(
         ClientCapabilities::default(),
         Implementation::new("rmcp-client", env!("CARGO_PKG_VERSION")),
     )
     .with_protocol_version(protocol_version);
 
-    let mut client = config
-        .serve(transport)
-        .await
-        .context("MCP initialization failed")?;
+    let mut client = match &opts.url {
+        Some(url) => {
+            let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.as_str());
+            config
+                .serve(transport)
+                .await
+                .context("MCP initialization failed")?
+        }
+        None => {
+            let mut cmd = tokio::process::Command::new(&opts.command[0]);
+            cmd.args(&opts.command[1..]).kill_on_drop(true);
+            let transport = TokioChildProcess::new(cmd)
+                .with_context(|| format!("failed to spawn {:?}", opts.command))?;
+            config
+                .serve(transport)
+                .await
+                .context("MCP initialization failed")?
+        }
+    };
 
     let outcome = async {
         let peer_info = client

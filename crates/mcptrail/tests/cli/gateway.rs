@@ -1189,3 +1189,59 @@ fn a_jwks_url_is_fetched_and_tls_is_terminated_with_rustls() {
         .as_ref()
         .is_some_and(|s| s.url.as_deref().is_some_and(|u| u.starts_with("https://")))));
 }
+
+#[test]
+fn rmcp_over_streamable_http_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let ev = HttpPeer::everything("streamableHttp");
+    let gw = Gateway::start(
+        dir.path(),
+        &format!(
+            "[gateway]\n{}",
+            route("everything", "/everything", &ev.base_url())
+        ),
+    );
+    let out = Command::new(mcptrail_test_support::target_bin("rmcp-client"))
+        .args([
+            "--url",
+            &gw.url("/everything/mcp"),
+            "--call",
+            r#"get-sum={"a":20,"b":22}"#,
+            "--call",
+            r#"echo={"message":"from rmcp"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rmcp-client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["calls"][0]["result"]["content"][0]["text"],
+        "The sum of 20 and 22 is 42."
+    );
+    assert_eq!(
+        doc["calls"][1]["result"]["content"][0]["text"],
+        "Echo: from rmcp"
+    );
+    gw.stop();
+    let all = events(&dir.path().join("data"));
+    let s = session_events(&all, "streamable_http");
+    assert!(s
+        .iter()
+        .any(|e| e.client.as_ref().is_some_and(|c| c.name == "rmcp-client")));
+    for tool in ["get-sum", "echo"] {
+        let req = s
+            .iter()
+            .find(|e| e.kind == EventKind::McpRequest && e.tool_invoked.as_deref() == Some(tool))
+            .unwrap();
+        assert!(
+            s.iter().any(|e| e.kind == EventKind::McpResponse
+                && e.request_event_id.as_deref() == Some(&req.event_id)),
+            "{tool} answered"
+        );
+    }
+    verify_ok(&dir.path().join("data"));
+}
