@@ -228,6 +228,7 @@ pub async fn run(
         cfg: cfg.clone(),
         record: record_tx,
         metrics: Arc::clone(&metrics),
+        seen: Default::default(),
     });
     // JWKS URLs: fetch before serving; refresh in the background.
     for r in &shared.routes {

@@ -201,6 +201,55 @@ pub(crate) struct Shared {
     pub(crate) cfg: GatewayConfig,
     pub(crate) record: Sender<RecordMsg>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) seen: Arc<SeenSse>,
+}
+
+/// SSE event ids already relayed, per session: a resumed stream (`Last-Event-ID`) replays
+/// events the record already has; those are flagged `replayed`. Bounded: the newest
+/// [`SEEN_PER_SESSION`] ids of at most [`SEEN_SESSIONS`] sessions.
+#[derive(Default)]
+pub(crate) struct SeenSse {
+    sessions: std::sync::Mutex<std::collections::HashMap<SessionKey, SeenIds>>,
+}
+
+#[derive(Default)]
+struct SeenIds {
+    set: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+const SEEN_PER_SESSION: usize = 4096;
+const SEEN_SESSIONS: usize = 4096;
+
+impl SeenSse {
+    /// Whether `id` is new in `key`'s session (and remember it).
+    fn first_time(&self, key: &SessionKey, id: &str) -> bool {
+        let mut all = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if !all.contains_key(key) && all.len() >= SEEN_SESSIONS {
+            if let Some(k) = all.keys().next().cloned() {
+                all.remove(&k);
+            }
+        }
+        let ids = all.entry(key.clone()).or_default();
+        if ids.set.contains(id) {
+            return false;
+        }
+        if ids.order.len() >= SEEN_PER_SESSION {
+            if let Some(old) = ids.order.pop_front() {
+                ids.set.remove(&old);
+            }
+        }
+        ids.set.insert(id.to_string());
+        ids.order.push_back(id.to_string());
+        true
+    }
+
+    fn forget(&self, key: &SessionKey) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
 }
 
 impl Shared {
@@ -484,11 +533,13 @@ async fn serve(
         });
     }
     if parts.method == Method::DELETE && status.is_success() {
+        shared.seen.forget(&key);
         shared.send(RecordMsg::End {
             key: key.clone(),
             reason: "client_deleted",
         });
     } else if status == StatusCode::NOT_FOUND && request_session.is_some() {
+        shared.seen.forget(&key);
         shared.send(RecordMsg::End {
             key: key.clone(),
             reason: "session_not_found",
@@ -536,6 +587,7 @@ async fn serve(
         copy,
         record: shared.record.clone(),
         metrics: Arc::clone(&shared.metrics),
+        seen: Arc::clone(&shared.seen),
         route: Arc::clone(&route.name),
         key: (!legacy_get).then_some(key),
         open: Arc::clone(if legacy_get { &route.legacy } else { open }),
@@ -839,6 +891,7 @@ const LEGACY_HOLD_MAX: usize = 64 * 1024;
 
 struct TapBody {
     inner: RespBody,
+    seen: Arc<SeenSse>,
     copy: Copy,
     record: Sender<RecordMsg>,
     metrics: Arc<Metrics>,
@@ -854,9 +907,13 @@ struct TapBody {
 }
 
 impl TapBody {
-    fn send_frame(&self, body: FrameBody) {
+    fn send_frame(&self, body: FrameBody, sse_id: Option<&str>) {
         let Some(key) = &self.key else { return };
-        let frame = Frame::message(Direction::ServerToClient, body, Some(self.ctx.clone()));
+        let mut ctx = self.ctx.clone();
+        if sse_id.is_some_and(|id| !self.seen.first_time(key, id)) {
+            ctx.flags.push(Flag::Replayed);
+        }
+        let frame = Frame::message(Direction::ServerToClient, body, Some(ctx));
         let _ = self.record.send(RecordMsg::Frame {
             key: key.clone(),
             open: Arc::clone(&self.open),
@@ -878,9 +935,8 @@ impl TapBody {
                         continue;
                     }
                     match ev.event.as_deref() {
-                        None | Some("message") => self.send_frame(ev.data),
                         Some("endpoint") => {} // transport plumbing, handled by the rewrite
-                        Some(_) => self.send_frame(ev.data),
+                        _ => self.send_frame(ev.data, ev.id.as_deref()),
                     }
                 }
             }
@@ -947,12 +1003,12 @@ impl TapBody {
             Copy::None => {}
             Copy::Json(mut c) => {
                 if let Some(body) = c.take() {
-                    self.send_frame(body);
+                    self.send_frame(body, None);
                 }
             }
             Copy::Sse(mut p) => {
                 if let Some(ev) = p.finish() {
-                    self.send_frame(ev.data);
+                    self.send_frame(ev.data, ev.id.as_deref());
                 }
             }
         }

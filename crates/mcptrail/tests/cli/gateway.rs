@@ -1245,3 +1245,88 @@ fn rmcp_over_streamable_http_through_the_gateway() {
     }
     verify_ok(&dir.path().join("data"));
 }
+
+/// Read an SSE response until `until` appears or the connection ends; return the raw bytes.
+fn sse_exchange(addr: &str, head: &str, body: &str, until: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("{head}Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes())
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !contains(&got, until) {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}
+
+#[test]
+fn a_resumed_stream_replays_into_the_record_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let ev = HttpPeer::everything("streamableHttp");
+    let gw = Gateway::start(
+        dir.path(),
+        &format!(
+            "[gateway]\n{}",
+            route("everything", "/everything", &ev.base_url())
+        ),
+    );
+    let (_, h, _) = http(
+        &gw.addr,
+        "POST",
+        "/everything/mcp",
+        &mcp_headers(),
+        &init_body(1),
+    );
+    let sid = header(&h, "mcp-session-id").unwrap().to_string();
+    let mut with_sid = mcp_headers();
+    with_sid.push(("Mcp-Session-Id", &sid));
+    with_sid.push(("MCP-Protocol-Version", "2025-11-25"));
+    http(
+        &gw.addr,
+        "POST",
+        "/everything/mcp",
+        &with_sid,
+        br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    );
+    let head = format!(
+        "POST /everything/mcp HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Session-Id: {sid}\r\nMCP-Protocol-Version: 2025-11-25\r\n",
+        gw.addr
+    );
+    let call = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":1,"steps":2},"_meta":{"progressToken":"p"}}}).to_string();
+    let first = sse_exchange(&gw.addr, &head, &call, b"Long running operation completed");
+    let text = String::from_utf8_lossy(&first).to_string();
+    let first_id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("the server numbers its events")
+        .trim()
+        .to_string();
+    // Resume from the first event: the server sends the rest again.
+    let get_head = format!(
+        "GET /everything/mcp HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nMcp-Session-Id: {sid}\r\nMCP-Protocol-Version: 2025-11-25\r\nLast-Event-ID: {first_id}\r\n",
+        gw.addr
+    );
+    let replay = sse_exchange(&gw.addr, &get_head, "", b"Long running operation completed");
+    assert!(
+        contains(&replay, b"Long running operation completed"),
+        "{}",
+        String::from_utf8_lossy(&replay)
+    );
+    gw.stop();
+    let all = events(&dir.path().join("data"));
+    let responses: Vec<&Event> = all
+        .iter()
+        .filter(|e| e.kind == EventKind::McpResponse && e.request_id == Some(json!(2)))
+        .collect();
+    assert_eq!(responses.len(), 2, "the answer, and its replay");
+    assert!(!responses[0].flags.contains(&mcptrail_event::Flag::Replayed));
+    assert!(
+        responses[1].flags.contains(&mcptrail_event::Flag::Replayed),
+        "{:?}",
+        responses[1].flags
+    );
+}
