@@ -17,6 +17,7 @@ use mcptrail_event::UserIdentity;
 use serde_json::{Map, Value};
 
 use crate::config::{AuthConfig, AuthMode};
+use crate::tls::CertIdentity;
 use crate::GatewayError;
 
 /// The verified caller.
@@ -60,6 +61,8 @@ pub enum Authenticator {
         /// Peer networks allowed to set it.
         trusted: Vec<IpNet>,
     },
+    /// A client certificate verified in the TLS handshake.
+    Mtls,
 }
 
 impl Authenticator {
@@ -102,12 +105,38 @@ impl Authenticator {
                 })
             }
             AuthMode::Jwt => Ok(Authenticator::Jwt(Box::new(JwtVerifier::new(route, cfg)?))),
+            AuthMode::Mtls => Ok(Authenticator::Mtls),
         }
     }
 
     /// Check a request's headers from `peer`.
-    pub fn check(&self, headers: &http::HeaderMap, peer: IpAddr) -> Result<Caller, Denied> {
+    pub fn check(
+        &self,
+        headers: &http::HeaderMap,
+        peer: IpAddr,
+        cert: Option<&CertIdentity>,
+    ) -> Result<Caller, Denied> {
         match self {
+            Authenticator::Mtls => {
+                let c = cert.ok_or_else(|| {
+                    Denied::new(
+                        "missing_client_certificate",
+                        "no client certificate verified by the gateway's client CA",
+                    )
+                })?;
+                Ok(Caller {
+                    user: UserIdentity {
+                        principal: c.principal.clone(),
+                        source: "mtls".into(),
+                        claims: Some(serde_json::json!({
+                            "subject": c.subject,
+                            "issuer": c.issuer,
+                            "serial": c.serial,
+                        })),
+                        ..Default::default()
+                    },
+                })
+            }
             Authenticator::None => Ok(Caller {
                 user: UserIdentity {
                     principal: "anonymous".into(),

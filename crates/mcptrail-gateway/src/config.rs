@@ -66,6 +66,13 @@ pub struct TlsConfig {
     pub cert_file: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
+    /// PEM CA bundle for client certificates (mTLS): clients may present a certificate
+    /// issued by it, and routes with `auth.mode = "mtls"` require one.
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse the TLS handshake of a client without a valid certificate (default: a route
+    /// with `mode = "mtls"` answers such a client 401 instead, and records why).
+    #[serde(default)]
+    pub client_cert_required: bool,
 }
 
 /// `[gateway.trace]`.
@@ -125,13 +132,17 @@ pub enum AuthMode {
     Jwt,
     /// A header set by a trusted auth proxy.
     Header,
+    /// A client certificate verified during the TLS handshake (`[gateway.tls]
+    /// client_ca_file`); the principal is its first email, URI or DNS subject alternative
+    /// name, else its subject common name.
+    Mtls,
 }
 
 /// `[gateway.routes.auth]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// `none`, `jwt` or `header`.
+    /// `none`, `jwt`, `header` or `mtls`.
     pub mode: AuthMode,
     /// jwt: a JWK set file.
     pub jwks_file: Option<PathBuf>,

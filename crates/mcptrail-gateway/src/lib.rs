@@ -41,6 +41,7 @@ use tokio::net::TcpListener;
 
 pub use config::{AuthConfig, AuthMode, GatewayConfig, RouteConfig, TlsConfig, TraceConfig};
 pub use metrics::Metrics;
+pub use tls::CertIdentity;
 
 /// Errors of the gateway. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +146,18 @@ fn build_routes(cfg: &GatewayConfig) -> Result<Vec<proxy::Route>, GatewayError> 
         .iter()
         .map(|r| proxy::Route::new(r, connect))
         .collect::<Result<_, _>>()?;
+    let client_ca = cfg.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+    if let Some(r) = cfg
+        .routes
+        .iter()
+        .find(|r| r.auth.mode == config::AuthMode::Mtls && !client_ca)
+    {
+        return Err(GatewayError::Config {
+            route: r.name.clone().unwrap_or_else(|| r.path.clone()),
+            field: "auth.mode".into(),
+            message: "mode = \"mtls\" needs [gateway.tls] with client_ca_file".into(),
+        });
+    }
     for (i, a) in routes.iter().enumerate() {
         if routes[..i].iter().any(|b| b.name == a.name) {
             return Err(GatewayError::Config {
@@ -286,9 +299,9 @@ pub async fn run(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             metrics.connection(1);
-            let svc = {
+            let svc = |cert: Option<Arc<tls::CertIdentity>>| {
                 let shared = Arc::clone(&shared);
-                service_fn(move |req| proxy::handle(Arc::clone(&shared), req, peer))
+                service_fn(move |req| proxy::handle(Arc::clone(&shared), req, peer, cert.clone()))
             };
             let mut builder = http1::Builder::new();
             builder
@@ -297,14 +310,22 @@ pub async fn run(
                 .keep_alive(true);
             match acceptor {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc(None));
                     let _ = watcher.watch(conn).await;
                 }
                 Some(acceptor) => {
                     if let Ok(Ok(tls)) =
                         tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
                     {
-                        let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                        // rustls verified the chain against client_ca_file; read who it names.
+                        let cert = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(|c| tls::cert_identity(c))
+                            .map(Arc::new);
+                        let conn = builder.serve_connection(TokioIo::new(tls), svc(cert));
                         let _ = watcher.watch(conn).await;
                     }
                 }

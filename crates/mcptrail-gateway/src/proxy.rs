@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::record::{self, RecordMsg, SessionKey, SessionOpen};
 use crate::sse::SseParser;
 use crate::stdio_bridge::StdioBridge;
+use crate::tls::CertIdentity;
 use crate::trace::{self, TraceParent};
 use crate::upstream::Client;
 use crate::GatewayError;
@@ -270,6 +271,7 @@ pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    cert: Option<Arc<CertIdentity>>,
 ) -> Result<Response<RespBody>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
@@ -280,7 +282,7 @@ pub(crate) async fn handle(
             "mcptrail gateway: no route for this path\n",
         ));
     };
-    let resp = serve(&shared, route, rest, req, peer).await;
+    let resp = serve(&shared, route, rest, req, peer, cert.as_deref()).await;
     shared.metrics.request(
         &route.name,
         method.as_str(),
@@ -331,6 +333,7 @@ async fn serve(
     rest: String,
     req: Request<Incoming>,
     peer: SocketAddr,
+    cert: Option<&CertIdentity>,
 ) -> Response<RespBody> {
     // ---- who ----
     if let Authenticator::Jwt(v) = &route.auth {
@@ -347,7 +350,7 @@ async fn serve(
             }
         }
     }
-    let caller = match route.auth.check(req.headers(), peer.ip()) {
+    let caller = match route.auth.check(req.headers(), peer.ip(), cert) {
         Ok(Caller { user }) => user,
         Err(denied) => return deny(shared, route, &req, peer, denied),
     };

@@ -1068,30 +1068,25 @@ fn a_jwks_url_is_fetched_and_tls_is_terminated_with_rustls() {
     // A self-signed certificate for 127.0.0.1.
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl (Debian's openssl package) makes the test certificate");
-    assert!(st.success());
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -1107,33 +1102,7 @@ fn a_jwks_url_is_fetched_and_tls_is_terminated_with_rustls() {
         key.display(),
         route("echo", "/echo", &format!("{}/echo", up.base_url()))
     );
-    let cfg = dir.path().join("mcptrail.toml");
-    std::fs::write(&cfg, &config).unwrap();
-    let mut child = mcptrail()
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["gateway", "--listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        if err.read_line(&mut line).unwrap() == 0 {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the TLS gateway did not start");
-        }
-        if let Some(rest) = line
-            .trim()
-            .strip_prefix("mcptrail gateway: listening on https://")
-        {
-            break rest.to_string();
-        }
-    };
+    let (mut child, addr) = https_gateway(dir.path(), &config);
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     header.kid = Some("url-key".into());
     let der = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&sk).unwrap();
@@ -1164,12 +1133,7 @@ fn a_jwks_url_is_fetched_and_tls_is_terminated_with_rustls() {
     };
     let ok = curl(Some(&token));
     let refused = curl(None);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let st = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
+    let st = sigterm_and_wait(&mut child);
     let _ = files.kill();
     let _ = files.wait();
     assert!(
@@ -1328,5 +1292,234 @@ fn a_resumed_stream_replays_into_the_record_flagged() {
         responses[1].flags.contains(&mcptrail_event::Flag::Replayed),
         "{:?}",
         responses[1].flags
+    );
+}
+
+fn openssl(args: &[&str]) {
+    let st = Command::new("openssl")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl (Debian's openssl package) makes the test certificates");
+    assert!(st.success(), "openssl {args:?}");
+}
+
+/// Start a gateway with `config` (which has [gateway.tls]) on a free port; its https address.
+fn https_gateway(dir: &Path, config: &str) -> (Child, String) {
+    let cfg = dir.join("mcptrail.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut child = mcptrail()
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["gateway", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if err.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the TLS gateway did not start");
+        }
+        if let Some(rest) = line
+            .trim()
+            .strip_prefix("mcptrail gateway: listening on https://")
+        {
+            // Keep reading what it says, or its next line would meet a closed pipe.
+            std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+            return (child, rest.to_string());
+        }
+    }
+}
+
+fn sigterm_and_wait(child: &mut Child) -> std::process::ExitStatus {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_timeout(child, Duration::from_secs(20)).expect("gateway exits on SIGTERM")
+}
+
+#[test]
+fn client_certificates_identify_callers_over_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+    ];
+    // Two CAs: the gateway trusts "good" only.
+    for name in ["good", "other"] {
+        let (k, c, subj) = (
+            p(&format!("{name}-ca.key")),
+            p(&format!("{name}-ca.pem")),
+            format!("/CN={name} CA"),
+        );
+        let mut a = vec!["req", "-x509"];
+        a.extend(ec);
+        a.extend([
+            "-subj",
+            &subj,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-keyout",
+            &k,
+            "-out",
+            &c,
+        ]);
+        openssl(&a);
+    }
+    // A client certificate from each (email SAN), and the server's own.
+    std::fs::write(
+        p("client.ext"),
+        "subjectAltName=email:runner7@example.com\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    for (name, issuer) in [("alice", "good"), ("mallory", "other")] {
+        let (k, csr, c) = (
+            p(&format!("{name}.key")),
+            p(&format!("{name}.csr")),
+            p(&format!("{name}.pem")),
+        );
+        let mut a = vec!["req"];
+        a.extend(&ec[..5]);
+        a.extend([
+            "-subj",
+            "/CN=agent-runner-7/O=Example",
+            "-keyout",
+            &k,
+            "-out",
+            &csr,
+        ]);
+        openssl(&a);
+        let (ca_c, ca_k, ext) = (
+            p(&format!("{issuer}-ca.pem")),
+            p(&format!("{issuer}-ca.key")),
+            p("client.ext"),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_c,
+            "-CAkey",
+            &ca_k,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &c,
+        ]);
+    }
+    let (sk, sc) = (p("server.key"), p("server.pem"));
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend([
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-keyout",
+        &sk,
+        "-out",
+        &sc,
+    ]);
+    openssl(&a);
+    let up = HttpPeer::test_upstream(&[]);
+    let config = format!(
+        "[gateway]\n[gateway.tls]\ncert_file = \"{sc}\"\nkey_file = \"{sk}\"\nclient_ca_file = \"{}\"\n{}[gateway.routes.auth]\nmode = \"mtls\"\n",
+        p("good-ca.pem"),
+        route("echo", "/echo", &format!("{}/echo", up.base_url()))
+    );
+    let (mut child, addr) = https_gateway(dir.path(), &config);
+    let curl = |who: Option<&str>| {
+        let mut c = Command::new("curl");
+        c.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            &sc,
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Accept: application/json, text/event-stream",
+            "--data-binary",
+        ])
+        .arg(String::from_utf8(init_body(1)).unwrap());
+        if let Some(w) = who {
+            c.args([
+                "--cert",
+                &p(&format!("{w}.pem")),
+                "--key",
+                &p(&format!("{w}.key")),
+            ]);
+        }
+        c.arg(format!("https://{addr}/echo/mcp"));
+        String::from_utf8_lossy(&c.output().expect("curl").stdout).to_string()
+    };
+    let alice = curl(Some("alice"));
+    let nobody = curl(None);
+    let mallory = curl(Some("mallory"));
+    let st = sigterm_and_wait(&mut child);
+    assert!(st.success());
+    assert_eq!(alice, "200");
+    assert_eq!(nobody, "401");
+    assert_eq!(
+        mallory, "000",
+        "a certificate from another CA fails the handshake"
+    );
+    let data = dir.path().join("data");
+    let all = events(&data);
+    let req = all
+        .iter()
+        .find(|e| e.kind == EventKind::McpRequest)
+        .unwrap();
+    let u = req.user_identity.as_ref().unwrap();
+    assert_eq!(u.source, "mtls");
+    let claims = u.claims.as_ref().unwrap();
+    assert!(
+        claims["issuer"].as_str().unwrap().contains("good CA"),
+        "{claims}"
+    );
+    let denied = all
+        .iter()
+        .find(|e| e.kind == EventKind::AuthDenied)
+        .unwrap();
+    assert_eq!(
+        denied.detail.as_ref().unwrap()["reason"],
+        "missing_client_certificate"
+    );
+    let (_, out, _) = run(&[
+        "log",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--user",
+        "runner7@example.com",
+        "--json",
+    ]);
+    assert!(
+        out.contains("\"mcp.request\""),
+        "the email SAN is the principal: {out}"
     );
 }
