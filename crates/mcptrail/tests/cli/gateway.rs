@@ -1322,7 +1322,7 @@ fn https_gateway(dir: &Path, config: &str) -> (Child, String) {
     let mut line = String::new();
     loop {
         line.clear();
-        if err.read_line(&mut line).unwrap() == 0 {
+        if err.read_line(&mut line).unwrap_or(0) == 0 {
             let _ = child.kill();
             let _ = child.wait();
             panic!("the TLS gateway did not start");
