@@ -60,7 +60,10 @@ impl Gateway {
                 let _ = child.wait();
                 panic!("the gateway did not start (config:\n{config})");
             };
-            if let Some(rest) = line.strip_prefix("mcptrail gateway: listening on http://") {
+            if let Some(rest) = line
+                .strip_prefix("mcptrail gateway: listening on http://")
+                .or_else(|| line.strip_prefix("mcptrail gateway: listening on https://"))
+            {
                 let (addr, admin) = rest.split_once(" (admin http://").unwrap();
                 return Gateway {
                     child: Some(child),
@@ -1102,7 +1105,8 @@ fn a_jwks_url_is_fetched_and_tls_is_terminated_with_rustls() {
         key.display(),
         route("echo", "/echo", &format!("{}/echo", up.base_url()))
     );
-    let (mut child, addr) = https_gateway(dir.path(), &config);
+    let gw = Gateway::start(dir.path(), &config);
+    let addr = gw.addr.clone();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     header.kid = Some("url-key".into());
     let der = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&sk).unwrap();
@@ -1133,7 +1137,7 @@ fn a_jwks_url_is_fetched_and_tls_is_terminated_with_rustls() {
     };
     let ok = curl(Some(&token));
     let refused = curl(None);
-    let st = sigterm_and_wait(&mut child);
+    gw.stop();
     let _ = files.kill();
     let _ = files.wait();
     assert!(
@@ -1141,7 +1145,6 @@ fn a_jwks_url_is_fetched_and_tls_is_terminated_with_rustls() {
         "with a token from the JWKS URL over TLS: {ok}"
     );
     assert!(refused.ends_with("\n401"), "without: {refused}");
-    assert!(st.success());
     let all = events(&dir.path().join("data"));
     let req = all
         .iter()
@@ -1305,48 +1308,6 @@ fn openssl(args: &[&str]) {
     assert!(st.success(), "openssl {args:?}");
 }
 
-/// Start a gateway with `config` (which has [gateway.tls]) on a free port; its https address.
-fn https_gateway(dir: &Path, config: &str) -> (Child, String) {
-    let cfg = dir.join("mcptrail.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let mut child = mcptrail()
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["gateway", "--listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if err.read_line(&mut line).unwrap_or(0) == 0 {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the TLS gateway did not start");
-        }
-        if let Some(rest) = line
-            .trim()
-            .strip_prefix("mcptrail gateway: listening on https://")
-        {
-            // Keep reading what it says, or its next line would meet a closed pipe.
-            std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-            return (child, rest.to_string());
-        }
-    }
-}
-
-fn sigterm_and_wait(child: &mut Child) -> std::process::ExitStatus {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    wait_timeout(child, Duration::from_secs(20)).expect("gateway exits on SIGTERM")
-}
-
 #[test]
 fn client_certificates_identify_callers_over_mtls() {
     let dir = tempfile::tempdir().unwrap();
@@ -1449,7 +1410,8 @@ fn client_certificates_identify_callers_over_mtls() {
         p("good-ca.pem"),
         route("echo", "/echo", &format!("{}/echo", up.base_url()))
     );
-    let (mut child, addr) = https_gateway(dir.path(), &config);
+    let gw = Gateway::start(dir.path(), &config);
+    let addr = gw.addr.clone();
     let curl = |who: Option<&str>| {
         let mut c = Command::new("curl");
         c.args([
@@ -1481,8 +1443,7 @@ fn client_certificates_identify_callers_over_mtls() {
     let alice = curl(Some("alice"));
     let nobody = curl(None);
     let mallory = curl(Some("mallory"));
-    let st = sigterm_and_wait(&mut child);
-    assert!(st.success());
+    gw.stop();
     assert_eq!(alice, "200");
     assert_eq!(nobody, "401");
     assert_eq!(
