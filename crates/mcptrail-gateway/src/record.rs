@@ -19,6 +19,9 @@ use mcptrail_ledger::PreparedEvent;
 use mcptrail_tap::selfcheck::SelfChecker;
 use mcptrail_tap::{Frame, Identity, Preparer, Recorder, SessionContext, TapConfig};
 
+/// Most a message waits before it is recorded while traffic flows (see `Recording::run`).
+const BATCH_WINDOW: Duration = Duration::from_millis(2);
+
 /// Which recorded session a message belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct SessionKey {
@@ -164,7 +167,10 @@ impl Recording {
             match rx.recv_timeout(tick) {
                 Ok(msg) => {
                     self.handle(msg);
-                    // Drain what else is queued before writing: one batch per wake-up.
+                    // While messages flow, take them in batches BATCH_WINDOW apart: a sleeping
+                    // recorder is not woken per message (a futex call and a context switch
+                    // on the request path each time), and the writer gets one batch to commit.
+                    std::thread::sleep(BATCH_WINDOW);
                     while let Ok(msg) = rx.try_recv() {
                         self.handle(msg);
                         if self.out.len() >= 1024 {
