@@ -138,6 +138,7 @@ pub(crate) fn run(args: Args, setup: Setup<'_>) -> anyhow::Result<ExitCode> {
         ),
     );
     checks.push(servers_check(&data_dir, args.project)?);
+    checks.push(gateway_check(setup.cfg));
 
     let count = |l: Level| checks.iter().filter(|c| c.status == l).count();
     let (pass, warn, fail) = (count(Level::Pass), count(Level::Warn), count(Level::Fail));
@@ -167,6 +168,61 @@ pub(crate) fn run(args: Args, setup: Setup<'_>) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `[gateway]`: routes build (URLs, key files, secrets, TLS files); plain HTTP or anonymous
+/// routes on an address other machines can reach are warned about.
+fn gateway_check(cfg: &Config) -> Check {
+    let gw = &cfg.gateway;
+    if gw.routes.is_empty() {
+        return Check::new("gateway", Level::Skip, "no [gateway] routes configured");
+    }
+    if let Err(e) = mcptrail_gateway::check_config(gw) {
+        return Check::new("gateway", Level::Fail, e.to_string()).fix(
+            "correct [gateway] in the configuration; `mcptrail gateway --check` re-checks it",
+        );
+    }
+    let loopback = gw
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback())
+        || gw.listen.starts_with("localhost:");
+    let names = |pick: &dyn Fn(&mcptrail_gateway::RouteConfig) -> bool| -> Vec<String> {
+        gw.routes
+            .iter()
+            .filter(|r| pick(r))
+            .map(|r| r.name.clone().unwrap_or_else(|| r.path.clone()))
+            .collect()
+    };
+    let anonymous = names(&|r| r.auth.mode == mcptrail_gateway::AuthMode::None);
+    if !loopback && gw.tls.is_none() {
+        return Check::new(
+            "gateway",
+            Level::Warn,
+            format!(
+                "listens on {} in plain HTTP: bearer tokens and payloads cross the network in clear",
+                gw.listen
+            ),
+        )
+        .fix("add [gateway.tls] cert_file and key_file, or listen on a loopback address behind a TLS proxy");
+    }
+    if !loopback && !anonymous.is_empty() {
+        return Check::new(
+            "gateway",
+            Level::Warn,
+            format!(
+                "routes without authentication on {}: {} (callers are recorded as anonymous)",
+                gw.listen,
+                anonymous.join(", ")
+            ),
+        )
+        .fix("set [gateway.routes.auth] mode = \"jwt\", \"mtls\" or \"header\" on them");
+    }
+    Check::new(
+        "gateway",
+        Level::Pass,
+        format!("{} route(s) valid on {}", gw.routes.len(), gw.listen),
+    )
 }
 
 fn config_check(setup: &Setup<'_>) -> Check {

@@ -139,6 +139,7 @@ fn a_healthy_setup_passes_and_says_what_it_checked() {
         ("index", "pass"),
         ("sinks", "skip"),
         ("servers", "pass"),
+        ("gateway", "skip"),
     ]
     .into_iter()
     .collect();
@@ -461,4 +462,34 @@ fn an_anchor_that_lags_is_reported_and_checkpoint_catches_it_up() {
         .as_str()
         .unwrap()
         .contains("same file system"));
+}
+
+#[test]
+fn the_gateway_check_validates_routes_and_warns_about_exposure() {
+    let s = Setup::new();
+    let base = std::fs::read_to_string(s.config()).unwrap();
+    let with = |gateway: &str| std::fs::write(s.config(), format!("{base}{gateway}")).unwrap();
+    with("[gateway]\nlisten = \"127.0.0.1:8931\"\n[[gateway.routes]]\npath = \"/a\"\nupstream = \"http://127.0.0.1:3001\"\n");
+    let (_, checks) = s.doctor(&[]);
+    assert_eq!(
+        status(&checks, "gateway"),
+        "pass",
+        "{:#?}",
+        checks["gateway"]
+    );
+    with("[gateway]\nlisten = \"0.0.0.0:8931\"\n[[gateway.routes]]\npath = \"/a\"\nupstream = \"http://127.0.0.1:3001\"\n");
+    let (_, checks) = s.doctor(&[]);
+    assert_eq!(status(&checks, "gateway"), "warn");
+    assert!(checks["gateway"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("plain HTTP"));
+    with("[gateway]\n[[gateway.routes]]\nname = \"gh\"\npath = \"/a\"\nupstream = \"http://127.0.0.1:3001\"\n[gateway.routes.auth]\nmode = \"jwt\"\njwks_file = \"/nonexistent/jwks.json\"\nissuer = \"i\"\naudience = [\"a\"]\n");
+    let (code, checks) = s.doctor(&[]);
+    assert_eq!(status(&checks, "gateway"), "fail");
+    assert!(checks["gateway"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/nonexistent/jwks.json"));
+    assert_eq!(code, 1);
 }
