@@ -6,13 +6,10 @@ use mcptrail_gateway::sse::{SseEvent, SseParser};
 use mcptrail_tap::FrameBody;
 use proptest::prelude::*;
 
-fn parse(
-    chunks: &[&[u8]],
-    max: usize,
-) -> (
-    Vec<(Option<String>, Option<String>, Vec<u8>, u64)>,
-    Option<Vec<u8>>,
-) {
+/// (event type, id, data, end offset) per dispatched event.
+type Parsed = Vec<(Option<String>, Option<String>, Vec<u8>, u64)>;
+
+fn parse(chunks: &[&[u8]], max: usize) -> (Parsed, Option<Vec<u8>>) {
     let mut p = SseParser::new(max);
     let mut out: Vec<SseEvent> = Vec::new();
     for c in chunks {
