@@ -301,8 +301,10 @@ async def run_session(opts: argparse.Namespace, command: list[str]) -> dict[str,
                         entry["error"] = wire(exc.error)
                     else:
                         entry["is_error"] = bool(result.get("isError", False))
-                        entry["seconds"] = anyio.current_time() - started
                         if opts.progress:
+                            # Timings vary run to run: only with --progress, so summaries
+                            # of runs without it stay comparable.
+                            entry["seconds"] = anyio.current_time() - started
                             entry["progress_seen"] = progress_seen
                         entry["content"] = result.get("content", [])
                         if "structuredContent" in result:
