@@ -75,6 +75,11 @@ impl Gateway {
         }
     }
 
+    /// A gateway with one unauthenticated route.
+    fn one_route(dir: &Path, name: &str, path: &str, upstream: &str) -> Self {
+        Gateway::start(dir, &format!("[gateway]\n{}", route(name, path, upstream)))
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -229,13 +234,7 @@ fn verify_ok(data: &Path) {
 fn python_sdk_over_streamable_http_streams_progress_and_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let ev = HttpPeer::everything("streamableHttp");
-    let gw = Gateway::start(
-        dir.path(),
-        &format!(
-            "[gateway]\n{}",
-            route("everything", "/everything", &ev.base_url())
-        ),
-    );
+    let gw = Gateway::one_route(dir.path(), "everything", "/everything", &ev.base_url());
     let summary = py_client(&[
         "--url",
         &gw.url("/everything/mcp"),
@@ -348,10 +347,7 @@ fn python_sdk_over_streamable_http_streams_progress_and_is_recorded() {
 fn python_sdk_over_legacy_sse_is_recorded_through_the_rewritten_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let ev = HttpPeer::everything("sse");
-    let gw = Gateway::start(
-        dir.path(),
-        &format!("[gateway]\n{}", route("legacy", "/legacy", &ev.base_url())),
-    );
+    let gw = Gateway::one_route(dir.path(), "legacy", "/legacy", &ev.base_url());
     let summary = py_client(&[
         "--sse-url",
         &gw.url("/legacy/sse"),
@@ -605,12 +601,11 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn trace_context_continues_to_the_upstream_in_header_and_meta() {
     let dir = tempfile::tempdir().unwrap();
     let up = HttpPeer::test_upstream(&[]);
-    let gw = Gateway::start(
+    let gw = Gateway::one_route(
         dir.path(),
-        &format!(
-            "[gateway]\n{}",
-            route("echo", "/echo", &format!("{}/echo", up.base_url()))
-        ),
+        "echo",
+        "/echo",
+        &format!("{}/echo", up.base_url()),
     );
     let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let body = json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"t","arguments":{"q":1},"_meta":{"traceparent":caller}}}).to_string();
@@ -1161,13 +1156,7 @@ fn a_jwks_url_is_fetched_and_tls_is_terminated_with_rustls() {
 fn rmcp_over_streamable_http_through_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let ev = HttpPeer::everything("streamableHttp");
-    let gw = Gateway::start(
-        dir.path(),
-        &format!(
-            "[gateway]\n{}",
-            route("everything", "/everything", &ev.base_url())
-        ),
-    );
+    let gw = Gateway::one_route(dir.path(), "everything", "/everything", &ev.base_url());
     let out = Command::new(mcptrail_test_support::target_bin("rmcp-client"))
         .args([
             "--url",
@@ -1234,13 +1223,7 @@ fn sse_exchange(addr: &str, head: &str, body: &str, until: &[u8]) -> Vec<u8> {
 fn a_resumed_stream_replays_into_the_record_flagged() {
     let dir = tempfile::tempdir().unwrap();
     let ev = HttpPeer::everything("streamableHttp");
-    let gw = Gateway::start(
-        dir.path(),
-        &format!(
-            "[gateway]\n{}",
-            route("everything", "/everything", &ev.base_url())
-        ),
-    );
+    let gw = Gateway::one_route(dir.path(), "everything", "/everything", &ev.base_url());
     let (_, h, _) = http(
         &gw.addr,
         "POST",
