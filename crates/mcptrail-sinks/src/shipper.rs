@@ -463,14 +463,17 @@ impl Shipper {
     }
 }
 
+/// One background shipper: its name, live status and thread.
+type RunningSink = (
+    String,
+    Arc<Mutex<SinkStatus>>,
+    std::thread::JoinHandle<Result<SinkStatus, Error>>,
+);
+
 /// Running shippers (one thread per sink), e.g. inside `wrap`.
 pub struct ShippingHandle {
     stop: Arc<AtomicBool>,
-    threads: Vec<(
-        String,
-        Arc<Mutex<SinkStatus>>,
-        std::thread::JoinHandle<Result<SinkStatus, Error>>,
-    )>,
+    threads: Vec<RunningSink>,
 }
 
 impl ShippingHandle {

@@ -85,6 +85,8 @@ impl NatsSink {
                 )
             })?
             .map_err(|e| SendError::new(SendErrorKind::Connect, format!("{url}: {e}")))?;
+        // The JetStream context spawns its acknowledgement task on the current runtime.
+        let _in_runtime = self.runtime.enter();
         let mut ctx = jetstream::new(client);
         ctx.set_timeout(timeout);
         self.js = Some(ctx.clone());
@@ -103,7 +105,8 @@ fn publish_error(subject: &str, e: &jetstream::context::PublishError) -> SendErr
         _ if text.contains("no responders") => SendErrorKind::Rejected,
         _ => SendErrorKind::Transport,
     };
-    let hint = if kind == SendErrorKind::Rejected && text.contains("responders") {
+    let no_stream = matches!(e.kind(), K::StreamNotFound) || text.contains("no responders");
+    let hint = if no_stream {
         format!(" (no JetStream stream captures subject `{subject}`: create one)")
     } else {
         String::new()

@@ -1,0 +1,235 @@
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mcptrail_event::{Event, EventKind};
+use mcptrail_ledger::{list_segments, Ledger, LedgerConfig, LEDGER_DIR};
+use mcptrail_sinks::{Cursor, LedgerAlerts, ShipOptions, Shipper};
+use mcptrail_test_support::sinks::{event_id_of, free_loopback_port, write_ledger};
+
+use crate::common::*;
+
+fn file_sink(out: &std::path::Path) -> mcptrail_sinks::SinkConfig {
+    sink_config(&format!(
+        "name = \"f\"\ntype = \"file\"\npath = \"{}\"\nfsync = false\nbatch_max_wait_ms = 20\n",
+        out.display()
+    ))
+}
+
+fn shipped_ids(out: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| event_id_of(l.as_bytes()))
+        .collect()
+}
+
+#[test]
+fn a_torn_tail_is_never_shipped_and_the_record_written_in_its_place_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_ledger(&data, 100);
+    let seg = list_segments(&data.join(LEDGER_DIR))
+        .unwrap()
+        .pop()
+        .unwrap();
+    // What a writer killed mid-write leaves: half a line without its newline.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg.path)
+        .unwrap();
+    f.write_all(br#"{"schema_version":"1.0","event_id":"0000-torn","seq":101,"ti"#)
+        .unwrap();
+    drop(f);
+    let out = dir.path().join("out.jsonl");
+    let st = ship(&data, &file_sink(&out));
+    assert_eq!(
+        (st.shipped, st.cursor),
+        (100, 100),
+        "stops before the torn line"
+    );
+    assert!(!std::fs::read_to_string(&out).unwrap().contains("torn"));
+    // The next writer quarantines the fragment and appends after it; the shipper goes on.
+    let more = write_ledger(&data, 10);
+    let st = ship(&data, &file_sink(&out));
+    let ids = shipped_ids(&out);
+    assert_eq!(ids.len(), 111, "100 + the recovery record + 10");
+    assert_eq!(&ids[101..], &more[..]);
+    assert_eq!(st.cursor, 111);
+}
+
+#[test]
+fn follow_mode_keeps_up_with_a_concurrent_writer_across_segment_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_ledger(&data, 10);
+    let out = dir.path().join("out.jsonl");
+    let cfg = file_sink(&out);
+    let sink = mcptrail_sinks::build(&cfg).unwrap();
+    let mut shipper = Shipper::new(&data, cfg, sink, None);
+    let opts = ShipOptions {
+        follow: true,
+        poll_interval: Duration::from_millis(10),
+        ..ShipOptions::default()
+    };
+    let stop = opts.stop.clone();
+    let t = std::thread::spawn(move || shipper.run(&opts));
+    // A writer with tiny segments, so the shipper has to cross many rotations.
+    let writer_data = data.clone();
+    let writer = std::thread::spawn(move || {
+        let mut ledger = Ledger::open(
+            &writer_data,
+            LedgerConfig {
+                fsync: false,
+                segment_max_bytes: 8 * 1024,
+                ..LedgerConfig::default()
+            },
+        )
+        .unwrap();
+        let mut ids = Vec::new();
+        for i in 0..200u32 {
+            let mut e = Event::new(EventKind::McpNotification);
+            e.method = Some(format!("notifications/progress {i}"));
+            ids.push(e.event_id.clone());
+            ledger.append(&mut [e]).unwrap();
+            if i.is_multiple_of(20) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        ids
+    });
+    let written = writer.join().unwrap();
+    assert!(
+        list_segments(&data.join(LEDGER_DIR)).unwrap().len() > 5,
+        "rotated"
+    );
+    let start = Instant::now();
+    while shipped_ids(&out).len() < 210 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "only {} shipped",
+            shipped_ids(&out).len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let st = t.join().unwrap().unwrap();
+    let ids = shipped_ids(&out);
+    assert_eq!(ids.len(), 210, "each once");
+    assert_eq!(&ids[10..], &written[..], "in ledger order");
+    assert_eq!(st.cursor, 210);
+}
+
+#[test]
+fn a_corrupt_or_foreign_cursor_stops_shipping_with_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_ledger(&data, 20);
+    let out = dir.path().join("out.jsonl");
+    let cfg = file_sink(&out);
+    let run = || {
+        let sink = mcptrail_sinks::build(&cfg).unwrap();
+        Shipper::new(&data, cfg.clone(), sink, None).run(&ShipOptions::default())
+    };
+    let cursor = Cursor::new(&data, "f");
+    std::fs::create_dir_all(cursor.path().parent().unwrap()).unwrap();
+    std::fs::write(cursor.path(), b"{\"format\":\"mcptrail-sink-cur").unwrap();
+    let e = run().unwrap_err().to_string();
+    assert!(
+        e.contains("f.cursor") && e.contains("--reset-cursor"),
+        "{e}"
+    );
+    // A cursor naming an event this ledger does not have at that seq.
+    cursor
+        .store(7, "0190aaaa-0000-7000-8000-000000000000")
+        .unwrap();
+    let e = run().unwrap_err().to_string();
+    assert!(e.contains("another ledger"), "{e}");
+    // A cursor beyond the end.
+    cursor.store(99, "x").unwrap();
+    let e = run().unwrap_err().to_string();
+    assert!(e.contains("ends at seq 20"), "{e}");
+    assert!(
+        !out.exists(),
+        "nothing shipped from a cursor that cannot be trusted"
+    );
+}
+
+#[test]
+fn a_failing_sink_raises_one_alert_per_condition_into_a_ledger_that_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_ledger(&data, 30);
+    let port = free_loopback_port();
+    let cfg = sink_config(&format!(
+        "name = \"dead\"\ntype = \"syslog\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\nbackoff_initial_ms = 20\nbackoff_max_ms = 100\nalert_failing_secs = 1\nalert_lag_records = 10\n"
+    ));
+    let sink = mcptrail_sinks::build(&cfg).unwrap();
+    let alerts = LedgerAlerts {
+        data_dir: data.clone(),
+        config: LedgerConfig {
+            fsync: false,
+            ..LedgerConfig::default()
+        },
+    };
+    let mut shipper = Shipper::new(&data, cfg, sink, Some(Box::new(alerts)));
+    let status = shipper.status_handle();
+    let opts = ShipOptions {
+        follow: true,
+        ..ShipOptions::default()
+    };
+    let stop = opts.stop.clone();
+    let t = std::thread::spawn(move || shipper.run(&opts));
+    let start = Instant::now();
+    while status.lock().unwrap().alerts_raised < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            status.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let st = t.join().unwrap().unwrap();
+    assert_eq!(st.shipped, 0);
+    assert!(st.failures >= 2, "{st:?}");
+    assert_eq!(
+        st.alerts_raised, 2,
+        "one lag and one failing alert, not one per retry"
+    );
+    let alerts: Vec<serde_json::Value> = ledger_lines(&data)
+        .iter()
+        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "alert")
+        .collect();
+    let rules: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["detail"]["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules.len(), 2, "{alerts:?}");
+    assert!(
+        rules.contains(&"sink_lag") && rules.contains(&"sink_failing"),
+        "{rules:?}"
+    );
+    let failing = alerts
+        .iter()
+        .find(|a| a["detail"]["rule"] == "sink_failing")
+        .unwrap();
+    assert_eq!(failing["detail"]["sink"], "dead");
+    assert!(
+        failing["detail"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("refused"),
+        "{failing}"
+    );
+    // The ledger still verifies with the shipper's appends in it.
+    let report =
+        mcptrail_ledger::verify(&data, &mcptrail_ledger::VerifyOptions::default()).unwrap();
+    assert!(
+        report.problems.is_empty() && report.verdict != mcptrail_ledger::Verdict::Tampered,
+        "{:?}",
+        report.problems
+    );
+}
