@@ -53,6 +53,14 @@ pub enum Error {
         /// What was found.
         problem: String,
     },
+    /// Another process is shipping this sink (it holds `sinks/<name>.lock`).
+    #[error("sink \"{sink}\": another mcptrail process is shipping it (it holds {path}); wait for it to finish or stop it")]
+    Busy {
+        /// The sink.
+        sink: String,
+        /// The lock file.
+        path: PathBuf,
+    },
     /// A sink could not be set up (a TLS certificate or a secret could not be loaded).
     #[error("sink \"{sink}\": {message}")]
     Setup {

@@ -11,6 +11,10 @@
 //!   event) is held; the ledger is the buffer.
 //! - **No half records.** The tail reader returns complete lines only.
 //! - **In order.** Batches go out in `seq` order; one batch at a time per sink.
+//! - **One shipper per sink.** A shipper holds `sinks/<name>.lock` (`flock`) while it runs:
+//!   `mcptrail ship` refuses to start beside another, and the background shippers of several
+//!   concurrent `wrap` processes take turns (one ships, the others wait for the lock), so the
+//!   receiver does not get every event once per tap.
 //!
 //! # Alerts
 //!
@@ -41,10 +45,14 @@ pub struct ShipOptions {
     pub follow: bool,
     /// How often to look for new records when caught up.
     pub poll_interval: Duration,
-    /// Set to stop: the shipper sends what it holds once more, then returns.
+    /// Set to stop: the shipper reads to the end of the ledger and sends what it finds, one
+    /// attempt per batch, then returns.
     pub stop: Arc<AtomicBool>,
     /// Seed of the backoff jitter (`None`: from the OS).
     pub jitter_seed: Option<u64>,
+    /// Stop retrying once deliveries have failed for this long (`None`: retry until
+    /// stopped). The cursor stays where it is; [`SinkStatus::gave_up`] says so.
+    pub give_up_after: Option<Duration>,
 }
 
 impl Default for ShipOptions {
@@ -54,6 +62,7 @@ impl Default for ShipOptions {
             poll_interval: Duration::from_millis(200),
             stop: Arc::new(AtomicBool::new(false)),
             jitter_seed: None,
+            give_up_after: None,
         }
     }
 }
@@ -85,6 +94,8 @@ pub struct SinkStatus {
     pub alerts_raised: u64,
     /// Why the last alert could not be appended, if it could not.
     pub alert_error: Option<String>,
+    /// The run ended because deliveries kept failing (`give_up_after`).
+    pub gave_up: bool,
 }
 
 impl SinkStatus {
@@ -353,6 +364,15 @@ impl Shipper {
                     if final_attempt {
                         return Ok(false);
                     }
+                    let failing_for = self
+                        .snapshot()
+                        .failing_since
+                        .and_then(|t| t.elapsed().ok())
+                        .unwrap_or_default();
+                    if opts.give_up_after.is_some_and(|g| failing_for >= g) {
+                        self.update(|s| s.gave_up = true);
+                        return Ok(false);
+                    }
                     let delay = backoff
                         .next_delay()
                         .max(e.retry_after.unwrap_or_default().min(self.cfg.backoff.max));
@@ -364,9 +384,50 @@ impl Shipper {
         }
     }
 
+    /// Take the sink's lock: at once, or (following) when the shipper holding it stops.
+    /// `None` when stopped while waiting.
+    fn lock(&self, opts: &ShipOptions) -> Result<Option<std::fs::File>, Error> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let dir = self.data_dir.join(crate::cursor::SINKS_DIR);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(Error::io(&dir))?;
+        let path = dir.join(format!("{}.lock", self.cfg.name));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(file)),
+                Err(std::fs::TryLockError::WouldBlock) if opts.follow => {
+                    if !sleep_unless_stopped(Duration::from_secs(1), &opts.stop) {
+                        return Ok(None);
+                    }
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Busy {
+                        sink: self.cfg.name.clone(),
+                        path,
+                    })
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path)(e)),
+            }
+        }
+    }
+
     /// Ship until caught up (or, with `follow`, until `stop`). Errors are what stops a sink
-    /// for good (a corrupt cursor, an unreadable ledger); delivery failures are retried.
+    /// for good (a corrupt cursor, an unreadable ledger, another shipper of the same sink);
+    /// delivery failures are retried.
     pub fn run(&mut self, opts: &ShipOptions) -> Result<SinkStatus, Error> {
+        let Some(_lock) = self.lock(opts)? else {
+            return Ok(self.snapshot());
+        };
         let mut tail = self.open_tail()?;
         let mut backoff = Backoff::new(
             self.cfg.backoff,
@@ -384,7 +445,9 @@ impl Shipper {
         loop {
             let stopping = opts.stop.load(Ordering::Relaxed);
             let mut at_end = false;
-            while !stopping && batch.len() < policy.max_events && batch_bytes < policy.max_bytes {
+            // When stopping, this still drains what the ledger holds (one attempt per batch):
+            // a tap's last events, written just before it stops its shippers, go out too.
+            while batch.len() < policy.max_events && batch_bytes < policy.max_bytes {
                 match tail.next_record()? {
                     Some(rec) => {
                         if self.snapshot().oldest_unshipped.is_none() {
@@ -438,7 +501,10 @@ impl Shipper {
                 filtered_since_commit = 0;
             }
             if stopping {
-                break;
+                if at_end {
+                    break;
+                }
+                continue;
             }
             if at_end {
                 if batch.is_empty() {
@@ -512,15 +578,21 @@ impl ShippingHandle {
 }
 
 /// Start one background shipper per sink, tailing the ledger of `data_dir` (follow mode), at
-/// a low scheduling priority. Sinks that cannot be built fail here, before anything starts.
+/// a low scheduling priority. A sink that cannot be set up (a missing key, say) is returned
+/// with its error and the others start: recording must not depend on shipping, and what a
+/// sink misses waits in the ledger for `mcptrail ship`.
 pub fn spawn(
     data_dir: &std::path::Path,
     sinks: &[SinkConfig],
     alerts: Option<LedgerAlerts>,
-) -> Result<ShippingHandle, Error> {
+) -> (ShippingHandle, Vec<Error>) {
     let mut built = Vec::new();
+    let mut failed = Vec::new();
     for cfg in sinks {
-        built.push((cfg.clone(), crate::sink::build(cfg)?));
+        match crate::sink::build(cfg) {
+            Ok(sink) => built.push((cfg.clone(), sink)),
+            Err(e) => failed.push(e),
+        }
     }
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
@@ -534,17 +606,27 @@ pub fn spawn(
             stop: stop.clone(),
             ..ShipOptions::default()
         };
-        let t = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("mcptrail-sink-{name}"))
             .spawn(move || {
-                // Background work: the relay and the recorder come first.
-                let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
+                run_in_background();
                 shipper.run(&opts)
-            })
-            .map_err(Error::io("thread"))?;
-        threads.push((name, status, t));
+            });
+        match spawned {
+            Ok(t) => threads.push((name, status, t)),
+            Err(e) => failed.push(Error::Setup {
+                sink: name,
+                message: format!("cannot start its thread: {e}"),
+            }),
+        }
     }
-    Ok(ShippingHandle { stop, threads })
+    (ShippingHandle { stop, threads }, failed)
+}
+
+/// Lower the calling thread's priority (Linux keeps a nice value per thread): shipping is
+/// background work, the relay and the recorder come first. Best effort.
+pub(crate) fn run_in_background() {
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
 }
 
 /// A sink's cursor position and lag without shipping (for `doctor` and `ship --status`).

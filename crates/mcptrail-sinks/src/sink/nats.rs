@@ -43,6 +43,7 @@ impl NatsSink {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("mcptrail-nats")
+            .on_thread_start(crate::shipper::run_in_background)
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the NATS client runtime: {e}"))?;

@@ -233,3 +233,54 @@ fn a_failing_sink_raises_one_alert_per_condition_into_a_ledger_that_still_verifi
         report.problems
     );
 }
+
+#[test]
+fn one_shipper_per_sink_a_second_one_is_refused_or_waits_its_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_ledger(&data, 5);
+    let out = dir.path().join("out.jsonl");
+    let cfg = file_sink(&out);
+    let start = |follow: bool| {
+        let sink = mcptrail_sinks::build(&cfg).unwrap();
+        let mut shipper = Shipper::new(&data, cfg.clone(), sink, None);
+        let opts = ShipOptions {
+            follow,
+            poll_interval: Duration::from_millis(10),
+            ..ShipOptions::default()
+        };
+        let stop = opts.stop.clone();
+        (std::thread::spawn(move || shipper.run(&opts)), stop)
+    };
+    let (first, stop_first) = start(true);
+    while shipped_ids(&out).len() < 5 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Not following: refused while the first runs.
+    let sink = mcptrail_sinks::build(&cfg).unwrap();
+    let e = Shipper::new(&data, cfg.clone(), sink, None)
+        .run(&ShipOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("another mcptrail process") && e.contains("f.lock"),
+        "{e}"
+    );
+    // Following: waits, then takes over where the first stopped.
+    let (second, stop_second) = start(true);
+    std::thread::sleep(Duration::from_millis(100));
+    stop_first.store(true, Ordering::Relaxed);
+    first.join().unwrap().unwrap();
+    write_ledger(&data, 3);
+    let t0 = Instant::now();
+    while shipped_ids(&out).len() < 8 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the second shipper did not take over"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop_second.store(true, Ordering::Relaxed);
+    assert_eq!(second.join().unwrap().unwrap().shipped, 3);
+    assert_eq!(shipped_ids(&out).len(), 8, "no event shipped twice");
+}

@@ -7,6 +7,7 @@ pub(crate) mod drill;
 pub(crate) mod export;
 pub(crate) mod log;
 pub(crate) mod privacy;
+pub(crate) mod ship;
 pub(crate) mod timeline;
 pub(crate) mod verify;
 pub(crate) mod wrap;

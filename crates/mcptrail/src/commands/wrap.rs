@@ -33,7 +33,28 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
         ledger: cfg.ledger.to_ledger_config(),
         redactor,
     };
-    let outcome = run_wrap(opts)?;
+    // Sinks ship in the background, off the relay path (own threads, low priority); what
+    // they have not shipped when the session ends waits in the ledger for the next run.
+    let shipping = (!cfg.sinks.is_empty()).then(|| {
+        let alerts = mcptrail_sinks::LedgerAlerts {
+            data_dir: opts.data_dir.clone(),
+            config: opts.ledger.clone(),
+        };
+        let (handle, failed) = mcptrail_sinks::spawn(&opts.data_dir, &cfg.sinks, Some(alerts));
+        for e in failed {
+            eprintln!("mcptrail: warning: {e}; recording goes on, run `mcptrail ship` later");
+        }
+        handle
+    });
+    let outcome = run_wrap(opts);
+    if let Some(handle) = shipping {
+        for (name, result) in handle.stop(std::time::Duration::from_secs(2)) {
+            if let Err(e) = result {
+                eprintln!("mcptrail: warning: sink {name} stopped: {e}");
+            }
+        }
+    }
+    let outcome = outcome?;
     if outcome.events_lost > 0 {
         eprintln!(
             "mcptrail: {} audit events of session {} could not be written",

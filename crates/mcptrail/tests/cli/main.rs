@@ -10,4 +10,5 @@ mod lifecycle;
 mod peers;
 mod query;
 mod redaction;
+mod ship;
 mod support;
