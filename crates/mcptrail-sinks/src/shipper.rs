@@ -441,6 +441,8 @@ impl Shipper {
         // The last record read (shipped or filtered) and the last committed.
         let mut upto: Option<(u64, String)> = None;
         let mut filtered_since_commit = 0u64;
+        // Whether the status holds the time of the first record read since the last commit.
+        let mut oldest_known = false;
         self.refresh_head(true);
         loop {
             let stopping = opts.stop.load(Ordering::Relaxed);
@@ -450,9 +452,10 @@ impl Shipper {
             while batch.len() < policy.max_events && batch_bytes < policy.max_bytes {
                 match tail.next_record()? {
                     Some(rec) => {
-                        if self.snapshot().oldest_unshipped.is_none() {
+                        if !oldest_known {
                             let t = rec.time.clone();
                             self.update(|s| s.oldest_unshipped = Some(t));
+                            oldest_known = true;
                         }
                         upto = Some((rec.seq, rec.event_id.clone()));
                         if self.cfg.filter.accepts(&rec.kind, &rec.labels) {
@@ -487,6 +490,7 @@ impl Shipper {
                 batch_bytes = 0;
                 batch_started = None;
                 filtered_since_commit = 0;
+                oldest_known = false;
             } else if batch.is_empty()
                 && filtered_since_commit > 0
                 && (at_end || filtered_since_commit >= 10_000 || stopping)
@@ -499,6 +503,7 @@ impl Shipper {
                     s.oldest_unshipped = None;
                 });
                 filtered_since_commit = 0;
+                oldest_known = false;
             }
             if stopping {
                 if at_end {
@@ -507,8 +512,9 @@ impl Shipper {
                 continue;
             }
             if at_end {
-                if batch.is_empty() {
+                if batch.is_empty() && filtered_since_commit == 0 {
                     self.update(|s| s.oldest_unshipped = None);
+                    oldest_known = false;
                 }
                 self.check_alerts();
                 if !opts.follow && batch.is_empty() {

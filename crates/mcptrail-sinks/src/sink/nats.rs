@@ -118,7 +118,7 @@ fn publish_error(subject: &str, e: &jetstream::context::PublishError) -> SendErr
 impl Sink for NatsSink {
     fn send(&mut self, batch: &[ShipRecord]) -> Result<(), SendError> {
         let js = self.context()?;
-        let subject = self.cfg.subject.clone();
+        let subject = async_nats::Subject::from(self.cfg.subject.as_str());
         let format = self.cfg.format;
         let timeout = self.timeout();
         let mut payloads = Vec::with_capacity(batch.len());
@@ -127,7 +127,9 @@ impl Sink for NatsSink {
             encode_into(format, rec, &mut p)?;
             payloads.push((rec.event_id.clone(), p));
         }
-        let result = self.runtime.block_on(async move {
+        // The batch runs as a task on the runtime's worker, the thread the connection task
+        // runs on, so each publish is not a wake-up across threads.
+        let task = self.runtime.spawn(async move {
             let work = async {
                 // Publish the whole batch, then collect the acknowledgements (pipelined).
                 let mut acks = Vec::with_capacity(payloads.len());
@@ -157,6 +159,12 @@ impl Sink for NatsSink {
                         ),
                     ))
                 })
+        });
+        let result = self.runtime.block_on(task).unwrap_or_else(|e| {
+            Err(SendError::new(
+                SendErrorKind::Transport,
+                format!("the publishing task failed: {e}"),
+            ))
         });
         if matches!(&result, Err(e) if e.kind == SendErrorKind::Transport) {
             // Start over with a fresh connection next time.
