@@ -45,9 +45,12 @@ pub struct ShipOptions {
     pub follow: bool,
     /// How often to look for new records when caught up.
     pub poll_interval: Duration,
-    /// Set to stop: the shipper reads to the end of the ledger and sends what it finds, one
-    /// attempt per batch, then returns.
+    /// Set to stop. The shipper returns at once (what it had not delivered is delivered by
+    /// the next run), or, with `drain_on_stop`, first reads to the end of the ledger and sends
+    /// what it finds, one attempt per batch.
     pub stop: Arc<AtomicBool>,
+    /// See `stop`: a tap's shippers drain, so the session's last events go out too.
+    pub drain_on_stop: bool,
     /// Seed of the backoff jitter (`None`: from the OS).
     pub jitter_seed: Option<u64>,
     /// Stop retrying once deliveries have failed for this long (`None`: retry until
@@ -61,6 +64,7 @@ impl Default for ShipOptions {
             follow: false,
             poll_interval: Duration::from_millis(200),
             stop: Arc::new(AtomicBool::new(false)),
+            drain_on_stop: false,
             jitter_seed: None,
             give_up_after: None,
         }
@@ -446,6 +450,9 @@ impl Shipper {
         self.refresh_head(true);
         loop {
             let stopping = opts.stop.load(Ordering::Relaxed);
+            if stopping && !opts.drain_on_stop {
+                break;
+            }
             let mut at_end = false;
             // When stopping, this still drains what the ledger holds (one attempt per batch):
             // a tap's last events, written just before it stops its shippers, go out too.
@@ -610,6 +617,7 @@ pub fn spawn(
         let opts = ShipOptions {
             follow: true,
             stop: stop.clone(),
+            drain_on_stop: true,
             ..ShipOptions::default()
         };
         let spawned = std::thread::Builder::new()

@@ -1,8 +1,9 @@
 //! `mcptrail doctor`: is this machine recording every MCP server, and would the record hold
 //! up in front of an auditor? One line per check — PASS, WARN, FAIL or SKIP — with a fix hint
 //! for each that is not a pass. Exit 1 when any check fails. Read-only, except that the query
-//! index is brought up to date (it is derived from the ledger) and the anchor directory gets a
-//! probe file that is removed at once.
+//! index is brought up to date (it is derived from the ledger), the anchor directory gets a
+//! probe file that is removed at once, and each configured sink is probed (a connection; a
+//! webhook receives a signed batch with no events).
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

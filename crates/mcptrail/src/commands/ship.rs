@@ -107,7 +107,11 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: &Path) -> anyhow::Result<E
         return Ok(ExitCode::SUCCESS);
     }
     let stop = Arc::new(AtomicBool::new(false));
+    // The first SIGINT/SIGTERM stops after the batch in flight (the cursor stays consistent);
+    // a second one exits at once (still safe: an uncommitted batch is sent again next time).
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
+            .context("installing signal handlers")?;
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
     let mut threads = Vec::new();

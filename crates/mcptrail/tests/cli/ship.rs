@@ -371,3 +371,56 @@ fn nothing_lost_receiver_outage_and_kill_9_of_the_shipper() {
     assert_eq!(counts.len(), N, "and nothing else");
     assert_eq!(log.bad_signatures, 0);
 }
+
+#[test]
+fn ship_follow_tails_new_events_and_stops_cleanly_on_sigterm() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_ledger(&data, 100);
+    let out = dir.path().join("out.jsonl");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"{}\"\nbatch_max_wait_ms = 20\n",
+            out.display()
+        ),
+    );
+    let child = ship_cmd(&data, &config, &["--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = || {
+        std::fs::read_to_string(&out)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let wait_lines = |n: usize| {
+        let start = Instant::now();
+        while lines() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "only {} of {n} shipped",
+                lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_lines(100);
+    write_ledger(&data, 50);
+    wait_lines(150);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("shipped 150 events") && stdout.contains("cursor 150 of 150"),
+        "{stdout}"
+    );
+}
