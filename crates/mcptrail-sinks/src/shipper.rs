@@ -454,10 +454,20 @@ impl Shipper {
                 break;
             }
             let mut at_end = false;
+            let mut fatal: Option<Error> = None;
             // When stopping, this still drains what the ledger holds (one attempt per batch):
             // a tap's last events, written just before it stops its shippers, go out too.
             while batch.len() < policy.max_events && batch_bytes < policy.max_bytes {
-                match tail.next_record()? {
+                let next = match tail.next_record() {
+                    Ok(next) => next,
+                    Err(e) => {
+                        // Deliver what was read before the problem, then stop there.
+                        fatal = Some(e);
+                        at_end = true;
+                        break;
+                    }
+                };
+                match next {
                     Some(rec) => {
                         if !oldest_known {
                             let t = rec.time.clone();
@@ -486,8 +496,8 @@ impl Shipper {
             }
             let full = batch.len() >= policy.max_events || batch_bytes >= policy.max_bytes;
             let waited = batch_started.is_some_and(|t| t.elapsed() >= policy.max_wait);
-            let send_now =
-                !batch.is_empty() && (full || waited || stopping || (at_end && !opts.follow));
+            let send_now = !batch.is_empty()
+                && (full || waited || stopping || fatal.is_some() || (at_end && !opts.follow));
             if send_now {
                 let target = upto.clone().expect("a batch implies a record");
                 if !self.deliver(&batch, &target, &mut backoff, opts, stopping)? {
@@ -511,6 +521,9 @@ impl Shipper {
                 });
                 filtered_since_commit = 0;
                 oldest_known = false;
+            }
+            if let Some(e) = fatal {
+                return Err(e);
             }
             if stopping {
                 if at_end {

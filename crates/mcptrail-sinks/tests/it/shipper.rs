@@ -284,3 +284,48 @@ fn one_shipper_per_sink_a_second_one_is_refused_or_waits_its_turn() {
     assert_eq!(second.join().unwrap().unwrap().shipped, 3);
     assert_eq!(shipped_ids(&out).len(), 8, "no event shipped twice");
 }
+
+#[test]
+fn a_missing_segment_stops_the_sink_at_the_gap_instead_of_skipping() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let mut ledger = Ledger::open(
+            &data,
+            LedgerConfig {
+                fsync: false,
+                segment_max_bytes: 4 * 1024,
+                ..LedgerConfig::default()
+            },
+        )
+        .unwrap();
+        for i in 0..60 {
+            let mut e = Event::new(EventKind::McpNotification);
+            e.method = Some(format!("notifications/message {i}"));
+            ledger.append(&mut [e]).unwrap();
+        }
+    }
+    let segments = list_segments(&data.join(LEDGER_DIR)).unwrap();
+    assert!(segments.len() >= 4, "{} segments", segments.len());
+    let removed = &segments[2];
+    std::fs::remove_file(&removed.path).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let cfg = file_sink(&out);
+    let sink = mcptrail_sinks::build(&cfg).unwrap();
+    let mut shipper = Shipper::new(&data, cfg.clone(), sink, None);
+    let e = shipper
+        .run(&ShipOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("expected seq {}", removed.first_seq)) && e.contains("mcptrail verify"),
+        "{e}"
+    );
+    // Everything before the gap was delivered and committed; nothing after it.
+    let shipped = shipped_ids(&out).len() as u64;
+    assert_eq!(shipped, removed.first_seq - 1);
+    assert_eq!(
+        Cursor::new(&data, "f").load().unwrap().unwrap().seq,
+        removed.first_seq - 1
+    );
+}
