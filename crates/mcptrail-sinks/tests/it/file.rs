@@ -51,3 +51,28 @@ fn file_sink_writes_the_ledger_lines_verbatim_filtered_and_resumes_at_its_cursor
         new_ids.iter().filter(|id| ids.contains(id)).count()
     );
 }
+
+#[test]
+fn a_full_disk_keeps_the_cursor_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_ledger(&data, 10);
+    // /dev/full: every write fails with ENOSPC, as on a full file system.
+    let cfg = sink_config(
+        "name = \"full\"\ntype = \"file\"\npath = \"/dev/full\"\nbackoff_initial_ms = 10\nbackoff_max_ms = 20\n",
+    );
+    let sink = mcptrail_sinks::build(&cfg).unwrap();
+    let st = mcptrail_sinks::Shipper::new(&data, cfg, sink, None)
+        .run(&mcptrail_sinks::ShipOptions {
+            give_up_after: Some(std::time::Duration::from_millis(200)),
+            ..mcptrail_sinks::ShipOptions::default()
+        })
+        .unwrap();
+    assert!(st.gave_up && st.failures >= 2, "{st:?}");
+    assert_eq!((st.shipped, st.cursor, st.lag_records()), (0, 0, 10));
+    assert!(st.last_error.unwrap().contains("No space left on device"));
+    assert_eq!(
+        mcptrail_sinks::Cursor::new(&data, "full").load().unwrap(),
+        None
+    );
+}
