@@ -424,3 +424,106 @@ fn ship_follow_tails_new_events_and_stops_cleanly_on_sigterm() {
         "{stdout}"
     );
 }
+
+/// The same through NATS JetStream: `kill -9` of the shipper mid-stream, restart; the stream
+/// ends with every event exactly once, because the batch sent again carries the same
+/// `Nats-Msg-Id`s and JetStream drops them.
+#[test]
+fn nothing_lost_nats_kill_9_and_jetstream_dedupe() {
+    use async_nats::jetstream;
+    use futures_util::StreamExt;
+    const N: usize = 30_000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ids = write_ledger(&data, N);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let unique = format!(
+        "{}_{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    );
+    let (stream_name, subject) = (
+        format!("MCPTRAIL_CLI_{unique}"),
+        format!("mcptrail.cli.{unique}"),
+    );
+    let js = {
+        let client = rt
+            .block_on(async_nats::connect("nats://127.0.0.1:4222"))
+            .expect("NATS JetStream must run at 127.0.0.1:4222 (tests never skip)");
+        let _in_runtime = rt.enter();
+        jetstream::new(client)
+    };
+    let mut stream = rt
+        .block_on(js.create_stream(jetstream::stream::Config {
+            name: stream_name.clone(),
+            subjects: vec![subject.clone()],
+            ..Default::default()
+        }))
+        .unwrap();
+    let messages =
+        |s: &mut jetstream::stream::Stream| rt.block_on(s.info()).unwrap().state.messages;
+    let config = write_config(
+        dir.path(),
+        &format!("[[sinks]]\nname = \"bus\"\ntype = \"nats\"\nsubject = \"{subject}\"\nbatch_max_events = 500\n"),
+    );
+    let mut first = ship_cmd(&data, &config, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while messages(&mut stream) < 5_000 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "slow: {}",
+            messages(&mut stream)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let cursor: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("sinks/bus.cursor")).unwrap()).unwrap();
+    let at_kill = cursor["seq"].as_u64().unwrap();
+    assert!(
+        at_kill < N as u64,
+        "killed before the end (cursor {at_kill})"
+    );
+    let (code, stdout, stderr) = output(ship_cmd(&data, &config, &[]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let stored = messages(&mut stream);
+    // Read every message back and compare ids with the ledger.
+    let got: Vec<String> = rt.block_on(async {
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                ack_policy: jetstream::consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut msgs = consumer.messages().await.unwrap();
+        let mut got = Vec::with_capacity(N);
+        while got.len() < stored as usize {
+            let m = msgs.next().await.unwrap().unwrap();
+            let id = m
+                .headers
+                .as_ref()
+                .unwrap()
+                .get("Nats-Msg-Id")
+                .unwrap()
+                .as_str()
+                .to_string();
+            assert_eq!(
+                id,
+                event_id_of(&m.payload),
+                "header and payload name the same event"
+            );
+            got.push(id);
+        }
+        got
+    });
+    let _ = rt.block_on(js.delete_stream(&stream_name));
+    println!("nothing lost (NATS): {N} events, cursor at kill {at_kill}, {stored} messages stored");
+    assert_eq!(stored, N as u64, "every event exactly once in the stream");
+    assert_eq!(got, ids, "in ledger order");
+}
