@@ -49,8 +49,13 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
     let outcome = run_wrap(opts);
     if let Some(handle) = shipping {
         for (name, result) in handle.stop(std::time::Duration::from_secs(2)) {
-            if let Err(e) = result {
-                eprintln!("mcptrail: warning: sink {name} stopped: {e}");
+            match result {
+                Err(e) => eprintln!("mcptrail: warning: sink {name} stopped: {e}"),
+                Ok(st) if st.failing_since.is_some() => eprintln!(
+                    "mcptrail: warning: sink {name} is failing ({}); its events wait in the ledger: run `mcptrail ship --sink {name}`",
+                    st.last_error.as_deref().unwrap_or("unknown error")
+                ),
+                Ok(_) => {}
             }
         }
     }
