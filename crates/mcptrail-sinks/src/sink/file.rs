@@ -236,6 +236,48 @@ mod tests {
     }
 
     #[test]
+    fn rotates_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut s = FileSink::new(FileSinkConfig {
+            path: path.clone(),
+            max_bytes: 1 << 30,
+            max_age_secs: 60,
+            fsync: false,
+            format: PayloadFormat::Json,
+        });
+        s.send(&[rec(1)]).unwrap();
+        s.send(&[rec(2)]).unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "young: no rotation"
+        );
+        // The active file was opened a minute ago.
+        s.active.as_mut().unwrap().opened = SystemTime::now() - Duration::from_secs(61);
+        s.send(&[rec(3)]).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(names[0], "events.jsonl");
+        assert!(
+            names[1].starts_with("events.jsonl.") && names[1].ends_with('Z'),
+            "{names:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(&names[1]))
+                .unwrap()
+                .lines()
+                .count(),
+            2
+        );
+    }
+
+    #[test]
     fn a_full_disk_is_a_retryable_error_naming_the_cause() {
         let mut s = FileSink::new(FileSinkConfig {
             path: "/dev/full".into(),
