@@ -27,6 +27,8 @@ mod tls;
 pub use config::{validate_all, PayloadFormat, SinkConfig, SinkTarget};
 pub use cursor::{Cursor, SINKS_DIR};
 pub use error::{Error, SendError, SendErrorKind};
-pub use shipper::{lag, spawn, LedgerAlerts, ShipOptions, Shipper, ShippingHandle, SinkStatus};
+pub use shipper::{
+    lag, spawn, try_lock_sink, LedgerAlerts, ShipOptions, Shipper, ShippingHandle, SinkStatus,
+};
 pub use sink::{build, Sink};
 pub use tail::{ledger_head, LedgerTail, ShipRecord};

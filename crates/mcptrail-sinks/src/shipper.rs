@@ -391,36 +391,14 @@ impl Shipper {
     /// Take the sink's lock: at once, or (following) when the shipper holding it stops.
     /// `None` when stopped while waiting.
     fn lock(&self, opts: &ShipOptions) -> Result<Option<std::fs::File>, Error> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let dir = self.data_dir.join(crate::cursor::SINKS_DIR);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(Error::io(&dir))?;
-        let path = dir.join(format!("{}.lock", self.cfg.name));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(Error::io(&path))?;
         loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(Some(file)),
-                Err(std::fs::TryLockError::WouldBlock) if opts.follow => {
+            match try_lock_sink(&self.data_dir, &self.cfg.name) {
+                Err(Error::Busy { .. }) if opts.follow => {
                     if !sleep_unless_stopped(Duration::from_secs(1), &opts.stop) {
                         return Ok(None);
                     }
                 }
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(Error::Busy {
-                        sink: self.cfg.name.clone(),
-                        path,
-                    })
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path)(e)),
+                other => return other.map(Some),
             }
         }
     }
@@ -654,6 +632,34 @@ pub fn spawn(
 /// background work, the relay and the recorder come first. Best effort.
 pub(crate) fn run_in_background() {
     let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
+}
+
+/// Take `sinks/<name>.lock` (held while the returned file is open), or [`Error::Busy`] when
+/// another shipper of that sink holds it. Anything that moves a cursor holds it.
+pub fn try_lock_sink(data_dir: &std::path::Path, name: &str) -> Result<std::fs::File, Error> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = data_dir.join(crate::cursor::SINKS_DIR);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(Error::io(&dir))?;
+    let path = dir.join(format!("{name}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(Error::io(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Busy {
+            sink: name.to_string(),
+            path,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path)(e)),
+    }
 }
 
 /// A sink's cursor position and lag without shipping (for `doctor` and `ship --status`).

@@ -174,6 +174,8 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: &Path) -> anyhow::Result<E
 }
 
 fn reset_cursor(data_dir: &Path, sink: &SinkConfig, seq: u64) -> anyhow::Result<ExitCode> {
+    // Not while a shipper of this sink runs: it would overwrite the cursor at its next commit.
+    let _lock = mcptrail_sinks::try_lock_sink(data_dir, &sink.name)?;
     let cursor = Cursor::new(data_dir, &sink.name);
     let event_id = if seq == 0 {
         String::new()

@@ -411,6 +411,20 @@ fn ship_follow_tails_new_events_and_stops_cleanly_on_sigterm() {
     wait_lines(100);
     write_ledger(&data, 50);
     wait_lines(150);
+    // A second shipper, or a cursor reset, is refused while this one runs.
+    let (code, _, stderr) = output(ship_cmd(&data, &config, &[]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("another mcptrail process is shipping it"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = output(ship_cmd(
+        &data,
+        &config,
+        &["--sink", "f", "--reset-cursor", "0"],
+    ));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("f.lock"), "{stderr}");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
