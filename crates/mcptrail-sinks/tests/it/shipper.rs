@@ -253,7 +253,12 @@ fn one_shipper_per_sink_a_second_one_is_refused_or_waits_its_turn() {
         (std::thread::spawn(move || shipper.run(&opts)), stop)
     };
     let (first, stop_first) = start(true);
+    let t0 = Instant::now();
     while shipped_ids(&out).len() < 5 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the first shipper did not ship"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     // Not following: refused while the first runs.
