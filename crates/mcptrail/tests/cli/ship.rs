@@ -541,3 +541,35 @@ fn nothing_lost_nats_kill_9_and_jetstream_dedupe() {
     assert_eq!(stored, N as u64, "every event exactly once in the stream");
     assert_eq!(got, ids, "in ledger order");
 }
+
+#[test]
+fn doctor_warns_about_a_reachable_sink_that_is_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_ledger(&data, 20);
+    let out = dir.path().join("out.jsonl");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[sinks]]\nname = \"slow\"\ntype = \"file\"\npath = \"{}\"\nalert_lag_records = 5\n",
+            out.display()
+        ),
+    );
+    let (code, stdout, _) = run(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "doctor",
+        "--min-free-mib",
+        "1",
+    ]);
+    let line = stdout.lines().find(|l| l.contains(" sinks ")).unwrap();
+    assert!(line.starts_with("WARN"), "{stdout}");
+    assert!(stdout.contains("cursor 0 of 20 (lag 20"), "{stdout}");
+    assert!(
+        stdout.contains("mcptrail ship --sink slow"),
+        "the fix names the command: {stdout}"
+    );
+    assert_ne!(code, 1, "a warning does not fail doctor: {stdout}");
+}
