@@ -114,9 +114,13 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: &Path) -> anyhow::Result<E
             .context("installing signal handlers")?;
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
+    // Set every sink up (keys, certificates) before any starts shipping.
+    let built = sinks
+        .into_iter()
+        .map(|s| mcptrail_sinks::build(s).map(|sink| (s, sink)))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut threads = Vec::new();
-    for s in sinks {
-        let sink = mcptrail_sinks::build(s)?;
+    for (s, sink) in built {
         let alerts = LedgerAlerts {
             data_dir: data_dir.to_path_buf(),
             config: cfg.ledger.to_ledger_config(),
