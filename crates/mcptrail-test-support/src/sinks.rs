@@ -85,6 +85,15 @@ pub enum SyslogInput {
         /// CA (PEM).
         ca: PathBuf,
     },
+    /// As `Tls`, and clients must present a certificate signed by `ca` (x509/certvalid).
+    MutualTls {
+        /// Server certificate chain (PEM).
+        cert: PathBuf,
+        /// Server key (PEM).
+        key: PathBuf,
+        /// CA (PEM) that signs the client certificates.
+        ca: PathBuf,
+    },
 }
 
 /// A private `rsyslogd -n` on a loopback port, writing every raw message (`%rawmsg%`) as one
@@ -126,7 +135,7 @@ impl Rsyslog {
             "global(workDirectory=\"{work}\" maxMessageSize=\"256k\"{tls})\n",
             work = dir.path().display(),
             tls = match &input {
-                SyslogInput::Tls { cert, key, ca } => format!(
+                SyslogInput::Tls { cert, key, ca } | SyslogInput::MutualTls { cert, key, ca } => format!(
                     " defaultNetstreamDriver=\"gtls\" defaultNetstreamDriverCAFile=\"{}\" defaultNetstreamDriverCertFile=\"{}\" defaultNetstreamDriverKeyFile=\"{}\"",
                     ca.display(), cert.display(), key.display()
                 ),
@@ -150,8 +159,12 @@ impl Rsyslog {
                     "input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{ready_port}\")\n"
                 ));
             }
-            SyslogInput::Tls { .. } => {
-                conf.push_str("module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"anon\")\n");
+            SyslogInput::Tls { .. } | SyslogInput::MutualTls { .. } => {
+                let auth = match input {
+                    SyslogInput::MutualTls { .. } => "x509/certvalid",
+                    _ => "anon",
+                };
+                conf.push_str(&format!("module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"{auth}\")\n"));
                 conf.push_str(&format!(
                     "input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n"
                 ));

@@ -29,7 +29,8 @@ pub(crate) fn ledger_lines(data_dir: &Path) -> Vec<Vec<u8>> {
 }
 
 /// A CA and a server certificate for `localhost` and 127.0.0.1, as PEM files in `dir`:
-/// (ca, cert, key).
+/// (ca, cert, key); plus a client certificate and key from the same CA (`client.pem`,
+/// `client.key`, 0600).
 pub(crate) fn test_pki(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     use rcgen::{
         BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType,
@@ -59,5 +60,19 @@ pub(crate) fn test_pki(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, s
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client
+        .distinguished_name
+        .push(DnType::CommonName, "mcptrail shipper");
+    client.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client.signed_by(&client_key, &ca).unwrap();
+    std::fs::write(dir.join("client.pem"), client_cert.pem()).unwrap();
+    std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
+    std::fs::set_permissions(
+        dir.join("client.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     (ca_path, cert_path, key_path)
 }

@@ -216,3 +216,63 @@ fn a_dead_receiver_is_a_connect_error_naming_the_address() {
         "{e}"
     );
 }
+
+#[test]
+fn mutual_tls_presents_the_client_certificate_and_refuses_a_shared_key_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki(pki.path());
+    let rs = Rsyslog::start(SyslogInput::MutualTls {
+        cert,
+        key,
+        ca: ca.clone(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ids = write_ledger(dir.path(), 50);
+    let table = |client_key: &std::path::Path| {
+        format!(
+            "name = \"rs-mtls\"\ntype = \"syslog\"\ntransport = \"tls\"\naddress = \"127.0.0.1:{}\"\ntls_server_name = \"localhost\"\ntls_ca_file = \"{}\"\ntls_client_cert_file = \"{}\"\ntls_client_key_file = \"{}\"\n",
+            rs.port,
+            ca.display(),
+            pki.path().join("client.pem").display(),
+            client_key.display()
+        )
+    };
+    let cfg = sink_config(&table(&pki.path().join("client.key")));
+    assert_eq!(ship(dir.path(), &cfg).shipped, 50);
+    let lines = rs.wait_for_lines(50, Duration::from_secs(30));
+    let got: HashSet<String> = lines.iter().map(|l| sd_event_id(parse_5424(l).1)).collect();
+    assert_eq!(got, ids.into_iter().collect::<HashSet<_>>());
+    // Without a client certificate the receiver takes nothing (whether the handshake or
+    // the first write is where it refuses: syslog has no acknowledgement to say which).
+    let anon = sink_config(&format!(
+        "name = \"rs-anon\"\ntype = \"syslog\"\ntransport = \"tls\"\naddress = \"127.0.0.1:{}\"\ntls_server_name = \"localhost\"\ntls_ca_file = \"{}\"\nbackoff_initial_ms = 50\n",
+        rs.port,
+        ca.display()
+    ));
+    let other = tempfile::tempdir().unwrap();
+    write_ledger(other.path(), 5);
+    let sink = mcptrail_sinks::build(&anon).unwrap();
+    mcptrail_sinks::Shipper::new(other.path(), anon, sink, None)
+        .run(&mcptrail_sinks::ShipOptions {
+            give_up_after: Some(Duration::from_secs(1)),
+            ..Default::default()
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        rs.lines().len(),
+        50,
+        "the receiver accepted messages without a client certificate"
+    );
+    // A client key others can read is refused before anything is sent, and not quoted.
+    let shared = pki.path().join("shared.key");
+    std::fs::copy(pki.path().join("client.key"), &shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = mcptrail_sinks::build(&sink_config(&table(&shared)))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("chmod 600") && e.contains("shared.key"), "{e}");
+    assert!(!e.contains("PRIVATE KEY"), "{e}");
+}
