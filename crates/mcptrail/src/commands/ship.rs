@@ -27,6 +27,9 @@ pub(crate) struct Args {
     /// its cursor stays, so the next run resumes there).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     give_up_after: u64,
+    /// With --follow: print each sink's progress and lag this often (0: only at the end).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    report_every: u64,
     /// Print each sink's cursor and lag; ship nothing.
     #[arg(long, conflicts_with = "reset_cursor")]
     status: bool,
@@ -133,10 +136,38 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: &Path) -> anyhow::Result<E
             ..ShipOptions::default()
         };
         let label = format!("{} ({})", s.name, s.target.type_name());
-        threads.push((label, std::thread::spawn(move || shipper.run(&opts))));
+        let status = shipper.status_handle();
+        threads.push((
+            label,
+            status,
+            std::thread::spawn(move || shipper.run(&opts)),
+        ));
+    }
+    if args.follow && args.report_every > 0 {
+        // A progress line per sink now and then, for a `ship --follow` service's log.
+        let every = Duration::from_secs(args.report_every);
+        let mut last = std::time::Instant::now();
+        while threads.iter().any(|(_, _, t)| !t.is_finished()) {
+            std::thread::sleep(Duration::from_millis(100));
+            if last.elapsed() >= every {
+                last = std::time::Instant::now();
+                for (label, status, _) in &threads {
+                    let st = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let failing = st
+                        .failing_since
+                        .map(|_| format!("; failing: {}", st.last_error.as_deref().unwrap_or("?")))
+                        .unwrap_or_default();
+                    println!(
+                        "sink {label}: shipped {} so far; {}{failing}",
+                        st.shipped,
+                        lag_text(&st)
+                    );
+                }
+            }
+        }
     }
     let mut code = ExitCode::SUCCESS;
-    for (label, t) in threads {
+    for (label, _, t) in threads {
         match t.join() {
             Ok(Ok(st)) => {
                 let head = if st.gave_up {

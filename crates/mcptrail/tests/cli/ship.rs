@@ -387,7 +387,7 @@ fn ship_follow_tails_new_events_and_stops_cleanly_on_sigterm() {
             out.display()
         ),
     );
-    let child = ship_cmd(&data, &config, &["--follow"])
+    let child = ship_cmd(&data, &config, &["--follow", "--report-every", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -411,7 +411,8 @@ fn ship_follow_tails_new_events_and_stops_cleanly_on_sigterm() {
     wait_lines(100);
     write_ledger(&data, 50);
     wait_lines(150);
-    // A second shipper, or a cursor reset, is refused while this one runs.
+    std::thread::sleep(Duration::from_millis(1300)); // one progress line (--report-every 1) after the last event
+                                                     // A second shipper, or a cursor reset, is refused while this one runs.
     let (code, _, stderr) = output(ship_cmd(&data, &config, &[]));
     assert_eq!(code, 2);
     assert!(
@@ -436,6 +437,10 @@ fn ship_follow_tails_new_events_and_stops_cleanly_on_sigterm() {
     assert!(
         stdout.contains("shipped 150 events") && stdout.contains("cursor 150 of 150"),
         "{stdout}"
+    );
+    assert!(
+        stdout.contains("sink f (file): shipped 150 so far; cursor 150 of 150 (lag 0)"),
+        "a progress line: {stdout}"
     );
 }
 
