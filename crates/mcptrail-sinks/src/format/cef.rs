@@ -30,6 +30,12 @@ pub fn escape_header(s: &str) -> String {
 /// Escape a CEF extension value.
 pub fn escape_extension(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    push_escaped_extension(&mut out, s);
+    out
+}
+
+/// Append `s` escaped as a CEF extension value.
+fn push_escaped_extension(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -39,84 +45,102 @@ pub fn escape_extension(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+}
+
+/// Append ` key=value` (value escaped) to a CEF line; no space before the first pair.
+fn push_pair(out: &mut String, first: &mut bool, key: &str, value: &str) {
+    if !std::mem::take(first) {
+        out.push(' ');
+    }
+    out.push_str(key);
+    out.push('=');
+    push_escaped_extension(out, value);
 }
 
 /// The CEF line of an event (without any syslog header).
 pub fn event_to_cef(v: &Value) -> String {
     let kind = str_at(v, "/kind").unwrap_or("event");
-    let mut out = format!(
+    let mut out = String::with_capacity(512);
+    let _ = write!(
+        out,
         "CEF:0|mcptrail|mcptrail|{}|{}|{}|{}|",
         escape_header(env!("CARGO_PKG_VERSION")),
         escape_header(kind),
         escape_header(&display_name(v)),
         severity_0_10(v),
     );
-    let mut ext: Vec<(&str, String)> = Vec::new();
+    let first = &mut true;
+    let mut num = itoa_buf();
     if let Some(ms) = str_at(v, "/time").and_then(epoch_millis) {
-        ext.push(("rt", ms.to_string()));
+        push_pair(&mut out, first, "rt", num.format(ms));
     }
     if let Some(id) = str_at(v, "/event_id") {
-        ext.push(("externalId", id.to_string()));
+        push_pair(&mut out, first, "externalId", id);
     }
     if let Some(seq) = v.get("seq").and_then(Value::as_u64) {
-        ext.push(("cn1Label", "seq".into()));
-        ext.push(("cn1", seq.to_string()));
+        push_pair(&mut out, first, "cn1Label", "seq");
+        push_pair(&mut out, first, "cn1", num.format(seq));
     }
     if let Some(d) = v.get("duration_ms").and_then(Value::as_f64) {
-        ext.push(("cn2Label", "durationMs".into()));
-        ext.push(("cn2", format!("{}", d.round() as i64)));
+        push_pair(&mut out, first, "cn2Label", "durationMs");
+        push_pair(&mut out, first, "cn2", num.format(d.round() as i64));
     }
-    let labelled: [(&str, &str, &str, &str); 6] = [
+    for (label_key, label, key, path) in [
         ("cs1Label", "sessionId", "cs1", "/session_id"),
         ("cs2Label", "agentId", "cs2", "/agent_id"),
         ("cs3Label", "tool", "cs3", "/tool_invoked"),
         ("cs5Label", "mcpServer", "cs5", "/server/name"),
         ("cs6Label", "traceId", "cs6", "/trace_id"),
-        ("request", "", "", "/resource_uri"),
-    ];
-    for (label_key, label, key, pointer) in labelled {
-        if let Some(s) = str_at(v, pointer) {
-            if key.is_empty() {
-                ext.push((label_key, s.to_string()));
-            } else {
-                ext.push((label_key, label.to_string()));
-                ext.push((key, s.to_string()));
-            }
+    ] {
+        if let Some(s) = str_at(v, path) {
+            push_pair(&mut out, first, label_key, label);
+            push_pair(&mut out, first, key, s);
         }
+    }
+    if let Some(uri) = str_at(v, "/resource_uri") {
+        push_pair(&mut out, first, "request", uri);
     }
     if let Some(labels) = v.get("labels").and_then(Value::as_array) {
         let joined: Vec<&str> = labels.iter().filter_map(Value::as_str).collect();
         if !joined.is_empty() {
-            ext.push(("cs4Label", "labels".into()));
-            ext.push(("cs4", joined.join(",")));
+            push_pair(&mut out, first, "cs4Label", "labels");
+            push_pair(&mut out, first, "cs4", &joined.join(","));
         }
     }
-    for (key, pointer) in [
+    for (key, path) in [
         ("suser", "/user_identity/principal"),
         ("shost", "/host"),
         ("act", "/method"),
         ("outcome", "/response_summary/status"),
     ] {
-        if let Some(s) = str_at(v, pointer) {
-            ext.push((key, s.to_string()));
+        if let Some(s) = str_at(v, path) {
+            push_pair(&mut out, first, key, s);
         }
     }
-    if let Some(pid) = v.pointer("/process/tap_pid").and_then(Value::as_u64) {
-        ext.push(("spid", pid.to_string()));
+    if let Some(pid) = super::at(v, "/process/tap_pid").and_then(Value::as_u64) {
+        push_pair(&mut out, first, "spid", num.format(pid));
     }
     if kind == "alert" {
         if let Some(rule) = str_at(v, "/detail/rule") {
-            ext.push(("cat", rule.to_string()));
+            push_pair(&mut out, first, "cat", rule);
         }
-    }
-    for (i, (k, val)) in ext.iter().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        let _ = write!(out, "{k}={}", escape_extension(val));
     }
     out
+}
+
+/// Formats integers without allocating.
+fn itoa_buf() -> NumBuf {
+    NumBuf(String::with_capacity(24))
+}
+
+struct NumBuf(String);
+
+impl NumBuf {
+    fn format(&mut self, n: impl std::fmt::Display) -> &str {
+        self.0.clear();
+        let _ = write!(self.0, "{n}");
+        &self.0
+    }
 }
 
 #[cfg(test)]

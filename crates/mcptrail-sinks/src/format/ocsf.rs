@@ -46,7 +46,7 @@ pub fn event_to_ocsf(v: &Value) -> Value {
         }
         api.insert("service".into(), service);
     }
-    if let Some(code) = v.pointer("/response_summary/error_code") {
+    if let Some(code) = super::at(v, "/response_summary/error_code") {
         api.insert("response".into(), json!({ "code": code, "error": status }));
     }
     let mut actor = Map::new();
