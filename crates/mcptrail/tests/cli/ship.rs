@@ -578,3 +578,44 @@ fn doctor_warns_about_a_reachable_sink_that_is_behind() {
     );
     assert_ne!(code, 1, "a warning does not fail doctor: {stdout}");
 }
+
+#[test]
+fn a_dead_sink_never_holds_up_wraps_relay_or_its_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_loopback_port();
+    let config = write_config(
+        dir.path(),
+        &format!("[[sinks]]\nname = \"dead\"\ntype = \"syslog\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\nbatch_max_wait_ms = 10\nbackoff_initial_ms = 5000\n"),
+    );
+    let server = target_bin("rmcp-echo-server").display().to_string();
+    let mut w = Wrapped::start(&data, &["--config", config.to_str().unwrap()], &[&server]);
+    w.initialize("dead-sink");
+    for i in 1..=20 {
+        let r = w.request(
+            i,
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": format!("call {i}")}}),
+        );
+        assert_eq!(r["result"]["content"][0]["text"], format!("call {i}"));
+    }
+    // The shipper is asleep in a 5 s backoff; ending the session must not wait for it.
+    let started = Instant::now();
+    let (st, _, _) = w.finish(Duration::from_secs(30));
+    assert!(st.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "wrap waited {:?} for a dead sink",
+        started.elapsed()
+    );
+    let evs = events(&data);
+    assert_eq!(
+        evs.last().unwrap().kind,
+        mcptrail_event::EventKind::SessionEnd,
+        "the session is recorded in full"
+    );
+    assert!(
+        !data.join("sinks/dead.cursor").exists(),
+        "nothing was acknowledged, nothing committed"
+    );
+}
