@@ -189,8 +189,8 @@ pub struct SyslogSinkConfig {
     pub timeout_secs: u64,
 }
 
-/// `type = "webhook"`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `type = "webhook"`. `Debug` shows the URL without user info or query.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSinkConfig {
     /// `http://` or `https://` URL the batches are POSTed to.
@@ -210,8 +210,8 @@ pub struct WebhookSinkConfig {
     pub timeout_secs: u64,
 }
 
-/// `type = "nats"`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `type = "nats"`. `Debug` shows the URL without user info.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSinkConfig {
     /// Server URL (default `nats://127.0.0.1:4222`).
@@ -233,6 +233,44 @@ pub struct NatsSinkConfig {
     /// Seconds to wait for a connection and for the acknowledgements of a batch (default 10).
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
+}
+
+impl std::fmt::Debug for WebhookSinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSinkConfig")
+            .field("url", &redact_url(&self.url))
+            .field("secret", &self.secret)
+            .field("signature_header", &self.signature_header)
+            .field("format", &self.format)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for NatsSinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSinkConfig")
+            .field("url", &redact_url(&self.url))
+            .field("subject", &self.subject)
+            .field("stream", &self.stream)
+            .field("token", &self.token)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("format", &self.format)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+/// A URL without user info, query or fragment (they may hold credentials), for messages
+/// and `Debug`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}://{host}{path}")
 }
 
 fn yes() -> bool {
@@ -595,6 +633,22 @@ alert_lag_records = 0
         let e =
             parse("[[sinks]]\nname = \"../etc\"\ntype = \"file\"\npath = \"/x\"\n").unwrap_err();
         assert!(e.contains("cursor file"), "{e}");
+    }
+
+    #[test]
+    fn debug_output_hides_credentials_in_urls() {
+        let s = parse(
+            "[[sinks]]\nname = \"h\"\ntype = \"webhook\"\nurl = \"https://u:pw1@h.example/x?token=tok2\"\nsecret = { env = \"K\" }\n\n[[sinks]]\nname = \"n\"\ntype = \"nats\"\nurl = \"nats://u:pw3@127.0.0.1:4222\"\nsubject = \"s\"\n",
+        )
+        .unwrap();
+        let shown = format!("{s:?}");
+        for secret in ["pw1", "tok2", "pw3"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("https://h.example/x") && shown.contains("nats://127.0.0.1:4222"),
+            "{shown}"
+        );
     }
 
     #[test]

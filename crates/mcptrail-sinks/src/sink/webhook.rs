@@ -22,7 +22,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::{PayloadFormat, WebhookSinkConfig};
+use crate::config::{redact_url, PayloadFormat, WebhookSinkConfig};
 use crate::error::{SendError, SendErrorKind};
 use crate::format::encode_into;
 use crate::secret::Secret;
@@ -135,7 +135,9 @@ impl WebhookSink {
                 ureq::Error::Tls(_) | ureq::Error::Rustls(_) => SendErrorKind::Connect,
                 _ => SendErrorKind::Transport,
             };
-            SendError::new(kind, format!("{url}: {e}"))
+            // An error may quote the URL; its user info and query may hold credentials.
+            let text = e.to_string().replace(self.cfg.url.as_str(), &url);
+            SendError::new(kind, format!("{url}: {text}"))
         })?;
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
@@ -162,15 +164,6 @@ impl WebhookSink {
         e.retry_after = retry_after;
         Err(e)
     }
-}
-
-/// A URL without user info or query (they may hold credentials), for messages.
-fn redact_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let rest = rest.split(['?', '#']).next().unwrap_or("");
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    format!("{scheme}://{host}{path}")
 }
 
 impl Sink for WebhookSink {

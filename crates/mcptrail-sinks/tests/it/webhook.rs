@@ -75,3 +75,27 @@ fn ocsf_batches_carry_api_activity() {
     let got: HashSet<String> = rx.log.lock().unwrap().event_ids.iter().cloned().collect();
     assert_eq!(got, ids.into_iter().collect());
 }
+
+#[test]
+fn a_dead_receiver_is_a_connect_error_that_does_not_quote_credentials_in_the_url() {
+    std::env::set_var("MCPTRAIL_TEST_WEBHOOK_KEY_DEAD", "k");
+    let port = mcptrail_test_support::sinks::free_loopback_port();
+    let cfg = hook_config(
+        &format!("http://user:pa55word@127.0.0.1:{port}/hook?token=s3cr3t-token"),
+        "MCPTRAIL_TEST_WEBHOOK_KEY_DEAD",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write_ledger(dir.path(), 1);
+    let mut sink = mcptrail_sinks::build(&cfg).unwrap();
+    let mut tail = mcptrail_sinks::LedgerTail::open(dir.path(), 1);
+    let e = sink
+        .send(&[tail.next_record().unwrap().unwrap()])
+        .unwrap_err();
+    assert_eq!(e.kind, SendErrorKind::Connect, "{e}");
+    let shown = format!("{e} {e:?}");
+    assert!(shown.contains(&format!("127.0.0.1:{port}/hook")), "{shown}");
+    assert!(
+        !shown.contains("s3cr3t") && !shown.contains("pa55word"),
+        "{shown}"
+    );
+}
