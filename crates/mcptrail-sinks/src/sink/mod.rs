@@ -1,8 +1,20 @@
 //! The receivers. A sink turns a batch of records into one delivery and says whether the
 //! receiver acknowledged it; everything else (reading, filtering, batching, retrying, the
-//! cursor) is the shipper's. Later sinks (OTLP, Splunk HEC, Elasticsearch bulk, S3 Object
-//! Lock) fit the same shape: encode the batch, send one request, map the answer to `Ok` or a
-//! [`SendError`].
+//! cursor, alerts) is the shipper's.
+//!
+//! The sinks still to come fit the same shape — encode the batch, deliver it, map the answer
+//! to `Ok` or a [`SendError`] — because `send` may take as long as the receiver needs to
+//! acknowledge, and a repeated batch must only be harmless:
+//! - OTLP (gRPC or HTTP): one `Export*ServiceRequest` per batch; `Ok` on success, a partial
+//!   success with rejected items is `Rejected` (the batch is sent again, receivers dedupe by
+//!   the `event_id` attribute).
+//! - Splunk HEC with indexer acknowledgement: POST the batch, then poll `/services/collector/ack`
+//!   inside `send` until the ack id is indexed (or time out: `Transport`, sent again, dedupe
+//!   by the event id field).
+//! - Elasticsearch/OpenSearch `_bulk`: `_id` = `event_id` makes a repeated index operation a
+//!   no-op; any item error fails the batch (429 items: `Throttled`).
+//! - S3 Object Lock: one object per batch named by its seq range, so a repeated PUT writes
+//!   the same key with the same bytes; retention headers from the labels.
 
 pub mod file;
 pub mod nats;
