@@ -219,7 +219,8 @@ pub struct NatsSinkConfig {
     pub url: String,
     /// Subject to publish to; a JetStream stream must capture it.
     pub subject: String,
-    /// The stream expected to capture `subject`; `doctor` checks it exists.
+    /// The stream expected to capture `subject`: `doctor` checks that it is the one that does
+    /// (without it, `doctor` only checks that some stream does).
     pub stream: Option<String>,
     /// Token authentication.
     pub token: Option<SecretSource>,

@@ -175,24 +175,40 @@ impl Sink for NatsSink {
 
     fn probe(&mut self) -> Result<String, SendError> {
         let js = self.context()?;
-        let url = self.cfg.url.clone();
-        let Some(stream) = self.cfg.stream.clone() else {
-            return Ok(format!("{url} connected (no `stream` configured to check)"));
-        };
+        let url = crate::config::redact_url(&self.cfg.url);
+        let subject = self.cfg.subject.clone();
+        let expected = self.cfg.stream.clone();
         let timeout = self.timeout();
         self.runtime.block_on(async move {
-            let mut s = tokio::time::timeout(timeout, js.get_stream(&stream))
+            let answer = |what: &str| {
+                SendError::new(SendErrorKind::Transport, format!("JetStream did not answer {what}"))
+            };
+            // Which stream captures the subject: without one every publish fails.
+            let name = tokio::time::timeout(timeout, js.stream_by_subject(subject.clone()))
                 .await
-                .map_err(|_| SendError::new(SendErrorKind::Transport, "JetStream did not answer"))?
+                .map_err(|_| answer("the stream lookup"))?
                 .map_err(|e| {
-                    SendError::new(SendErrorKind::Rejected, format!("stream `{stream}`: {e}"))
+                    SendError::new(
+                        SendErrorKind::Rejected,
+                        format!("no JetStream stream captures subject `{subject}` ({e}): create one"),
+                    )
                 })?;
-            let info = s
+            if let Some(expected) = expected.filter(|e| *e != name) {
+                return Err(SendError::new(
+                    SendErrorKind::Rejected,
+                    format!("subject `{subject}` goes to stream `{name}`, not the configured `{expected}`"),
+                ));
+            }
+            let mut stream = tokio::time::timeout(timeout, js.get_stream(&name))
+                .await
+                .map_err(|_| answer("the stream info"))?
+                .map_err(|e| SendError::new(SendErrorKind::Rejected, format!("stream `{name}`: {e}")))?;
+            let info = stream
                 .info()
                 .await
                 .map_err(|e| SendError::new(SendErrorKind::Transport, e.to_string()))?;
             Ok(format!(
-                "{url} connected; stream `{stream}` holds {} messages",
+                "{url} connected; subject `{subject}` goes to stream `{name}` ({} messages)",
                 info.state.messages
             ))
         })

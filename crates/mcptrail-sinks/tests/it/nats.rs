@@ -82,7 +82,20 @@ fn jetstream_gets_every_event_with_its_msg_id_and_drops_redelivered_duplicates()
         stream.subject, stream.name
     ));
     let probe = mcptrail_sinks::build(&cfg).unwrap().probe().unwrap();
-    assert!(probe.contains(&stream.name), "{probe}");
+    assert!(
+        probe.contains(&format!("goes to stream `{}`", stream.name)),
+        "{probe}"
+    );
+    // A configured stream that is not the one capturing the subject is a configuration error.
+    let mut wrong = cfg.clone();
+    if let mcptrail_sinks::SinkTarget::Nats(n) = &mut wrong.target {
+        n.stream = Some("SOME_OTHER_STREAM".into());
+    }
+    let e = mcptrail_sinks::build(&wrong).unwrap().probe().unwrap_err();
+    assert!(
+        e.message.contains("not the configured `SOME_OTHER_STREAM`"),
+        "{e}"
+    );
     let st = ship(dir.path(), &cfg);
     assert_eq!((st.shipped, st.cursor), (1000, 1000));
     assert_eq!(stream.messages(), 1000);
@@ -110,6 +123,14 @@ fn a_subject_no_stream_captures_is_rejected_with_a_hint() {
         std::process::id()
     ));
     let mut sink = mcptrail_sinks::build(&cfg).unwrap();
+    // doctor's probe says so before anything is sent...
+    let e = sink.probe().unwrap_err();
+    assert_eq!(e.kind, SendErrorKind::Rejected, "{e}");
+    assert!(
+        e.message.contains("no JetStream stream captures subject"),
+        "{e}"
+    );
+    // ...and so does a delivery.
     let mut tail = mcptrail_sinks::LedgerTail::open(dir.path(), 1);
     let rec = tail.next_record().unwrap().unwrap();
     let e = sink.send(&[rec]).unwrap_err();
