@@ -11,6 +11,8 @@
 #     -> <peers>/venv/  (used by crates/mcptrail-test-support/peers/py_client.py)
 #   * The Go reference checkpoint verifier (.ci/install-go-verifier.sh: Debian golang-go and
 #     golang-golang-x-mod-dev via apt-get when missing) -> <peers>/bin/checkpoint-verify
+#   * rsyslog with its GnuTLS netstream driver (Debian rsyslog, rsyslog-gnutls via apt-get
+#     when missing): the sink tests start their own `rsyslogd -n` on loopback ports
 #
 # <peers> is .ci/peers under the repository root, or $MCPTRAIL_PEERS_DIR when
 # set (the manifests are then copied there from .ci/peers). The test-support
@@ -128,3 +130,34 @@ log "server-everything: node $peers_dir/node_modules/@modelcontextprotocol/serve
 
 # --- Go reference checkpoint verifier (Debian golang-go + golang-golang-x-mod-dev) ---
 "$script_dir/install-go-verifier.sh"
+
+# --- rsyslog (Debian rsyslog + rsyslog-gnutls) for the syslog sink tests ----------------
+# The tests start private daemons (`rsyslogd -n -f <conf>`) on high loopback ports; the
+# system service is not used.
+rsyslog_packages=(rsyslog rsyslog-gnutls)
+rsyslog_missing=()
+for p in "${rsyslog_packages[@]}"; do
+    [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == "install ok installed" ]] || rsyslog_missing+=("$p")
+done
+if ((${#rsyslog_missing[@]} > 0)); then
+    command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install ${rsyslog_missing[*]}"
+    sudo=()
+    if [[ "$(id -u)" != 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || die "not root and no sudo: install ${rsyslog_missing[*]} as root"
+        sudo=(sudo -n)
+    fi
+    rsyslog_install() {
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            --no-install-recommends "${rsyslog_missing[@]}"
+    }
+    log "apt-get install ${rsyslog_missing[*]}"
+    if ! rsyslog_install; then
+        log "apt-get install failed: apt-get update, then retry"
+        "${sudo[@]}" apt-get update -q
+        rsyslog_install
+    fi
+fi
+if [[ ! -x /usr/sbin/rsyslogd ]] || [[ -z "$(find /usr/lib -name lmnsd_gtls.so -print -quit 2>/dev/null)" ]]; then
+    die "rsyslogd or its gtls driver is missing after installing ${rsyslog_packages[*]}"
+fi
+log "rsyslog $(dpkg-query -W -f='${Version}' rsyslog 2>/dev/null) with the gtls driver"

@@ -1,13 +1,16 @@
 //! Shared fixtures for mcptrail integration tests: where the workspace, the
 //! built binaries and the pinned peer servers live, plus a temp data dir.
 //!
-//! This library deliberately uses only `std` and `tempfile`; the rmcp/tokio
-//! dependencies of this package exist for the binaries in `src/bin/` only.
+//! The library uses `std` and `tempfile`, plus, for the sink fixtures in [`sinks`], the
+//! ledger and event crates, `tiny_http` and the HMAC crates; the rmcp/tokio dependencies of
+//! this package exist for the binaries in `src/bin/` only.
 //!
 //! Peer servers (`@modelcontextprotocol/server-everything`, the Python venv)
 //! are installed by `.ci/install-peers.sh` into [`peers_dir`]. The accessors
 //! panic with an actionable message when a peer is missing: tests that need a
 //! peer never skip silently.
+
+pub mod sinks;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

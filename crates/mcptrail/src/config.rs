@@ -28,6 +28,9 @@ pub(crate) struct Config {
     /// The HTTP audit gateway.
     #[serde(default)]
     pub(crate) gateway: mcptrail_gateway::GatewayConfig,
+    /// `[[sinks]]`: where events are shipped (`mcptrail ship`, and in the background of `wrap`).
+    #[serde(default)]
+    pub(crate) sinks: Vec<mcptrail_sinks::SinkConfig>,
 }
 
 /// `[ledger]`.
@@ -119,7 +122,10 @@ pub(crate) fn load(explicit: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 pub(crate) fn parse(text: &str) -> anyhow::Result<Config> {
-    toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+    let cfg: Config =
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+    mcptrail_sinks::validate_all(&cfg.sinks)?;
+    Ok(cfg)
 }
 
 /// Where the pseudonym key is: `[redact] token_key_file`, else `<data_dir>/keys/redact.key`.
@@ -193,6 +199,22 @@ mod tests {
         );
         assert_eq!(c.ledger.segment_max_bytes, 1_000_000);
         assert!(c.ledger.fsync);
+    }
+
+    #[test]
+    fn sink_errors_name_the_sink_and_the_key() {
+        let c = parse("[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"/tmp/x\"\n").unwrap();
+        assert_eq!(c.sinks.len(), 1);
+        let err = parse("[[sinks]]\nname = \"siem\"\ntype = \"file\"\npath = \"/x\"\nrotate = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sink \"siem\"") && err.contains("rotate"),
+            "{err}"
+        );
+        let twice = "[[sinks]]\nname = \"a\"\ntype = \"file\"\npath = \"/x\"\n";
+        let err = parse(&format!("{twice}{twice}")).unwrap_err().to_string();
+        assert!(err.contains("two [[sinks]] tables"), "{err}");
     }
 
     #[test]

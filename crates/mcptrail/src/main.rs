@@ -64,6 +64,9 @@ enum Command {
     /// data directory, disk, ledger, keys, anchor, clock, index, sinks, client configs. Exit 1
     /// when a check fails.
     Doctor(commands::doctor::Args),
+    /// Deliver the ledger to the configured [[sinks]] until caught up (`--follow`: keep
+    /// tailing); `--status` shows each sink's cursor and lag.
+    Ship(commands::ship::Args),
     /// Rebuild the query index from the ledger.
     Reindex,
     /// Print the JSON Schema of audit events (schema v1).
@@ -165,6 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cfg: &cfg,
             },
         ),
+        Command::Ship(args) => commands::ship::run(args, &cfg, &data_dir),
         Command::Reindex => commands::reindex(&data_dir),
         Command::Schema => {
             println!(

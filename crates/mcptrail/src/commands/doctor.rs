@@ -1,8 +1,9 @@
 //! `mcptrail doctor`: is this machine recording every MCP server, and would the record hold
 //! up in front of an auditor? One line per check — PASS, WARN, FAIL or SKIP — with a fix hint
 //! for each that is not a pass. Exit 1 when any check fails. Read-only, except that the query
-//! index is brought up to date (it is derived from the ledger) and the anchor directory gets a
-//! probe file that is removed at once.
+//! index is brought up to date (it is derived from the ledger), the anchor directory gets a
+//! probe file that is removed at once, and each configured sink is probed (a connection; a
+//! webhook receives a signed batch with no events).
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -130,13 +131,7 @@ pub(crate) fn run(args: Args, setup: Setup<'_>) -> anyhow::Result<ExitCode> {
     } else {
         Check::new("index", Level::Skip, "no ledger yet")
     });
-    checks.push(
-        Check::new(
-            "sinks",
-            Level::Skip,
-            "none: this version keeps the record in the local ledger only (export sinks are not built yet)",
-        ),
-    );
+    checks.push(sinks_check(&data_dir, setup.cfg));
     checks.push(servers_check(&data_dir, args.project)?);
     checks.push(gateway_check(setup.cfg));
 
@@ -237,6 +232,38 @@ fn config_check(setup: &Setup<'_>) -> Check {
             Level::Pass,
             "no configuration file: the defaults apply",
         ),
+    }
+}
+
+/// Every configured sink: reachable (a probe that sends no event), and how far behind.
+fn sinks_check(data_dir: &Path, cfg: &Config) -> Check {
+    if cfg.sinks.is_empty() {
+        return Check::new(
+            "sinks",
+            Level::Skip,
+            "none configured: the record stays in the local ledger only",
+        )
+        .fix("add [[sinks]] to mcptrail.toml to ship events to a SIEM, NATS, a webhook or files");
+    }
+    let health = super::ship::health(data_dir, cfg);
+    let worst = health.iter().map(|h| h.severity).max().unwrap_or(0);
+    let bad = health.iter().filter(|h| h.severity > 0).count();
+    let level = [Level::Pass, Level::Warn, Level::Fail][usize::from(worst.min(2))];
+    let message = match level {
+        Level::Pass => format!("{} sink(s) reachable and caught up", health.len()),
+        Level::Warn => format!(
+            "{bad} of {} sink(s) behind their alert threshold",
+            health.len()
+        ),
+        _ => format!("{bad} of {} sink(s) unreachable or broken", health.len()),
+    };
+    let fixes: Vec<String> = health.iter().filter_map(|h| h.fix.clone()).collect();
+    let check =
+        Check::new("sinks", level, message).details(health.into_iter().map(|h| h.line).collect());
+    if fixes.is_empty() {
+        check
+    } else {
+        check.fix(fixes.join("; "))
     }
 }
 

@@ -69,11 +69,14 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
         })
         .collect();
     let tls = gw.tls.is_some();
+    let ledger = cfg.ledger.to_ledger_config();
+    // Sinks ship in the background, as in `wrap`.
+    let shipping = super::start_shipping(cfg, &data_dir, &ledger);
     let opts = GatewayOptions {
         config: gw,
         data_dir,
         tap: cfg.tap.clone(),
-        ledger: cfg.ledger.to_ledger_config(),
+        ledger,
         redactor,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -106,7 +109,9 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
             }
         })
         .await
-    })?;
+    });
+    super::stop_shipping(shipping);
+    let outcome = outcome?;
     if outcome.events_lost > 0 {
         eprintln!(
             "mcptrail gateway: {} audit events could not be written",

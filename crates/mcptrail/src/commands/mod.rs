@@ -8,6 +8,7 @@ pub(crate) mod export;
 pub(crate) mod gateway;
 pub(crate) mod log;
 pub(crate) mod privacy;
+pub(crate) mod ship;
 pub(crate) mod timeline;
 pub(crate) mod verify;
 pub(crate) mod wrap;
@@ -17,6 +18,43 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use mcptrail_index::Index;
+
+/// Start the configured sinks shipping in the background, off the relay path (own threads,
+/// low priority), for `wrap` and `gateway`. A sink that cannot be set up is a warning:
+/// recording goes on, and `mcptrail ship` catches up later.
+pub(crate) fn start_shipping(
+    cfg: &crate::config::Config,
+    data_dir: &Path,
+    ledger: &mcptrail_ledger::LedgerConfig,
+) -> Option<mcptrail_sinks::ShippingHandle> {
+    (!cfg.sinks.is_empty()).then(|| {
+        let alerts = mcptrail_sinks::LedgerAlerts {
+            data_dir: data_dir.to_path_buf(),
+            config: ledger.clone(),
+        };
+        let (handle, failed) = mcptrail_sinks::spawn(data_dir, &cfg.sinks, Some(alerts));
+        for e in failed {
+            eprintln!("mcptrail: warning: {e}; recording goes on, run `mcptrail ship` later");
+        }
+        handle
+    })
+}
+
+/// Give the background shippers two seconds to send what is left; what they have not
+/// shipped waits in the ledger for the next run. Says which sinks are failing.
+pub(crate) fn stop_shipping(shipping: Option<mcptrail_sinks::ShippingHandle>) {
+    let Some(handle) = shipping else { return };
+    for (name, result) in handle.stop(std::time::Duration::from_secs(2)) {
+        match result {
+            Err(e) => eprintln!("mcptrail: warning: sink {name} stopped: {e}"),
+            Ok(st) if st.failing_since.is_some() => eprintln!(
+                "mcptrail: warning: sink {name} is failing ({}); its events wait in the ledger: run `mcptrail ship --sink {name}`",
+                st.last_error.as_deref().unwrap_or("unknown error")
+            ),
+            Ok(_) => {}
+        }
+    }
+}
 
 /// The MAC verification seed to use: `--seed FILE` if given, else the configured or default
 /// seed path if a seed is there, else none (MACs then cannot be checked).

@@ -33,7 +33,10 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
         ledger: cfg.ledger.to_ledger_config(),
         redactor,
     };
-    let outcome = run_wrap(opts)?;
+    let shipping = super::start_shipping(cfg, &opts.data_dir, &opts.ledger);
+    let outcome = run_wrap(opts);
+    super::stop_shipping(shipping);
+    let outcome = outcome?;
     if outcome.events_lost > 0 {
         eprintln!(
             "mcptrail: {} audit events of session {} could not be written",

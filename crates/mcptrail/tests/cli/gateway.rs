@@ -1467,3 +1467,43 @@ fn client_certificates_identify_callers_over_mtls() {
         "the email SAN is the principal: {out}"
     );
 }
+
+#[test]
+fn the_gateways_events_ship_to_configured_sinks_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let ev = HttpPeer::everything("streamableHttp");
+    let out = dir.path().join("shipped/events.jsonl");
+    let config = format!(
+        "[[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"{}\"\n\n[gateway]\n{}",
+        out.display(),
+        route("everything", "/everything", &ev.base_url())
+    );
+    let gw = Gateway::start(dir.path(), &config);
+    py_client(&[
+        "--url",
+        &gw.url("/everything/mcp"),
+        "--call",
+        r#"echo={"message":"shipped"}"#,
+        "--no-extras",
+    ]);
+    gw.stop();
+    let shipped = std::fs::read_to_string(&out).expect("the file sink wrote");
+    let ids: std::collections::HashSet<String> = shipped
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let all = events(&dir.path().join("data"));
+    let call = all
+        .iter()
+        .find(|e| e.kind == EventKind::McpRequest && e.tool_invoked.as_deref() == Some("echo"))
+        .unwrap();
+    assert!(
+        ids.contains(&call.event_id),
+        "the tool call was shipped while the gateway ran"
+    );
+}

@@ -11,4 +11,5 @@ mod lifecycle;
 mod peers;
 mod query;
 mod redaction;
+mod ship;
 mod support;

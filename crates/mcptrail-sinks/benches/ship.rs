@@ -1,0 +1,235 @@
+//! Events/s shipped per sink with batching, against baselines measured in the same run:
+//!
+//! - `read raw`: the ledger's own reader returning every line (the ceiling for any consumer);
+//! - `read+parse`: the sinks' tail reader (complete lines, seq check, head fields parsed).
+//!
+//! ```sh
+//! taskset -c 0 cargo bench -p mcptrail-sinks --bench ship      # the shipper on one core
+//! MCPTRAIL_BENCH_EVENTS=500000 cargo bench -p mcptrail-sinks --bench ship
+//! ```
+//!
+//! NATS JetStream must run at 127.0.0.1:4222 (a stream is created for the run and deleted).
+//! Every figure is the median of 5 runs; nothing here is asserted.
+
+use std::time::{Duration, Instant};
+
+use mcptrail_sinks::{Cursor, ShipOptions, Shipper, SinkConfig};
+
+fn sink(text: &str) -> SinkConfig {
+    SinkConfig::from_table(toml::from_str(text).unwrap()).unwrap()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// CPU time (user + system) a process has used, from `/proc/<pid>/stat`, in seconds.
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// The pid of the local nats-server, if one runs.
+fn nats_server_pid() -> Option<String> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid = e.file_name().into_string().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "nats-server").then_some(pid)
+    })
+}
+
+/// One measured row: median wall time, and CPU seconds per run of this process (the
+/// shipper) and of the receiver process when it is local.
+struct Row {
+    label: String,
+    wall: Duration,
+    cpu: f64,
+    receiver_cpu: Option<f64>,
+}
+
+/// Run `f` `runs` times (`setup` before each, untimed).
+fn time_runs(
+    label: &str,
+    runs: usize,
+    receiver: Option<&str>,
+    mut setup: impl FnMut(),
+    mut f: impl FnMut(),
+) -> Row {
+    let (mut walls, mut cpu, mut rcpu) = (Vec::new(), 0.0, 0.0);
+    for _ in 0..runs {
+        setup();
+        let (c0, r0) = (cpu_secs("self"), receiver.map_or(0.0, cpu_secs));
+        let t = Instant::now();
+        f();
+        walls.push(t.elapsed());
+        cpu += cpu_secs("self") - c0;
+        rcpu += receiver.map_or(0.0, cpu_secs) - r0;
+    }
+    Row {
+        label: label.to_string(),
+        wall: median(walls),
+        cpu: cpu / runs as f64,
+        receiver_cpu: receiver.map(|_| rcpu / runs as f64),
+    }
+}
+
+fn ship_all(data: &std::path::Path, cfg: &SinkConfig, n: u64) {
+    let s = mcptrail_sinks::build(cfg).unwrap();
+    let st = Shipper::new(data, cfg.clone(), s, None)
+        .run(&ShipOptions::default())
+        .unwrap();
+    assert_eq!(st.shipped, n, "every event shipped: {st:?}");
+}
+
+fn main() {
+    let n: usize = std::env::var("MCPTRAIL_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    mcptrail_test_support::sinks::write_ledger(&data, n);
+    let bytes: u64 = mcptrail_ledger::list_segments(&data.join(mcptrail_ledger::LEDGER_DIR))
+        .unwrap()
+        .iter()
+        .map(|s| s.len)
+        .sum();
+    println!(
+        "ship bench: {n} events, {:.0} MiB ledger ({} B/event)",
+        bytes as f64 / (1 << 20) as f64,
+        bytes / n as u64
+    );
+    let runs = 5;
+    // MCPTRAIL_BENCH_ONLY=nats (or file): only those rows, besides the read baselines.
+    let only = std::env::var("MCPTRAIL_BENCH_ONLY").unwrap_or_default();
+    let want = |label: &str| label.starts_with(only.as_str());
+    let mut rows: Vec<Row> = Vec::new();
+
+    rows.push(time_runs(
+        "read raw (LedgerReader)",
+        runs,
+        None,
+        || {},
+        || {
+            let c = mcptrail_ledger::LedgerReader::open(&data, 1)
+                .unwrap()
+                .count();
+            assert_eq!(c, n);
+        },
+    ));
+    rows.push(time_runs(
+        "read+parse (LedgerTail)",
+        runs,
+        None,
+        || {},
+        || {
+            let mut t = mcptrail_sinks::LedgerTail::open(&data, 1);
+            let mut c = 0;
+            while t.next_record().unwrap().is_some() {
+                c += 1;
+            }
+            assert_eq!(c, n);
+        },
+    ));
+    let out = dir.path().join("out/events.jsonl");
+    for (label, extra) in [
+        ("file json, batch 1000, fdatasync/batch", ""),
+        (
+            "file cef, batch 1000, fdatasync/batch",
+            "format = \"cef\"\n",
+        ),
+    ] {
+        if !want(label) {
+            continue;
+        }
+        let cfg = sink(&format!(
+            "name = \"file\"\ntype = \"file\"\npath = \"{}\"\nbatch_max_events = 1000\nmax_bytes = 100000000000\n{extra}",
+            out.display()
+        ));
+        let setup = || {
+            let _ = std::fs::remove_file(&out);
+            Cursor::new(&data, &cfg.name).store(0, "").unwrap();
+        };
+        rows.push(time_runs(label, runs, None, setup, || {
+            ship_all(&data, &cfg, n as u64)
+        }));
+    }
+    if want("nats") {
+        rows.push(bench_nats(&data, n, runs));
+    }
+
+    let base = rows[0].wall;
+    println!(
+        "{:<46} {:>10} {:>12} {:>14} {:>15}",
+        "", "events/s", "vs raw read", "shipper µs/ev", "receiver µs/ev"
+    );
+    for r in &rows {
+        let per_event = |secs: f64| secs * 1e6 / n as f64;
+        println!(
+            "{:<46} {:>10.0} {:>11.1}% {:>14.2} {:>15}",
+            r.label,
+            n as f64 / r.wall.as_secs_f64(),
+            100.0 * base.as_secs_f64() / r.wall.as_secs_f64(),
+            per_event(r.cpu),
+            r.receiver_cpu
+                .map_or("-".to_string(), |c| format!("{:.2}", per_event(c))),
+        );
+    }
+    println!("µs/ev: CPU time (user + system) per event; one core ships at most 1e6 / that");
+}
+
+/// NATS JetStream: a stream of its own for this run, in memory, deleted afterwards.
+fn bench_nats(data: &std::path::Path, n: usize, runs: usize) -> Row {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let unique = format!(
+        "{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let stream = format!("MCPTRAIL_BENCH_{unique}");
+    let subject = format!("mcptrail.bench.{unique}");
+    let js = {
+        let client = rt
+            .block_on(async_nats::connect("nats://127.0.0.1:4222"))
+            .expect("NATS JetStream must run at 127.0.0.1:4222");
+        let _in_runtime = rt.enter();
+        async_nats::jetstream::new(client)
+    };
+    rt.block_on(js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![subject.clone()],
+        // Every run sends the same ids again: a short duplicate window (waited out between
+        // runs) keeps them from being dropped as duplicates; old messages are discarded.
+        duplicate_window: Duration::from_secs(1),
+        max_messages: 10_000,
+        storage: async_nats::jetstream::stream::StorageType::Memory,
+        ..Default::default()
+    }))
+    .unwrap();
+    let cfg = sink(&format!(
+        "name = \"nats\"\ntype = \"nats\"\nsubject = \"{subject}\"\nbatch_max_events = 1000\n"
+    ));
+    let server = nats_server_pid();
+    let setup = || {
+        std::thread::sleep(Duration::from_millis(1100));
+        Cursor::new(data, &cfg.name).store(0, "").unwrap();
+    };
+    let row = time_runs(
+        "nats jetstream json, batch 1000, PubAck each",
+        runs,
+        server.as_deref(),
+        setup,
+        || ship_all(data, &cfg, n as u64),
+    );
+    let _ = rt.block_on(js.delete_stream(&stream));
+    row
+}

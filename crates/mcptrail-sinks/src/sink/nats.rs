@@ -1,0 +1,216 @@
+//! NATS JetStream: every event is published to `subject` with the `Nats-Msg-Id` header set
+//! to its `event_id`, and the batch counts as delivered only when JetStream acknowledged
+//! every message (a `PubAck`). JetStream drops a repeated `Nats-Msg-Id` within the stream's
+//! duplicate window (2 minutes by default), so a batch sent again after a lost
+//! acknowledgement is not stored twice; older duplicates are removable by `event_id`.
+//!
+//! The client is async-nats on a one-worker tokio runtime owned by the sink; the shipper's
+//! thread blocks on it, so nothing of this reaches the tap's relay.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+use crate::config::NatsSinkConfig;
+use crate::error::{SendError, SendErrorKind};
+use crate::format::encode_into;
+use crate::secret::Secret;
+use crate::sink::Sink;
+use crate::tail::ShipRecord;
+
+/// The NATS JetStream sink.
+pub struct NatsSink {
+    cfg: NatsSinkConfig,
+    token: Option<Secret>,
+    password: Option<Secret>,
+    runtime: tokio::runtime::Runtime,
+    js: Option<jetstream::Context>,
+}
+
+impl NatsSink {
+    /// A sink for `cfg` (loads its secrets now; connects at the first batch).
+    pub fn new(cfg: NatsSinkConfig) -> Result<Self, String> {
+        let token = cfg
+            .token
+            .as_ref()
+            .map(|s| s.load().map_err(|e| format!("NATS token: {e}")))
+            .transpose()?;
+        let password = cfg
+            .password
+            .as_ref()
+            .map(|s| s.load().map_err(|e| format!("NATS password: {e}")))
+            .transpose()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("mcptrail-nats")
+            .on_thread_start(crate::shipper::run_in_background)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the NATS client runtime: {e}"))?;
+        Ok(NatsSink {
+            cfg,
+            token,
+            password,
+            runtime,
+            js: None,
+        })
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.cfg.timeout_secs.max(1))
+    }
+
+    fn context(&mut self) -> Result<jetstream::Context, SendError> {
+        if let Some(js) = &self.js {
+            return Ok(js.clone());
+        }
+        let mut opts = async_nats::ConnectOptions::new()
+            .connection_timeout(self.timeout())
+            .name("mcptrail-sink");
+        if let Some(t) = &self.token {
+            opts = opts.token(String::from_utf8_lossy(t.expose()).into_owned());
+        }
+        if let (Some(u), Some(p)) = (&self.cfg.user, &self.password) {
+            opts =
+                opts.user_and_password(u.clone(), String::from_utf8_lossy(p.expose()).into_owned());
+        }
+        let url = self.cfg.url.clone();
+        let timeout = self.timeout();
+        let client = self
+            .runtime
+            .block_on(async { tokio::time::timeout(timeout, opts.connect(url.as_str())).await })
+            .map_err(|_| {
+                SendError::new(
+                    SendErrorKind::Connect,
+                    format!("{url}: connection timed out"),
+                )
+            })?
+            .map_err(|e| SendError::new(SendErrorKind::Connect, format!("{url}: {e}")))?;
+        // The JetStream context spawns its acknowledgement task on the current runtime.
+        let _in_runtime = self.runtime.enter();
+        let mut ctx = jetstream::new(client);
+        ctx.set_timeout(timeout);
+        self.js = Some(ctx.clone());
+        Ok(ctx)
+    }
+}
+
+fn publish_error(subject: &str, e: &jetstream::context::PublishError) -> SendError {
+    use jetstream::context::PublishErrorKind as K;
+    let text = e.to_string();
+    let kind = match e.kind() {
+        K::StreamNotFound => SendErrorKind::Rejected,
+        K::TimedOut | K::BrokenPipe => SendErrorKind::Transport,
+        K::MaxAckPending => SendErrorKind::Throttled,
+        K::MaxPayloadExceeded => SendErrorKind::Rejected,
+        _ if text.contains("no responders") => SendErrorKind::Rejected,
+        _ => SendErrorKind::Transport,
+    };
+    let no_stream = matches!(e.kind(), K::StreamNotFound) || text.contains("no responders");
+    let hint = if no_stream {
+        format!(" (no JetStream stream captures subject `{subject}`: create one)")
+    } else {
+        String::new()
+    };
+    SendError::new(kind, format!("publish to `{subject}`: {text}{hint}"))
+}
+
+impl Sink for NatsSink {
+    fn send(&mut self, batch: &[ShipRecord]) -> Result<(), SendError> {
+        let js = self.context()?;
+        let subject = async_nats::Subject::from(self.cfg.subject.as_str());
+        let format = self.cfg.format;
+        let timeout = self.timeout();
+        let mut payloads = Vec::with_capacity(batch.len());
+        for rec in batch {
+            let mut p = Vec::with_capacity(rec.line.len());
+            encode_into(format, rec, &mut p)?;
+            payloads.push((rec.event_id.clone(), p));
+        }
+        // The batch runs as a task on the runtime's worker, the thread the connection task
+        // runs on, so each publish is not a wake-up across threads.
+        let task = self.runtime.spawn(async move {
+            let work = async {
+                // Publish the whole batch, then collect the acknowledgements (pipelined).
+                let mut acks = Vec::with_capacity(payloads.len());
+                for (id, payload) in payloads {
+                    let msg = jetstream::message::PublishMessage::build()
+                        .payload(payload.into())
+                        .message_id(id);
+                    acks.push(
+                        js.send_publish(subject.clone(), msg)
+                            .await
+                            .map_err(|e| publish_error(&subject, &e))?,
+                    );
+                }
+                for ack in acks {
+                    ack.await.map_err(|e| publish_error(&subject, &e))?;
+                }
+                Ok::<(), SendError>(())
+            };
+            tokio::time::timeout(timeout * 2, work)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(SendError::new(
+                        SendErrorKind::Transport,
+                        format!(
+                            "JetStream did not acknowledge the batch within {}s",
+                            timeout.as_secs() * 2
+                        ),
+                    ))
+                })
+        });
+        let result = self.runtime.block_on(task).unwrap_or_else(|e| {
+            Err(SendError::new(
+                SendErrorKind::Transport,
+                format!("the publishing task failed: {e}"),
+            ))
+        });
+        if matches!(&result, Err(e) if e.kind == SendErrorKind::Transport) {
+            // Start over with a fresh connection next time.
+            self.js = None;
+        }
+        result
+    }
+
+    fn probe(&mut self) -> Result<String, SendError> {
+        let js = self.context()?;
+        let url = crate::config::redact_url(&self.cfg.url);
+        let subject = self.cfg.subject.clone();
+        let expected = self.cfg.stream.clone();
+        let timeout = self.timeout();
+        self.runtime.block_on(async move {
+            let answer = |what: &str| {
+                SendError::new(SendErrorKind::Transport, format!("JetStream did not answer {what}"))
+            };
+            // Which stream captures the subject: without one every publish fails.
+            let name = tokio::time::timeout(timeout, js.stream_by_subject(subject.clone()))
+                .await
+                .map_err(|_| answer("the stream lookup"))?
+                .map_err(|e| {
+                    SendError::new(
+                        SendErrorKind::Rejected,
+                        format!("no JetStream stream captures subject `{subject}` ({e}): create one"),
+                    )
+                })?;
+            if let Some(expected) = expected.filter(|e| *e != name) {
+                return Err(SendError::new(
+                    SendErrorKind::Rejected,
+                    format!("subject `{subject}` goes to stream `{name}`, not the configured `{expected}`"),
+                ));
+            }
+            let mut stream = tokio::time::timeout(timeout, js.get_stream(&name))
+                .await
+                .map_err(|_| answer("the stream info"))?
+                .map_err(|e| SendError::new(SendErrorKind::Rejected, format!("stream `{name}`: {e}")))?;
+            let info = stream
+                .info()
+                .await
+                .map_err(|e| SendError::new(SendErrorKind::Transport, e.to_string()))?;
+            Ok(format!(
+                "{url} connected; subject `{subject}` goes to stream `{name}` ({} messages)",
+                info.state.messages
+            ))
+        })
+    }
+}
