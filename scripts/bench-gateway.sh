@@ -59,8 +59,8 @@ run() {
     local name="$1" url="$2" sid
     sid="$(open_session "$url")"
     # Warm up (JIT, connection pools), then measure.
-    MCP_SESSION="$sid" wrk -t1 -c"$conns" -d2s -s scripts/bench/gateway-post.lua "$url" >/dev/null
-    MCP_SESSION="$sid" wrk -t1 -c"$conns" -d"${secs}s" --latency -s scripts/bench/gateway-post.lua "$url" >"$bench_dir/$name.txt"
+    MCP_SESSION="$sid" MCP_ID_BASE=0 wrk -t1 -c"$conns" -d2s -s scripts/bench/gateway-post.lua "$url" >/dev/null
+    MCP_SESSION="$sid" MCP_ID_BASE=100000000 wrk -t1 -c"$conns" -d"${secs}s" --latency -s scripts/bench/gateway-post.lua "$url" >"$bench_dir/$name.txt"
     awk -v name="$name" '
         function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
         /Requests\/sec/ { rps=$2 }
@@ -104,6 +104,7 @@ printf '%-34s %10.0f %10.3f %10.3f\n' "B  supergateway (stdio -> HTTP)" "$s_rps"
 printf '%-34s %10.0f %10.3f %10.3f\n' "B  mcptrail gateway (stdio -> HTTP)" "$t_rps" "$t_p50" "$t_p99"
 awk -v d="$d_rps" -v g="$g_rps" -v dp="$d_p50" -v gp="$g_p50" -v s="$s_rps" -v t="$t_rps" -v sp="$s_p50" -v tp="$t_p50" 'BEGIN {
     printf "\nA: throughput gateway/direct = %.3f (target >= 0.90); p50 overhead = %+.3f ms, %+.1f %% (targets <= 0.3 ms and <= 10 %%)\n", g/d, gp-dp, (gp/dp-1)*100
-    printf "B: throughput mcptrail/supergateway = %.3f; p50 mcptrail/supergateway = %.3f\n", t/s, tp/sp
+    if (s > 0) printf "B: throughput mcptrail/supergateway = %.3f; p50 mcptrail/supergateway = %.3f\n", t/s, tp/sp
+    else printf "B: supergateway answered no request (it crashed: see target/bench-gateway/supergateway.log)\n"
 }'
 printf 'tools/call requests recorded in the ledger during A: %s (every one, fsync on)\n' "$events"

@@ -8,7 +8,8 @@ wrk.headers["MCP-Protocol-Version"] = "2025-11-25"
 if session ~= "" then
   wrk.headers["Mcp-Session-Id"] = session
 end
-local n = 0
+-- Ids continue from MCP_ID_BASE, so runs in one session never reuse a request id.
+local n = tonumber(os.getenv("MCP_ID_BASE") or "0")
 request = function()
   n = n + 1
   local body = '{"jsonrpc":"2.0","id":' .. n .. ',"method":"tools/call","params":{"name":"echo","arguments":{"message":"benchmark ' .. n .. '"}}}'
