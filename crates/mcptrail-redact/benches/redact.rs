@@ -48,28 +48,10 @@ use serde_json::{json, Value};
 /// SplitMix64: small, fast, good enough for test data, and the same on every machine.
 #[path = "../tests/support/splitmix.rs"]
 mod splitmix;
-use splitmix::SplitMix64;
+use splitmix::Rng;
 
-/// The seeded generator with this file's helpers; `next`/`below`/`range` are SplitMix64's.
-struct Rng(SplitMix64);
-
-impl std::ops::Deref for Rng {
-    type Target = SplitMix64;
-    fn deref(&self) -> &SplitMix64 {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Rng {
-    fn deref_mut(&mut self) -> &mut SplitMix64 {
-        &mut self.0
-    }
-}
-
+/// This file's helpers on top of `next`/`below`/`range`.
 impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(SplitMix64(seed))
-    }
     fn chance(&mut self, p: f64) -> bool {
         ((self.next() >> 11) as f64) / ((1u64 << 53) as f64) < p
     }

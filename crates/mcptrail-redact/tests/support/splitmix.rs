@@ -1,10 +1,14 @@
 //! SplitMix64, the seeded generator behind the corpus test and the bench (included by
 //! `#[path]` from both): small, fast, good enough for test data, the same on every machine.
 
-/// The generator; the tuple field is the seed (then the state).
-pub(crate) struct SplitMix64(pub(crate) u64);
+/// The generator; the field is the seed (then the state). Each including file adds its own
+/// helpers in an `impl Rng` block of its own.
+pub(crate) struct Rng(u64);
 
-impl SplitMix64 {
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
     pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
