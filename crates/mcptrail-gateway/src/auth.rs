@@ -173,7 +173,7 @@ impl Authenticator {
     }
 }
 
-fn bearer(headers: &http::HeaderMap) -> Result<&str, Denied> {
+pub(crate) fn bearer(headers: &http::HeaderMap) -> Result<&str, Denied> {
     let Some(h) = headers.get(http::header::AUTHORIZATION) else {
         return Err(Denied::new("missing_token", "no bearer token"));
     };

@@ -337,13 +337,8 @@ async fn serve(
 ) -> Response<RespBody> {
     // ---- who ----
     if let Authenticator::Jwt(v) = &route.auth {
-        let token = req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.split_once(' ').map(|x| x.1.trim().to_string()));
-        if let Some(t) = token {
-            if v.needs_fetch(&t) {
+        if let Ok(t) = crate::auth::bearer(req.headers()) {
+            if v.needs_fetch(t) {
                 if let Err(e) = v.refresh(true).await {
                     eprintln!("mcptrail gateway: route {}: {e}", route.name);
                 }
@@ -602,7 +597,6 @@ async fn serve(
             caller: x.caller.clone(),
             route_name: Arc::clone(&route.name),
         }),
-        pending_out: None,
         done: false,
     };
     Response::from_parts(rparts, tap.boxed())
@@ -904,8 +898,6 @@ struct TapBody {
     open: Arc<SessionOpen>,
     ctx: FrameContext,
     legacy: Option<Legacy>,
-    /// Bytes released by the legacy rewrite, waiting to go out.
-    pending_out: Option<Bytes>,
     done: bool,
 }
 
@@ -986,15 +978,8 @@ impl TapBody {
         let mut out = format!("event: endpoint\ndata: {gw}\n\n").into_bytes();
         out.extend_from_slice(&legacy.held[end..]);
         // The rest of this chunk goes to the recorder's parser as usual.
-        let rest = legacy.held[end..].to_vec();
-        self.observe_after_endpoint(&rest);
+        self.observe(&legacy.held[end..]);
         Some(Bytes::from(out))
-    }
-
-    fn observe_after_endpoint(&mut self, rest: &[u8]) {
-        if !rest.is_empty() {
-            self.observe(rest);
-        }
     }
 
     fn finish(&mut self) {
@@ -1058,9 +1043,6 @@ impl Body for TapBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<BodyFrame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if let Some(b) = this.pending_out.take() {
-            return Poll::Ready(Some(Ok(BodyFrame::data(b))));
-        }
         loop {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -1111,7 +1093,7 @@ impl Body for TapBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.pending_out.is_none() && self.legacy.is_none() && self.inner.is_end_stream()
+        self.legacy.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

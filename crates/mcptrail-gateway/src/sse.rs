@@ -50,8 +50,6 @@ pub struct SseParser {
     id: Option<String>,
     after_cr: bool,
     offset: u64,
-    /// Bytes of the event being assembled (for `pending`).
-    pending_bytes: u64,
 }
 
 impl SseParser {
@@ -67,7 +65,6 @@ impl SseParser {
             id: None,
             after_cr: false,
             offset: 0,
-            pending_bytes: 0,
         }
     }
 
@@ -80,7 +77,6 @@ impl SseParser {
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) {
         for &b in bytes {
             self.offset += 1;
-            self.pending_bytes += 1;
             if self.after_cr {
                 self.after_cr = false;
                 if b == b'\n' {
@@ -173,10 +169,8 @@ impl SseParser {
     fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
         let event = self.event.take();
         let id = self.id.take();
-        self.pending_bytes = 0;
         if !self.has_data {
-            self.data = MessageCopy::new(self.data_max());
-            return;
+            return; // nothing was absorbed: the data copy is still empty
         }
         self.has_data = false;
         let data = self.data.take_exact();
@@ -186,10 +180,6 @@ impl SseParser {
             data,
             end_offset: self.offset,
         });
-    }
-
-    fn data_max(&self) -> usize {
-        self.data.max()
     }
 
     /// End of stream: an event that was never dispatched (no blank line after it) is returned

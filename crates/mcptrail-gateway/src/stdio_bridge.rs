@@ -182,7 +182,7 @@ impl StdioBridge {
                         r.get = Some(tx);
                     }
                 }
-                Ok(sse_response(rx, None))
+                Ok(sse_response(rx))
             }
             Method::DELETE => {
                 let Some(id) = session_id else {
@@ -272,7 +272,7 @@ impl StdioBridge {
         }
         let resp = match rx {
             None => empty(StatusCode::ACCEPTED),
-            Some(rx) => sse_response(rx, new_id.as_deref()),
+            Some(rx) => sse_response(rx),
         };
         let mut resp = resp;
         if let Some(id) = new_id {
@@ -414,10 +414,7 @@ fn jsonrpc_status(status: StatusCode, message: &str) -> Response<RespBody> {
     r
 }
 
-fn sse_response(
-    rx: mpsc::UnboundedReceiver<Bytes>,
-    _new_session: Option<&str>,
-) -> Response<RespBody> {
+fn sse_response(rx: mpsc::UnboundedReceiver<Bytes>) -> Response<RespBody> {
     let mut r = Response::new(ChannelBody { rx }.boxed());
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

@@ -118,11 +118,6 @@ impl MessageCopy {
         }
     }
 
-    /// The most bytes buffered.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     /// The message as a frame body exactly as seen (whitespace kept), leaving the copy empty.
     pub fn take_exact(&mut self) -> FrameBody {
         if let Some((h, size)) = self.overflow.take() {
