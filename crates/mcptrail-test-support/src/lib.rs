@@ -10,6 +10,7 @@
 //! panic with an actionable message when a peer is missing: tests that need a
 //! peer never skip silently.
 
+pub mod destinations;
 pub mod sinks;
 
 use std::collections::HashSet;
@@ -328,15 +329,20 @@ impl HttpPeer {
     }
 
     fn wait_listening(&self) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the HTTP peer did not listen on 127.0.0.1:{} within 20 s",
-                self.port
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_listening(self.port, "the HTTP peer");
+    }
+}
+
+/// Wait up to 20 s until something accepts connections on 127.0.0.1:`port`; panics naming
+/// `what` otherwise.
+pub fn wait_listening(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not listen on 127.0.0.1:{port} within 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
