@@ -11,6 +11,7 @@
 //! [`stdio::run_wrap`] is the stdio tap behind `mcptrail wrap`.
 
 mod config;
+pub mod egress;
 mod framing;
 mod identity;
 mod jsonrpc;
@@ -50,6 +51,9 @@ pub enum TapError {
         #[source]
         source: std::io::Error,
     },
+    /// The egress proxy could not start (`--egress`).
+    #[error(transparent)]
+    Egress(#[from] mcptrail_egress::EgressError),
     /// The ledger could not be opened.
     #[error(transparent)]
     Ledger(#[from] mcptrail_ledger::LedgerError),

@@ -81,7 +81,14 @@ pub struct Recorder {
     /// Per direction: the read the last frame came from, and the events made from frames of
     /// that read (named in an `undelivered` error if delivering that read fails).
     last_chunk: HashMap<Direction, (u64, Vec<String>)>,
+    /// Tool calls answered lately: (request event id, tool, sent, answered). A `net.egress`
+    /// record arrives when its connection closes, usually after the call that opened it was
+    /// answered; this is how it still finds that call.
+    recent_calls: VecDeque<(String, Option<String>, Instant, Instant)>,
 }
+
+/// Answered tool calls kept for linking egress records.
+const RECENT_CALLS: usize = 64;
 
 const KNOWN_METHODS: &[&str] = &[
     "initialize",
@@ -142,7 +149,41 @@ impl Recorder {
             bytes_in: 0,
             bytes_out: 0,
             last_chunk: HashMap::new(),
+            recent_calls: VecDeque::new(),
         }
+    }
+
+    /// A `net.egress` event for a connection the session's tool server made through the
+    /// egress proxy, linked (`request_event_id`, `tool_invoked`) to the tool call that was in
+    /// flight when the connection was opened, if one was.
+    pub fn egress(&mut self, rec: &mcptrail_egress::EgressRecord, out: &mut Vec<Event>) {
+        let mut e = self.event(EventKind::NetEgress, rec.opened_wall);
+        rec.fill(&mut e);
+        if let Some((id, tool)) = self.call_in_flight(rec.opened_at) {
+            e.request_event_id = Some(id);
+            e.tool_invoked = tool;
+        }
+        out.push(e);
+    }
+
+    /// The client's tool call that was open at `at`: the latest sent before it and not yet
+    /// answered at that moment.
+    fn call_in_flight(&self, at: Instant) -> Option<(String, Option<String>)> {
+        let open = self
+            .pending
+            .iter()
+            .filter(|((dir, _), _)| *dir == Direction::ClientToServer)
+            .flat_map(|(_, q)| q.iter())
+            .filter(|p| p.closed.is_none() && p.method == "tools/call" && p.at <= at)
+            .map(|p| (p.at, &p.event_id, &p.tool));
+        let answered = self
+            .recent_calls
+            .iter()
+            .filter(|(_, _, sent, done)| *sent <= at && at <= *done)
+            .map(|(id, tool, sent, _)| (*sent, id, tool));
+        open.chain(answered)
+            .max_by_key(|(sent, _, _)| *sent)
+            .map(|(_, id, tool)| (id.clone(), tool.clone()))
     }
 
     /// Who later session-level events (heartbeats, `session.end`) are attributed to, and the
@@ -572,6 +613,16 @@ impl Recorder {
         }
         let mut summary = summarise_response(result, error, line, self.cfg.preview_scan_chars());
         let method = pending.as_ref().map(|p| p.method.clone());
+        if let Some(p) = pending
+            .as_ref()
+            .filter(|p| p.method == "tools/call" && request_dir == Direction::ClientToServer)
+        {
+            if self.recent_calls.len() == RECENT_CALLS {
+                self.recent_calls.pop_front();
+            }
+            self.recent_calls
+                .push_back((p.event_id.clone(), p.tool.clone(), p.at, frame.at));
+        }
         if let Some(p) = &pending {
             if p.closed.is_some() {
                 e.flags.push(Flag::LateResponse);

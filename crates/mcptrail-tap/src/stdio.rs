@@ -43,7 +43,16 @@ pub struct WrapOptions {
     pub ledger: LedgerConfig,
     /// Redaction applied to every event before it is serialised (none: payloads as sent).
     pub redactor: Option<Arc<mcptrail_redact::Redactor>>,
+    /// `--egress`: start the server behind an egress proxy on a free loopback port (its
+    /// `listen` is ignored) and record its outbound connections in this session.
+    pub egress: Option<mcptrail_egress::EgressConfig>,
 }
+
+/// The proxy variables set for a server started behind the egress proxy. Both spellings:
+/// libraries differ in which they read (curl and Python read the lowercase ones first).
+const PROXY_VARS: &[&str] = &["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"];
+/// Cleared for such a server, so no destination bypasses the proxy.
+const NO_PROXY_VARS: &[&str] = &["NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"];
 
 /// How `wrap` ended.
 #[derive(Debug, Clone)]
@@ -68,6 +77,8 @@ enum RecorderMsg {
         bytes: u64,
     },
     ServerPid(u32),
+    /// A connection the server made through the egress proxy.
+    Egress(Box<mcptrail_egress::EgressRecord>),
     Finish(SessionEnd),
 }
 
@@ -111,7 +122,22 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
     let preparer = Preparer::new(opts.redactor.clone(), opts.tap.preview_chars);
     let events_tx = writer.sender();
 
-    let spawned = Command::new(&opts.command[0])
+    let (rec_tx, rec_rx) = queue::<RecorderMsg>(16 * 1024);
+    let egress = match &opts.egress {
+        Some(cfg) => Some(start_egress(cfg, rec_tx.clone())?),
+        None => None,
+    };
+    let mut command = Command::new(&opts.command[0]);
+    if let Some(proxy) = &egress {
+        let url = format!("http://{}", proxy.local_addr());
+        for var in PROXY_VARS {
+            command.env(var, &url);
+        }
+        for var in NO_PROXY_VARS {
+            command.env_remove(var);
+        }
+    }
+    let spawned = command
         .args(&opts.command[1..])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -145,7 +171,6 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
     let child_stdin = Arc::new(Mutex::new(child.stdin.take()));
     let child_stdout = child.stdout.take().expect("piped");
     let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded::<Control>();
-    let (rec_tx, rec_rx) = queue::<RecorderMsg>(16 * 1024);
 
     // Recorder thread.
     let tick = opts.tap.heartbeat_interval().min(Duration::from_secs(1));
@@ -248,6 +273,11 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
         std::thread::sleep(Duration::from_millis(5));
     }
     let exit_code = end.1;
+    // The server is gone and with it its connections: their records are in (or, for a
+    // connection a grandchild keeps open, are written now as `proxy stopped`).
+    if let Some(proxy) = egress {
+        proxy.shutdown(Duration::from_secs(2));
+    }
     rec_tx.push(RecorderMsg::Finish(end.0));
     drop(rec_tx);
     let _ = rec_handle.join();
@@ -258,6 +288,22 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
         events_written: stats.written,
         events_lost: stats.lost,
     })
+}
+
+/// The egress proxy of one session, on a free loopback port, handing its records to the
+/// session's recorder.
+fn start_egress(
+    cfg: &mcptrail_egress::EgressConfig,
+    rec_tx: QueueSender<RecorderMsg>,
+) -> Result<mcptrail_egress::EgressProxy, TapError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| TapError::Io {
+        what: "opening the egress proxy's port",
+        source,
+    })?;
+    let observer = move |r: mcptrail_egress::EgressRecord| {
+        rec_tx.push(RecorderMsg::Egress(Box::new(r)));
+    };
+    mcptrail_egress::EgressProxy::serve(cfg, listener, Arc::new(observer)).map_err(TapError::Egress)
 }
 
 /// The lifecycle state machine. Returns how the session ended and the exit code to use.
@@ -398,6 +444,7 @@ fn record(
             match msg {
                 RecorderMsg::Frame(f) => recorder.on_frame(f, &mut out),
                 RecorderMsg::ServerPid(pid) => recorder.set_server_pid(pid),
+                RecorderMsg::Egress(rec) => recorder.egress(&rec, &mut out),
                 RecorderMsg::DeliveryFailed {
                     direction,
                     chunk,

@@ -188,6 +188,20 @@ pub fn server_filesystem_cmd(root: &Path) -> Vec<String> {
     ]
 }
 
+/// Command line that runs the reference fetch server (`mcp-server-fetch`, PyPI) over stdio
+/// from the peers virtualenv, with `args` (e.g. `--ignore-robots-txt`).
+///
+/// Panics if the virtualenv is not installed.
+pub fn server_fetch_cmd(args: &[&str]) -> Vec<String> {
+    let mut cmd = vec![
+        python_peer().to_string_lossy().into_owned(),
+        "-m".to_owned(),
+        "mcp_server_fetch".to_owned(),
+    ];
+    cmd.extend(args.iter().map(|a| a.to_string()));
+    cmd
+}
+
 /// The Python interpreter of the peers virtualenv, `<peers>/venv/bin/python`.
 ///
 /// Panics if the virtualenv is not installed.

@@ -31,6 +31,10 @@ pub(crate) struct Config {
     /// `[[sinks]]`: where events are shipped (`mcptrail ship`, and in the background of `wrap`).
     #[serde(default)]
     pub(crate) sinks: Vec<mcptrail_sinks::SinkConfig>,
+    /// `[egress]`: the forward proxy tool servers are started behind (`mcptrail egress`,
+    /// `wrap --egress`).
+    #[serde(default)]
+    pub(crate) egress: mcptrail_egress::EgressConfig,
 }
 
 /// `[ledger]`.

@@ -31,6 +31,9 @@ enum Command {
     /// Audit gateway for MCP over HTTP: a reverse proxy in front of Streamable HTTP and
     /// HTTP+SSE servers that records every message, with verified identity and trace context.
     Gateway(commands::gateway::Args),
+    /// HTTP(S) forward proxy for tool servers' outbound calls: every connection recorded as a
+    /// `net.egress` event, destinations allowed or refused by the `[egress]` policy.
+    Egress(commands::egress::Args),
     /// List recorded events, filtered.
     Log(commands::log::Args),
     /// Show one session as a request/response tree with durations.
@@ -118,6 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Wrap(args) => commands::wrap::run(args, &cfg, data_dir),
         Command::Gateway(args) => commands::gateway::run(args, &cfg, data_dir),
+        Command::Egress(args) => commands::egress::run(args, &cfg, data_dir),
         Command::Log(args) => commands::log::run(args, &data_dir, &cfg),
         Command::Timeline(args) => commands::timeline::run(args, &data_dir),
         Command::Verify(args) => commands::verify::run(

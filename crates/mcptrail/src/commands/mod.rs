@@ -4,6 +4,7 @@ pub(crate) mod checkpoint;
 pub(crate) mod clients;
 pub(crate) mod doctor;
 pub(crate) mod drill;
+pub(crate) mod egress;
 pub(crate) mod export;
 pub(crate) mod gateway;
 pub(crate) mod log;

@@ -13,6 +13,11 @@ pub(crate) struct Args {
     /// Agent id recorded on every event (default: the client name from `initialize`).
     #[arg(long, value_name = "ID")]
     agent_id: Option<String>,
+    /// Start the server behind the egress proxy (`[egress]` policy, on a free loopback
+    /// port): its outbound HTTP(S) connections are recorded as `net.egress` events of this
+    /// session, refused ones answered 403.
+    #[arg(long)]
+    egress: bool,
     /// The MCP server command and its arguments (`--` before them is optional: everything
     /// from the command on belongs to the server, flags included).
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
@@ -20,7 +25,11 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
-    // Before the server starts: a redaction rule that cannot work stops here, with its name.
+    // Before the server starts: a redaction rule or egress entry that cannot work stops
+    // here, with its name.
+    if args.egress || env_flag("MCPTRAIL_EGRESS") {
+        mcptrail_egress::EgressPolicy::new(&cfg.egress)?;
+    }
     let redactor = crate::config::redactor(cfg, &data_dir)?.map(std::sync::Arc::new);
     let opts = WrapOptions {
         command: args.command,
@@ -32,6 +41,7 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
         tap: cfg.tap.clone(),
         ledger: cfg.ledger.to_ledger_config(),
         redactor,
+        egress: (args.egress || env_flag("MCPTRAIL_EGRESS")).then(|| cfg.egress.clone()),
     };
     let shipping = super::start_shipping(cfg, &opts.data_dir, &opts.ledger);
     let outcome = run_wrap(opts);
@@ -44,4 +54,9 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
         );
     }
     Ok(ExitCode::from(outcome.exit_code.clamp(0, 255) as u8))
+}
+
+/// `VAR=1` / `true` / `yes`.
+fn env_flag(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
 }

@@ -4,6 +4,7 @@ mod bad_input;
 mod clients;
 mod concurrency;
 mod doctor;
+mod egress;
 mod export;
 mod gateway;
 mod integrity;
