@@ -41,7 +41,10 @@ fn serve(mut s: TcpStream) {
     };
     if buf.starts_with(b"GET ") {
         let body = vec![b'x'; 4096];
-        let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: 4096\r\nConnection: close\r\n\r\n");
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: 4096\r\nConnection: close\r\n\r\n"
+        );
         let _ = s.write_all(&body);
         return;
     }

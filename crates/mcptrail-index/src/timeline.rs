@@ -43,6 +43,16 @@ pub fn render_timeline(events: &[Event]) -> String {
                 }
                 (depth, response_line(e))
             }
+            // An outbound connection sits under the tool call it was made during (it is
+            // written when it closes, so usually after the call's response).
+            EventKind::NetEgress => {
+                let depth = e
+                    .request_event_id
+                    .as_ref()
+                    .and_then(|id| depth_of.get(id))
+                    .map_or(0, |d| d + 1);
+                (depth, other_line(e))
+            }
             _ => (0, other_line(e)),
         };
         let _ = writeln!(out, "{time}  {}{}", "  ".repeat(depth), text);
@@ -237,6 +247,43 @@ fn other_line(e: &Event) -> String {
                     d["rule"].as_str().unwrap_or("?"),
                     clip(d["summary"].as_str().unwrap_or(""), 100)
                 );
+            }
+        }
+        EventKind::NetEgress => {
+            if let Some(d) = &e.detail {
+                let text = |k: &str| d[k].as_str().unwrap_or("").to_string();
+                let _ = write!(
+                    s,
+                    "  {} {} {}://{}:{}{}",
+                    text("decision"),
+                    text("method"),
+                    text("scheme"),
+                    text("host"),
+                    d["port"].as_u64().unwrap_or(0),
+                    text("path")
+                );
+                if let Some(code) = d["status"].as_u64() {
+                    let _ = write!(s, " → {code}");
+                }
+                let sni = text("sni");
+                if !sni.is_empty() && sni != text("host") {
+                    let _ = write!(s, " (sni {sni})");
+                }
+                let _ = write!(
+                    s,
+                    " · {} B out / {} B in",
+                    e.bytes_out.unwrap_or(0),
+                    e.bytes_in.unwrap_or(0)
+                );
+                if let Some(ms) = e.duration_ms {
+                    let _ = write!(s, " · {ms:.1} ms");
+                }
+                if let Some(err) = d["error"].as_str() {
+                    let _ = write!(s, " · {}", clip(err, 60));
+                }
+            }
+            if let Some(t) = &e.tool_invoked {
+                let _ = write!(s, "  (during {t})");
             }
         }
         EventKind::Malformed => {
