@@ -24,6 +24,23 @@ pub use proxy::{EgressObserver, EgressProxy};
 pub use record::{EgressRecord, Scheme};
 pub use sni::client_hello_sni;
 
+/// The proxy variables set for a server started behind the proxy. Both spellings: libraries
+/// differ in which they read (curl and Python read the lowercase ones first).
+pub const PROXY_VARS: &[&str] = &["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"];
+/// Removed from such a server's environment, so no destination bypasses the proxy.
+pub const BYPASS_VARS: &[&str] = &["NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"];
+
+/// Point `cmd` (std or tokio `Command`, through the closure) at the proxy on `addr`.
+pub fn set_child_env(addr: std::net::SocketAddr, mut set: impl FnMut(&str, Option<&str>)) {
+    let url = format!("http://{addr}");
+    for var in PROXY_VARS {
+        set(var, Some(&url));
+    }
+    for var in BYPASS_VARS {
+        set(var, None);
+    }
+}
+
 /// Errors of the egress proxy.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

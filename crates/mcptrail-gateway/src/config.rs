@@ -115,6 +115,10 @@ pub struct RouteConfig {
     /// Authentication of the route's clients.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// stdio routes: start each server process behind the egress proxy (`[egress]` policy),
+    /// recording its outbound connections in its session.
+    #[serde(default)]
+    pub egress: bool,
 }
 
 fn default_max_sessions() -> usize {

@@ -101,6 +101,8 @@ pub struct GatewayOptions {
     pub ledger: LedgerConfig,
     /// Redaction applied to every event before it is serialised.
     pub redactor: Option<Arc<mcptrail_redact::Redactor>>,
+    /// `[egress]`: the policy of stdio routes with `egress = true`.
+    pub egress: mcptrail_egress::EgressConfig,
 }
 
 /// How the gateway ended.
@@ -123,15 +125,21 @@ pub struct Bound {
 
 /// Check a configuration without starting anything: every route builds (URLs, key files,
 /// JWKS files, secrets) and the TLS files load.
-pub fn check_config(cfg: &GatewayConfig) -> Result<(), GatewayError> {
-    build_routes(cfg).map(|_| ())?;
+pub fn check_config(
+    cfg: &GatewayConfig,
+    egress: &mcptrail_egress::EgressConfig,
+) -> Result<(), GatewayError> {
+    build_routes(cfg, egress).map(|_| ())?;
     if let Some(t) = &cfg.tls {
         tls::server_config(t)?;
     }
     Ok(())
 }
 
-fn build_routes(cfg: &GatewayConfig) -> Result<Vec<proxy::Route>, GatewayError> {
+fn build_routes(
+    cfg: &GatewayConfig,
+    egress: &mcptrail_egress::EgressConfig,
+) -> Result<Vec<proxy::Route>, GatewayError> {
     if cfg.routes.is_empty() {
         return Err(GatewayError::Config {
             route: "gateway".into(),
@@ -144,7 +152,7 @@ fn build_routes(cfg: &GatewayConfig) -> Result<Vec<proxy::Route>, GatewayError> 
     let routes: Vec<proxy::Route> = cfg
         .routes
         .iter()
-        .map(|r| proxy::Route::new(r, connect))
+        .map(|r| proxy::Route::new(r, connect, egress))
         .collect::<Result<_, _>>()?;
     let client_ca = cfg.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
     if let Some(r) = cfg
@@ -179,7 +187,7 @@ pub async fn run(
     on_bound: impl FnOnce(Bound),
 ) -> Result<GatewayOutcome, GatewayError> {
     let cfg = opts.config.clone();
-    let routes = build_routes(&cfg)?;
+    let routes = build_routes(&cfg, &opts.egress)?;
     let tls = cfg.tls.as_ref().map(tls::server_config).transpose()?;
     let listener = TcpListener::bind(&cfg.listen)
         .await
@@ -235,6 +243,11 @@ pub async fn run(
         what: "starting the recorder thread",
         source,
     })?;
+    for r in &routes {
+        if let proxy::Target::Stdio(bridge) = &r.target {
+            bridge.attach_recorder(record_tx.clone());
+        }
+    }
     let metrics = Arc::new(Metrics::new(stats, writer.written()));
     let shared = Arc::new(proxy::Shared {
         routes,

@@ -66,7 +66,11 @@ pub(crate) enum Target {
 }
 
 impl Route {
-    pub(crate) fn new(cfg: &RouteConfig, connect_timeout: Duration) -> Result<Self, GatewayError> {
+    pub(crate) fn new(
+        cfg: &RouteConfig,
+        connect_timeout: Duration,
+        egress: &mcptrail_egress::EgressConfig,
+    ) -> Result<Self, GatewayError> {
         let name: Arc<str> = cfg.name.clone().unwrap_or_else(|| cfg.path.clone()).into();
         let err = |field: &str, message: String| GatewayError::Config {
             route: name.to_string(),
@@ -81,6 +85,12 @@ impl Route {
         }
         let (target, shown, server): (Target, String, ServerInfo) =
             match (&cfg.upstream, &cfg.command) {
+                (Some(_), None) if cfg.egress => {
+                    return Err(err(
+                        "egress",
+                        "applies to stdio routes (`command`) only: the gateway does not start an HTTP upstream, so it cannot put it behind the egress proxy".into(),
+                    ))
+                }
                 (Some(url), None) => {
                     let base: Uri = url
                         .parse()
@@ -115,7 +125,14 @@ impl Route {
                         command: cmd.clone(),
                         ..Default::default()
                     };
-                    let bridge = StdioBridge::new(cmd.clone(), cfg.max_sessions.max(1));
+                    let egress = if cfg.egress {
+                        mcptrail_egress::EgressPolicy::new(egress)
+                            .map_err(|e| err("egress", e.to_string()))?;
+                        Some((egress.clone(), Arc::clone(&name)))
+                    } else {
+                        None
+                    };
+                    let bridge = StdioBridge::new(cmd.clone(), cfg.max_sessions.max(1), egress);
                     (Target::Stdio(Arc::new(bridge)), format!("`{}`", cmd.join(" ")), server)
                 }
                 (None, Some(_)) => return Err(err("command", "the command is empty".into())),

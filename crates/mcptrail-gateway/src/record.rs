@@ -61,6 +61,13 @@ pub(crate) enum RecordMsg {
         /// The event.
         event: Box<Event>,
     },
+    /// A connection a stdio route's server made through its egress proxy.
+    Egress {
+        /// The session whose server made it.
+        key: SessionKey,
+        /// The connection.
+        record: Box<mcptrail_egress::EgressRecord>,
+    },
     /// A session ended (DELETE answered, or the upstream no longer knows it).
     End {
         /// The session.
@@ -272,6 +279,12 @@ impl Recording {
                 }
                 self.out.push(*event);
             }
+            RecordMsg::Egress { key, record } => match self.sessions.get_mut(&key) {
+                Some(live) => live.recorder.egress(&record, &mut self.out),
+                // The session was already closed in the record: the gateway's own session
+                // keeps the connection.
+                None => self.gateway.egress(&record, &mut self.out),
+            },
             RecordMsg::End { key, reason } => self.end(&key, reason),
         }
     }

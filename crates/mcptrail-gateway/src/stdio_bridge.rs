@@ -27,6 +27,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
 use crate::proxy::{BoxError, RespBody};
+use crate::record::{RecordMsg, SessionKey};
 
 /// Messages a session holds for a GET stream that is not open yet.
 const BACKLOG_MAX: usize = 1000;
@@ -36,12 +37,33 @@ pub(crate) struct StdioBridge {
     command: Vec<String>,
     max_sessions: usize,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// `egress = true`: each server process runs behind its own egress proxy, whose records
+    /// go to the recorder (set once the recorder runs) under the session's key.
+    egress: Option<EgressSetup>,
+}
+
+struct EgressSetup {
+    cfg: mcptrail_egress::EgressConfig,
+    route: Arc<str>,
+    record: std::sync::OnceLock<crossbeam_channel::Sender<RecordMsg>>,
 }
 
 struct Session {
     stdin: tokio::sync::Mutex<Option<ChildStdin>>,
     child: tokio::sync::Mutex<Child>,
     routing: Mutex<Routing>,
+    egress: Mutex<Option<mcptrail_egress::EgressProxy>>,
+}
+
+impl Session {
+    /// Stop the session's egress proxy off the async threads (it waits for its connections'
+    /// records).
+    fn stop_egress(&self) {
+        let proxy = self.egress.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(p) = proxy {
+            std::thread::spawn(move || p.shutdown(Duration::from_secs(2)));
+        }
+    }
 }
 
 #[derive(Default)]
@@ -117,12 +139,53 @@ fn sse_frame(line: &[u8]) -> Bytes {
 pub(crate) struct BridgeError(pub(crate) String);
 
 impl StdioBridge {
-    pub(crate) fn new(command: Vec<String>, max_sessions: usize) -> Self {
+    pub(crate) fn new(
+        command: Vec<String>,
+        max_sessions: usize,
+        egress: Option<(mcptrail_egress::EgressConfig, Arc<str>)>,
+    ) -> Self {
         StdioBridge {
             command,
             max_sessions,
             sessions: Mutex::new(HashMap::new()),
+            egress: egress.map(|(cfg, route)| EgressSetup {
+                cfg,
+                route,
+                record: std::sync::OnceLock::new(),
+            }),
         }
+    }
+
+    /// Where egress records go (the gateway's recorder).
+    pub(crate) fn attach_recorder(&self, record: crossbeam_channel::Sender<RecordMsg>) {
+        if let Some(e) = &self.egress {
+            let _ = e.record.set(record);
+        }
+    }
+
+    /// A proxy for the server process of session `id`, if this route wants one.
+    fn start_egress(&self, id: &str) -> Result<Option<mcptrail_egress::EgressProxy>, BridgeError> {
+        let Some(setup) = &self.egress else {
+            return Ok(None);
+        };
+        let Some(record) = setup.record.get().cloned() else {
+            return Ok(None);
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| BridgeError(format!("cannot open the egress proxy's port: {e}")))?;
+        let key = SessionKey {
+            route: Arc::clone(&setup.route),
+            id: id.to_string(),
+        };
+        let observer = move |r: mcptrail_egress::EgressRecord| {
+            let _ = record.send(RecordMsg::Egress {
+                key: key.clone(),
+                record: Box::new(r),
+            });
+        };
+        mcptrail_egress::EgressProxy::serve(&setup.cfg, listener, Arc::new(observer))
+            .map(Some)
+            .map_err(|e| BridgeError(e.to_string()))
     }
 
     /// Sessions with a running server.
@@ -305,7 +368,20 @@ impl StdioBridge {
                 self.max_sessions
             )));
         }
-        let mut child = Command::new(&self.command[0])
+        let id = mcptrail_event::new_event_id();
+        let egress = self.start_egress(&id)?;
+        let mut command = Command::new(&self.command[0]);
+        if let Some(proxy) = &egress {
+            mcptrail_egress::set_child_env(proxy.local_addr(), |var, value| match value {
+                Some(v) => {
+                    command.env(var, v);
+                }
+                None => {
+                    command.env_remove(var);
+                }
+            });
+        }
+        let mut child = command
             .args(&self.command[1..])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -318,11 +394,11 @@ impl StdioBridge {
             .stdout
             .take()
             .ok_or_else(|| BridgeError("no stdout".into()))?;
-        let id = mcptrail_event::new_event_id();
         let session = Arc::new(Session {
             stdin: tokio::sync::Mutex::new(stdin),
             child: tokio::sync::Mutex::new(child),
             routing: Mutex::new(Routing::default()),
+            egress: Mutex::new(egress),
         });
         self.sessions
             .lock()
@@ -351,7 +427,9 @@ impl StdioBridge {
                     }
                 }
             }
-            // The server ended: every stream ends; later requests find no session.
+            // The server ended: every stream ends; later requests find no session. Its
+            // connections are closed with it: their records are written now.
+            reader.stop_egress();
             let mut r = reader.routing.lock().unwrap_or_else(|p| p.into_inner());
             r.dead = true;
             r.posts.clear();

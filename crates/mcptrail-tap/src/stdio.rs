@@ -48,12 +48,6 @@ pub struct WrapOptions {
     pub egress: Option<mcptrail_egress::EgressConfig>,
 }
 
-/// The proxy variables set for a server started behind the egress proxy. Both spellings:
-/// libraries differ in which they read (curl and Python read the lowercase ones first).
-const PROXY_VARS: &[&str] = &["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"];
-/// Cleared for such a server, so no destination bypasses the proxy.
-const NO_PROXY_VARS: &[&str] = &["NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"];
-
 /// How `wrap` ended.
 #[derive(Debug, Clone)]
 pub struct WrapOutcome {
@@ -129,13 +123,14 @@ pub fn run_wrap(opts: WrapOptions) -> Result<WrapOutcome, TapError> {
     };
     let mut command = Command::new(&opts.command[0]);
     if let Some(proxy) = &egress {
-        let url = format!("http://{}", proxy.local_addr());
-        for var in PROXY_VARS {
-            command.env(var, &url);
-        }
-        for var in NO_PROXY_VARS {
-            command.env_remove(var);
-        }
+        mcptrail_egress::set_child_env(proxy.local_addr(), |var, value| match value {
+            Some(v) => {
+                command.env(var, v);
+            }
+            None => {
+                command.env_remove(var);
+            }
+        });
     }
     let spawned = command
         .args(&opts.command[1..])

@@ -172,7 +172,7 @@ fn gateway_check(cfg: &Config) -> Check {
     if gw.routes.is_empty() {
         return Check::new("gateway", Level::Skip, "no [gateway] routes configured");
     }
-    if let Err(e) = mcptrail_gateway::check_config(gw) {
+    if let Err(e) = mcptrail_gateway::check_config(gw, &cfg.egress) {
         return Check::new("gateway", Level::Fail, e.to_string()).fix(
             "correct [gateway] in the configuration; `mcptrail gateway --check` re-checks it",
         );

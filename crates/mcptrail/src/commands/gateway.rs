@@ -47,9 +47,10 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
             upstream_ca_file: None,
             agent_id: None,
             auth: Default::default(),
+            egress: false,
         });
     }
-    mcptrail_gateway::check_config(&gw)?;
+    mcptrail_gateway::check_config(&gw, &cfg.egress)?;
     if args.check {
         println!(
             "gateway configuration OK: {} route(s) on {}",
@@ -78,6 +79,7 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
         tap: cfg.tap.clone(),
         ledger,
         redactor,
+        egress: cfg.egress.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

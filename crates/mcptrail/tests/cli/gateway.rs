@@ -884,6 +884,8 @@ fn a_wrong_gateway_config_is_refused_with_the_route_and_key() {
         ("[gateway]\n[[gateway.routes]]\nname = \"r\"\npath = \"/a\"\nupstream = \"http://127.0.0.1:1\"\n[gateway.routes.auth]\nmode = \"jwt\"\nhs256_secret_env = \"NOPE_NOT_SET\"\nissuer = \"i\"\naudience = [\"a\"]\n", "NOPE_NOT_SET"),
         ("[gateway]\n[[gateway.routes]]\nname = \"r\"\npath = \"/a\"\nupstream = \"http://127.0.0.1:1\"\n[gateway.routes.auth]\nmode = \"header\"\nheader = \"x-user\"\n", "trusted_peers"),
         ("[gateway]\n", "no routes"),
+        ("[gateway]\n[[gateway.routes]]\nname = \"r\"\npath = \"/a\"\nupstream = \"http://127.0.0.1:1\"\negress = true\n", "stdio routes (`command`) only"),
+        ("[egress]\nallow = [\"bad name!\"]\n[gateway]\n[[gateway.routes]]\nname = \"r\"\npath = \"/a\"\ncommand = [\"true\"]\negress = true\n", "`bad name!`"),
     ] {
         std::fs::write(&cfg, config).unwrap();
         let (code, _, err) = run(&["--config", cfg.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap(), "gateway", "--check"]);
@@ -1506,4 +1508,53 @@ fn the_gateways_events_ship_to_configured_sinks_in_the_background() {
         ids.contains(&call.event_id),
         "the tool call was shipped while the gateway ran"
     );
+}
+
+#[test]
+fn a_stdio_route_with_egress_records_its_servers_outbound_calls_in_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    std::fs::write(site.join("notes.txt"), "meeting notes\n".repeat(50)).unwrap();
+    let web = mcptrail_test_support::destinations::Destination::http_files(&site);
+    let fetch: Vec<String> = mcptrail_test_support::server_fetch_cmd(&["--ignore-robots-txt"])
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect();
+    let config = format!(
+        "[egress]\ndefault = \"deny\"\nallow = [\"wiki.corp.example\"]\n\
+         [egress.resolve]\n\"wiki.corp.example\" = \"127.0.0.1\"\n\
+         [gateway]\n[[gateway.routes]]\nname = \"fetch\"\npath = \"/fetch\"\ncommand = [{}]\negress = true\n",
+        fetch.join(", ")
+    );
+    let gw = Gateway::start(dir.path(), &config);
+    let url = format!("http://wiki.corp.example:{}/notes.txt", web.port);
+    let summary = py_client(&[
+        "--url",
+        &gw.url("/fetch/mcp"),
+        "--no-default-calls",
+        "--no-extras",
+        "--call",
+        &format!("fetch={}", json!({ "url": url, "raw": true })),
+    ]);
+    assert_eq!(summary["calls"][0]["is_error"], false, "{summary}");
+    gw.stop();
+    let evs = events(&dir.path().join("data"));
+    let call = evs
+        .iter()
+        .find(|e| e.kind == EventKind::McpRequest && e.tool_invoked.as_deref() == Some("fetch"))
+        .expect("the tool call is recorded");
+    let egress = of_kind(&evs, EventKind::NetEgress);
+    assert_eq!(egress.len(), 1, "{egress:#?}");
+    let e = egress[0];
+    assert_eq!(
+        e.session_id, call.session_id,
+        "in the MCP session of the call"
+    );
+    assert_eq!(e.request_event_id.as_ref(), Some(&call.event_id));
+    let d = e.detail.as_ref().unwrap();
+    assert_eq!(d["host"], "wiki.corp.example");
+    assert_eq!(d["decision"], "allow");
+    assert_eq!(d["status"], 200);
+    assert!(e.bytes_in.unwrap() > 700);
 }
