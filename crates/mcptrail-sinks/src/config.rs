@@ -43,6 +43,12 @@ pub enum SinkTarget {
     Webhook(WebhookSinkConfig),
     /// `type = "nats"`: NATS JetStream publish with acknowledgement.
     Nats(NatsSinkConfig),
+    /// `type = "splunk_hec"`: Splunk HTTP Event Collector with indexer acknowledgement.
+    SplunkHec(crate::sink::splunk::SplunkHecSinkConfig),
+    /// `type = "elasticsearch"`: Elasticsearch/OpenSearch `_bulk` in ECS.
+    Elasticsearch(crate::sink::elastic::ElasticsearchSinkConfig),
+    /// `type = "s3"`: S3-compatible object storage with Object Lock.
+    S3(crate::sink::s3::S3SinkConfig),
 }
 
 impl SinkTarget {
@@ -53,6 +59,9 @@ impl SinkTarget {
             SinkTarget::Syslog(_) => "syslog",
             SinkTarget::Webhook(_) => "webhook",
             SinkTarget::Nats(_) => "nats",
+            SinkTarget::SplunkHec(_) => "splunk_hec",
+            SinkTarget::Elasticsearch(_) => "elasticsearch",
+            SinkTarget::S3(_) => "s3",
         }
     }
 }
@@ -456,9 +465,30 @@ impl SinkConfig {
                 }
                 SinkTarget::Nats(c)
             }
+            "splunk_hec" => {
+                let c: crate::sink::splunk::SplunkHecSinkConfig =
+                    specific_value.try_into().map_err(with_common_keys)?;
+                c.validate().map_err(err)?;
+                SinkTarget::SplunkHec(c)
+            }
+            "elasticsearch" => {
+                let c: crate::sink::elastic::ElasticsearchSinkConfig =
+                    specific_value.try_into().map_err(with_common_keys)?;
+                c.validate().map_err(err)?;
+                SinkTarget::Elasticsearch(c)
+            }
+            "s3" => {
+                let c: crate::sink::s3::S3SinkConfig =
+                    specific_value.try_into().map_err(with_common_keys)?;
+                let filtered = !(common.kinds.is_empty()
+                    && common.labels.is_empty()
+                    && common.exclude_labels.is_empty());
+                c.validate(filtered).map_err(err)?;
+                SinkTarget::S3(c)
+            }
             other => {
                 return Err(err(format!(
-                    "unknown type `{other}`: expected file, syslog, webhook or nats (otlp, splunk_hec, elasticsearch and s3 are not built yet)"
+                    "unknown type `{other}`: expected file, syslog, webhook, nats, splunk_hec, elasticsearch or s3 (otlp is not built yet)"
                 )))
             }
         };

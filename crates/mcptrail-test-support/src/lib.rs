@@ -10,6 +10,7 @@
 //! panic with an actionable message when a peer is missing: tests that need a
 //! peer never skip silently.
 
+pub mod siem;
 pub mod sinks;
 
 use std::collections::HashSet;
