@@ -22,7 +22,8 @@ use serde_json::{json, Value};
 
 use crate::sinks::free_loopback_port;
 
-type Handler = Arc<dyn Fn(&mut tiny_http::Request) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync>;
+type Handler =
+    Arc<dyn Fn(&mut tiny_http::Request) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync>;
 
 /// A tiny_http server on a fixed loopback port that can be stopped and resumed.
 struct Listener {
@@ -92,7 +93,10 @@ fn header<'a>(req: &'a tiny_http::Request, name: &str) -> Option<&'a str> {
 }
 
 fn json_headers() -> Vec<(String, String)> {
-    vec![("Content-Type".into(), "application/json; charset=UTF-8".into())]
+    vec![(
+        "Content-Type".into(),
+        "application/json; charset=UTF-8".into(),
+    )]
 }
 
 // ---------------------------------------------------------------------------------------
@@ -271,10 +275,14 @@ fn hec_handle(
         "/services/collector/event" | "/services/collector" => {
             if !log.fail_next.is_empty() {
                 return match log.fail_next.remove(0) {
-                    HecFailure::Busy => hec_answer(503, json!({"text": "Server is busy", "code": 9})),
-                    HecFailure::TooManyRequests => {
-                        (429, vec![("Retry-After".into(), "1".into())], b"Too Many Requests".to_vec())
+                    HecFailure::Busy => {
+                        hec_answer(503, json!({"text": "Server is busy", "code": 9}))
                     }
+                    HecFailure::TooManyRequests => (
+                        429,
+                        vec![("Retry-After".into(), "1".into())],
+                        b"Too Many Requests".to_vec(),
+                    ),
                     HecFailure::InvalidDataFormat(n) => hec_answer(
                         400,
                         json!({"text": "Invalid data format", "code": 6, "invalid-event-number": n}),
@@ -316,8 +324,16 @@ fn hec_handle(
                     !(t.is_number() || t.as_str().is_some_and(|s| s.parse::<f64>().is_ok()))
                 });
                 let unknown_key = obj.unwrap().keys().any(|k| {
-                    !["time", "host", "source", "sourcetype", "index", "event", "fields"]
-                        .contains(&k.as_str())
+                    ![
+                        "time",
+                        "host",
+                        "source",
+                        "sourcetype",
+                        "index",
+                        "event",
+                        "fields",
+                    ]
+                    .contains(&k.as_str())
                 });
                 if bad_time || unknown_key {
                     log.bad_requests += 1;
@@ -470,8 +486,7 @@ fn es_handle(
                 .into_bytes(),
         );
     }
-    if !(path == "/_bulk" || path.ends_with("/_bulk")) || req.method() != &tiny_http::Method::Post
-    {
+    if !(path == "/_bulk" || path.ends_with("/_bulk")) || req.method() != &tiny_http::Method::Post {
         return es_error(
             405,
             "illegal_argument_exception",
@@ -493,7 +508,11 @@ fn es_handle(
         return if status == 429 {
             es_error(429, "es_rejected_execution_exception", "rejected execution of coordinating operation [coordinating_and_primary_bytes=0, replica_bytes=0, all_bytes=0, coordinating_operation_bytes=1, max_coordinating_and_primary_bytes=0]")
         } else {
-            es_error(status, "unavailable_shards_exception", "[mcptrail][0] primary shard is not active")
+            es_error(
+                status,
+                "unavailable_shards_exception",
+                "[mcptrail][0] primary shard is not active",
+            )
         };
     }
     if body.last() != Some(&b'\n') {
@@ -520,10 +539,18 @@ fn es_handle(
     let mut throttle_left = std::mem::take(&mut log.reject_items_429);
     for pair in lines.chunks(2) {
         let Ok(action) = serde_json::from_slice::<Value>(pair[0]) else {
-            return es_error(400, "x_content_parse_exception", "[1:2] Unexpected character");
+            return es_error(
+                400,
+                "x_content_parse_exception",
+                "[1:2] Unexpected character",
+            );
         };
         let Some((op, meta)) = action.as_object().and_then(|o| o.iter().next()) else {
-            return es_error(400, "illegal_argument_exception", "Malformed action/metadata line");
+            return es_error(
+                400,
+                "illegal_argument_exception",
+                "Malformed action/metadata line",
+            );
         };
         if op != "create" && op != "index" {
             return es_error(
@@ -541,7 +568,11 @@ fn es_handle(
         };
         let Some(doc) = doc else {
             errors = true;
-            items.push(item_error(400, "document_parsing_exception", "[1:1] failed to parse".into()));
+            items.push(item_error(
+                400,
+                "document_parsing_exception",
+                "[1:1] failed to parse".into(),
+            ));
             continue;
         };
         if index.is_empty() || id.is_empty() || doc.get("@timestamp").is_none() {
@@ -594,9 +625,11 @@ fn es_handle(
         }
         log.docs.insert(key, doc);
         log.created.push(id.clone());
-        items.push(json!({ op.as_str(): {"_index": index, "_id": id, "_version": 1, "result": "created",
+        items.push(
+            json!({ op.as_str(): {"_index": index, "_id": id, "_version": 1, "result": "created",
             "_shards": {"total": 2, "successful": 1, "failed": 0}, "_seq_no": log.created.len() - 1,
-            "_primary_term": 1, "status": 201}}));
+            "_primary_term": 1, "status": 201}}),
+        );
     }
     (
         200,
@@ -664,7 +697,10 @@ impl MotoS3 {
         let stderr = || std::fs::read_to_string(dir.path().join("moto.stderr")).unwrap_or_default();
         let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
             let _ = child.kill();
-            panic!("moto did not start on 127.0.0.1:{port}: {line} {}", stderr())
+            panic!(
+                "moto did not start on 127.0.0.1:{port}: {line} {}",
+                stderr()
+            )
         });
         let s = |k: &str| v[k].as_str().unwrap().to_string();
         MotoS3 {

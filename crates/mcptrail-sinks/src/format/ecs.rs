@@ -116,7 +116,10 @@ pub fn event_to_ecs(v: &Value) -> Value {
         }
         doc.insert("user_agent".into(), ua);
     }
-    if let Some(labels) = v.get("labels").filter(|l| l.as_array().is_some_and(|a| !a.is_empty())) {
+    if let Some(labels) = v
+        .get("labels")
+        .filter(|l| l.as_array().is_some_and(|a| !a.is_empty()))
+    {
         doc.insert("tags".into(), labels.clone());
     }
     doc.insert("mcptrail".into(), v.clone());

@@ -238,7 +238,11 @@ impl ElasticsearchSink {
         Ok(newest)
     }
 
-    fn post(&self, url: &str, body: &[u8]) -> Result<(u16, Vec<u8>, Option<std::time::Duration>), SendError> {
+    fn post(
+        &self,
+        url: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>, Option<std::time::Duration>), SendError> {
         let mut req = self
             .agent
             .post(url)
@@ -335,10 +339,9 @@ impl ElasticsearchSink {
                     if first_error.is_none() {
                         let what = match batch.get(i) {
                             Some(r) => format!("event seq {} ({})", r.seq, r.event_id),
-                            None => format!(
-                                "document {}",
-                                self.ids.get(i).map_or("?", String::as_str)
-                            ),
+                            None => {
+                                format!("document {}", self.ids.get(i).map_or("?", String::as_str))
+                            }
                         };
                         let err = it.error.as_ref().map_or_else(String::new, |e| {
                             match (e.pointer("/type"), e.pointer("/reason")) {

@@ -229,7 +229,12 @@ pub struct S3Client {
 
 impl std::fmt::Debug for S3Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "S3Client({}/{})", redact_url(&self.endpoint), self.bucket)
+        write!(
+            f,
+            "S3Client({}/{})",
+            redact_url(&self.endpoint),
+            self.bucket
+        )
     }
 }
 
@@ -251,7 +256,10 @@ impl S3Client {
             .next()
             .unwrap_or("");
         let host = host.rsplit_once('@').map_or(host, |(_, h)| h).to_string();
-        if endpoint.split_once("://").is_some_and(|(_, r)| r.contains('/')) {
+        if endpoint
+            .split_once("://")
+            .is_some_and(|(_, r)| r.contains('/'))
+        {
             return Err(format!(
                 "endpoint `{}` must be the service root (no path): buckets are addressed path-style",
                 redact_url(&endpoint)
@@ -399,7 +407,10 @@ impl S3Client {
         let mut headers = vec![
             ("Content-Type", content_type.to_string()),
             ("Content-MD5", b64.encode(md5::Md5::digest(body))),
-            ("x-amz-checksum-sha256", b64.encode(sha2::Sha256::digest(body))),
+            (
+                "x-amz-checksum-sha256",
+                b64.encode(sha2::Sha256::digest(body)),
+            ),
         ];
         let mode_name = match mode {
             LockMode::Compliance => Some("COMPLIANCE"),
@@ -407,7 +418,8 @@ impl S3Client {
             LockMode::Off => None,
         };
         if let Some(m) = mode_name {
-            let until = time::OffsetDateTime::now_utc() + Duration::from_secs(u64::from(days) * 86_400);
+            let until =
+                time::OffsetDateTime::now_utc() + Duration::from_secs(u64::from(days) * 86_400);
             headers.push(("x-amz-object-lock-mode", m.to_string()));
             headers.push((
                 "x-amz-object-lock-retain-until-date",
@@ -457,7 +469,9 @@ impl S3Client {
             let truncated = xml_values(&r.body, "IsTruncated")
                 .first()
                 .is_some_and(|v| v == "true");
-            token = xml_values(&r.body, "NextContinuationToken").into_iter().next();
+            token = xml_values(&r.body, "NextContinuationToken")
+                .into_iter()
+                .next();
             if !truncated || token.is_none() {
                 return Ok(keys);
             }
@@ -623,8 +637,13 @@ impl Sink for S3Sink {
                 .unwrap_or(self.cfg.retention_days);
             let key = Self::batch_key(&self.prefix, first.seq, last.seq);
             let put = encoded.and_then(|()| {
-                self.client
-                    .put_locked(&key, &body, "application/x-ndjson", self.cfg.lock_mode, days)
+                self.client.put_locked(
+                    &key,
+                    &body,
+                    "application/x-ndjson",
+                    self.cfg.lock_mode,
+                    days,
+                )
             });
             self.body = body;
             put?;

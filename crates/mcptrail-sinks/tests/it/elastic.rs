@@ -34,9 +34,21 @@ fn bulk_creates_ecs_documents_by_event_id_and_a_repeat_is_deduped_by_409() {
     assert_eq!((st.shipped, st.failures), (1000, 0), "{st:?}");
     {
         let log = rx.log.lock().unwrap();
-        let events: Vec<&String> = log.created.iter().filter(|id| !id.starts_with("checkpoint-")).collect();
-        assert_eq!(events, ids.iter().collect::<Vec<_>>(), "each event once, in order");
-        let cps: Vec<&String> = log.created.iter().filter(|id| id.starts_with("checkpoint-")).collect();
+        let events: Vec<&String> = log
+            .created
+            .iter()
+            .filter(|id| !id.starts_with("checkpoint-"))
+            .collect();
+        assert_eq!(
+            events,
+            ids.iter().collect::<Vec<_>>(),
+            "each event once, in order"
+        );
+        let cps: Vec<&String> = log
+            .created
+            .iter()
+            .filter(|id| id.starts_with("checkpoint-"))
+            .collect();
         assert_eq!(cps.len(), 1, "the signed checkpoint is a document too");
         assert!(cps[0].ends_with("-1000"));
         let doc = &log.docs[&("mcptrail-audit".to_string(), ids[2].clone())];
@@ -52,7 +64,10 @@ fn bulk_creates_ecs_documents_by_event_id_and_a_repeat_is_deduped_by_409() {
         assert_eq!(pii["tags"], serde_json::json!(["pii"]));
         let cp = &log.docs[&("mcptrail-audit".to_string(), cps[0].clone())];
         assert_eq!(cp["mcptrail"]["size"], 1000);
-        assert!(cp["mcptrail"]["note"].as_str().unwrap().contains("\n1000\n"));
+        assert!(cp["mcptrail"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("\n1000\n"));
     }
     // A lost cursor: everything is sent again and the index keeps one copy (409 = there).
     Cursor::new(dir.path(), "es").store(0, "").unwrap();
@@ -76,7 +91,9 @@ fn throttling_whole_or_per_item_is_retried_until_every_document_is_in() {
     let cfg = es_config(&rx.url(), "MCPTRAIL_TEST_ES_KEY_429");
     let mut sink = mcptrail_sinks::build(&cfg).unwrap();
     let mut tail = mcptrail_sinks::LedgerTail::open(dir.path(), 1);
-    let recs: Vec<_> = (0..10).map(|_| tail.next_record().unwrap().unwrap()).collect();
+    let recs: Vec<_> = (0..10)
+        .map(|_| tail.next_record().unwrap().unwrap())
+        .collect();
     let e = sink.send(&recs).unwrap_err();
     assert_eq!(e.kind, SendErrorKind::Throttled, "{e}");
     assert!(e.message.contains("es_rejected_execution_exception"), "{e}");
@@ -86,13 +103,21 @@ fn throttling_whole_or_per_item_is_retried_until_every_document_is_in() {
     rx.log.lock().unwrap().reject_items_429 = 4;
     let e = sink.send(&recs).unwrap_err();
     assert_eq!(e.kind, SendErrorKind::Throttled, "{e}");
-    assert!(e.message.contains("4 of 10 documents were rejected with 429"), "{e}");
+    assert!(
+        e.message
+            .contains("4 of 10 documents were rejected with 429"),
+        "{e}"
+    );
     assert_eq!(rx.log.lock().unwrap().created.len(), 6);
     rx.log.lock().unwrap().reject_items_429 = 150;
     let st = ship(dir.path(), &cfg);
     assert_eq!((st.cursor, st.failures), (600, 1), "{st:?}");
     let log = rx.log.lock().unwrap();
-    let events: Vec<&String> = log.created.iter().filter(|id| !id.starts_with("checkpoint-")).collect();
+    let events: Vec<&String> = log
+        .created
+        .iter()
+        .filter(|id| !id.starts_with("checkpoint-"))
+        .collect();
     let mut sorted = events.clone();
     sorted.sort();
     sorted.dedup();
@@ -116,7 +141,10 @@ fn an_item_the_index_refuses_fails_the_batch_naming_it_and_the_cursor_stays() {
         })
         .unwrap();
     assert!(st.gave_up, "{st:?}");
-    assert_eq!(st.cursor, 200, "the batch holding the refused event is not committed");
+    assert_eq!(
+        st.cursor, 200,
+        "the batch holding the refused event is not committed"
+    );
     let err = st.last_error.unwrap();
     assert!(
         err.contains("rejected error")
@@ -139,10 +167,19 @@ fn a_wrong_api_key_is_rejected_without_showing_it() {
     let cfg = es_config(&rx.url(), "MCPTRAIL_TEST_ES_KEY_WRONG");
     let mut sink = mcptrail_sinks::build(&cfg).unwrap();
     let mut tail = mcptrail_sinks::LedgerTail::open(dir.path(), 1);
-    let e = sink.send(&[tail.next_record().unwrap().unwrap()]).unwrap_err();
+    let e = sink
+        .send(&[tail.next_record().unwrap().unwrap()])
+        .unwrap_err();
     assert_eq!(e.kind, SendErrorKind::Rejected, "{e}");
-    assert!(e.message.contains("HTTP 401") && e.message.contains("check api_key"), "{e}");
+    assert!(
+        e.message.contains("HTTP 401") && e.message.contains("check api_key"),
+        "{e}"
+    );
     assert!(!format!("{e:?} {cfg:?}").contains("d3Jvbmc6"), "{e:?}");
-    assert!(sink.probe().unwrap_err().message.contains("security_exception"));
+    assert!(sink
+        .probe()
+        .unwrap_err()
+        .message
+        .contains("security_exception"));
     assert!(rx.log.lock().unwrap().docs.is_empty());
 }

@@ -12,4 +12,5 @@ mod peers;
 mod query;
 mod redaction;
 mod ship;
+mod siem;
 mod support;
