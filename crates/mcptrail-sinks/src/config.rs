@@ -714,17 +714,33 @@ label_retention_days = { pci = 365 }
             matches!(&s[0].target, SinkTarget::SplunkHec(c) if c.ack && c.sourcetype == "mcptrail:event")
         );
         assert!(matches!(&s[1].target, SinkTarget::Elasticsearch(c) if c.index == "mcptrail"));
-        assert!(
-            matches!(&s[2].target, SinkTarget::S3(c) if c.retention_days == 365 && c.segments)
-        );
+        assert!(matches!(&s[2].target, SinkTarget::S3(c) if c.retention_days == 365 && c.segments));
         assert_eq!(s[2].target.type_name(), "s3");
         for (text, want) in [
-            ("type = \"splunk_hec\"\nurl = \"http://h\"\ntoken = { env = \"T\" }\nacks = true\n", "acks"),
-            ("type = \"elasticsearch\"\nurl = \"http://h\"\nindex = \"Upper\"\n", "not a valid Elasticsearch index"),
-            ("type = \"elasticsearch\"\nurl = \"http://h\"\nuser = \"u\"\n", "`user` and `password` go together"),
-            ("type = \"s3\"\nendpoint = \"http://h\"\nbucket = \"b_b\"\n", "not a valid bucket name"),
-            ("type = \"s3\"\nendpoint = \"http://h\"\nbucket = \"bucket\"\nretention = 5\n", "retention"),
-            ("type = \"s3\"\nendpoint = \"http://h\"\nbucket = \"bucket\"\nlabels = [\"pii\"]\n", "segments = false"),
+            (
+                "type = \"splunk_hec\"\nurl = \"http://h\"\ntoken = { env = \"T\" }\nacks = true\n",
+                "acks",
+            ),
+            (
+                "type = \"elasticsearch\"\nurl = \"http://h\"\nindex = \"Upper\"\n",
+                "not a valid Elasticsearch index",
+            ),
+            (
+                "type = \"elasticsearch\"\nurl = \"http://h\"\nuser = \"u\"\n",
+                "`user` and `password` go together",
+            ),
+            (
+                "type = \"s3\"\nendpoint = \"http://h\"\nbucket = \"b_b\"\n",
+                "not a valid bucket name",
+            ),
+            (
+                "type = \"s3\"\nendpoint = \"http://h\"\nbucket = \"bucket\"\nretention = 5\n",
+                "retention",
+            ),
+            (
+                "type = \"s3\"\nendpoint = \"http://h\"\nbucket = \"bucket\"\nlabels = [\"pii\"]\n",
+                "segments = false",
+            ),
         ] {
             let e = parse(&format!("[[sinks]]\nname = \"x\"\n{text}")).unwrap_err();
             assert!(e.contains("sink \"x\"") && e.contains(want), "{want}: {e}");

@@ -715,6 +715,13 @@ impl MotoS3 {
     }
 }
 
+impl MotoS3 {
+    /// The moto server's process id (for CPU accounting in benchmarks).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for MotoS3 {
     fn drop(&mut self) {
         if let Some(mut stdin) = self.stdin.take() {
