@@ -139,6 +139,14 @@ impl CheckpointProgress {
         }
     }
 
+    /// A progress file of the same kind at `sinks/<file_name>` (the S3 sink keeps the first
+    /// seq of the newest sealed segment it uploaded in `sinks/<name>.segments`).
+    pub fn named(data_dir: &Path, file_name: &str) -> Self {
+        CheckpointProgress {
+            path: data_dir.join(SINKS_DIR).join(file_name),
+        }
+    }
+
     /// The size shipped last (0: none, or an unreadable file — the notes are then sent again).
     pub fn load(&self) -> u64 {
         std::fs::read_to_string(&self.path)
@@ -153,7 +161,9 @@ impl CheckpointProgress {
         use std::os::unix::fs::OpenOptionsExt;
         let dir = self.path.parent().expect("a file in sinks/");
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let tmp = self.path.with_extension("checkpoints.tmp");
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
         let written = std::fs::OpenOptions::new()
             .write(true)
             .create(true)

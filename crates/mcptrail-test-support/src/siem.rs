@@ -527,7 +527,7 @@ fn es_handle(
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .collect();
-    if lines.len() % 2 != 0 {
+    if !lines.len().is_multiple_of(2) {
         return es_error(
             400,
             "illegal_argument_exception",

@@ -36,6 +36,32 @@ pub const ECS_VERSION: &str = "8.11.0";
 
 /// The ECS document of an event (the event itself under `mcptrail`).
 pub fn event_to_ecs(v: &Value) -> Value {
+    let mut doc = ecs_fields(v);
+    doc["mcptrail"] = v.clone();
+    doc
+}
+
+/// Append the ECS document of `rec` to `out`: the ECS fields, then `"mcptrail":` and the
+/// stored ledger line itself (not re-serialised: cheaper, and the bytes stay the ledger's).
+pub fn write_ecs_document(
+    v: &Value,
+    line: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    serde_json::to_writer(&mut *out, &ecs_fields(v))?;
+    let close = out.pop();
+    debug_assert_eq!(close, Some(b'}'));
+    if out.last() != Some(&b'{') {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"mcptrail\":");
+    out.extend_from_slice(line);
+    out.push(b'}');
+    Ok(())
+}
+
+/// The ECS fields of an event, without the event itself.
+fn ecs_fields(v: &Value) -> Value {
     let kind = str_at(v, "/kind").unwrap_or("");
     let method = str_at(v, "/method");
     let outcome = match str_at(v, "/response_summary/status") {
@@ -122,7 +148,6 @@ pub fn event_to_ecs(v: &Value) -> Value {
     {
         doc.insert("tags".into(), labels.clone());
     }
-    doc.insert("mcptrail".into(), v.clone());
     let mut out = Value::Object(doc);
     strip_nulls(&mut out);
     out
@@ -144,12 +169,8 @@ fn split_host_port(addr: &str) -> (&str, Option<u16>) {
 
 fn strip_nulls(v: &mut Value) {
     if let Value::Object(m) = v {
-        m.retain(|k, x| !x.is_null() || k == "mcptrail");
-        for (k, x) in m.iter_mut() {
-            if k != "mcptrail" {
-                strip_nulls(x);
-            }
-        }
+        m.retain(|_, x| !x.is_null());
+        m.values_mut().for_each(strip_nulls);
     }
 }
 
@@ -186,6 +207,21 @@ mod tests {
         assert_eq!(d["tags"], json!(["pii"]));
         assert_eq!(d["message"], "tools/call get-sum");
         assert_eq!(d["mcptrail"], v, "the whole event is kept");
+    }
+
+    #[test]
+    fn the_written_document_embeds_the_ledger_line_verbatim() {
+        let line = br#"{"kind":"mcp.request","event_id":"e9","time":"2026-11-25T10:00:00Z","method":"ping"}"#;
+        let v: Value = serde_json::from_slice(line).unwrap();
+        let mut out = Vec::new();
+        write_ecs_document(&v, line, &mut out).unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            text.ends_with(&format!("\"mcptrail\":{}}}", String::from_utf8_lossy(line))),
+            "{text}"
+        );
+        let parsed: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(parsed, event_to_ecs(&v));
     }
 
     #[test]

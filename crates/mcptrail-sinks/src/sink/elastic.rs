@@ -28,7 +28,7 @@ use serde::Deserialize;
 use crate::checkpoints::{CheckpointProgress, NOTES_PER_BATCH};
 use crate::config::redact_url;
 use crate::error::{SendError, SendErrorKind};
-use crate::format::ecs::{event_to_ecs, ECS_VERSION};
+use crate::format::ecs::{write_ecs_document, ECS_VERSION};
 use crate::secret::{Secret, SecretSource};
 use crate::sink::http;
 use crate::sink::Sink;
@@ -206,7 +206,7 @@ impl ElasticsearchSink {
         for rec in batch {
             let v = crate::format::parse(rec)?;
             self.action_line(&mut body, &rec.event_id);
-            serde_json::to_writer(&mut body, &event_to_ecs(&v))
+            write_ecs_document(&v, &rec.line, &mut body)
                 .map_err(|e| SendError::new(SendErrorKind::Encode, e.to_string()))?;
             body.push(b'\n');
         }

@@ -24,6 +24,9 @@
 //! `<prefix>checkpoints/` and checks the local log against every note there, which reveals a
 //! truncated, rolled-back or forked local ledger.
 //!
+//! Progress is kept in `sinks/<name>.checkpoints` (the largest checkpoint uploaded) and
+//! `sinks/<name>.segments` (the first seq of the newest sealed segment uploaded).
+//!
 //! Sealed segments go up only when the sink has no filter (a segment holds every event, and a
 //! filter must not be bypassed); the config parser refuses `segments = true` with a filter.
 
@@ -585,7 +588,7 @@ impl S3Sink {
 
     fn ship_segments(&self, dir: &Path) -> Result<(), SendError> {
         // Progress: the first seq of the newest sealed segment uploaded.
-        let progress = CheckpointProgress::new(dir, &format!("{}.segments", self.name));
+        let progress = CheckpointProgress::named(dir, &format!("{}.segments", self.name));
         let done = progress.load();
         let ledger_dir = dir.join(mcptrail_ledger::LEDGER_DIR);
         let segments = mcptrail_ledger::list_segments(&ledger_dir)

@@ -226,7 +226,7 @@ impl SplunkHecSink {
         let mut result = Ok(None);
         for rec in batch {
             let time = http::epoch_seconds(&rec.time);
-            self.envelope_head(&mut body, time.as_deref(), &self.cfg.sourcetype.clone());
+            self.envelope_head(&mut body, time.as_deref(), &self.cfg.sourcetype);
             if let Err(e) = encode_into(self.cfg.format, rec, &mut body) {
                 result = Err(e);
                 break;
