@@ -278,6 +278,27 @@ fn bench_siem(
             ship_all(data, &cfg, n as u64)
         }));
     }
+    let label = "elasticsearch ecs encoding only (no I/O)";
+    if want(label) {
+        let mut body = Vec::with_capacity(4 << 20);
+        rows.push(time_runs(
+            label,
+            runs,
+            None,
+            || {},
+            || {
+                let mut t = mcptrail_sinks::LedgerTail::open(data, 1);
+                while let Some(r) = t.next_record().unwrap() {
+                    if body.len() > 2 << 20 {
+                        body.clear();
+                    }
+                    let v: serde_json::Value = serde_json::from_slice(&r.line).unwrap();
+                    mcptrail_sinks::format::ecs::write_ecs_document(&v, &r.line, &mut body)
+                        .unwrap();
+                }
+            },
+        ));
+    }
     let label = "elasticsearch ecs, batch 1000, _bulk create";
     if want(label) {
         let rx = ElasticReceiver::start("YmVuY2g6a2V5");
