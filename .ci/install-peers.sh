@@ -119,6 +119,30 @@ else
     printf '%s\n' "$venv_stamp" >"$venv_stamp_file"
 fi
 
+# --- moto S3 (Object Lock) for the S3 sink tests: its own venv -------------------------
+# moto's dependencies need not agree with the MCP SDK pins, so it gets <peers>/moto-venv,
+# pinned in .ci/peers/moto/requirements.txt.
+moto_venv="$peers_dir/moto-venv"
+moto_reqs="$manifest_dir/moto/requirements.txt"
+moto_stamp_file="$moto_venv/.mcptrail-peers-stamp"
+[[ -f "$moto_reqs" ]] || die "$moto_reqs is missing"
+moto_stamp="$(stamp_of "python $py_version" "$moto_reqs")"
+moto_installed() {
+    [[ -x "$moto_venv/bin/python" ]] && "$moto_venv/bin/python" -c 'import moto.server, boto3' >/dev/null 2>&1
+}
+if [[ "$force" != 1 && -f "$moto_stamp_file" && "$(cat "$moto_stamp_file")" == "$moto_stamp" ]] && moto_installed; then
+    log "moto venv up to date (skipped)"
+else
+    log "creating venv $moto_venv for moto[server]"
+    rm -rf -- "$moto_venv"
+    "$python" -m venv "$moto_venv"
+    "$moto_venv/bin/python" -m pip install --quiet --no-input --disable-pip-version-check \
+        --require-virtualenv -r "$moto_reqs"
+    moto_installed || die "pip finished but 'import moto.server, boto3' fails in $moto_venv"
+    printf '%s\n' "$moto_stamp" >"$moto_stamp_file"
+fi
+log "installed moto==$("$moto_venv/bin/python" -c 'import importlib.metadata as m; print(m.version("moto"))') in $moto_venv"
+
 # --- Summary ---------------------------------------------------------------
 for s in "${node_servers[@]}"; do
     v="$(node -p "require(process.argv[1]).version" \

@@ -163,25 +163,38 @@ fn main() {
     if want("nats") {
         rows.push(bench_nats(&data, n, runs));
     }
+    rows.extend(bench_siem(&data, n, runs, &want));
 
     let base = rows[0].wall;
+    let file = rows
+        .iter()
+        .find(|r| r.label.starts_with("file json"))
+        .map(|r| r.wall);
     println!(
-        "{:<46} {:>10} {:>12} {:>14} {:>15}",
-        "", "events/s", "vs raw read", "shipper µs/ev", "receiver µs/ev"
+        "{:<46} {:>10} {:>12} {:>10} {:>14} {:>15}",
+        "", "events/s", "vs raw read", "vs file", "shipper µs/ev", "receiver µs/ev"
     );
     for r in &rows {
         let per_event = |secs: f64| secs * 1e6 / n as f64;
         println!(
-            "{:<46} {:>10.0} {:>11.1}% {:>14.2} {:>15}",
+            "{:<46} {:>10.0} {:>11.1}% {:>10} {:>14.2} {:>15}",
             r.label,
             n as f64 / r.wall.as_secs_f64(),
             100.0 * base.as_secs_f64() / r.wall.as_secs_f64(),
+            file.map_or("-".to_string(), |f| format!(
+                "{:.2}x",
+                f.as_secs_f64() / r.wall.as_secs_f64()
+            )),
             per_event(r.cpu),
             r.receiver_cpu
                 .map_or("-".to_string(), |c| format!("{:.2}", per_event(c))),
         );
     }
     println!("µs/ev: CPU time (user + system) per event; one core ships at most 1e6 / that");
+    println!("vs file: events/s relative to the file json row of this run (above 1: faster)");
+    println!(
+        "HEC and Elasticsearch receivers run in this process: their CPU is in the shipper column"
+    );
 }
 
 /// NATS JetStream: a stream of its own for this run, in memory, deleted afterwards.
@@ -232,4 +245,92 @@ fn bench_nats(data: &std::path::Path, n: usize, runs: usize) -> Row {
     );
     let _ = rt.block_on(js.delete_stream(&stream));
     row
+}
+
+/// Splunk HEC (acks on), Elasticsearch `_bulk` (ECS) — the protocol-faithful receivers of
+/// test-support, in this process — and S3 Object Lock against a real moto server (a Python
+/// process: its CPU is the receiver column).
+fn bench_siem(
+    data: &std::path::Path,
+    n: usize,
+    runs: usize,
+    want: &dyn Fn(&str) -> bool,
+) -> Vec<Row> {
+    use mcptrail_test_support::siem::{ElasticReceiver, HecReceiver, MotoS3};
+    let mut rows = Vec::new();
+    std::env::set_var(
+        "MCPTRAIL_BENCH_HEC_TOKEN",
+        "8c1f0e7a-0d4b-4c55-9a41-6b2f3e1d9c77",
+    );
+    std::env::set_var("MCPTRAIL_BENCH_ES_KEY", "YmVuY2g6a2V5");
+    let label = "splunk hec json, batch 1000, indexer ack";
+    if want(label) {
+        let rx = HecReceiver::start("8c1f0e7a-0d4b-4c55-9a41-6b2f3e1d9c77", &[]);
+        let cfg = sink(&format!(
+            "name = \"hec\"\ntype = \"splunk_hec\"\nurl = \"{}\"\ntoken = {{ env = \"MCPTRAIL_BENCH_HEC_TOKEN\" }}\nbatch_max_events = 1000\nack_poll_ms = 1\ncheckpoints = false\n",
+            rx.url()
+        ));
+        let setup = || {
+            rx.log.lock().unwrap().event_ids.clear();
+            Cursor::new(data, &cfg.name).store(0, "").unwrap();
+        };
+        rows.push(time_runs(label, runs, None, setup, || {
+            ship_all(data, &cfg, n as u64)
+        }));
+    }
+    let label = "elasticsearch ecs encoding only (no I/O)";
+    if want(label) {
+        let mut body = Vec::with_capacity(4 << 20);
+        rows.push(time_runs(
+            label,
+            runs,
+            None,
+            || {},
+            || {
+                let mut t = mcptrail_sinks::LedgerTail::open(data, 1);
+                while let Some(r) = t.next_record().unwrap() {
+                    if body.len() > 2 << 20 {
+                        body.clear();
+                    }
+                    let v: serde_json::Value = serde_json::from_slice(&r.line).unwrap();
+                    mcptrail_sinks::format::ecs::write_ecs_document(&v, &r.line, &mut body)
+                        .unwrap();
+                }
+            },
+        ));
+    }
+    let label = "elasticsearch ecs, batch 1000, _bulk create";
+    if want(label) {
+        let rx = ElasticReceiver::start("YmVuY2g6a2V5");
+        let cfg = sink(&format!(
+            "name = \"es\"\ntype = \"elasticsearch\"\nurl = \"{}\"\napi_key = {{ env = \"MCPTRAIL_BENCH_ES_KEY\" }}\nbatch_max_events = 1000\ncheckpoints = false\n",
+            rx.url()
+        ));
+        let setup = || {
+            let mut log = rx.log.lock().unwrap();
+            log.docs.clear();
+            log.created.clear();
+            drop(log);
+            Cursor::new(data, &cfg.name).store(0, "").unwrap();
+        };
+        rows.push(time_runs(label, runs, None, setup, || {
+            ship_all(data, &cfg, n as u64)
+        }));
+    }
+    let label = "s3 object lock json, batch 1000 (moto)";
+    if want(label) {
+        let moto = MotoS3::start("mcptrail-bench");
+        std::env::set_var("MCPTRAIL_BENCH_S3_ID", &moto.access_key_id);
+        std::env::set_var("MCPTRAIL_BENCH_S3_SECRET", &moto.secret_access_key);
+        let cfg = sink(&format!(
+            "name = \"s3\"\ntype = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nprefix = \"bench\"\naccess_key_id = {{ env = \"MCPTRAIL_BENCH_S3_ID\" }}\nsecret_access_key = {{ env = \"MCPTRAIL_BENCH_S3_SECRET\" }}\nretention_days = 1\nsegments = false\ncheckpoints = false\nbatch_max_events = 1000\n",
+            moto.endpoint, moto.bucket
+        ));
+        let pid = moto.pid().to_string();
+        let setup = || Cursor::new(data, &cfg.name).store(0, "").unwrap();
+        rows.push(time_runs(label, runs, Some(&pid), setup, || {
+            ship_all(data, &cfg, n as u64)
+        }));
+    }
+    rows
 }

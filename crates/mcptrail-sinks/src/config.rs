@@ -43,6 +43,12 @@ pub enum SinkTarget {
     Webhook(WebhookSinkConfig),
     /// `type = "nats"`: NATS JetStream publish with acknowledgement.
     Nats(NatsSinkConfig),
+    /// `type = "splunk_hec"`: Splunk HTTP Event Collector with indexer acknowledgement.
+    SplunkHec(crate::sink::splunk::SplunkHecSinkConfig),
+    /// `type = "elasticsearch"`: Elasticsearch/OpenSearch `_bulk` in ECS.
+    Elasticsearch(crate::sink::elastic::ElasticsearchSinkConfig),
+    /// `type = "s3"`: S3-compatible object storage with Object Lock.
+    S3(crate::sink::s3::S3SinkConfig),
 }
 
 impl SinkTarget {
@@ -53,6 +59,9 @@ impl SinkTarget {
             SinkTarget::Syslog(_) => "syslog",
             SinkTarget::Webhook(_) => "webhook",
             SinkTarget::Nats(_) => "nats",
+            SinkTarget::SplunkHec(_) => "splunk_hec",
+            SinkTarget::Elasticsearch(_) => "elasticsearch",
+            SinkTarget::S3(_) => "s3",
         }
     }
 }
@@ -456,9 +465,30 @@ impl SinkConfig {
                 }
                 SinkTarget::Nats(c)
             }
+            "splunk_hec" => {
+                let c: crate::sink::splunk::SplunkHecSinkConfig =
+                    specific_value.try_into().map_err(with_common_keys)?;
+                c.validate().map_err(err)?;
+                SinkTarget::SplunkHec(c)
+            }
+            "elasticsearch" => {
+                let c: crate::sink::elastic::ElasticsearchSinkConfig =
+                    specific_value.try_into().map_err(with_common_keys)?;
+                c.validate().map_err(err)?;
+                SinkTarget::Elasticsearch(c)
+            }
+            "s3" => {
+                let c: crate::sink::s3::S3SinkConfig =
+                    specific_value.try_into().map_err(with_common_keys)?;
+                let filtered = !(common.kinds.is_empty()
+                    && common.labels.is_empty()
+                    && common.exclude_labels.is_empty());
+                c.validate(filtered).map_err(err)?;
+                SinkTarget::S3(c)
+            }
             other => {
                 return Err(err(format!(
-                    "unknown type `{other}`: expected file, syslog, webhook or nats (otlp, splunk_hec, elasticsearch and s3 are not built yet)"
+                    "unknown type `{other}`: expected file, syslog, webhook, nats, splunk_hec, elasticsearch or s3 (otlp is not built yet)"
                 )))
             }
         };
@@ -650,6 +680,71 @@ alert_lag_records = 0
             shown.contains("https://h.example/x") && shown.contains("nats://127.0.0.1:4222"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn siem_and_worm_types_parse_and_refuse_what_they_do_not_know() {
+        let s = parse(
+            r#"
+[[sinks]]
+name = "splunk"
+type = "splunk_hec"
+url = "https://splunk.example.com:8088"
+token = { env = "HEC_TOKEN" }
+index = "mcp"
+
+[[sinks]]
+name = "es"
+type = "elasticsearch"
+url = "https://es.example.com:9200"
+user = "shipper"
+password = { file = "/etc/mcptrail/es.pw" }
+
+[[sinks]]
+name = "worm"
+type = "s3"
+endpoint = "https://s3.eu-central-1.amazonaws.com"
+bucket = "audit-archive"
+region = "eu-central-1"
+label_retention_days = { pci = 365 }
+"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(&s[0].target, SinkTarget::SplunkHec(c) if c.ack && c.sourcetype == "mcptrail:event")
+        );
+        assert!(matches!(&s[1].target, SinkTarget::Elasticsearch(c) if c.index == "mcptrail"));
+        assert!(matches!(&s[2].target, SinkTarget::S3(c) if c.retention_days == 365 && c.segments));
+        assert_eq!(s[2].target.type_name(), "s3");
+        for (text, want) in [
+            (
+                "type = \"splunk_hec\"\nurl = \"http://h\"\ntoken = { env = \"T\" }\nacks = true\n",
+                "acks",
+            ),
+            (
+                "type = \"elasticsearch\"\nurl = \"http://h\"\nindex = \"Upper\"\n",
+                "not a valid Elasticsearch index",
+            ),
+            (
+                "type = \"elasticsearch\"\nurl = \"http://h\"\nuser = \"u\"\n",
+                "`user` and `password` go together",
+            ),
+            (
+                "type = \"s3\"\nendpoint = \"http://h\"\nbucket = \"b_b\"\n",
+                "not a valid bucket name",
+            ),
+            (
+                "type = \"s3\"\nendpoint = \"http://h\"\nbucket = \"bucket\"\nretention = 5\n",
+                "retention",
+            ),
+            (
+                "type = \"s3\"\nendpoint = \"http://h\"\nbucket = \"bucket\"\nlabels = [\"pii\"]\n",
+                "segments = false",
+            ),
+        ] {
+            let e = parse(&format!("[[sinks]]\nname = \"x\"\n{text}")).unwrap_err();
+            assert!(e.contains("sink \"x\"") && e.contains(want), "{want}: {e}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! Only this crate (and the binary) depends on tokio, async-nats, rustls and ureq.
 
 pub mod backoff;
+pub mod checkpoints;
 pub mod config;
 pub mod cursor;
 mod error;

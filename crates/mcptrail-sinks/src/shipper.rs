@@ -175,9 +175,10 @@ impl Shipper {
     pub fn new(
         data_dir: &std::path::Path,
         cfg: SinkConfig,
-        sink: Box<dyn Sink>,
+        mut sink: Box<dyn Sink>,
         alerts: Option<Box<dyn AlertSink>>,
     ) -> Self {
+        sink.attach_ledger(data_dir);
         let status = SinkStatus {
             name: cfg.name.clone(),
             ..SinkStatus::default()

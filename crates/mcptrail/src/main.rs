@@ -129,6 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &data_dir,
             cfg.ledger.anchor_dir.as_deref(),
             cfg.ledger.mac_seed_path.as_deref(),
+            mcptrail_sinks::checkpoints::sink_anchors(&cfg.sinks),
         ),
         Command::Drill(args) => commands::drill::run(
             args,

@@ -8,6 +8,7 @@
 //! And how syslog carries it: RFC 5424 headers and RFC 6587 octet counting ([`syslog`]).
 
 pub mod cef;
+pub mod ecs;
 pub mod ocsf;
 pub mod syslog;
 

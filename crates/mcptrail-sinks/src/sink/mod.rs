@@ -16,8 +16,13 @@
 //! - S3 Object Lock: one object per batch named by its seq range, so a repeated PUT writes
 //!   the same key with the same bytes; retention headers from the labels.
 
+pub mod elastic;
 pub mod file;
+pub(crate) mod http;
 pub mod nats;
+pub mod s3;
+pub mod sigv4;
+pub mod splunk;
 pub mod syslog;
 pub mod webhook;
 
@@ -37,6 +42,11 @@ pub trait Sink: Send {
     /// Check the receiver can be reached, without delivering an event; on success a short
     /// description of what answered.
     fn probe(&mut self) -> Result<String, SendError>;
+
+    /// The data directory of the ledger being shipped, given once before the first `send`.
+    /// Sinks that also ship the ledger's own files keep it (S3: sealed segments and signed
+    /// checkpoints; Splunk HEC, Elasticsearch: checkpoints as records); the others ignore it.
+    fn attach_ledger(&mut self, _data_dir: &std::path::Path) {}
 }
 
 /// Build the sink of `cfg` (loading its secrets and certificates).
@@ -52,5 +62,12 @@ pub fn build(cfg: &SinkConfig) -> Result<Box<dyn Sink>, Error> {
             Box::new(webhook::WebhookSink::new(&cfg.name, c.clone()).map_err(setup)?)
         }
         SinkTarget::Nats(c) => Box::new(nats::NatsSink::new(c.clone()).map_err(setup)?),
+        SinkTarget::SplunkHec(c) => {
+            Box::new(splunk::SplunkHecSink::new(&cfg.name, c.clone()).map_err(setup)?)
+        }
+        SinkTarget::Elasticsearch(c) => {
+            Box::new(elastic::ElasticsearchSink::new(&cfg.name, c.clone()).map_err(setup)?)
+        }
+        SinkTarget::S3(c) => Box::new(s3::S3Sink::new(&cfg.name, c.clone()).map_err(setup)?),
     })
 }

@@ -4,8 +4,11 @@
 //! torn tails, alerts) on real ledgers.
 
 mod common;
+mod elastic;
 mod file;
 mod nats;
+mod s3;
 mod shipper;
+mod splunk;
 mod syslog;
 mod webhook;

@@ -52,6 +52,8 @@ pub(crate) fn run(
     data_dir: &Path,
     anchor_dir: Option<&Path>,
     seed_path: Option<&Path>,
+    // Checkpoint anchors of the configured sinks (S3 Object Lock buckets).
+    sink_anchors: Vec<Arc<dyn mcptrail_ledger::CheckpointAnchor>>,
 ) -> anyhow::Result<ExitCode> {
     let verifier = match &args.key {
         None => None,
@@ -106,7 +108,7 @@ pub(crate) fn run(
             seed,
             skip_macs: args.skip_macs,
             threads: args.threads.map(usize::from),
-            anchors: Vec::new(),
+            anchors: sink_anchors,
             progress: bar.clone().map(|b| {
                 Progress(
                     Arc::new(move |done| b.set_position(done)) as Arc<dyn Fn(u64) + Send + Sync>

@@ -13,4 +13,5 @@ mod peers;
 mod query;
 mod redaction;
 mod ship;
+mod siem;
 mod support;
