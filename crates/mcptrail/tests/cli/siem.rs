@@ -208,3 +208,58 @@ fn verify_checks_against_the_s3_sink_and_catches_a_rollback() {
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("MCPTRAIL_TEST_S3_ID"), "{out}");
 }
+
+/// `doctor` probes each new sink without sending an event: HEC answers an acknowledgement
+/// query, Elasticsearch its root, the bucket its Object Lock configuration. A bucket without
+/// Object Lock (here: a name that does not exist) fails the check with the fix.
+#[test]
+fn doctor_probes_hec_elasticsearch_and_the_object_lock_bucket() {
+    let moto = MotoS3::start("mcptrail-cli-doctor");
+    let hec = HecReceiver::start(HEC_TOKEN, &[]);
+    let es = ElasticReceiver::start(ES_KEY);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_ledger(&data, 10);
+    let sinks = |bucket: &str| {
+        format!(
+            "[[sinks]]\nname = \"splunk\"\ntype = \"splunk_hec\"\nurl = \"{}\"\ntoken = {{ env = \"MCPTRAIL_TEST_HEC_TOKEN\" }}\n\n[[sinks]]\nname = \"es\"\ntype = \"elasticsearch\"\nurl = \"{}\"\napi_key = {{ env = \"MCPTRAIL_TEST_ES_KEY\" }}\n\n[[sinks]]\nname = \"worm\"\ntype = \"s3\"\nendpoint = \"{}\"\nbucket = \"{bucket}\"\naccess_key_id = {{ env = \"MCPTRAIL_TEST_S3_ID\" }}\nsecret_access_key = {{ env = \"MCPTRAIL_TEST_S3_SECRET\" }}\n",
+            hec.url(),
+            es.url(),
+            moto.endpoint
+        )
+    };
+    let doctor = |config: &Path| {
+        let mut c = cmd(&data, config, &["doctor", "--json"]);
+        c.env("MCPTRAIL_TEST_S3_ID", &moto.access_key_id)
+            .env("MCPTRAIL_TEST_S3_SECRET", &moto.secret_access_key);
+        let out = c.output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let check = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "sinks")
+            .unwrap()
+            .clone();
+        (check, String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let config = write_config(dir.path(), &sinks(&moto.bucket));
+    let mut ship = cmd(&data, &config, &["ship"]);
+    ship.env("MCPTRAIL_TEST_S3_ID", &moto.access_key_id)
+        .env("MCPTRAIL_TEST_S3_SECRET", &moto.secret_access_key);
+    let (code, out) = run(ship);
+    assert_eq!(code, 0, "{out}");
+    let (check, stdout) = doctor(&config);
+    assert_eq!(check["status"], "pass", "{check}");
+    let details = check["details"].to_string();
+    for want in ["acknowledgement query", "8.15.0", "Object Lock enabled"] {
+        assert!(details.contains(want), "{want}: {details}");
+    }
+    for secret in [HEC_TOKEN, ES_KEY, moto.secret_access_key.as_str()] {
+        assert!(!stdout.contains(secret), "a secret is printed: {stdout}");
+    }
+    let config = write_config(dir.path(), &sinks("no-such-bucket"));
+    let (check, _) = doctor(&config);
+    assert_eq!(check["status"], "fail", "{check}");
+    assert!(check.to_string().contains("NoSuchBucket"), "{check}");
+}
