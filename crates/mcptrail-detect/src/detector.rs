@@ -95,14 +95,24 @@ impl Detector {
     /// they were raised. Call it once the available records are read (alerts a previous run
     /// appended then have been seen); the returned ids count as in the ledger from now on.
     pub fn take_new(&mut self) -> Vec<Alert> {
+        self.take_all()
+            .into_iter()
+            .filter_map(|(a, new)| new.then_some(a))
+            .collect()
+    }
+
+    /// Like [`Detector::take_new`], but every alert raised, each with whether it is new
+    /// (`false`: already in the ledger).
+    pub fn take_all(&mut self) -> Vec<(Alert, bool)> {
         let mut out = Vec::new();
         for a in std::mem::take(&mut self.pending) {
             if self.seen.contains(&a.id) {
                 self.duplicates += 1;
+                out.push((a, false));
                 continue;
             }
             self.remember(a.id.clone());
-            out.push(a);
+            out.push((a, true));
         }
         out
     }
