@@ -78,7 +78,11 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use ms, s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{s}`: use ms, s, m, h or d"
+            ))
+        }
     };
     n.checked_mul(scale)
         .filter(|ms| *ms > 0)
@@ -87,7 +91,12 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
 
 /// Format milliseconds the way [`parse_duration`] reads them (largest exact unit).
 pub fn format_duration(ms: i64) -> String {
-    for (unit, scale) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+    for (unit, scale) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
         if ms % scale == 0 {
             return format!("{}{unit}", ms / scale);
         }
@@ -121,7 +130,8 @@ mod tests {
         ] {
             let t = mcptrail_event::parse_rfc3339(s).unwrap();
             let want = (t.unix_timestamp_nanos() / 1_000_000) as i64;
-            let want = if t.unix_timestamp_nanos() < 0 && t.unix_timestamp_nanos() % 1_000_000 != 0 {
+            let want = if t.unix_timestamp_nanos() < 0 && t.unix_timestamp_nanos() % 1_000_000 != 0
+            {
                 want - 1
             } else {
                 want
@@ -143,7 +153,9 @@ mod tests {
         assert_eq!(parse_duration("7d"), Ok(7 * 86_400_000));
         assert!(parse_duration("5").unwrap_err().contains("no unit"));
         assert!(parse_duration("5w").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("0s").unwrap_err().contains("greater than zero"));
+        assert!(parse_duration("0s")
+            .unwrap_err()
+            .contains("greater than zero"));
         assert_eq!(format_duration(300_000), "5m");
         assert_eq!(format_duration(1500), "1500ms");
     }

@@ -154,7 +154,10 @@ mod tests {
         assert_eq!(mode, 0o600);
         std::fs::write(c.path(), b"{\"format\":\"x\"}").unwrap();
         let e = c.load().unwrap_err().to_string();
-        assert!(e.contains("cursor.json") && e.contains("move it aside"), "{e}");
+        assert!(
+            e.contains("cursor.json") && e.contains("move it aside"),
+            "{e}"
+        );
         let lock = c.try_lock().unwrap();
         assert!(lock.is_some());
         assert!(c.try_lock().unwrap().is_none(), "a second detector waits");

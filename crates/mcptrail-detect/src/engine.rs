@@ -111,7 +111,10 @@ impl<T: Default> Groups<T> {
                 *evicted += (before - self.map.len()) as u64;
             }
         }
-        let slot = self.map.entry(key.to_string()).or_insert_with(|| (ms, T::default()));
+        let slot = self
+            .map
+            .entry(key.to_string())
+            .or_insert_with(|| (ms, T::default()));
         slot.0 = slot.0.max(ms);
         &mut slot.1
     }
@@ -251,7 +254,11 @@ impl Engine {
             in_catalog: &in_catalog,
         };
         let before = out.len();
-        for ((rule, state), cooldown) in rules.iter().zip(states.iter_mut()).zip(cooldowns.iter_mut()) {
+        for ((rule, state), cooldown) in rules
+            .iter()
+            .zip(states.iter_mut())
+            .zip(cooldowns.iter_mut())
+        {
             match rule.kind_mask {
                 Some(m) if m & bit == 0 => continue,
                 None if is_alert => continue,
@@ -265,19 +272,40 @@ impl Engine {
                             out: &mut Vec<Alert>,
                             stats: &mut Stats| {
                 if rule.cooldown_ms > 0 {
-                    let last = cooldown.entry(group_key, ms, limits.max_groups, horizon, &mut stats.groups_evicted);
+                    let last = cooldown.entry(
+                        group_key,
+                        ms,
+                        limits.max_groups,
+                        horizon,
+                        &mut stats.groups_evicted,
+                    );
                     if *last != 0 && ms - *last < rule.cooldown_ms {
                         return;
                     }
                     *last = ms.max(1);
                 }
-                out.push(make_alert(rule, e, ms, evidence, first_time, value, limits.max_evidence));
+                out.push(make_alert(
+                    rule,
+                    e,
+                    ms,
+                    evidence,
+                    first_time,
+                    value,
+                    limits.max_evidence,
+                ));
             };
             match (state, &rule.body) {
                 (State::Match, Body::Match) => {
                     if all(&rule.conditions, e, &cx) {
                         let key = group_key(&rule.group_by, e);
-                        fire(vec![e.event_id.clone()], e.time.clone(), None, &key, out, stats);
+                        fire(
+                            vec![e.event_id.clone()],
+                            e.time.clone(),
+                            None,
+                            &key,
+                            out,
+                            stats,
+                        );
                     }
                 }
                 (
@@ -307,7 +335,13 @@ impl Engine {
                     };
                     let hit = *aggregate == Aggregate::Ratio && all(ratio_where, e, &cx);
                     let gk = group_key(&rule.group_by, e);
-                    let w = groups.entry(&gk, ms, limits.max_groups, horizon, &mut stats.groups_evicted);
+                    let w = groups.entry(
+                        &gk,
+                        ms,
+                        limits.max_groups,
+                        horizon,
+                        &mut stats.groups_evicted,
+                    );
                     while w.entries.front().is_some_and(|x| x.ms <= ms - window_ms) {
                         w.pop_front();
                     }
@@ -340,7 +374,12 @@ impl Engine {
                         continue;
                     }
                     let evidence: Vec<String> = match aggregate {
-                        Aggregate::Ratio => w.entries.iter().filter(|x| x.hit).map(|x| x.id.clone()).collect(),
+                        Aggregate::Ratio => w
+                            .entries
+                            .iter()
+                            .filter(|x| x.hit)
+                            .map(|x| x.id.clone())
+                            .collect(),
                         Aggregate::Distinct => {
                             // One event per distinct value: its first occurrence.
                             let mut seen = HashSet::new();
@@ -357,12 +396,19 @@ impl Engine {
                     fire(evidence, format_ms(first), Some(value), &gk, out, stats);
                 }
                 (State::Sequence(groups), Body::Sequence { steps, within_ms }) => {
-                    let matches: Vec<bool> = steps.iter().map(|s| all(&s.conditions, e, &cx)).collect();
+                    let matches: Vec<bool> =
+                        steps.iter().map(|s| all(&s.conditions, e, &cx)).collect();
                     if !matches.iter().any(|m| *m) {
                         continue;
                     }
                     let gk = group_key(&rule.group_by, e);
-                    let chains = groups.entry(&gk, ms, limits.max_groups, horizon, &mut stats.groups_evicted);
+                    let chains = groups.entry(
+                        &gk,
+                        ms,
+                        limits.max_groups,
+                        horizon,
+                        &mut stats.groups_evicted,
+                    );
                     chains.retain(|c| ms - c.start_ms <= *within_ms);
                     let mut completed: Option<Chain> = None;
                     let mut i = 0;
@@ -423,7 +469,12 @@ impl Engine {
 
     /// Drop every group idle for longer than its rule looks back.
     fn sweep(&mut self) {
-        for ((rule, state), cooldown) in self.rules.iter().zip(&mut self.states).zip(&mut self.cooldowns) {
+        for ((rule, state), cooldown) in self
+            .rules
+            .iter()
+            .zip(&mut self.states)
+            .zip(&mut self.cooldowns)
+        {
             let horizon = self.watermark.saturating_sub(rule.lookback_ms());
             cooldown.sweep(horizon);
             match state {

@@ -185,9 +185,15 @@ impl Path {
             Path::Labels => list(&e.labels),
             Path::RedactionRules => Val::Redactions(&e.redactions),
             Path::CatalogList => s(e.catalog.as_ref().map(|c| &c.list)),
-            Path::CatalogChanged => e.catalog.as_ref().map_or(Val::Missing, |c| list(&c.changed)),
+            Path::CatalogChanged => e
+                .catalog
+                .as_ref()
+                .map_or(Val::Missing, |c| list(&c.changed)),
             Path::CatalogAdded => e.catalog.as_ref().map_or(Val::Missing, |c| list(&c.added)),
-            Path::CatalogRemoved => e.catalog.as_ref().map_or(Val::Missing, |c| list(&c.removed)),
+            Path::CatalogRemoved => e
+                .catalog
+                .as_ref()
+                .map_or(Val::Missing, |c| list(&c.removed)),
             Path::HttpRoute => s(e.http.as_ref().map(|h| &h.route)),
             Path::HttpClientAddress => s(e.http.as_ref().and_then(|h| h.client_address.as_ref())),
             Path::HttpStatus => n(e.http.as_ref().and_then(|h| h.status)),
@@ -314,7 +320,9 @@ mod tests {
         e.session_id = Some("s1".into());
         e.bytes_out = Some(42);
         e.labels = vec!["pii".into(), "secret".into()];
-        e.detail = Some(serde_json::json!({"host": "evil.test", "port": 443, "matched": null, "tags": ["a"]}));
+        e.detail = Some(
+            serde_json::json!({"host": "evil.test", "port": 443, "matched": null, "tags": ["a"]}),
+        );
         let get = |p: &str| Path::parse(p).unwrap().get(&e).text();
         assert_eq!(get("kind").as_deref(), Some("net.egress"));
         assert_eq!(get("session").as_deref(), Some("s1"));

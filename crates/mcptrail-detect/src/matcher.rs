@@ -187,7 +187,10 @@ pub(crate) struct Env<'a> {
 
 impl Condition {
     /// Compile `spec`; an error is (key relative to the condition, problem).
-    pub(crate) fn compile(spec: &ConditionSpec, env: &Env<'_>) -> Result<Condition, (String, String)> {
+    pub(crate) fn compile(
+        spec: &ConditionSpec,
+        env: &Env<'_>,
+    ) -> Result<Condition, (String, String)> {
         if let Some(any) = &spec.any {
             let only_any = spec.field.is_none()
                 && spec.equals.is_none()
@@ -231,7 +234,9 @@ impl Condition {
         let path = Path::parse(field).map_err(|p| ("field".to_string(), p))?;
         let mut tests = Vec::new();
         if let Some(v) = &spec.equals {
-            tests.push(Test::Equals(Lit::from_toml(v).map_err(|p| ("equals".to_string(), p))?));
+            tests.push(Test::Equals(
+                Lit::from_toml(v).map_err(|p| ("equals".to_string(), p))?,
+            ));
         }
         if let Some(vs) = &spec.one_of {
             let lits = vs
@@ -258,7 +263,11 @@ impl Condition {
                     "in_list".to_string(),
                     format!(
                         "no list named `{name}`: define it under [detect.lists] (lists: {})",
-                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 )
             })?;
@@ -279,7 +288,12 @@ impl Condition {
                 .map(|s| {
                     s.parse::<IpNet>()
                         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                        .map_err(|_| ("cidr".to_string(), format!("`{s}` is not a CIDR block such as 10.0.0.0/8 or fd00::/8")))
+                        .map_err(|_| {
+                            (
+                                "cidr".to_string(),
+                                format!("`{s}` is not a CIDR block such as 10.0.0.0/8 or fd00::/8"),
+                            )
+                        })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             tests.push(Test::Cidr(nets));
@@ -300,10 +314,7 @@ impl Condition {
         }
         if let Some(b) = spec.in_catalog {
             if path != Path::ToolInvoked {
-                return Err((
-                    "in_catalog".into(),
-                    "applies to `tool_invoked` only".into(),
-                ));
+                return Err(("in_catalog".into(), "applies to `tool_invoked` only".into()));
             }
             tests.push(Test::InCatalog(b));
         }
@@ -345,7 +356,12 @@ impl Condition {
 
     /// The kinds this condition pins the event to, when it is a plain `kind` test.
     pub(crate) fn kinds(&self) -> Option<Vec<String>> {
-        let Condition::Field { path: Path::Kind, tests, not: false } = self else {
+        let Condition::Field {
+            path: Path::Kind,
+            tests,
+            not: false,
+        } = self
+        else {
             return None;
         };
         let mut out: Option<Vec<String>> = None;
@@ -477,15 +493,30 @@ mod tests {
     fn cond(toml_text: &str) -> Result<Condition, (String, String)> {
         let spec: ConditionSpec = toml::from_str(toml_text).unwrap();
         let mut lists = BTreeMap::new();
-        lists.insert("allow".to_string(), vec!["*.example.com".to_string(), "api.github.com".to_string()]);
+        lists.insert(
+            "allow".to_string(),
+            vec!["*.example.com".to_string(), "api.github.com".to_string()],
+        );
         let hours = Hours::compile(&AllowedHours {
             start: "08:00".into(),
             end: "18:00".into(),
             utc_offset: Some("+01:00".into()),
-            days: vec!["mon".into(), "tue".into(), "wed".into(), "thu".into(), "fri".into()],
+            days: vec![
+                "mon".into(),
+                "tue".into(),
+                "wed".into(),
+                "thu".into(),
+                "fri".into(),
+            ],
         })
         .unwrap();
-        Condition::compile(&spec, &Env { lists: &lists, hours: Some(&hours) })
+        Condition::compile(
+            &spec,
+            &Env {
+                lists: &lists,
+                hours: Some(&hours),
+            },
+        )
     }
 
     fn holds(c: &str, e: &Event) -> bool {
@@ -501,69 +532,149 @@ mod tests {
         e.time = "2026-11-25T10:00:00Z".into(); // a Wednesday, 11:00 at +01:00
         e.bytes_out = Some(2048);
         e.labels = vec!["secret".into()];
-        e.detail = Some(serde_json::json!({"host": host, "port": 443, "client": "10.1.2.3:5555", "matched": null}));
+        e.detail = Some(
+            serde_json::json!({"host": host, "port": 443, "client": "10.1.2.3:5555", "matched": null}),
+        );
         e
     }
 
     #[test]
     fn each_test() {
         let e = egress("Exfil.Evil.test");
-        assert!(holds(r#"field = "kind"
-equals = "net.egress""#, &e));
-        assert!(holds(r#"field = "detail.port"
-one_of = [80, 443]"#, &e));
-        assert!(holds(r#"field = "detail.host"
-glob = "*.evil.test""#, &e), "lowercase globs fold case");
-        assert!(!holds(r#"field = "detail.host"
-glob = "*.Good.test""#, &e));
-        assert!(holds(r#"field = "detail.host"
-regex = "(?i)^exfil\\.""#, &e));
-        assert!(holds(r#"field = "detail.client"
-cidr = ["10.0.0.0/8"]"#, &e), "ip:port is read as its address");
-        assert!(!holds(r#"field = "detail.client"
-cidr = "192.168.0.0/16""#, &e));
-        assert!(holds(r#"field = "bytes_out"
+        assert!(holds(
+            r#"field = "kind"
+equals = "net.egress""#,
+            &e
+        ));
+        assert!(holds(
+            r#"field = "detail.port"
+one_of = [80, 443]"#,
+            &e
+        ));
+        assert!(
+            holds(
+                r#"field = "detail.host"
+glob = "*.evil.test""#,
+                &e
+            ),
+            "lowercase globs fold case"
+        );
+        assert!(!holds(
+            r#"field = "detail.host"
+glob = "*.Good.test""#,
+            &e
+        ));
+        assert!(holds(
+            r#"field = "detail.host"
+regex = "(?i)^exfil\\.""#,
+            &e
+        ));
+        assert!(
+            holds(
+                r#"field = "detail.client"
+cidr = ["10.0.0.0/8"]"#,
+                &e
+            ),
+            "ip:port is read as its address"
+        );
+        assert!(!holds(
+            r#"field = "detail.client"
+cidr = "192.168.0.0/16""#,
+            &e
+        ));
+        assert!(holds(
+            r#"field = "bytes_out"
 gt = 1024
-lte = 2048"#, &e));
-        assert!(!holds(r#"field = "bytes_out"
-lt = 1024"#, &e));
-        assert!(holds(r#"field = "labels"
-contains = "secret""#, &e));
-        assert!(holds(r#"field = "labels"
-one_of = ["pii", "secret"]"#, &e));
-        assert!(holds(r#"field = "detail.matched"
-exists = false"#, &e), "null is missing");
-        assert!(holds(r#"field = "detail.host"
+lte = 2048"#,
+            &e
+        ));
+        assert!(!holds(
+            r#"field = "bytes_out"
+lt = 1024"#,
+            &e
+        ));
+        assert!(holds(
+            r#"field = "labels"
+contains = "secret""#,
+            &e
+        ));
+        assert!(holds(
+            r#"field = "labels"
+one_of = ["pii", "secret"]"#,
+            &e
+        ));
+        assert!(
+            holds(
+                r#"field = "detail.matched"
+exists = false"#,
+                &e
+            ),
+            "null is missing"
+        );
+        assert!(holds(
+            r#"field = "detail.host"
 in_list = "allow"
-not = true"#, &e));
-        assert!(holds(r#"field = "detail.host"
-in_list = "allow""#, &egress("API.github.com")));
-        assert!(holds(r#"field = "time"
-within_hours = true"#, &e));
+not = true"#,
+            &e
+        ));
+        assert!(holds(
+            r#"field = "detail.host"
+in_list = "allow""#,
+            &egress("API.github.com")
+        ));
+        assert!(holds(
+            r#"field = "time"
+within_hours = true"#,
+            &e
+        ));
         let mut late = egress("x");
         late.time = "2026-11-25T18:30:00Z".into();
-        assert!(holds(r#"field = "time"
-within_hours = false"#, &late));
+        assert!(holds(
+            r#"field = "time"
+within_hours = false"#,
+            &late
+        ));
         let mut saturday = egress("x");
         saturday.time = "2026-11-28T10:00:00Z".into();
-        assert!(!holds(r#"field = "time"
-within_hours = true"#, &saturday));
-        assert!(holds(r#"any = [{ field = "detail.host", equals = "nope" }, { field = "detail.port", equals = 443 }]"#, &e));
-        assert!(!holds(r#"not = true
-any = [{ field = "detail.port", equals = 443 }]"#, &e));
+        assert!(!holds(
+            r#"field = "time"
+within_hours = true"#,
+            &saturday
+        ));
+        assert!(holds(
+            r#"any = [{ field = "detail.host", equals = "nope" }, { field = "detail.port", equals = 443 }]"#,
+            &e
+        ));
+        assert!(!holds(
+            r#"not = true
+any = [{ field = "detail.port", equals = 443 }]"#,
+            &e
+        ));
         let mut call = Event::new(EventKind::McpRequest);
         call.tool_invoked = Some("rogue".into());
-        assert!(holds(r#"field = "tool_invoked"
-in_catalog = false"#, &call));
+        assert!(holds(
+            r#"field = "tool_invoked"
+in_catalog = false"#,
+            &call
+        ));
         call.tool_invoked = Some("read_file".into());
-        assert!(!holds(r#"field = "tool_invoked"
-in_catalog = false"#, &call));
+        assert!(!holds(
+            r#"field = "tool_invoked"
+in_catalog = false"#,
+            &call
+        ));
         // Missing fields fail tests, pass under `not`.
-        assert!(!holds(r#"field = "detail.nothing"
-glob = "*""#, &e));
-        assert!(holds(r#"field = "detail.nothing"
+        assert!(!holds(
+            r#"field = "detail.nothing"
+glob = "*""#,
+            &e
+        ));
+        assert!(holds(
+            r#"field = "detail.nothing"
 glob = "*"
-not = true"#, &e));
+not = true"#,
+            &e
+        ));
     }
 
     #[test]
@@ -571,21 +682,36 @@ not = true"#, &e));
         let err = |s: &str| cond(s).unwrap_err();
         assert_eq!(err(r#"field = "detail.host""#).0, "field");
         assert!(err(r#"field = "detail.host""#).1.contains("has no test"));
-        assert_eq!(err(r#"field = "tool_name"
-exists = true"#).0, "field");
+        assert_eq!(
+            err(r#"field = "tool_name"
+exists = true"#)
+            .0,
+            "field"
+        );
         let (k, p) = err(r#"field = "detail.host"
 regex = "(unclosed""#);
         assert_eq!(k, "regex");
         assert!(p.contains("does not compile"), "{p}");
-        assert_eq!(err(r#"field = "detail.client"
-cidr = "10.0.0.0/33""#).0, "cidr");
+        assert_eq!(
+            err(r#"field = "detail.client"
+cidr = "10.0.0.0/33""#)
+            .0,
+            "cidr"
+        );
         let (k, p) = err(r#"field = "detail.host"
 in_list = "nope""#);
         assert_eq!(k, "in_list");
         assert!(p.contains("allow"), "{p}");
-        assert_eq!(err(r#"field = "method"
-in_catalog = true"#).0, "in_catalog");
-        assert_eq!(err(r#"any = [{ field = "x.y", exists = true }]"#).0, "any[0].field");
+        assert_eq!(
+            err(r#"field = "method"
+in_catalog = true"#)
+            .0,
+            "in_catalog"
+        );
+        assert_eq!(
+            err(r#"any = [{ field = "x.y", exists = true }]"#).0,
+            "any[0].field"
+        );
     }
 
     #[test]

@@ -202,7 +202,11 @@ impl RuleSet {
         let mut specs: Vec<(RuleSpec, bool, String)> = Vec::new();
         if cfg.builtin {
             let file: RuleFile = toml::from_str(BUILTIN_RULES).expect("the built-in pack parses");
-            specs.extend(file.rules.into_iter().map(|r| (r, true, "built-in pack".to_string())));
+            specs.extend(
+                file.rules
+                    .into_iter()
+                    .map(|r| (r, true, "built-in pack".to_string())),
+            );
         }
         let files = cfg.rule_files.iter().map(|p| match base_dir {
             Some(b) if p.is_relative() => b.join(p),
@@ -217,7 +221,12 @@ impl RuleSet {
             let src = path.display().to_string();
             specs.extend(file.rules.into_iter().map(|r| (r, false, src.clone())));
         }
-        specs.extend(cfg.rules.iter().cloned().map(|r| (r, false, "[detect]".to_string())));
+        specs.extend(
+            cfg.rules
+                .iter()
+                .cloned()
+                .map(|r| (r, false, "[detect]".to_string())),
+        );
 
         let hours = cfg
             .allowed_hours
@@ -238,16 +247,20 @@ impl RuleSet {
                 seen.insert(label, (true, source));
                 continue;
             }
-            let needs_empty_list = BUILTIN_NEEDS_LIST
-                .iter()
-                .any(|(r, l)| spec.id.as_deref() == Some(r) && lists.get(*l).is_none_or(Vec::is_empty));
+            let needs_empty_list = BUILTIN_NEEDS_LIST.iter().any(|(r, l)| {
+                spec.id.as_deref() == Some(r) && lists.get(*l).is_none_or(Vec::is_empty)
+            });
             if builtin && needs_empty_list {
                 // An allow list that is not set gives that rule nothing to judge.
                 seen.insert(label, (true, source));
                 continue;
             }
             let rule = compile(&spec, &env, builtin).map_err(|e| match e {
-                DetectError::Rule { rule, field, problem } if !builtin => DetectError::Rule {
+                DetectError::Rule {
+                    rule,
+                    field,
+                    problem,
+                } if !builtin => DetectError::Rule {
                     rule: format!("{rule}` in `{source}"),
                     field,
                     problem,
@@ -425,14 +438,28 @@ fn compile(spec: &RuleSpec, env: &Env<'_>, builtin: bool) -> Result<Rule, Detect
         DetectError::rule(&id, "type", "missing: `match`, `threshold` or `sequence`")
     })?;
     let severity = match spec.severity.as_deref() {
-        None => return Err(DetectError::rule(&id, "severity", "missing: info, low, medium, high or critical")),
+        None => {
+            return Err(DetectError::rule(
+                &id,
+                "severity",
+                "missing: info, low, medium, high or critical",
+            ))
+        }
         Some(s) => Severity::parse(s).ok_or_else(|| {
-            DetectError::rule(&id, "severity", format!("`{s}` is not one of info, low, medium, high, critical"))
+            DetectError::rule(
+                &id,
+                "severity",
+                format!("`{s}` is not one of info, low, medium, high, critical"),
+            )
         })?,
     };
     let not_here = |field: &str, present: bool| -> Result<(), DetectError> {
         if present {
-            Err(DetectError::rule(&id, field, format!("does not apply to a `{kind}` rule")))
+            Err(DetectError::rule(
+                &id,
+                field,
+                format!("does not apply to a `{kind}` rule"),
+            ))
         } else {
             Ok(())
         }
@@ -458,14 +485,21 @@ fn compile(spec: &RuleSpec, env: &Env<'_>, builtin: bool) -> Result<Rule, Detect
         ("min_events", spec.min_events.is_some()),
         ("threshold", spec.threshold.is_some()),
     ];
-    let sequence_keys = [("steps", !spec.steps.is_empty()), ("within", spec.within.is_some())];
+    let sequence_keys = [
+        ("steps", !spec.steps.is_empty()),
+        ("within", spec.within.is_some()),
+    ];
     let (body, kind_mask, group_by) = match kind {
         "match" => {
             for (k, present) in threshold_keys.iter().chain(&sequence_keys) {
                 not_here(k, *present)?;
             }
             if conditions.is_empty() {
-                return Err(DetectError::rule(&id, "where", "a match rule needs at least one condition"));
+                return Err(DetectError::rule(
+                    &id,
+                    "where",
+                    "a match rule needs at least one condition",
+                ));
             }
             (Body::Match, mask_of(&conditions), group_by)
         }
@@ -473,8 +507,9 @@ fn compile(spec: &RuleSpec, env: &Env<'_>, builtin: bool) -> Result<Rule, Detect
             for (k, present) in &sequence_keys {
                 not_here(k, *present)?;
             }
-            let window_ms = duration(&id, "window", spec.window.as_deref())?
-                .ok_or_else(|| DetectError::rule(&id, "window", "missing: the sliding window, e.g. 5m"))?;
+            let window_ms = duration(&id, "window", spec.window.as_deref())?.ok_or_else(|| {
+                DetectError::rule(&id, "window", "missing: the sliding window, e.g. 5m")
+            })?;
             let aggregate = match spec.aggregate.as_deref().unwrap_or("count") {
                 "count" => Aggregate::Count,
                 "sum" => Aggregate::Sum,
@@ -494,9 +529,16 @@ fn compile(spec: &RuleSpec, env: &Env<'_>, builtin: bool) -> Result<Rule, Detect
                 .as_deref()
                 .map(|f| Path::parse(f).map_err(|p| DetectError::rule(&id, "field", p)))
                 .transpose()?;
-            let needs_field = matches!(aggregate, Aggregate::Sum | Aggregate::Distinct | Aggregate::Avg);
+            let needs_field = matches!(
+                aggregate,
+                Aggregate::Sum | Aggregate::Distinct | Aggregate::Avg
+            );
             if needs_field && field.is_none() {
-                return Err(DetectError::rule(&id, "field", "missing: sum, distinct and avg need the field to aggregate"));
+                return Err(DetectError::rule(
+                    &id,
+                    "field",
+                    "missing: sum, distinct and avg need the field to aggregate",
+                ));
             }
             if !needs_field && field.is_some() {
                 not_here("field", true).map_err(|_| {
@@ -504,21 +546,33 @@ fn compile(spec: &RuleSpec, env: &Env<'_>, builtin: bool) -> Result<Rule, Detect
                 })?;
             }
             let ratio_where = compile_conditions(&id, "ratio_where", &spec.ratio_where, env)?;
-            if (aggregate == Aggregate::Ratio) != !ratio_where.is_empty() {
+            if (aggregate == Aggregate::Ratio) == ratio_where.is_empty() {
                 return Err(DetectError::rule(
                     &id,
                     "ratio_where",
                     "a ratio needs `ratio_where` (the share of events meeting it), and only a ratio has one",
                 ));
             }
-            let threshold = spec
-                .threshold
-                .ok_or_else(|| DetectError::rule(&id, "threshold", "missing: the value that raises the alert (>=)"))?;
+            let threshold = spec.threshold.ok_or_else(|| {
+                DetectError::rule(
+                    &id,
+                    "threshold",
+                    "missing: the value that raises the alert (>=)",
+                )
+            })?;
             if !threshold.is_finite() || threshold <= 0.0 {
-                return Err(DetectError::rule(&id, "threshold", "must be a number greater than zero"));
+                return Err(DetectError::rule(
+                    &id,
+                    "threshold",
+                    "must be a number greater than zero",
+                ));
             }
             if aggregate == Aggregate::Ratio && threshold > 1.0 {
-                return Err(DetectError::rule(&id, "threshold", "a ratio is between 0 and 1"));
+                return Err(DetectError::rule(
+                    &id,
+                    "threshold",
+                    "a ratio is between 0 and 1",
+                ));
             }
             (
                 Body::Threshold {
@@ -538,10 +592,19 @@ fn compile(spec: &RuleSpec, env: &Env<'_>, builtin: bool) -> Result<Rule, Detect
                 not_here(k, *present)?;
             }
             if spec.steps.len() < 2 {
-                return Err(DetectError::rule(&id, "steps", "a sequence needs at least two steps"));
+                return Err(DetectError::rule(
+                    &id,
+                    "steps",
+                    "a sequence needs at least two steps",
+                ));
             }
-            let within_ms = duration(&id, "within", spec.within.as_deref())?
-                .ok_or_else(|| DetectError::rule(&id, "within", "missing: how soon the steps follow each other, e.g. 5m"))?;
+            let within_ms = duration(&id, "within", spec.within.as_deref())?.ok_or_else(|| {
+                DetectError::rule(
+                    &id,
+                    "within",
+                    "missing: how soon the steps follow each other, e.g. 5m",
+                )
+            })?;
             let mut steps = Vec::new();
             let mut mask: Option<u32> = Some(0);
             for (i, s) in spec.steps.iter().enumerate() {
@@ -551,7 +614,11 @@ fn compile(spec: &RuleSpec, env: &Env<'_>, builtin: bool) -> Result<Rule, Detect
                 // The rule-level conditions apply to every step.
                 cs.extend(conditions.iter().cloned());
                 if cs.is_empty() {
-                    return Err(DetectError::rule(&id, key, "a step needs at least one condition"));
+                    return Err(DetectError::rule(
+                        &id,
+                        key,
+                        "a step needs at least one condition",
+                    ));
                 }
                 mask = match (mask, mask_of(&cs)) {
                     (Some(a), Some(b)) => Some(a | b),
@@ -560,9 +627,15 @@ fn compile(spec: &RuleSpec, env: &Env<'_>, builtin: bool) -> Result<Rule, Detect
                 let key = s
                     .key
                     .as_deref()
-                    .map(|f| Path::parse(f).map_err(|p| DetectError::rule(&id, format!("steps[{i}].key"), p)))
+                    .map(|f| {
+                        Path::parse(f)
+                            .map_err(|p| DetectError::rule(&id, format!("steps[{i}].key"), p))
+                    })
                     .transpose()?;
-                steps.push(Step { conditions: cs, key });
+                steps.push(Step {
+                    conditions: cs,
+                    key,
+                });
             }
             let group_by = if group_by.is_empty() {
                 vec![("session_id".to_string(), Path::SessionId)]
@@ -580,7 +653,11 @@ fn compile(spec: &RuleSpec, env: &Env<'_>, builtin: bool) -> Result<Rule, Detect
         }
     };
     let summary_text = spec.summary.as_deref().ok_or_else(|| {
-        DetectError::rule(&id, "summary", "missing: one line for the alert, with {field} placeholders")
+        DetectError::rule(
+            &id,
+            "summary",
+            "missing: one line for the alert, with {field} placeholders",
+        )
     })?;
     let summary = parse_template(summary_text).map_err(|p| DetectError::rule(&id, "summary", p))?;
     Ok(Rule {
@@ -589,7 +666,11 @@ fn compile(spec: &RuleSpec, env: &Env<'_>, builtin: bool) -> Result<Rule, Detect
         severity,
         summary,
         kind_mask,
-        conditions: if matches!(body, Body::Sequence { .. }) { Vec::new() } else { conditions },
+        conditions: if matches!(body, Body::Sequence { .. }) {
+            Vec::new()
+        } else {
+            conditions
+        },
         group_by,
         cooldown_ms,
         body,

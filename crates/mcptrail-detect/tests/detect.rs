@@ -5,9 +5,7 @@
 use mcptrail_detect::{
     Alert, DetectConfig, DetectError, Detector, Engine, RuleSet, Severity, BUILTIN_RULES,
 };
-use mcptrail_event::{
-    Catalog, CatalogItem, Event, EventKind, ResponseSummary, ServerInfo, Status,
-};
+use mcptrail_event::{Catalog, CatalogItem, Event, EventKind, ResponseSummary, ServerInfo, Status};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -20,13 +18,17 @@ struct Stream {
 const T0: i64 = 1_764_064_800_000; // 2026-11-25T10:00:00Z
 
 fn time_at(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(T0 + ms) * 1_000_000).unwrap();
+    let t =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(T0 + ms) * 1_000_000).unwrap();
     mcptrail_event::format_rfc3339_nanos(t)
 }
 
 impl Stream {
     fn new() -> Self {
-        Stream { seq: 0, events: Vec::new() }
+        Stream {
+            seq: 0,
+            events: Vec::new(),
+        }
     }
 
     fn push(&mut self, at_ms: i64, kind: EventKind, f: impl FnOnce(&mut Event)) -> String {
@@ -52,7 +54,10 @@ impl Stream {
         let session = session.to_string();
         let items = tools
             .iter()
-            .map(|t| CatalogItem { name: (*t).into(), hash: "h".into() })
+            .map(|t| CatalogItem {
+                name: (*t).into(),
+                hash: "h".into(),
+            })
             .collect();
         self.push(at, EventKind::ToolCatalog, |e| {
             e.session_id = Some(session);
@@ -77,7 +82,15 @@ impl Stream {
         })
     }
 
-    fn response(&mut self, at: i64, session: &str, tool: &str, status: Status, ms: f64, labels: &[&str]) -> String {
+    fn response(
+        &mut self,
+        at: i64,
+        session: &str,
+        tool: &str,
+        status: Status,
+        ms: f64,
+        labels: &[&str],
+    ) -> String {
         let (session, tool) = (session.to_string(), tool.to_string());
         let labels = labels.iter().map(|l| (*l).to_string()).collect();
         self.push(at, EventKind::McpResponse, |e| {
@@ -141,7 +154,14 @@ fn s3_secret_read_then_egress_to_an_unknown_host_in_the_same_session() {
     s.egress(2 * MIN, "s1", "api.github.com", Some("api.github.com")); // on the proxy's allow list
     s.egress(2 * MIN, "s2", "exfil.evil.test", None); // another session
     let bad = s.egress(3 * MIN, "s1", "exfil.evil.test", None);
-    s.response(4 * MIN, "s3", "read_text_file", Status::Ok, 3.0, &["secret"]);
+    s.response(
+        4 * MIN,
+        "s3",
+        "read_text_file",
+        Status::Ok,
+        3.0,
+        &["secret"],
+    );
     s.egress(10 * MIN, "s3", "late.evil.test", None); // more than 5 minutes later
     let alerts = run(rules(""), &s.events);
     let chain = by_rule(&alerts, "builtin.secret_then_egress");
@@ -161,7 +181,10 @@ fn s3_secret_read_then_egress_to_an_unknown_host_in_the_same_session() {
     assert_eq!(d["source"], "detect");
 
     // With the host on the detect allow list, no alert.
-    let alerts = run(rules("[lists]\negress_allow = [\"*.evil.test\"]\n"), &s.events);
+    let alerts = run(
+        rules("[lists]\negress_allow = [\"*.evil.test\"]\n"),
+        &s.events,
+    );
     assert!(by_rule(&alerts, "builtin.secret_then_egress").is_empty());
 }
 
@@ -188,9 +211,21 @@ steps = [
             e.parameters_used = Some(json!({ "path": path }));
         }
     };
-    let a = s.push(0, EventKind::McpRequest, with_path("read_file", "/etc/passwd"));
-    s.push(1000, EventKind::McpRequest, with_path("http_post", "/tmp/other"));
-    let b = s.push(2000, EventKind::McpRequest, with_path("http_post", "/etc/passwd"));
+    let a = s.push(
+        0,
+        EventKind::McpRequest,
+        with_path("read_file", "/etc/passwd"),
+    );
+    s.push(
+        1000,
+        EventKind::McpRequest,
+        with_path("http_post", "/tmp/other"),
+    );
+    let b = s.push(
+        2000,
+        EventKind::McpRequest,
+        with_path("http_post", "/etc/passwd"),
+    );
     let alerts = run(r, &s.events);
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].evidence, vec![a, b]);
@@ -247,7 +282,10 @@ threshold = 3
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].value, Some(3.0));
     assert_eq!(alerts[0].evidence.last(), Some(&third));
-    assert_eq!(alerts[0].summary, "3 calls in 1m by agent-a (agent_id=agent-a)");
+    assert_eq!(
+        alerts[0].summary,
+        "3 calls in 1m by agent-a (agent_id=agent-a)"
+    );
     // The window restarts after an alert.
     s.call(71_000, "s1", "t");
     assert_eq!(run(r(), &s.events).len(), 1);
@@ -264,7 +302,11 @@ threshold = 3
     s.egress(3000, "s1", "c.test", None);
     let alerts = run(r(), &s.events);
     assert_eq!(by_rule(&alerts, "hosts").len(), 1);
-    assert_eq!(by_rule(&alerts, "hosts")[0].evidence.len(), 3, "one event per host");
+    assert_eq!(
+        by_rule(&alerts, "hosts")[0].evidence.len(),
+        3,
+        "one event per host"
+    );
 }
 
 #[test]
@@ -282,15 +324,27 @@ fn builtin_error_rate_latency_auth_and_unknown_tools() {
     let alerts = run(rules(""), &s.events);
     let err = by_rule(&alerts, "builtin.error_rate_spike");
     assert_eq!(err.len(), 1, "{alerts:#?}");
-    assert_eq!(err[0].evidence.len(), 11, "the failed calls are the evidence");
-    assert!(err[0].summary.starts_with("50% of tool calls"), "{}", err[0].summary);
+    assert_eq!(
+        err[0].evidence.len(),
+        11,
+        "the failed calls are the evidence"
+    );
+    assert!(
+        err[0].summary.starts_with("50% of tool calls"),
+        "{}",
+        err[0].summary
+    );
 
     let mut s = Stream::new();
     for i in 0..5 {
         s.response(i * 1000, "s1", "slow", Status::Ok, 12_000.0, &[]);
     }
     let alerts = run(rules(""), &s.events);
-    assert_eq!(by_rule(&alerts, "builtin.latency_spike").len(), 1, "{alerts:#?}");
+    assert_eq!(
+        by_rule(&alerts, "builtin.latency_spike").len(),
+        1,
+        "{alerts:#?}"
+    );
 
     let mut s = Stream::new();
     for i in 0..12 {
@@ -320,7 +374,11 @@ fn builtin_error_rate_latency_auth_and_unknown_tools() {
     assert_eq!(unknown[0].evidence, vec![rogue]);
     // known_tools switches the allow-list rule on.
     let alerts = run(rules("[lists]\nknown_tools = [\"read_*\"]\n"), &s.events);
-    assert_eq!(by_rule(&alerts, "builtin.tool_not_allowed").len(), 2, "one per tool (anything, exec_shell)");
+    assert_eq!(
+        by_rule(&alerts, "builtin.tool_not_allowed").len(),
+        2,
+        "one per tool (anything, exec_shell)"
+    );
 }
 
 #[test]
@@ -347,15 +405,28 @@ fn tool_changed_secret_labels_and_allowed_hours() {
     let alerts = run(rules(""), &s.events);
     let changed = by_rule(&alerts, "builtin.tool_definition_changed");
     assert_eq!(changed.len(), 1);
-    assert!(changed[0].summary.contains("changed [read_file] added [exfiltrate]"), "{}", changed[0].summary);
+    assert!(
+        changed[0]
+            .summary
+            .contains("changed [read_file] added [exfiltrate]"),
+        "{}",
+        changed[0].summary
+    );
     assert_eq!(by_rule(&alerts, "builtin.secret_in_tool_call").len(), 1);
-    assert!(by_rule(&alerts, "builtin.outside_allowed_hours").is_empty(), "not configured: off");
+    assert!(
+        by_rule(&alerts, "builtin.outside_allowed_hours").is_empty(),
+        "not configured: off"
+    );
     let alerts = run(
         rules("[allowed_hours]\nstart = \"08:00\"\nend = \"18:00\"\nutc_offset = \"+01:00\"\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]\n"),
         &s.events,
     );
     let late = by_rule(&alerts, "builtin.outside_allowed_hours");
-    assert_eq!(late.len(), 1, "only the call at 20:00 local time: {alerts:#?}");
+    assert_eq!(
+        late.len(),
+        1,
+        "only the call at 20:00 local time: {alerts:#?}"
+    );
     assert_eq!(late[0].evidence, vec![s.events[3].event_id.clone()]);
 }
 
@@ -381,8 +452,12 @@ threshold = 2
 "#,
     );
     let mut s = Stream::new();
-    s.push(0, EventKind::Alert, |e| e.method = Some("tools/call".into()));
-    s.push(1, EventKind::Alert, |e| e.method = Some("tools/call".into()));
+    s.push(0, EventKind::Alert, |e| {
+        e.method = Some("tools/call".into())
+    });
+    s.push(1, EventKind::Alert, |e| {
+        e.method = Some("tools/call".into())
+    });
     let alerts = run(r, &s.events);
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].rule, "alert-storm");
@@ -420,18 +495,33 @@ fn rule_errors_name_the_rule_and_the_key() {
         .contains("rule `r2` in `[detect]`: `severity`: `urgent` is not one of"));
     assert!(err("[[rules]]\nid = \"r3\"\ntype = \"match\"\nseverity = \"low\"\nsummary = \"{tool_nme}\"\nwhere = [{ field = \"tool\", exists = true }]\n")
         .contains("`summary`: placeholder {tool_nme}"));
-    assert!(err("disable = [\"builtin.nope\"]\n").contains("[detect] `disable`: no rule has the id `builtin.nope`"));
-    assert!(err("[allowed_hours]\nstart = \"8\"\nend = \"18:00\"\n").contains("allowed_hours.start"));
+    assert!(err("disable = [\"builtin.nope\"]\n")
+        .contains("[detect] `disable`: no rule has the id `builtin.nope`"));
+    assert!(
+        err("[allowed_hours]\nstart = \"8\"\nend = \"18:00\"\n").contains("allowed_hours.start")
+    );
     // A rule file names itself.
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("mine.toml");
-    std::fs::write(&f, format!("{base}type = \"match\"\nwhere = [{{ field = \"tool\", glob = [] }}]\n")).unwrap();
-    let e = RuleSet::load(&DetectConfig::default(), &[f.clone()], None).unwrap_err();
+    std::fs::write(
+        &f,
+        format!("{base}type = \"match\"\nwhere = [{{ field = \"tool\", glob = [] }}]\n"),
+    )
+    .unwrap();
+    let e = RuleSet::load(&DetectConfig::default(), std::slice::from_ref(&f), None).unwrap_err();
     assert!(matches!(e, DetectError::Rule { .. }));
-    assert!(e.to_string().contains("mine.toml") && e.to_string().contains("where[0].glob"), "{e}");
+    assert!(
+        e.to_string().contains("mine.toml") && e.to_string().contains("where[0].glob"),
+        "{e}"
+    );
     std::fs::write(&f, "[[rules]]\nid = \"x\"\ncolour = \"red\"\n").unwrap();
-    let e = RuleSet::load(&DetectConfig::default(), &[f], None).unwrap_err().to_string();
-    assert!(e.contains("mine.toml") && e.contains("unknown field `colour`"), "{e}");
+    let e = RuleSet::load(&DetectConfig::default(), &[f], None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mine.toml") && e.contains("unknown field `colour`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -453,7 +543,11 @@ fn builtin_pack_overrides_and_disable() {
     assert!(BUILTIN_RULES.contains("builtin.outside_allowed_hours"));
     let r = rules("disable = [\"builtin.unknown_tool\", \"builtin.outside_allowed_hours\"]\n[[rules]]\nid = \"builtin.auth_denied_burst\"\ntype = \"threshold\"\nseverity = \"critical\"\nsummary = \"{value}\"\nwhere = [{ field = \"kind\", equals = \"auth.denied\" }]\nwindow = \"1m\"\nthreshold = 3\n");
     assert!(!r.rules().iter().any(|r| r.id() == "builtin.unknown_tool"));
-    let over: Vec<_> = r.rules().iter().filter(|r| r.id() == "builtin.auth_denied_burst").collect();
+    let over: Vec<_> = r
+        .rules()
+        .iter()
+        .filter(|r| r.id() == "builtin.auth_denied_burst")
+        .collect();
     assert_eq!(over.len(), 1);
     assert_eq!(over[0].severity(), Severity::Critical);
     assert!(!over[0].is_builtin());
@@ -470,7 +564,11 @@ fn eventful_stream() -> Vec<Event> {
             t += 7_000;
             let tool = if i % 11 == 10 { "rogue" } else { "read_file" };
             s.call(t, &sess, tool);
-            let st = if round % 2 == 0 && i % 3 != 0 { Status::Error } else { Status::Ok };
+            let st = if round % 2 == 0 && i % 3 != 0 {
+                Status::Error
+            } else {
+                Status::Ok
+            };
             let labels: &[&str] = if i % 13 == 5 { &["secret"] } else { &[] };
             s.response(t + 5, &sess, tool, st, 4.0, labels);
             if i % 9 == 8 {
@@ -529,10 +627,18 @@ fn run_with_restarts(events: &[Event], cuts: &[usize]) -> Vec<String> {
 #[test]
 fn restarts_neither_duplicate_nor_miss() {
     let events = eventful_stream();
-    let batch: Vec<String> = run(RuleSet::builtin(), &events).into_iter().map(|a| a.id).collect();
-    let rules_hit: std::collections::BTreeSet<String> =
-        run(RuleSet::builtin(), &events).into_iter().map(|a| a.rule).collect();
-    assert!(rules_hit.len() >= 4, "the stream exercises several rules: {rules_hit:?}");
+    let batch: Vec<String> = run(RuleSet::builtin(), &events)
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    let rules_hit: std::collections::BTreeSet<String> = run(RuleSet::builtin(), &events)
+        .into_iter()
+        .map(|a| a.rule)
+        .collect();
+    assert!(
+        rules_hit.len() >= 4,
+        "the stream exercises several rules: {rules_hit:?}"
+    );
     assert_eq!(run_with_restarts(&events, &[]), batch);
     assert_eq!(run_with_restarts(&events, &[1, 100, 101, 250, 400]), batch);
 }
@@ -614,7 +720,12 @@ fn false_alerts_on_a_long_benign_workload() {
         rng ^= rng << 17;
         rng
     };
-    let tools = ["read_text_file", "list_directory", "search_files", "get_file_info"];
+    let tools = [
+        "read_text_file",
+        "list_directory",
+        "search_files",
+        "get_file_info",
+    ];
     let mut calls = 0;
     let mut t = 0i64;
     for session in 0..120 {
@@ -625,7 +736,11 @@ fn false_alerts_on_a_long_benign_workload() {
             let tool = tools[(next() % 4) as usize];
             s.call(t, &sess, tool);
             calls += 1;
-            let st = if next() % 50 == 0 { Status::Error } else { Status::Ok };
+            let st = if next() % 50 == 0 {
+                Status::Error
+            } else {
+                Status::Ok
+            };
             let labels: &[&str] = if next() % 40 == 0 { &["pii"] } else { &[] };
             let ms = 2.0 + (next() % 400) as f64;
             s.response(t + ms as i64, &sess, tool, st, ms, labels);
@@ -633,11 +748,17 @@ fn false_alerts_on_a_long_benign_workload() {
                 s.egress(t + 500, &sess, "api.github.com", Some("*.github.com"));
             }
         }
-        s.push(t + 1000, EventKind::SessionEnd, |e| e.session_id = Some(sess.clone()));
+        s.push(t + 1000, EventKind::SessionEnd, |e| {
+            e.session_id = Some(sess.clone())
+        });
     }
     let alerts = run(RuleSet::builtin(), &s.events);
     let rate = alerts.len() as f64 * 10_000.0 / calls as f64;
-    println!("benign workload: {calls} tool calls, {} events, {} alerts ({rate:.2} per 10k calls)", s.events.len(), alerts.len());
+    println!(
+        "benign workload: {calls} tool calls, {} events, {} alerts ({rate:.2} per 10k calls)",
+        s.events.len(),
+        alerts.len()
+    );
     assert!(calls >= 10_000);
     assert!(rate <= 1.0, "{alerts:#?}");
 }

@@ -233,7 +233,9 @@ mod tests {
     fn detect_settings_are_checked() {
         let c = parse("[detect]\nstreaming = true\ndisable = [\"builtin.unknown_tool\"]\n[detect.lists]\negress_allow = [\"*.example.com\"]\n").unwrap();
         assert!(c.detect.streaming);
-        let err = parse("[detect]\nstreming = true\n").unwrap_err().to_string();
+        let err = parse("[detect]\nstreming = true\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("streming"), "{err}");
     }
 

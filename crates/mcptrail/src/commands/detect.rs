@@ -70,8 +70,10 @@ fn append_alerts(data_dir: &Path, ledger: &LedgerConfig, alerts: &[Alert]) -> an
     }
     let now = mcptrail_event::now_rfc3339_nanos();
     let mut events: Vec<Event> = alerts.iter().map(|a| a.to_event(&now)).collect();
-    let mut l = Ledger::open(data_dir, ledger.clone()).context("opening the ledger to append alerts")?;
-    l.append(&mut events).context("appending alerts to the ledger")?;
+    let mut l =
+        Ledger::open(data_dir, ledger.clone()).context("opening the ledger to append alerts")?;
+    l.append(&mut events)
+        .context("appending alerts to the ledger")?;
     Ok(())
 }
 
@@ -100,7 +102,11 @@ pub(crate) fn detect(args: DetectArgs, cfg: &Config, data_dir: &Path) -> anyhow:
         det.observe(&e);
     }
     let raised = det.take_all();
-    let fresh: Vec<Alert> = raised.iter().filter(|(_, new)| *new).map(|(a, _)| a.clone()).collect();
+    let fresh: Vec<Alert> = raised
+        .iter()
+        .filter(|(_, new)| *new)
+        .map(|(a, _)| a.clone())
+        .collect();
     if args.append {
         append_alerts(data_dir, &cfg.ledger.to_ledger_config(), &fresh)?;
     }
@@ -168,8 +174,15 @@ struct Row<'a> {
     note: &'a str,
 }
 
-fn write_alert_table<'a>(out: &mut impl Write, rows: impl Iterator<Item = Row<'a>>) -> std::io::Result<()> {
-    writeln!(out, "{:<26} {:<8} {:<34} SUMMARY", "TIME (UTC)", "SEVERITY", "RULE")?;
+fn write_alert_table<'a>(
+    out: &mut impl Write,
+    rows: impl Iterator<Item = Row<'a>>,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<26} {:<8} {:<34} SUMMARY",
+        "TIME (UTC)", "SEVERITY", "RULE"
+    )?;
     let mut any = false;
     for r in rows {
         any = true;
@@ -212,7 +225,9 @@ pub(crate) fn alerts(args: AlertsArgs, data_dir: &Path) -> anyhow::Result<ExitCo
         .into_iter()
         .filter(|e| {
             let d = e.detail.as_ref();
-            let sev = d.and_then(|d| d["severity"].as_str()).and_then(Severity::parse);
+            let sev = d
+                .and_then(|d| d["severity"].as_str())
+                .and_then(Severity::parse);
             let rule = d.and_then(|d| d["rule"].as_str());
             min.is_none_or(|m| sev.is_some_and(|s| s >= m))
                 && args.rule.as_deref().is_none_or(|r| rule == Some(r))
@@ -237,9 +252,7 @@ pub(crate) fn alerts(args: AlertsArgs, data_dir: &Path) -> anyhow::Result<ExitCo
                     severity: s("severity"),
                     rule: s("rule"),
                     summary: s("summary"),
-                    evidence: d
-                        .and_then(|d| d["evidence_total"].as_u64())
-                        .unwrap_or(0) as usize,
+                    evidence: d.and_then(|d| d["evidence_total"].as_u64()).unwrap_or(0) as usize,
                     note: "",
                 }
             }),
@@ -261,7 +274,11 @@ pub(crate) struct DetectingHandle {
 /// tails the ledger from its cursor and appends alerts, off the relay path (own thread). A
 /// detector that cannot start is a warning; recording goes on and `mcptrail detect` catches
 /// up later.
-pub(crate) fn start_detecting(cfg: &Config, data_dir: &Path, ledger: &LedgerConfig) -> Option<DetectingHandle> {
+pub(crate) fn start_detecting(
+    cfg: &Config,
+    data_dir: &Path,
+    ledger: &LedgerConfig,
+) -> Option<DetectingHandle> {
     if !cfg.detect.streaming {
         return None;
     }

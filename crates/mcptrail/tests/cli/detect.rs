@@ -43,14 +43,26 @@ fn record_session(data: &Path, root: &Path, extra: &[&str]) {
     let mut w = Wrapped::spawn(cmd);
     w.initialize("detect-test");
     let list = w.request(1, "tools/list", json!({}));
-    assert!(list["result"]["tools"].as_array().is_some_and(|t| !t.is_empty()), "{list}");
+    assert!(
+        list["result"]["tools"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "{list}"
+    );
     let read = w.request(
         2,
         "tools/call",
         json!({"name": "read_text_file", "arguments": {"path": root.join(".env")}}),
     );
-    assert!(read.to_string().contains("hunter2"), "the client gets the file as it is");
-    w.request(3, "tools/call", json!({"name": "exec_shell", "arguments": {"cmd": "id"}}));
+    assert!(
+        read.to_string().contains("hunter2"),
+        "the client gets the file as it is"
+    );
+    w.request(
+        3,
+        "tools/call",
+        json!({"name": "exec_shell", "arguments": {"cmd": "id"}}),
+    );
     w.request(
         4,
         "tools/call",
@@ -66,7 +78,11 @@ fn run_in(data: &Path, config: Option<&Path>, args: &[&str]) -> (i32, String, St
     if let Some(cfg) = config {
         c.arg("--config").arg(cfg);
     }
-    let out = c.args(args).env("MCPTRAIL_TEST_HOOK_KEY", HOOK_KEY).output().unwrap();
+    let out = c
+        .args(args)
+        .env("MCPTRAIL_TEST_HOOK_KEY", HOOK_KEY)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -75,13 +91,20 @@ fn run_in(data: &Path, config: Option<&Path>, args: &[&str]) -> (i32, String, St
 }
 
 fn json_lines(s: &str) -> Vec<Value> {
-    s.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn alert_rules(events: &[Event]) -> Vec<String> {
     let mut r: Vec<String> = of_kind(events, EventKind::Alert)
         .iter()
-        .map(|e| e.detail.as_ref().unwrap()["rule"].as_str().unwrap().to_string())
+        .map(|e| {
+            e.detail.as_ref().unwrap()["rule"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     r.sort();
     r
@@ -96,12 +119,18 @@ fn detect_and_alerts_over_a_recorded_session() {
     let data = dir.path().join("data");
     record_session(&data, &root, &[]);
     let recorded = events(&data);
-    assert!(of_kind(&recorded, EventKind::Alert).is_empty(), "streaming is off by default");
+    assert!(
+        of_kind(&recorded, EventKind::Alert).is_empty(),
+        "streaming is off by default"
+    );
 
     let (code, out, err) = run_in(&data, None, &["detect", "--json"]);
     assert_eq!(code, 0, "{err}");
     let alerts = json_lines(&out);
-    let mut rules: Vec<&str> = alerts.iter().map(|a| a["detail"]["rule"].as_str().unwrap()).collect();
+    let mut rules: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["detail"]["rule"].as_str().unwrap())
+        .collect();
     rules.sort();
     assert_eq!(rules, EXPECTED, "{out}");
     for a in &alerts {
@@ -113,7 +142,10 @@ fn detect_and_alerts_over_a_recorded_session() {
             assert!(e.tool_invoked.is_some());
         }
     }
-    let secret = alerts.iter().find(|a| a["detail"]["rule"] == EXPECTED[0]).unwrap();
+    let secret = alerts
+        .iter()
+        .find(|a| a["detail"]["rule"] == EXPECTED[0])
+        .unwrap();
     let evidence = secret["detail"]["evidence"][0].as_str().unwrap();
     let read = recorded.iter().find(|e| e.event_id == evidence).unwrap();
     assert!(read.labels.contains(&"secret".to_string()));
@@ -121,28 +153,51 @@ fn detect_and_alerts_over_a_recorded_session() {
 
     let (code, table, _) = run_in(&data, None, &["detect"]);
     assert_eq!(code, 0);
-    assert!(table.contains("high     builtin.secret_in_tool_call"), "{table}");
-    assert!(table.contains("called tool exec_shell, which the server did not list"), "{table}");
+    assert!(
+        table.contains("high     builtin.secret_in_tool_call"),
+        "{table}"
+    );
+    assert!(
+        table.contains("called tool exec_shell, which the server did not list"),
+        "{table}"
+    );
 
     let (code, _, err) = run_in(&data, None, &["detect", "--append"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("2 appended to the ledger"), "{err}");
     let (_, table, err) = run_in(&data, None, &["detect", "--append"]);
-    assert!(err.contains("2 alerts, 0 new, 0 appended"), "running again adds nothing: {err}");
+    assert!(
+        err.contains("2 alerts, 0 new, 0 appended"),
+        "running again adds nothing: {err}"
+    );
     assert!(table.contains("(in ledger)"), "{table}");
     let ledger = events(&data); // verifies the chain and the schema of the appended alerts
     assert_eq!(alert_rules(&ledger), EXPECTED);
-    let ids: Vec<&str> = alerts.iter().map(|a| a["event_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["event_id"].as_str().unwrap())
+        .collect();
     for a in of_kind(&ledger, EventKind::Alert) {
-        assert!(ids.contains(&a.event_id.as_str()), "deterministic ids: {}", a.event_id);
+        assert!(
+            ids.contains(&a.event_id.as_str()),
+            "deterministic ids: {}",
+            a.event_id
+        );
     }
 
     let (code, out, err) = run_in(&data, None, &["alerts", "--json"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(json_lines(&out).len(), 2);
     let (_, out, _) = run_in(&data, None, &["alerts", "--severity", "high"]);
-    assert!(out.contains("builtin.secret_in_tool_call") && !out.contains("unknown_tool"), "{out}");
-    let (_, out, _) = run_in(&data, None, &["alerts", "--rule", "builtin.unknown_tool", "--json"]);
+    assert!(
+        out.contains("builtin.secret_in_tool_call") && !out.contains("unknown_tool"),
+        "{out}"
+    );
+    let (_, out, _) = run_in(
+        &data,
+        None,
+        &["alerts", "--rule", "builtin.unknown_tool", "--json"],
+    );
     assert_eq!(json_lines(&out).len(), 1);
     let (code, _, err) = run_in(&data, None, &["alerts", "--severity", "urgent"]);
     assert_eq!(code, 2);
@@ -155,21 +210,40 @@ fn detect_and_alerts_over_a_recorded_session() {
         "[[rules]]\nid = \"env-files\"\ntype = \"match\"\nseverity = \"low\"\nsummary = \"{tool_invoked} read {parameters_used.path}\"\nwhere = [{ field = \"parameters_used.path\", glob = \"*/.env\" }, { field = \"kind\", equals = \"mcp.request\" }]\n",
     )
     .unwrap();
-    let (code, out, err) = run_in(&data, None, &["detect", "--json", "--no-builtin", "--rules", rules.to_str().unwrap()]);
+    let (code, out, err) = run_in(
+        &data,
+        None,
+        &[
+            "detect",
+            "--json",
+            "--no-builtin",
+            "--rules",
+            rules.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     let custom = json_lines(&out);
     assert_eq!(custom.len(), 1, "{out}");
-    assert!(custom[0]["detail"]["summary"].as_str().unwrap().starts_with("read_text_file read /"));
+    assert!(custom[0]["detail"]["summary"]
+        .as_str()
+        .unwrap()
+        .starts_with("read_text_file read /"));
     std::fs::write(&rules, "[[rules]]\nid = \"bad\"\ntype = \"match\"\nseverity = \"low\"\nsummary = \"s\"\nwhere = [{ field = \"tool\", regex = \"[\" }]\n").unwrap();
     let (code, _, err) = run_in(&data, None, &["detect", "--rules", rules.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(err.contains("rule `bad` in `") && err.contains("`where[0].regex`: does not compile"), "{err}");
+    assert!(
+        err.contains("rule `bad` in `") && err.contains("`where[0].regex`: does not compile"),
+        "{err}"
+    );
     // So is a broken [detect] table in the config, for every command.
     let cfg = dir.path().join("mcptrail.toml");
     std::fs::write(&cfg, "[detect]\ndisable = [\"builtin.unknwn_tool\"]\n").unwrap();
     let (code, _, err) = run_in(&data, Some(&cfg), &["alerts"]);
     assert_eq!(code, 2);
-    assert!(err.contains("`disable`: no rule has the id `builtin.unknwn_tool`"), "{err}");
+    assert!(
+        err.contains("`disable`: no rule has the id `builtin.unknwn_tool`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -191,12 +265,22 @@ fn streaming_detector_in_wrap_alerts_once_and_alerts_reach_a_webhook() {
     let extra = ["--config", cfg_arg.as_str()];
     record_session(&data, &root, &extra);
     let ledger = events(&data);
-    assert_eq!(alert_rules(&ledger), EXPECTED, "the tap's detector raised each alert once");
-    let alert_ids: Vec<String> = of_kind(&ledger, EventKind::Alert).iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(
+        alert_rules(&ledger),
+        EXPECTED,
+        "the tap's detector raised each alert once"
+    );
+    let alert_ids: Vec<String> = of_kind(&ledger, EventKind::Alert)
+        .iter()
+        .map(|e| e.event_id.clone())
+        .collect();
     // Each alert comes after its evidence.
     for a in of_kind(&ledger, EventKind::Alert) {
         for id in a.detail.as_ref().unwrap()["evidence"].as_array().unwrap() {
-            let ev = ledger.iter().find(|e| e.event_id == id.as_str().unwrap()).unwrap();
+            let ev = ledger
+                .iter()
+                .find(|e| e.event_id == id.as_str().unwrap())
+                .unwrap();
             assert!(ev.seq < a.seq);
         }
     }
@@ -205,7 +289,10 @@ fn streaming_detector_in_wrap_alerts_once_and_alerts_reach_a_webhook() {
     shipped.dedup();
     let mut want = alert_ids.clone();
     want.sort();
-    assert_eq!(shipped, want, "the webhook sink with kinds = [\"alert\"] delivered the alerts");
+    assert_eq!(
+        shipped, want,
+        "the webhook sink with kinds = [\"alert\"] delivered the alerts"
+    );
     assert_eq!(rx.log.lock().unwrap().bad_signatures, 0);
 
     // The same rules over the ledger find the same alerts, already there.
@@ -218,7 +305,12 @@ fn streaming_detector_in_wrap_alerts_once_and_alerts_reach_a_webhook() {
     // raises the new session's alerts only.
     record_session(&data, &root, &extra);
     let ledger = events(&data);
-    assert_eq!(of_kind(&ledger, EventKind::Alert).len(), 4, "{:?}", alert_rules(&ledger));
+    assert_eq!(
+        of_kind(&ledger, EventKind::Alert).len(),
+        4,
+        "{:?}",
+        alert_rules(&ledger)
+    );
     let (_, _, err) = run_in(&data, Some(&cfg), &["detect"]);
     assert!(err.contains("4 alerts, 0 new"), "{err}");
 }
