@@ -128,6 +128,40 @@ enum State {
     Match,
     Threshold(Groups<Window>),
     Sequence(Groups<Vec<Chain>>),
+    Drift(Groups<VecDeque<Bucket>>),
+}
+
+/// Events of one window of a drift rule: counts per category and a few event ids.
+struct Bucket {
+    index: i64,
+    counts: HashMap<String, u64>,
+    total: u64,
+    sample: Vec<String>,
+    first_ms: i64,
+}
+
+/// Jensen–Shannon divergence (base 2, so 0..=1) between two count distributions.
+pub(crate) fn jensen_shannon(p: &HashMap<String, u64>, q: &HashMap<String, u64>) -> f64 {
+    let (tp, tq) = (
+        p.values().sum::<u64>() as f64,
+        q.values().sum::<u64>() as f64,
+    );
+    if tp == 0.0 || tq == 0.0 {
+        return 0.0;
+    }
+    let mut d = 0.0;
+    for k in p.keys().chain(q.keys().filter(|k| !p.contains_key(*k))) {
+        let a = p.get(k).copied().unwrap_or(0) as f64 / tp;
+        let b = q.get(k).copied().unwrap_or(0) as f64 / tq;
+        let m = (a + b) / 2.0;
+        if a > 0.0 {
+            d += 0.5 * a * (a / m).log2();
+        }
+        if b > 0.0 {
+            d += 0.5 * b * (b / m).log2();
+        }
+    }
+    d.clamp(0.0, 1.0)
 }
 
 /// Tool names per session, from `tool.catalog` events of the `tools` list.
@@ -200,6 +234,7 @@ impl Engine {
                 Body::Match => State::Match,
                 Body::Threshold { .. } => State::Threshold(Groups::new()),
                 Body::Sequence { .. } => State::Sequence(Groups::new()),
+                Body::Drift { .. } => State::Drift(Groups::new()),
             })
             .collect();
         let cooldowns = rules.rules.iter().map(|_| Groups::new()).collect();
@@ -458,6 +493,78 @@ impl Engine {
                         fire(c.evidence, c.first_time, None, &gk, out, stats);
                     }
                 }
+                (
+                    State::Drift(groups),
+                    Body::Drift {
+                        window_ms,
+                        reference_windows,
+                        fields,
+                        min_events,
+                        threshold,
+                    },
+                ) => {
+                    if !all(&rule.conditions, e, &cx) {
+                        continue;
+                    }
+                    let category = fields
+                        .iter()
+                        .map(|f| f.get(e).text().unwrap_or_else(|| "-".into()))
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    let index = ms.div_euclid(*window_ms);
+                    let gk = group_key(&rule.group_by, e);
+                    let buckets = groups.entry(
+                        &gk,
+                        ms,
+                        limits.max_groups,
+                        horizon,
+                        &mut stats.groups_evicted,
+                    );
+                    let mut judged: Option<(f64, Vec<String>, i64)> = None;
+                    if buckets.back().is_some_and(|b| index > b.index) {
+                        // The newest window is complete: compare it with the reference before it.
+                        let cur = buckets.back().expect("checked");
+                        let mut reference: HashMap<String, u64> = HashMap::new();
+                        for b in buckets.iter().filter(|b| {
+                            b.index < cur.index && b.index >= cur.index - reference_windows
+                        }) {
+                            for (k, n) in &b.counts {
+                                *reference.entry(k.clone()).or_default() += n;
+                            }
+                        }
+                        let ref_total: u64 = reference.values().sum();
+                        if cur.total >= *min_events && ref_total >= *min_events {
+                            let d = jensen_shannon(&reference, &cur.counts);
+                            if d + 1e-12 >= *threshold {
+                                judged = Some((d, cur.sample.clone(), cur.first_ms));
+                            }
+                        }
+                    }
+                    if buckets.back().is_none_or(|b| index > b.index) {
+                        buckets.push_back(Bucket {
+                            index,
+                            counts: HashMap::new(),
+                            total: 0,
+                            sample: Vec::new(),
+                            first_ms: ms,
+                        });
+                        while buckets
+                            .front()
+                            .is_some_and(|b| b.index < index - reference_windows)
+                        {
+                            buckets.pop_front();
+                        }
+                    }
+                    let b = buckets.back_mut().expect("pushed above");
+                    *b.counts.entry(category).or_default() += 1;
+                    b.total += 1;
+                    if b.sample.len() < limits.max_evidence {
+                        b.sample.push(e.event_id.clone());
+                    }
+                    if let Some((d, evidence, first)) = judged {
+                        fire(evidence, format_ms(first), Some(d), &gk, out, stats);
+                    }
+                }
                 _ => unreachable!("state and rule body are built together"),
             }
         }
@@ -481,6 +588,7 @@ impl Engine {
                 State::Match => {}
                 State::Threshold(g) => g.sweep(horizon),
                 State::Sequence(g) => g.sweep(horizon),
+                State::Drift(g) => g.sweep(horizon),
             }
         }
     }
@@ -493,6 +601,7 @@ impl Engine {
                 State::Match => 0,
                 State::Threshold(g) => g.map.len(),
                 State::Sequence(g) => g.map.len(),
+                State::Drift(g) => g.map.len(),
             })
             .sum::<usize>()
             + self.cooldowns.iter().map(|c| c.map.len()).sum::<usize>()
@@ -525,6 +634,7 @@ fn format_ms(ms: i64) -> String {
 fn format_value(agg: Option<Aggregate>, v: f64) -> String {
     match agg {
         Some(Aggregate::Ratio) => format!("{:.0}%", v * 100.0),
+        None if v < 1.0 => format!("{v:.3}"),
         _ if v.fract() == 0.0 && v.abs() < 1e15 => format!("{}", v as i64),
         _ => format!("{v:.1}"),
     }
@@ -560,6 +670,11 @@ fn make_alert(
             ..
         } => (Some(*aggregate), Some(*threshold), *window_ms),
         Body::Sequence { within_ms, .. } => (None, None, *within_ms),
+        Body::Drift {
+            window_ms,
+            threshold,
+            ..
+        } => (None, Some(*threshold), *window_ms),
     };
     let mut summary = String::new();
     for piece in &rule.summary {

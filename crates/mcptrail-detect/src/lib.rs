@@ -51,6 +51,10 @@
 //!   (default `group_by = ["session_id"]`); a step's `key` joins on a field (its value must
 //!   be the same at every step naming a key).
 //!
+//! - **drift**: per group, the distribution of the joint values of `fields` in the newest
+//!   `window` against the `reference` windows before it (Jensen–Shannon divergence, 0..1),
+//!   judged when the window completes; alerts at `threshold` with `min_events` on each side.
+//!
 //! Every rule is validated at load; errors name the rule and the key (`rule
 //! \`x\`: \`where[1].regex\`: does not compile: …`), and unknown keys are rejected.
 //!

@@ -86,6 +86,13 @@ pub(crate) enum Body {
         steps: Vec<Step>,
         within_ms: i64,
     },
+    Drift {
+        window_ms: i64,
+        reference_windows: i64,
+        fields: Vec<Path>,
+        min_events: u64,
+        threshold: f64,
+    },
 }
 
 /// One piece of a summary template.
@@ -133,6 +140,7 @@ impl Rule {
             Body::Match => "match",
             Body::Threshold { .. } => "threshold",
             Body::Sequence { .. } => "sequence",
+            Body::Drift { .. } => "drift",
         }
     }
 
@@ -152,6 +160,11 @@ impl Rule {
             Body::Match => 0,
             Body::Threshold { window_ms, .. } => *window_ms,
             Body::Sequence { within_ms, .. } => *within_ms,
+            Body::Drift {
+                window_ms,
+                reference_windows,
+                ..
+            } => window_ms * (reference_windows + 2),
         };
         body.max(self.cooldown_ms)
     }
@@ -435,7 +448,11 @@ fn compile(spec: &RuleSpec, env: &Env<'_>, builtin: bool) -> Result<Rule, Detect
         ));
     }
     let kind = spec.kind.as_deref().ok_or_else(|| {
-        DetectError::rule(&id, "type", "missing: `match`, `threshold` or `sequence`")
+        DetectError::rule(
+            &id,
+            "type",
+            "missing: `match`, `threshold`, `sequence` or `drift`",
+        )
     })?;
     let severity = match spec.severity.as_deref() {
         None => {
@@ -489,9 +506,17 @@ fn compile(spec: &RuleSpec, env: &Env<'_>, builtin: bool) -> Result<Rule, Detect
         ("steps", !spec.steps.is_empty()),
         ("within", spec.within.is_some()),
     ];
+    let drift_keys = [
+        ("fields", !spec.fields.is_empty()),
+        ("reference", spec.reference.is_some()),
+    ];
     let (body, kind_mask, group_by) = match kind {
         "match" => {
-            for (k, present) in threshold_keys.iter().chain(&sequence_keys) {
+            for (k, present) in threshold_keys
+                .iter()
+                .chain(&sequence_keys)
+                .chain(&drift_keys)
+            {
                 not_here(k, *present)?;
             }
             if conditions.is_empty() {
@@ -504,7 +529,7 @@ fn compile(spec: &RuleSpec, env: &Env<'_>, builtin: bool) -> Result<Rule, Detect
             (Body::Match, mask_of(&conditions), group_by)
         }
         "threshold" => {
-            for (k, present) in &sequence_keys {
+            for (k, present) in sequence_keys.iter().chain(&drift_keys) {
                 not_here(k, *present)?;
             }
             let window_ms = duration(&id, "window", spec.window.as_deref())?.ok_or_else(|| {
@@ -588,7 +613,7 @@ fn compile(spec: &RuleSpec, env: &Env<'_>, builtin: bool) -> Result<Rule, Detect
             )
         }
         "sequence" => {
-            for (k, present) in &threshold_keys {
+            for (k, present) in threshold_keys.iter().chain(&drift_keys) {
                 not_here(k, *present)?;
             }
             if spec.steps.len() < 2 {
@@ -644,11 +669,74 @@ fn compile(spec: &RuleSpec, env: &Env<'_>, builtin: bool) -> Result<Rule, Detect
             };
             (Body::Sequence { steps, within_ms }, mask, group_by)
         }
+        "drift" => {
+            for (k, present) in sequence_keys.iter().chain(&[
+                ("aggregate", spec.aggregate.is_some()),
+                ("field", spec.field.is_some()),
+                ("ratio_where", !spec.ratio_where.is_empty()),
+            ]) {
+                not_here(k, *present)?;
+            }
+            let window_ms = duration(&id, "window", spec.window.as_deref())?.ok_or_else(|| {
+                DetectError::rule(&id, "window", "missing: the current window, e.g. 1d")
+            })?;
+            let reference_ms =
+                duration(&id, "reference", spec.reference.as_deref())?.ok_or_else(|| {
+                    DetectError::rule(&id, "reference", "missing: the reference history, e.g. 7d")
+                })?;
+            if reference_ms % window_ms != 0 {
+                return Err(DetectError::rule(
+                    &id,
+                    "reference",
+                    "must be a whole number of windows (e.g. window 1d, reference 7d)",
+                ));
+            }
+            if spec.fields.is_empty() {
+                return Err(DetectError::rule(
+                    &id,
+                    "fields",
+                    "missing: the fields whose values are compared, e.g. [\"tool_invoked\", \"status\"]",
+                ));
+            }
+            let fields = spec
+                .fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    Path::parse(f).map_err(|p| DetectError::rule(&id, format!("fields[{i}]"), p))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let threshold = spec.threshold.ok_or_else(|| {
+                DetectError::rule(
+                    &id,
+                    "threshold",
+                    "missing: the divergence (0..1) that raises the alert",
+                )
+            })?;
+            if !(threshold > 0.0 && threshold <= 1.0) {
+                return Err(DetectError::rule(
+                    &id,
+                    "threshold",
+                    "a Jensen-Shannon divergence is between 0 and 1",
+                ));
+            }
+            (
+                Body::Drift {
+                    window_ms,
+                    reference_windows: reference_ms / window_ms,
+                    fields,
+                    min_events: spec.min_events.unwrap_or(30).max(1),
+                    threshold,
+                },
+                mask_of(&conditions),
+                group_by,
+            )
+        }
         other => {
             return Err(DetectError::rule(
                 &id,
                 "type",
-                format!("`{other}` is not one of match, threshold, sequence"),
+                format!("`{other}` is not one of match, threshold, sequence, drift"),
             ))
         }
     };

@@ -93,7 +93,7 @@ pub struct RuleSpec {
     pub id: Option<String>,
     /// What the rule looks for, for people.
     pub description: Option<String>,
-    /// `match`, `threshold` or `sequence`.
+    /// `match`, `threshold`, `sequence` or `drift`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
     /// `info`, `low`, `medium`, `high` or `critical`.
@@ -128,6 +128,13 @@ pub struct RuleSpec {
     pub steps: Vec<StepSpec>,
     /// Sequence: all steps within this time of the first, e.g. `5m`.
     pub within: Option<String>,
+    /// Drift: the fields whose joint values form the distribution compared (e.g.
+    /// `["tool_invoked", "status"]`).
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// Drift: how much history before the current window is the reference, e.g. `7d` (a
+    /// whole number of windows).
+    pub reference: Option<String>,
     /// After an alert, no other alert of this rule for the same group for this long.
     pub cooldown: Option<String>,
 }

@@ -708,7 +708,7 @@ fn memory_stays_bounded_with_many_groups() {
     assert!(engine.stats().window_events_dropped > 0);
 }
 
-/// ≥ 10k tool calls by several agents over a working week, with normal errors (2 %), normal
+/// ≥ 10k tool calls over ten days, with normal errors (2 %), normal
 /// latencies, catalogs listed, occasional personal data, egress only to allowed hosts.
 #[test]
 fn false_alerts_on_a_long_benign_workload() {
@@ -730,6 +730,8 @@ fn false_alerts_on_a_long_benign_workload() {
     let mut t = 0i64;
     for session in 0..120 {
         let sess = format!("sess-{session}");
+        // Twelve sessions a day over ten days, so the daily drift rule judges too.
+        t = t.max(session as i64 * 7_200_000);
         s.catalog(t, &sess, &tools);
         for _ in 0..100 {
             t += 2_000 + (next() % 20_000) as i64;
@@ -761,4 +763,94 @@ fn false_alerts_on_a_long_benign_workload() {
     );
     assert!(calls >= 10_000);
     assert!(rate <= 1.0, "{alerts:#?}");
+}
+
+/// S4: an agent's tool mix shifts a little more every simulated day. The drift rule must stay
+/// quiet while the divergence against the previous seven days is under the threshold and
+/// alert on the first day it passes it (computed here independently): 20 more calls of 200
+/// go to another tool every day from day 8.
+#[test]
+fn s4_gradual_drift_alerts_once_the_divergence_passes_the_threshold() {
+    const DAY: i64 = 86_400_000;
+    let mut s = Stream::new();
+    let mut per_day: Vec<[u64; 2]> = Vec::new();
+    for day in 0..30i64 {
+        let shifted = if day < 8 {
+            0
+        } else {
+            ((day - 8) * 20).min(200) as u64
+        };
+        per_day.push([200 - shifted, shifted]);
+        for i in 0..200u64 {
+            let tool = if i < shifted {
+                "export_records"
+            } else {
+                "read_record"
+            };
+            s.response(
+                day * DAY + 3_600_000 + i as i64 * 60_000,
+                "s1",
+                tool,
+                Status::Ok,
+                3.0,
+                &[],
+            );
+        }
+    }
+    s.call(30 * DAY + 1000, "s1", "read_record"); // closes day 29 (not a response: ignored)
+    s.response(30 * DAY + 2000, "s1", "read_record", Status::Ok, 3.0, &[]);
+    // Independent JSD of day d against days d-7..d-1.
+    let jsd = |p: [f64; 2], q: [f64; 2]| -> f64 {
+        let (tp, tq) = (p[0] + p[1], q[0] + q[1]);
+        (0..2)
+            .map(|i| {
+                let (a, b) = (p[i] / tp, q[i] / tq);
+                let m = (a + b) / 2.0;
+                let t = |x: f64| {
+                    if x > 0.0 {
+                        0.5 * x * (x / m).log2()
+                    } else {
+                        0.0
+                    }
+                };
+                t(a) + t(b)
+            })
+            .sum()
+    };
+    let first_over = (1..30usize)
+        .find(|&d| {
+            let mut r = [0f64; 2];
+            for day in per_day[d.saturating_sub(7)..d].iter() {
+                r[0] += day[0] as f64;
+                r[1] += day[1] as f64;
+            }
+            jsd(r, [per_day[d][0] as f64, per_day[d][1] as f64]) >= 0.1
+        })
+        .expect("the workload drifts far enough");
+    let alerts = run(RuleSet::builtin(), &s.events);
+    let drift = by_rule(&alerts, "builtin.behaviour_drift");
+    assert!(!drift.is_empty(), "{alerts:#?}");
+    let day_of = |a: &Alert| {
+        let first = s
+            .events
+            .iter()
+            .find(|e| e.event_id == a.evidence[0])
+            .unwrap();
+        (mcptrail_detect::clock::parse_event_time(&first.time).unwrap() - T0) / DAY
+    };
+    assert_eq!(
+        day_of(drift[0]) as usize,
+        first_over,
+        "alerts on the first day past the threshold, not before"
+    );
+    assert!(drift[0].value.unwrap() >= 0.1);
+    assert!(
+        drift[0].summary.contains("agent agent-a"),
+        "{}",
+        drift[0].summary
+    );
+    println!(
+        "S4: first day over 0.1 = {first_over}, {} drift alerts over 30 days",
+        drift.len()
+    );
 }
