@@ -35,6 +35,12 @@ pub(crate) struct Config {
     /// `wrap --egress`).
     #[serde(default)]
     pub(crate) egress: mcptrail_egress::EgressConfig,
+    /// `[detect]`: rules, the built-in pack, the streaming detector of the taps.
+    #[serde(default)]
+    pub(crate) detect: mcptrail_detect::DetectConfig,
+    /// The directory of the configuration file (relative rule files are taken from there).
+    #[serde(skip)]
+    pub(crate) base_dir: Option<PathBuf>,
 }
 
 /// `[ledger]`.
@@ -122,7 +128,13 @@ pub(crate) fn load(explicit: Option<&Path>) -> anyhow::Result<Config> {
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    let mut cfg =
+        parse(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+    cfg.base_dir = path.parent().map(Path::to_path_buf);
+    // Rules are checked now, so a rule that cannot work stops every command with its name.
+    mcptrail_detect::RuleSet::load(&cfg.detect, &[], cfg.base_dir.as_deref())
+        .with_context(|| format!("invalid config file {}", path.display()))?;
+    Ok(cfg)
 }
 
 pub(crate) fn parse(text: &str) -> anyhow::Result<Config> {
@@ -219,6 +231,16 @@ mod tests {
         let twice = "[[sinks]]\nname = \"a\"\ntype = \"file\"\npath = \"/x\"\n";
         let err = parse(&format!("{twice}{twice}")).unwrap_err().to_string();
         assert!(err.contains("two [[sinks]] tables"), "{err}");
+    }
+
+    #[test]
+    fn detect_settings_are_checked() {
+        let c = parse("[detect]\nstreaming = true\ndisable = [\"builtin.unknown_tool\"]\n[detect.lists]\negress_allow = [\"*.example.com\"]\n").unwrap();
+        assert!(c.detect.streaming);
+        let err = parse("[detect]\nstreming = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("streming"), "{err}");
     }
 
     #[test]

@@ -36,6 +36,11 @@ enum Command {
     Egress(commands::egress::Args),
     /// List recorded events, filtered.
     Log(commands::log::Args),
+    /// Run the detection rules (built-in pack, `[detect]` rules, `--rules FILE`) over the
+    /// ledger and print the alerts; `--append` records them as `alert` events.
+    Detect(commands::detect::DetectArgs),
+    /// List the alert events of the ledger (detections, sink alerts).
+    Alerts(commands::detect::AlertsArgs),
     /// Show one session as a request/response tree with durations.
     Timeline(commands::timeline::Args),
     /// Check the ledger (chain, MACs, checkpoints, anchors) or an evidence bundle; say exactly
@@ -123,6 +128,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gateway(args) => commands::gateway::run(args, &cfg, data_dir),
         Command::Egress(args) => commands::egress::run(args, &cfg, data_dir),
         Command::Log(args) => commands::log::run(args, &data_dir, &cfg),
+        Command::Detect(args) => commands::detect::detect(args, &cfg, &data_dir),
+        Command::Alerts(args) => commands::detect::alerts(args, &data_dir),
         Command::Timeline(args) => commands::timeline::run(args, &data_dir),
         Command::Verify(args) => commands::verify::run(
             args,

@@ -73,6 +73,7 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
     let ledger = cfg.ledger.to_ledger_config();
     // Sinks ship in the background, as in `wrap`.
     let shipping = super::start_shipping(cfg, &data_dir, &ledger);
+    let detecting = super::detect::start_detecting(cfg, &data_dir, &ledger);
     let opts = GatewayOptions {
         config: gw,
         data_dir,
@@ -112,6 +113,7 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
         })
         .await
     });
+    super::detect::stop_detecting(detecting, std::time::Duration::from_secs(5));
     super::stop_shipping(shipping);
     let outcome = outcome?;
     if outcome.events_lost > 0 {

@@ -2,6 +2,7 @@
 
 pub(crate) mod checkpoint;
 pub(crate) mod clients;
+pub(crate) mod detect;
 pub(crate) mod doctor;
 pub(crate) mod drill;
 pub(crate) mod egress;

@@ -44,7 +44,10 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
         egress: (args.egress || env_flag("MCPTRAIL_EGRESS")).then(|| cfg.egress.clone()),
     };
     let shipping = super::start_shipping(cfg, &opts.data_dir, &opts.ledger);
+    let detecting = super::detect::start_detecting(cfg, &opts.data_dir, &opts.ledger);
     let outcome = run_wrap(opts);
+    // The detector first: the alerts it appends for the session's last events are shipped too.
+    super::detect::stop_detecting(detecting, std::time::Duration::from_secs(5));
     super::stop_shipping(shipping);
     let outcome = outcome?;
     if outcome.events_lost > 0 {

@@ -3,6 +3,7 @@
 mod bad_input;
 mod clients;
 mod concurrency;
+mod detect;
 mod doctor;
 mod egress;
 mod export;
