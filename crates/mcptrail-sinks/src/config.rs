@@ -43,6 +43,8 @@ pub enum SinkTarget {
     Webhook(WebhookSinkConfig),
     /// `type = "nats"`: NATS JetStream publish with acknowledgement.
     Nats(NatsSinkConfig),
+    /// `type = "otlp"`: OpenTelemetry export (traces, metrics, logs) over gRPC or HTTP.
+    Otlp(crate::sink::otlp::OtlpSinkConfig),
 }
 
 impl SinkTarget {
@@ -53,6 +55,7 @@ impl SinkTarget {
             SinkTarget::Syslog(_) => "syslog",
             SinkTarget::Webhook(_) => "webhook",
             SinkTarget::Nats(_) => "nats",
+            SinkTarget::Otlp(_) => "otlp",
         }
     }
 }
@@ -456,9 +459,15 @@ impl SinkConfig {
                 }
                 SinkTarget::Nats(c)
             }
+            "otlp" => {
+                let c: crate::sink::otlp::OtlpSinkConfig =
+                    specific_value.try_into().map_err(with_common_keys)?;
+                c.check().map_err(err)?;
+                SinkTarget::Otlp(c)
+            }
             other => {
                 return Err(err(format!(
-                    "unknown type `{other}`: expected file, syslog, webhook or nats (otlp, splunk_hec, elasticsearch and s3 are not built yet)"
+                    "unknown type `{other}`: expected file, syslog, webhook, nats or otlp (splunk_hec, elasticsearch and s3 are not built yet)"
                 )))
             }
         };

@@ -18,6 +18,7 @@
 
 pub mod file;
 pub mod nats;
+pub mod otlp;
 pub mod syslog;
 pub mod webhook;
 
@@ -52,5 +53,6 @@ pub fn build(cfg: &SinkConfig) -> Result<Box<dyn Sink>, Error> {
             Box::new(webhook::WebhookSink::new(&cfg.name, c.clone()).map_err(setup)?)
         }
         SinkTarget::Nats(c) => Box::new(nats::NatsSink::new(c.clone()).map_err(setup)?),
+        SinkTarget::Otlp(c) => Box::new(otlp::OtlpSink::new(c.clone()).map_err(setup)?),
     })
 }
