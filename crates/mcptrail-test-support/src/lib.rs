@@ -10,6 +10,7 @@
 //! panic with an actionable message when a peer is missing: tests that need a
 //! peer never skip silently.
 
+pub mod otlp;
 pub mod sinks;
 
 use std::collections::HashSet;
