@@ -523,12 +523,17 @@ impl SinkConfig {
 /// toml's messages for a table deserialised on its own carry no useful position; keep the
 /// first line.
 fn tidy(message: &str) -> String {
-    message
+    let mut lines = message
         .lines()
-        .rfind(|l| !l.trim().is_empty() && !l.contains('|') && !l.starts_with("TOML parse error"))
-        .unwrap_or(message)
-        .trim()
-        .to_string()
+        .filter(|l| !l.trim().is_empty() && !l.contains('|') && !l.starts_with("TOML parse error"));
+    let Some(last) = lines.next_back() else {
+        return message.trim().to_string();
+    };
+    // A wrong value inside a key ends with "in `key`": keep the line saying what is wrong.
+    match lines.next_back().filter(|_| last.trim_start().starts_with("in `")) {
+        Some(what) => format!("{} {}", what.trim(), last.trim()),
+        None => last.trim().to_string(),
+    }
 }
 
 impl<'de> Deserialize<'de> for SinkConfig {

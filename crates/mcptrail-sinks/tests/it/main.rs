@@ -6,6 +6,7 @@
 mod common;
 mod file;
 mod nats;
+mod otlp;
 mod shipper;
 mod syslog;
 mod webhook;
