@@ -530,7 +530,10 @@ fn tidy(message: &str) -> String {
         return message.trim().to_string();
     };
     // A wrong value inside a key ends with "in `key`": keep the line saying what is wrong.
-    match lines.next_back().filter(|_| last.trim_start().starts_with("in `")) {
+    match lines
+        .next_back()
+        .filter(|_| last.trim_start().starts_with("in `"))
+    {
         Some(what) => format!("{} {}", what.trim(), last.trim()),
         None => last.trim().to_string(),
     }

@@ -83,7 +83,8 @@ impl OtlpCapture {
     pub fn start_with(header: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("otlp capture dir");
         let output = dir.path().join("received.jsonl");
-        let script = crate::workspace_root().join("crates/mcptrail-test-support/peers/otlp_receiver.py");
+        let script =
+            crate::workspace_root().join("crates/mcptrail-test-support/peers/otlp_receiver.py");
         let mut cmd = Command::new(otlp_python());
         cmd.arg(&script)
             .args(["--port", "0", "--out"])
@@ -127,7 +128,8 @@ impl OtlpCapture {
         .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
-        out.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string())
+        out.split_once("\r\n\r\n")
+            .map_or(String::new(), |(_, b)| b.to_string())
     }
 
     /// Inject failures: e.g. `{"fail_next": [503, 429], "retry_after": 1}` or
@@ -168,10 +170,16 @@ impl OtlpCapture {
 
     fn items(&self, signal: &str, resources: &str, scopes: &str, items: &str) -> Vec<Value> {
         let mut out = Vec::new();
-        for r in self.requests().into_iter().filter(|r| r["signal"] == signal) {
+        for r in self
+            .requests()
+            .into_iter()
+            .filter(|r| r["signal"] == signal)
+        {
             for res in r["request"][resources].as_array().into_iter().flatten() {
                 let resource = Value::Object(
-                    attributes(&res["resource"]["attributes"]).into_iter().collect(),
+                    attributes(&res["resource"]["attributes"])
+                        .into_iter()
+                        .collect(),
                 );
                 for scope in res[scopes].as_array().into_iter().flatten() {
                     for item in scope[items].as_array().into_iter().flatten() {
@@ -283,19 +291,41 @@ impl Rotel {
         r
     }
 
+    /// Start one that discards what it receives (rotel's blackhole exporter), for benchmarks.
+    pub fn start_blackhole() -> Self {
+        Self::start_on("blackhole", free_loopback_port(), free_loopback_port())
+    }
+
+    /// The collector's process id (to measure its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Start (again) on the same ports.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "rotel is running");
         let log = self.dir.path().join("rotel.log");
         let stdout = std::fs::File::create(self.dir.path().join("rotel.out")).unwrap();
-        let mut child = Command::new(rotel_bin())
-            .arg("start")
-            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{}", self.grpc_port)])
-            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{}", self.http_port)])
-            .args(["--exporter", "otlp"])
-            .args(["--otlp-exporter-endpoint", &self.downstream])
-            .args(["--otlp-exporter-protocol", "http"])
-            .args(["--otlp-exporter-compression", "none"])
+        let mut cmd = Command::new(rotel_bin());
+        cmd.arg("start")
+            .args([
+                "--otlp-grpc-endpoint",
+                &format!("127.0.0.1:{}", self.grpc_port),
+            ])
+            .args([
+                "--otlp-http-endpoint",
+                &format!("127.0.0.1:{}", self.http_port),
+            ])
+            .args(["--otlp-grpc-max-recv-msg-size-mib", "64"]);
+        if self.downstream == "blackhole" {
+            cmd.args(["--exporter", "blackhole"]);
+        } else {
+            cmd.args(["--exporter", "otlp"])
+                .args(["--otlp-exporter-endpoint", &self.downstream])
+                .args(["--otlp-exporter-protocol", "http"])
+                .args(["--otlp-exporter-compression", "none"]);
+        }
+        let mut child = cmd
             .args(["--batch-timeout", "20ms"])
             .arg("--pid-file")
             .arg(self.dir.path().join("rotel.pid"))
@@ -306,8 +336,18 @@ impl Rotel {
             .stderr(stdout)
             .spawn()
             .expect("start rotel-agent");
-        wait_listening(self.grpc_port, "rotel (gRPC)", &mut child, Duration::from_secs(20));
-        wait_listening(self.http_port, "rotel (HTTP)", &mut child, Duration::from_secs(20));
+        wait_listening(
+            self.grpc_port,
+            "rotel (gRPC)",
+            &mut child,
+            Duration::from_secs(20),
+        );
+        wait_listening(
+            self.http_port,
+            "rotel (HTTP)",
+            &mut child,
+            Duration::from_secs(20),
+        );
         self.child = Some(child);
     }
 
@@ -366,8 +406,8 @@ pub const CALLER_TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067
 /// that timed out (the tap's synthetic response); an alert with redactions; session.end.
 pub fn write_mcp_session(data_dir: &std::path::Path, calls: usize) -> SessionFixture {
     use mcptrail_event::{
-        Catalog, CatalogItem, Direction, Event, EventKind, ProcessInfo, Redaction,
-        ResponseSummary, ServerInfo, SessionDetail, Status, UserIdentity,
+        Catalog, CatalogItem, Direction, Event, EventKind, ProcessInfo, Redaction, ResponseSummary,
+        ServerInfo, SessionDetail, Status, UserIdentity,
     };
     use mcptrail_ledger::{Ledger, LedgerConfig};
     use serde_json::json;
@@ -441,7 +481,11 @@ pub fn write_mcp_session(data_dir: &std::path::Path, calls: usize) -> SessionFix
         resp.duration_ms = Some(12.5 + next_id as f64);
         resp.response_summary = Some(match outcome {
             Some((is_error, code)) => ResponseSummary {
-                status: if is_error || code.is_some() { Status::Error } else { Status::Ok },
+                status: if is_error || code.is_some() {
+                    Status::Error
+                } else {
+                    Status::Ok
+                },
                 is_error: is_error || code.is_some(),
                 error_code: code,
                 error_message: code.map(|_| "Unknown tool: nope".to_string()),
@@ -468,10 +512,22 @@ pub fn write_mcp_session(data_dir: &std::path::Path, calls: usize) -> SessionFix
         events.push(req);
         events.push(resp);
     };
-    pair(&mut events, "initialize", &|e| {
-        e.parameters_used = Some(json!({"protocolVersion": "2025-06-18"}));
-    }, Some((false, None)), None);
-    pair(&mut events, "tools/list", &|_| {}, Some((false, None)), None);
+    pair(
+        &mut events,
+        "initialize",
+        &|e| {
+            e.parameters_used = Some(json!({"protocolVersion": "2025-06-18"}));
+        },
+        Some((false, None)),
+        None,
+    );
+    pair(
+        &mut events,
+        "tools/list",
+        &|_| {},
+        Some((false, None)),
+        None,
+    );
     let mut catalog = event(EventKind::ToolCatalog);
     catalog.catalog = Some(Catalog {
         list: "tools".into(),
@@ -501,7 +557,8 @@ pub fn write_mcp_session(data_dir: &std::path::Path, calls: usize) -> SessionFix
             &|e| {
                 e.tool_invoked = Some("get-weather".into());
                 e.tool_schema_hash = Some("aa".repeat(32));
-                e.parameters_used = Some(json!({"city": "Zürich", "api_key": "[REDACTED:api_key]"}));
+                e.parameters_used =
+                    Some(json!({"city": "Zürich", "api_key": "[REDACTED:api_key]"}));
                 e.redactions = vec![Redaction {
                     rule: "api_key".into(),
                     path: "/parameters_used/api_key".into(),
@@ -513,18 +570,38 @@ pub fn write_mcp_session(data_dir: &std::path::Path, calls: usize) -> SessionFix
             (i == 0).then_some((trace.as_str(), parent.as_str())),
         );
     }
-    pair(&mut events, "prompts/get", &|e| {
-        e.prompt_name = Some("summarise".into());
-        e.parameters_used = Some(json!({"style": "short"}));
-    }, Some((false, None)), None);
-    pair(&mut events, "resources/read", &|e| {
-        e.resource_uri = Some("file:///etc/motd".into());
-    }, Some((false, None)), None);
-    pair(&mut events, "tools/call", &|e| {
-        e.tool_invoked = Some("slow-tool".into());
-    }, None, None);
+    pair(
+        &mut events,
+        "prompts/get",
+        &|e| {
+            e.prompt_name = Some("summarise".into());
+            e.parameters_used = Some(json!({"style": "short"}));
+        },
+        Some((false, None)),
+        None,
+    );
+    pair(
+        &mut events,
+        "resources/read",
+        &|e| {
+            e.resource_uri = Some("file:///etc/motd".into());
+        },
+        Some((false, None)),
+        None,
+    );
+    pair(
+        &mut events,
+        "tools/call",
+        &|e| {
+            e.tool_invoked = Some("slow-tool".into());
+        },
+        None,
+        None,
+    );
     let mut alert = event(EventKind::Alert);
-    alert.detail = Some(json!({"rule": "secret_then_egress", "severity": "high", "summary": "a secret was read, then an unknown host called"}));
+    alert.detail = Some(
+        json!({"rule": "secret_then_egress", "severity": "high", "summary": "a secret was read, then an unknown host called"}),
+    );
     events.push(alert);
     let mut end = event(EventKind::SessionEnd);
     end.session = Some(SessionDetail {

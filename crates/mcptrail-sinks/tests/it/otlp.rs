@@ -26,10 +26,14 @@ fn logged_ids(rx: &OtlpCapture) -> Vec<String> {
 
 fn wait_for_all(rx: &OtlpCapture, fx: &SessionFixture) {
     let want: HashSet<&String> = fx.event_ids.iter().collect();
-    rx.wait_until("every event as a log record", Duration::from_secs(20), |rx| {
-        let got: HashSet<String> = logged_ids(rx).into_iter().collect();
-        want.iter().all(|id| got.contains(*id))
-    });
+    rx.wait_until(
+        "every event as a log record",
+        Duration::from_secs(20),
+        |rx| {
+            let got: HashSet<String> = logged_ids(rx).into_iter().collect();
+            want.iter().all(|id| got.contains(*id))
+        },
+    );
 }
 
 /// Spans by (request event id, kind).
@@ -71,21 +75,33 @@ fn check_session(rx: &OtlpCapture, fx: &SessionFixture, calls: usize) {
         .as_str()
         .is_some_and(|b| b.contains("\"event_id\""))));
     assert!(
-        logs.iter()
-            .all(|l| !l["body"]["string_value"].as_str().unwrap().contains("Zürich")),
+        logs.iter().all(|l| !l["body"]["string_value"]
+            .as_str()
+            .unwrap()
+            .contains("Zürich")),
         "no tool arguments in log bodies unless include_payloads"
     );
 
     let spans = spans_by_request(rx);
     // initialize, tools/list, calls, prompts/get, resources/read, the timed-out call.
     let answered = 2 + calls + 3;
-    assert_eq!(spans.len(), 2 * answered, "a SERVER and a CLIENT span per request");
+    assert_eq!(
+        spans.len(),
+        2 * answered,
+        "a SERVER and a CLIENT span per request"
+    );
     for id in &fx.request_ids {
         let server = &spans[&(id.clone(), "SPAN_KIND_SERVER".to_string())];
         let client = &spans[&(id.clone(), "SPAN_KIND_CLIENT".to_string())];
-        assert_eq!(client["parent_span_id"], server["span_id"], "CLIENT is the child of SERVER");
+        assert_eq!(
+            client["parent_span_id"], server["span_id"],
+            "CLIENT is the child of SERVER"
+        );
         assert_eq!(client["trace_id"], server["trace_id"]);
-        assert_eq!(server["start_time_unix_nano"], client["start_time_unix_nano"]);
+        assert_eq!(
+            server["start_time_unix_nano"],
+            client["start_time_unix_nano"]
+        );
         assert_eq!(server["resource"]["service.name"], "mcptrail");
         assert_eq!(server["resource"]["host.name"], "fixture-host");
         assert_eq!(server["resource"]["mcptrail.agent.id"], "fixture-agent");
@@ -110,7 +126,10 @@ fn check_session(rx: &OtlpCapture, fx: &SessionFixture, calls: usize) {
     );
     // Call 5 (index 4) is a tool error; call 7 (index 6) a JSON-RPC -32602, which only the
     // CLIENT side counts as an error.
-    let tool_error = &spans[&(fx.request_ids[2 + 4].clone(), "SPAN_KIND_CLIENT".to_string())];
+    let tool_error = &spans[&(
+        fx.request_ids[2 + 4].clone(),
+        "SPAN_KIND_CLIENT".to_string(),
+    )];
     assert_eq!(tool_error["attrs"]["error.type"], "tool_error");
     assert_eq!(tool_error["status"]["code"], "STATUS_CODE_ERROR");
     let bad = &fx.request_ids[2 + 6];
@@ -121,13 +140,25 @@ fn check_session(rx: &OtlpCapture, fx: &SessionFixture, calls: usize) {
     assert_eq!(c["status"]["message"], "Unknown tool: nope");
     assert!(s["attrs"].get("error.type").is_none(), "{s}");
     assert_eq!(s["attrs"]["rpc.response.status_code"], "-32602");
-    let prompt = &spans[&(fx.request_ids[2 + calls].clone(), "SPAN_KIND_SERVER".to_string())];
+    let prompt = &spans[&(
+        fx.request_ids[2 + calls].clone(),
+        "SPAN_KIND_SERVER".to_string(),
+    )];
     assert_eq!(prompt["name"], "prompts/get summarise");
     assert_eq!(prompt["attrs"]["gen_ai.prompt.name"], "summarise");
-    let resource = &spans[&(fx.request_ids[3 + calls].clone(), "SPAN_KIND_SERVER".to_string())];
-    assert_eq!(resource["name"], "resources/read", "no URI in the name (cardinality)");
+    let resource = &spans[&(
+        fx.request_ids[3 + calls].clone(),
+        "SPAN_KIND_SERVER".to_string(),
+    )];
+    assert_eq!(
+        resource["name"], "resources/read",
+        "no URI in the name (cardinality)"
+    );
     assert_eq!(resource["attrs"]["mcp.resource.uri"], "file:///etc/motd");
-    let timeout = &spans[&(fx.request_ids[4 + calls].clone(), "SPAN_KIND_SERVER".to_string())];
+    let timeout = &spans[&(
+        fx.request_ids[4 + calls].clone(),
+        "SPAN_KIND_SERVER".to_string(),
+    )];
     assert_eq!(timeout["attrs"]["error.type"], "timeout");
 
     let metrics = rx.metrics();
@@ -140,7 +171,10 @@ fn check_session(rx: &OtlpCapture, fx: &SessionFixture, calls: usize) {
     ] {
         let m = named(n).next().unwrap_or_else(|| panic!("no {n}"));
         assert_eq!(m["unit"], "s");
-        assert_eq!(m["histogram"]["aggregation_temporality"], "AGGREGATION_TEMPORALITY_DELTA");
+        assert_eq!(
+            m["histogram"]["aggregation_temporality"],
+            "AGGREGATION_TEMPORALITY_DELTA"
+        );
     }
     let ops: u64 = named("mcp.server.operation.duration")
         .flat_map(|m| m["histogram"]["data_points"].as_array().unwrap().clone())
@@ -200,13 +234,23 @@ fn otlp_receiver_down_then_up_loses_nothing() {
         })
         .unwrap();
     assert!(st.gave_up && st.shipped == 0 && st.cursor == 0, "{st:?}");
-    assert!(st.last_error.as_deref().unwrap().starts_with("connect error"), "{st:?}");
+    assert!(
+        st.last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("connect error"),
+        "{st:?}"
+    );
     rotel.restart();
     let st = ship(dir.path(), &cfg);
     assert_eq!(st.shipped as usize, fx.event_ids.len());
     wait_for_all(&rx, &fx);
     let got: HashSet<String> = logged_ids(&rx).into_iter().collect();
-    assert_eq!(got.len(), fx.event_ids.len(), "every event, counted by event id");
+    assert_eq!(
+        got.len(),
+        fx.event_ids.len(),
+        "every event, counted by event id"
+    );
 }
 
 #[test]
@@ -219,7 +263,10 @@ fn otlp_throttling_and_partial_success_are_retried_and_resends_keep_their_ids() 
     let t = std::time::Instant::now();
     let st = ship(dir.path(), &cfg);
     assert_eq!(st.failures, 2, "{st:?}");
-    assert!(t.elapsed() >= Duration::from_millis(1900), "Retry-After: 1 honoured twice");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1900),
+        "Retry-After: 1 honoured twice"
+    );
     assert_eq!(st.shipped as usize, fx.event_ids.len());
     let first_spans: HashSet<String> = rx
         .spans()
@@ -241,15 +288,28 @@ fn otlp_throttling_and_partial_success_are_retried_and_resends_keep_their_ids() 
         })
         .unwrap();
     assert_eq!(st.failures, 1, "{st:?}");
-    assert!(st.last_error.as_deref().unwrap().contains("partial success"), "{st:?}");
+    assert!(
+        st.last_error
+            .as_deref()
+            .unwrap()
+            .contains("partial success"),
+        "{st:?}"
+    );
     let spans2: Vec<Value> = rx
         .spans()
         .into_iter()
         .filter(|s| !first_spans.contains(s["span_id"].as_str().unwrap()))
         .collect();
-    let ids: Vec<&str> = spans2.iter().map(|s| s["span_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = spans2
+        .iter()
+        .map(|s| s["span_id"].as_str().unwrap())
+        .collect();
     let unique: HashSet<&str> = ids.iter().copied().collect();
-    assert_eq!(ids.len(), 2 * unique.len(), "every span twice, with the same id");
+    assert_eq!(
+        ids.len(),
+        2 * unique.len(),
+        "every span twice, with the same id"
+    );
     let logged: Vec<String> = logged_ids(&rx);
     for id in &fx2.event_ids {
         assert_eq!(
@@ -275,7 +335,10 @@ fn otlp_wrong_token_is_rejected_and_never_shown() {
     let mut sink = mcptrail_sinks::build(&wrong).unwrap();
     let e = sink.probe().unwrap_err();
     assert_eq!(e.kind, SendErrorKind::Rejected);
-    assert!(e.message.contains("401") && e.message.contains("credentials"), "{e}");
+    assert!(
+        e.message.contains("401") && e.message.contains("credentials"),
+        "{e}"
+    );
     let shown = format!("{e:?} {wrong:?}");
     assert!(!shown.contains("wrong-token-456"), "{shown}");
     let right = otlp_config(
@@ -284,8 +347,14 @@ fn otlp_wrong_token_is_rejected_and_never_shown() {
         "headers = { authorization = { env = \"MCPTRAIL_TEST_OTLP_TOKEN_RIGHT\" } }\n",
     );
     let probed = mcptrail_sinks::build(&right).unwrap().probe().unwrap();
-    assert!(probed.contains("accepted empty export requests for traces, metrics, logs"), "{probed}");
-    assert_eq!(ship(dir.path(), &right).shipped as usize, fx.event_ids.len());
+    assert!(
+        probed.contains("accepted empty export requests for traces, metrics, logs"),
+        "{probed}"
+    );
+    assert_eq!(
+        ship(dir.path(), &right).shipped as usize,
+        fx.event_ids.len()
+    );
     assert!(rx.counters()["unauthorized"].as_u64().unwrap() >= 1);
 }
 
@@ -304,30 +373,39 @@ fn otlp_payloads_only_when_configured_even_across_batches() {
     assert!(rx.metrics().is_empty(), "metrics were not asked for");
     let spans = spans_by_request(&rx);
     let call = &spans[&(fx.request_ids[2].clone(), "SPAN_KIND_SERVER".to_string())];
-    let args = call["attrs"]["gen_ai.tool.call.arguments"].as_str().unwrap();
-    assert!(args.contains("[REDACTED:api_key]") && args.contains("Zürich"), "{args}");
+    let args = call["attrs"]["gen_ai.tool.call.arguments"]
+        .as_str()
+        .unwrap();
+    assert!(
+        args.contains("[REDACTED:api_key]") && args.contains("Zürich"),
+        "{args}"
+    );
     assert_eq!(call["attrs"]["gen_ai.tool.call.result"], "Sunny, 21 °C");
-    let prompt = &spans[&(fx.request_ids[2 + 3].clone(), "SPAN_KIND_SERVER".to_string())];
+    let prompt = &spans[&(
+        fx.request_ids[2 + 3].clone(),
+        "SPAN_KIND_SERVER".to_string(),
+    )];
     assert_eq!(prompt["attrs"]["gen_ai.prompt.variable.style"], "short");
-    assert!(rx
-        .log_records()
-        .iter()
-        .any(|l| l["body"]["string_value"].as_str().unwrap().contains("Zürich")));
+    assert!(rx.log_records().iter().any(|l| l["body"]["string_value"]
+        .as_str()
+        .unwrap()
+        .contains("Zürich")));
 }
 
 #[test]
 fn otlp_config_errors_name_the_sink_and_the_key() {
     let parse = |extra: &str| {
-        let table: toml::Table = toml::from_str(&format!(
-            "name = \"otel\"\ntype = \"otlp\"\n{extra}"
-        ))
-        .unwrap();
+        let table: toml::Table =
+            toml::from_str(&format!("name = \"otel\"\ntype = \"otlp\"\n{extra}")).unwrap();
         mcptrail_sinks::SinkConfig::from_table(table)
             .unwrap_err()
             .to_string()
     };
     let e = parse("endpont = \"http://127.0.0.1:4317\"\n");
-    assert!(e.contains("sink \"otel\"") && e.contains("endpont") && e.contains("endpoint"), "{e}");
+    assert!(
+        e.contains("sink \"otel\"") && e.contains("endpont") && e.contains("endpoint"),
+        "{e}"
+    );
     let e = parse("endpoint = \"http://127.0.0.1:4317\"\nprotocol = \"grpcc\"\n");
     assert!(e.contains("grpcc") && e.contains("http/protobuf"), "{e}");
     let e = parse("endpoint = \"http://127.0.0.1:4317\"\nsignals = [\"trace\"]\n");

@@ -195,12 +195,20 @@ impl OtlpSinkConfig {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
             if !valid {
-                return Err(format!("header name `{name}` is not a valid HTTP header name"));
+                return Err(format!(
+                    "header name `{name}` is not a valid HTTP header name"
+                ));
             }
             let lower = name.to_ascii_lowercase();
             if lower.starts_with("grpc-")
-                || ["content-type", "content-encoding", "te", "host", "content-length"]
-                    .contains(&lower.as_str())
+                || [
+                    "content-type",
+                    "content-encoding",
+                    "te",
+                    "host",
+                    "content-length",
+                ]
+                .contains(&lower.as_str())
             {
                 return Err(format!(
                     "header `{name}` is set by the OTLP transport itself; leave it out of `headers`"
@@ -228,10 +236,7 @@ impl OtlpSinkConfig {
         if has_port {
             (authority.to_string(), tls)
         } else {
-            (
-                format!("{authority}:{}", if tls { 443 } else { 80 }),
-                tls,
-            )
+            (format!("{authority}:{}", if tls { 443 } else { 80 }), tls)
         }
     }
 }

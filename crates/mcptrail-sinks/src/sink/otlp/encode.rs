@@ -490,7 +490,10 @@ mod tests {
         let ids = span_ids(&v, "req-1");
         assert_eq!(hex::encode(ids.trace), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(hex::encode(ids.client), "00f067aa0ba902b7");
-        assert_eq!(ids.parent.map(hex::encode).as_deref(), Some("1111111111111111"));
+        assert_eq!(
+            ids.parent.map(hex::encode).as_deref(),
+            Some("1111111111111111")
+        );
         let bare: EventView<'_> =
             serde_json::from_str(r#"{"event_id":"e1","seq":1,"time":"t","kind":"mcp.response"}"#)
                 .unwrap();
@@ -509,7 +512,10 @@ mod tests {
             Some(("127.0.0.1", Some(8080)))
         );
         assert_eq!(host_port("[::1]:5000"), Some(("::1", Some(5000))));
-        assert_eq!(host_port("https://u:p@h.example/x"), Some(("h.example", None)));
+        assert_eq!(
+            host_port("https://u:p@h.example/x"),
+            Some(("h.example", None))
+        );
     }
 
     #[test]
@@ -520,7 +526,10 @@ mod tests {
         }
         assert_eq!(p.len(), MAX_PENDING_ARGUMENTS);
         assert_eq!(p.get("r0"), None, "the oldest went first");
-        assert_eq!(p.get(&format!("r{}", MAX_PENDING_ARGUMENTS + 9)), Some("{}"));
+        assert_eq!(
+            p.get(&format!("r{}", MAX_PENDING_ARGUMENTS + 9)),
+            Some("{}")
+        );
         p.forget("r100");
         assert_eq!(p.get("r100"), None);
     }

@@ -28,11 +28,16 @@ fn severity(v: Option<&EventView<'_>>, kind: &str) -> (u64, &'static str) {
             Some(s) if s == "critical" || s == "high" => ERROR,
             _ => WARN,
         },
-        "malformed" | "tool.changed" | "system.error" | "system.ledger_recovered"
-        | "auth.denied" | "upstream.error" | "governance.forget" | "governance.reveal" => WARN,
+        "malformed"
+        | "tool.changed"
+        | "system.error"
+        | "system.ledger_recovered"
+        | "auth.denied"
+        | "upstream.error"
+        | "governance.forget"
+        | "governance.reveal" => WARN,
         "mcp.response"
-            if v
-                .and_then(|v| v.response_summary.as_ref())
+            if v.and_then(|v| v.response_summary.as_ref())
                 .is_some_and(|s| s.status != "ok") =>
         {
             WARN
@@ -141,7 +146,13 @@ mod tests {
     fn payload_members_are_removed_and_the_rest_kept() {
         let line = br#"{"event_id":"e","kind":"mcp.response","parameters_used":{"k":"v"},"response_summary":{"status":"ok","preview":"secret result","size":3}}"#;
         let out = without_payloads(line);
-        assert!(!out.contains("secret result") && !out.contains("\"k\""), "{out}");
-        assert!(out.contains("\"size\":3") && out.contains("\"event_id\":\"e\""), "{out}");
+        assert!(
+            !out.contains("secret result") && !out.contains("\"k\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("\"size\":3") && out.contains("\"event_id\":\"e\""),
+            "{out}"
+        );
     }
 }

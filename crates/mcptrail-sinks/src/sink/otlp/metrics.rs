@@ -109,18 +109,27 @@ pub(crate) fn encode(batch: &Batch<'_>, settings: &EncodeSettings) -> Option<Vec
         let mut counts: Counts = HashMap::new();
         for it in batch.items.iter().filter(|it| it.resource == resource) {
             *counts
-                .entry(("mcptrail.events", vec![("mcptrail.event.kind", it.rec.kind.clone())]))
+                .entry((
+                    "mcptrail.events",
+                    vec![("mcptrail.event.kind", it.rec.kind.clone())],
+                ))
                 .or_default() += 1;
             let Some(v) = &it.view else { continue };
             for r in &v.redactions {
                 *counts
-                    .entry(("mcptrail.redactions", vec![("mcptrail.redaction.rule", r.rule.to_string())]))
+                    .entry((
+                        "mcptrail.redactions",
+                        vec![("mcptrail.redaction.rule", r.rule.to_string())],
+                    ))
                     .or_default() += 1;
             }
             if v.kind == "alert" {
                 let d = v.alert_detail();
                 let attrs = vec![
-                    ("mcptrail.alert.rule", d.rule.as_deref().unwrap_or("unknown").to_string()),
+                    (
+                        "mcptrail.alert.rule",
+                        d.rule.as_deref().unwrap_or("unknown").to_string(),
+                    ),
                     (
                         "mcptrail.alert.severity",
                         d.severity.as_deref().unwrap_or("unknown").to_string(),
@@ -202,7 +211,10 @@ fn write_histograms(
     let mut points: Vec<_> = hist.into_iter().collect();
     points.sort_by(|a, b| a.0.cmp(&b.0));
     for instrument in Instrument::ALL {
-        let mine: Vec<_> = points.iter().filter(|((i, _), _)| *i == instrument).collect();
+        let mine: Vec<_> = points
+            .iter()
+            .filter(|((i, _), _)| *i == instrument)
+            .collect();
         if mine.is_empty() {
             continue;
         }
@@ -238,9 +250,21 @@ fn write_counts(scope: &mut Writer, counts: Counts, (start, end): (u64, u64)) {
     let mut points: Vec<_> = counts.into_iter().collect();
     points.sort();
     for (name, unit, description) in [
-        ("mcptrail.events", "{event}", "Events written to the audit ledger"),
-        ("mcptrail.redactions", "{redaction}", "Values redacted from events, by rule"),
-        ("mcptrail.alerts", "{alert}", "Alerts raised, by rule and severity"),
+        (
+            "mcptrail.events",
+            "{event}",
+            "Events written to the audit ledger",
+        ),
+        (
+            "mcptrail.redactions",
+            "{redaction}",
+            "Values redacted from events, by rule",
+        ),
+        (
+            "mcptrail.alerts",
+            "{alert}",
+            "Alerts raised, by rule and severity",
+        ),
     ] {
         let mine: Vec<_> = points.iter().filter(|((n, _), _)| *n == name).collect();
         if mine.is_empty() {

@@ -132,7 +132,12 @@ impl Sink for OtlpSink {
                     Err(e) => Some(e),
                 };
                 if let Some(mut e) = failed {
-                    e.message = format!("{} {}: {}", self.protocol_name(), signal.as_str(), e.message);
+                    e.message = format!(
+                        "{} {}: {}",
+                        self.protocol_name(),
+                        signal.as_str(),
+                        e.message
+                    );
                     self.accepted = Some((id, accepted));
                     return Err(e);
                 }
@@ -147,7 +152,12 @@ impl Sink for OtlpSink {
         for &signal in &self.signals {
             // An empty Export*ServiceRequest is zero bytes of protobuf.
             self.transport.export(signal, &[]).map_err(|mut e| {
-                e.message = format!("{} {}: {}", self.protocol_name(), signal.as_str(), e.message);
+                e.message = format!(
+                    "{} {}: {}",
+                    self.protocol_name(),
+                    signal.as_str(),
+                    e.message
+                );
                 e
             })?;
         }

@@ -76,7 +76,6 @@ impl Writer {
         self.varint(v as u64);
     }
 
-
     /// A `fixed64` field, omitted when zero.
     pub(crate) fn fixed64(&mut self, field: u32, v: u64) {
         if v != 0 {
@@ -90,7 +89,6 @@ impl Writer {
         self.tag(field, I64);
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
-
 
     /// A `double` field even when zero (oneof or `optional` member).
     pub(crate) fn double_always(&mut self, field: u32, v: f64) {
@@ -165,7 +163,6 @@ impl Writer {
             w.message(2, |v| v.int64_always(3, value));
         });
     }
-
 
     /// A `KeyValue` with an array of strings.
     pub(crate) fn kv_str_array<S: AsRef<str>>(&mut self, field: u32, key: &str, values: &[S]) {

@@ -19,7 +19,9 @@
 //! with `include_payloads` they are kept in bounded memory until the response (see
 //! [`super::encode::CrossBatch`]).
 
-use super::encode::{host_port, span_ids, transports, write_request, Batch, CrossBatch, EncodeSettings};
+use super::encode::{
+    host_port, span_ids, transports, write_request, Batch, CrossBatch, EncodeSettings,
+};
 use super::proto::Writer;
 use super::view::EventView;
 
@@ -69,9 +71,7 @@ pub(crate) fn outcome<'v>(v: &'v EventView<'_>, side: Side) -> Outcome<'v> {
         (None, other) => Some(std::borrow::Cow::Borrowed(other)),
     };
     Outcome {
-        message: error_type
-            .as_ref()
-            .and(s.error_message.as_deref()),
+        message: error_type.as_ref().and(s.error_message.as_deref()),
         error_type,
         status_code,
     }
@@ -214,7 +214,11 @@ fn write_span(
                 w.kv_str(9, "gen_ai.tool.call.arguments", a);
             }
         }
-        if let Some(p) = v.response_summary.as_ref().and_then(|s| s.preview.as_deref()) {
+        if let Some(p) = v
+            .response_summary
+            .as_ref()
+            .and_then(|s| s.preview.as_deref())
+        {
             w.kv_str(9, "gen_ai.tool.call.result", p);
         }
     }
@@ -230,7 +234,12 @@ fn write_span(
 
 /// The attributes spans and operation metrics share: method, tool/prompt, operation name,
 /// protocol version, transport and the peer's address on this side.
-pub(crate) fn write_operation_attributes(w: &mut Writer, field: u32, v: &EventView<'_>, side: Side) {
+pub(crate) fn write_operation_attributes(
+    w: &mut Writer,
+    field: u32,
+    v: &EventView<'_>,
+    side: Side,
+) {
     let method = v.method.as_deref().unwrap_or("");
     w.kv_str(field, "mcp.method.name", method);
     if let Some(t) = &v.tool_invoked {

@@ -43,7 +43,10 @@ pub(crate) fn load_headers(cfg: &OtlpSinkConfig) -> Result<Headers, String> {
                 HeaderValue::Secret(s) => {
                     let secret = s.load().map_err(|e| format!("header `{name}`: {e}"))?;
                     String::from_utf8(secret.expose().to_vec()).map_err(|_| {
-                        format!("header `{name}`: the value in {} is not UTF-8", s.describe())
+                        format!(
+                            "header `{name}`: the value in {} is not UTF-8",
+                            s.describe()
+                        )
                     })?
                 }
             };
@@ -93,7 +96,11 @@ impl Transport {
     }
 
     /// Deliver one export request of `signal`.
-    pub(crate) fn export(&mut self, signal: Signal, body: &[u8]) -> Result<PartialSuccess, SendError> {
+    pub(crate) fn export(
+        &mut self,
+        signal: Signal,
+        body: &[u8],
+    ) -> Result<PartialSuccess, SendError> {
         match self {
             Transport::Http(t) => t.export(signal, body),
             Transport::Grpc(t) => t.export(signal, body),
@@ -203,7 +210,9 @@ impl HttpTransport {
         };
         let hint = match status {
             401 | 403 => " (check the credentials in `headers`)",
-            404 => " (is the endpoint an OTLP/HTTP receiver? gRPC receivers need protocol = \"grpc\")",
+            404 => {
+                " (is the endpoint an OTLP/HTTP receiver? gRPC receivers need protocol = \"grpc\")"
+            }
             415 => " (the receiver does not take protobuf)",
             _ => "",
         };
@@ -254,7 +263,10 @@ pub(crate) struct GrpcTransport {
     authority: String,
     scheme: &'static str,
     shown: String,
-    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
     compression: Compression,
     timeout: Duration,
@@ -274,7 +286,10 @@ impl GrpcTransport {
     fn new(cfg: &OtlpSinkConfig, headers: Headers) -> Result<Self, String> {
         let (authority, tls_on) = cfg.authority();
         let tls = if tls_on {
-            let client = cfg.tls_client_cert_file.as_deref().zip(cfg.tls_client_key_file.as_deref());
+            let client = cfg
+                .tls_client_cert_file
+                .as_deref()
+                .zip(cfg.tls_client_key_file.as_deref());
             let base = crate::tls::client_config(cfg.tls_ca_file.as_deref(), client)?;
             let mut config = (*base).clone();
             config.alpn_protocols = vec![b"h2".to_vec()];
@@ -318,10 +333,12 @@ impl GrpcTransport {
     }
 
     fn connect(&mut self) -> Result<h2::client::SendRequest<Bytes>, SendError> {
-        let (authority, shown, timeout) = (self.authority.clone(), self.shown.clone(), self.timeout);
+        let (authority, shown, timeout) =
+            (self.authority.clone(), self.shown.clone(), self.timeout);
         let tls = self.tls.clone();
         let conn = self.runtime.block_on(async move {
-            let connect_error = |m: String| SendError::new(SendErrorKind::Connect, format!("{shown}: {m}"));
+            let connect_error =
+                |m: String| SendError::new(SendErrorKind::Connect, format!("{shown}: {m}"));
             let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&authority))
                 .await
                 .map_err(|_| connect_error("connection timed out".into()))?
@@ -336,7 +353,8 @@ impl GrpcTransport {
                         .map_err(|e| connect_error(format!("TLS: {e}")))?;
                     if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
                         return Err(connect_error(
-                            "the server did not agree to HTTP/2 (ALPN h2): is it a gRPC endpoint?".into(),
+                            "the server did not agree to HTTP/2 (ALPN h2): is it a gRPC endpoint?"
+                                .into(),
                         ));
                     }
                     handshake(stream, timeout).await
@@ -365,7 +383,10 @@ impl GrpcTransport {
             ))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
-            .header("user-agent", concat!("mcptrail/", env!("CARGO_PKG_VERSION")))
+            .header(
+                "user-agent",
+                concat!("mcptrail/", env!("CARGO_PKG_VERSION")),
+            )
             .body(())
             .map_err(|e| SendError::new(SendErrorKind::Encode, e.to_string()))?;
             if self.compression == Compression::Gzip {
@@ -380,7 +401,9 @@ impl GrpcTransport {
             let result = self.runtime.block_on(async move {
                 tokio::time::timeout(timeout, unary(conn, req, body))
                     .await
-                    .unwrap_or(Err(CallError::Exchange("no answer within the timeout".into())))
+                    .unwrap_or(Err(CallError::Exchange(
+                        "no answer within the timeout".into(),
+                    )))
             });
             match result {
                 Ok(a) => return Ok(a),
@@ -461,7 +484,10 @@ impl GrpcTransport {
                 let mut out = Vec::new();
                 let mut d = flate2::read::GzDecoder::new(&rest[4..]);
                 std::io::Read::read_to_end(&mut d, &mut out).map_err(|e| {
-                    SendError::new(SendErrorKind::Transport, format!("{shown}: gzip answer: {e}"))
+                    SendError::new(
+                        SendErrorKind::Transport,
+                        format!("{shown}: gzip answer: {e}"),
+                    )
                 })?;
                 return read_partial_success(&out).ok_or_else(|| not_otlp(shown));
             }
@@ -583,7 +609,9 @@ fn retry_delay(b64: &str) -> Option<Duration> {
         .ok()?;
     let status = super::proto::fields(&bytes)?;
     for (f, any) in status {
-        let super::proto::Field::Len(any) = any else { continue };
+        let super::proto::Field::Len(any) = any else {
+            continue;
+        };
         if f != 3 {
             continue;
         }
@@ -634,10 +662,12 @@ mod tests {
         w.uint(1, 8);
         w.message(3, |any| {
             any.string(1, "type.googleapis.com/google.rpc.RetryInfo");
-            any.message(2, |ri| ri.message(1, |d| {
-                d.uint(1, 2);
-                d.uint(2, 500_000_000);
-            }));
+            any.message(2, |ri| {
+                ri.message(1, |d| {
+                    d.uint(1, 2);
+                    d.uint(2, 500_000_000);
+                })
+            });
         });
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&w.buf);
