@@ -11,6 +11,9 @@
 #     -> <peers>/venv/  (used by crates/mcptrail-test-support/peers/py_client.py)
 #   * The Go reference checkpoint verifier (.ci/install-go-verifier.sh: Debian golang-go and
 #     golang-golang-x-mod-dev via apt-get when missing) -> <peers>/bin/checkpoint-verify
+#   * rotel (an OpenTelemetry collector) and opentelemetry-proto from PyPI, pinned in
+#     .ci/peers/otlp-requirements.txt (.ci/install-otlp-peers.sh) -> <peers>/otlp-venv,
+#     <peers>/bin/rotel-agent
 #   * rsyslog with its GnuTLS netstream driver (Debian rsyslog, rsyslog-gnutls via apt-get
 #     when missing): the sink tests start their own `rsyslogd -n` on loopback ports
 #
@@ -154,6 +157,9 @@ log "server-everything: node $peers_dir/node_modules/@modelcontextprotocol/serve
 
 # --- Go reference checkpoint verifier (Debian golang-go + golang-golang-x-mod-dev) ---
 "$script_dir/install-go-verifier.sh"
+
+# --- rotel + opentelemetry-proto (PyPI, own venv) for the OTLP sink tests -------------
+"$script_dir/install-otlp-peers.sh"
 
 # --- rsyslog (Debian rsyslog + rsyslog-gnutls) for the syslog sink tests ----------------
 # The tests start private daemons (`rsyslogd -n -f <conf>`) on high loopback ports; the

@@ -8,6 +8,9 @@
 //! MCPTRAIL_BENCH_EVENTS=500000 cargo bench -p mcptrail-sinks --bench ship
 //! ```
 //!
+//! The OTLP rows (`MCPTRAIL_BENCH_ONLY=otlp`) ship to a private rotel (`.ci/install-peers.sh`)
+//! and print their own table, with the file sink on the same ledger as the baseline.
+//!
 //! NATS JetStream must run at 127.0.0.1:4222 (a stream is created for the run and deleted).
 //! Every figure is the median of 5 runs; nothing here is asserted.
 
@@ -164,6 +167,9 @@ fn main() {
         rows.push(bench_nats(&data, n, runs));
     }
     rows.extend(bench_siem(&data, n, runs, &want));
+    if want("otlp") {
+        bench_otlp(dir.path(), n, runs);
+    }
 
     let base = rows[0].wall;
     let file = rows
@@ -195,6 +201,87 @@ fn main() {
     println!(
         "HEC and Elasticsearch receivers run in this process: their CPU is in the shipper column"
     );
+}
+
+/// OTLP into a real collector (rotel, blackhole exporter) on a ledger of MCP request/response
+/// pairs (every response becomes two spans, two histogram observations and a log record; the
+/// requests a log record), against the file sink on the same ledger, in the same run.
+fn bench_otlp(dir: &std::path::Path, n: usize, runs: usize) {
+    use mcptrail_test_support::otlp::{write_mcp_session, Rotel};
+    let data = dir.join("mcp-data");
+    // Each call is a request and a response; the session adds 16 events around them.
+    let fx = write_mcp_session(&data, n / 2);
+    let events = fx.event_ids.len();
+    let rotel = Rotel::start_blackhole();
+    let pid = rotel.pid().map(|p| p.to_string());
+    let out = dir.join("out/mcp.jsonl");
+    let mut rows = Vec::new();
+    let configs = [
+        (
+            "file json, batch 1000, fdatasync/batch (baseline)".to_string(),
+            format!(
+                "name = \"file\"\ntype = \"file\"\npath = \"{}\"\nbatch_max_events = 1000\nmax_bytes = 100000000000\n",
+                out.display()
+            ),
+            false,
+        ),
+        (
+            "otlp grpc → rotel, batch 1000".to_string(),
+            format!(
+                "name = \"otlp\"\ntype = \"otlp\"\nendpoint = \"{}\"\nprotocol = \"grpc\"\nbatch_max_events = 1000\nbatch_max_bytes = 4000000\n",
+                rotel.grpc_endpoint()
+            ),
+            true,
+        ),
+        (
+            "otlp http/protobuf → rotel, batch 1000".to_string(),
+            format!(
+                "name = \"otlp\"\ntype = \"otlp\"\nendpoint = \"{}\"\nprotocol = \"http/protobuf\"\nbatch_max_events = 1000\nbatch_max_bytes = 4000000\n",
+                rotel.http_endpoint()
+            ),
+            true,
+        ),
+        (
+            "otlp grpc gzip → rotel, batch 1000".to_string(),
+            format!(
+                "name = \"otlp\"\ntype = \"otlp\"\nendpoint = \"{}\"\nprotocol = \"grpc\"\ncompression = \"gzip\"\nbatch_max_events = 1000\nbatch_max_bytes = 4000000\n",
+                rotel.grpc_endpoint()
+            ),
+            true,
+        ),
+    ];
+    for (label, text, remote) in configs {
+        let cfg = sink(&text);
+        let setup = || {
+            let _ = std::fs::remove_file(&out);
+            Cursor::new(&data, &cfg.name).store(0, "").unwrap();
+        };
+        let receiver = if remote { pid.as_deref() } else { None };
+        rows.push(time_runs(&label, runs, receiver, setup, || {
+            ship_all(&data, &cfg, events as u64)
+        }));
+    }
+    println!(
+        "otlp bench: {events} events of MCP sessions ({} request/response pairs)",
+        n / 2
+    );
+    println!(
+        "{:<46} {:>10} {:>12} {:>14} {:>15}",
+        "", "events/s", "vs file", "shipper µs/ev", "receiver µs/ev"
+    );
+    let base = rows[0].wall;
+    for r in &rows {
+        let per_event = |secs: f64| secs * 1e6 / events as f64;
+        println!(
+            "{:<46} {:>10.0} {:>11.2}x {:>14.2} {:>15}",
+            r.label,
+            events as f64 / r.wall.as_secs_f64(),
+            base.as_secs_f64() / r.wall.as_secs_f64(),
+            per_event(r.cpu),
+            r.receiver_cpu
+                .map_or("-".to_string(), |c| format!("{:.2}", per_event(c))),
+        );
+    }
 }
 
 /// NATS JetStream: a stream of its own for this run, in memory, deleted afterwards.

@@ -49,6 +49,8 @@ pub enum SinkTarget {
     Elasticsearch(crate::sink::elastic::ElasticsearchSinkConfig),
     /// `type = "s3"`: S3-compatible object storage with Object Lock.
     S3(crate::sink::s3::S3SinkConfig),
+    /// `type = "otlp"`: OpenTelemetry export (traces, metrics, logs) over gRPC or HTTP.
+    Otlp(crate::sink::otlp::OtlpSinkConfig),
 }
 
 impl SinkTarget {
@@ -62,6 +64,7 @@ impl SinkTarget {
             SinkTarget::SplunkHec(_) => "splunk_hec",
             SinkTarget::Elasticsearch(_) => "elasticsearch",
             SinkTarget::S3(_) => "s3",
+            SinkTarget::Otlp(_) => "otlp",
         }
     }
 }
@@ -486,9 +489,15 @@ impl SinkConfig {
                 c.validate(filtered).map_err(err)?;
                 SinkTarget::S3(c)
             }
+            "otlp" => {
+                let c: crate::sink::otlp::OtlpSinkConfig =
+                    specific_value.try_into().map_err(with_common_keys)?;
+                c.check().map_err(err)?;
+                SinkTarget::Otlp(c)
+            }
             other => {
                 return Err(err(format!(
-                    "unknown type `{other}`: expected file, syslog, webhook, nats, splunk_hec, elasticsearch or s3 (otlp is not built yet)"
+                    "unknown type `{other}`: expected file, syslog, webhook, nats, otlp, splunk_hec, elasticsearch or s3"
                 )))
             }
         };
@@ -544,12 +553,20 @@ impl SinkConfig {
 /// toml's messages for a table deserialised on its own carry no useful position; keep the
 /// first line.
 fn tidy(message: &str) -> String {
-    message
+    let mut lines = message
         .lines()
-        .rfind(|l| !l.trim().is_empty() && !l.contains('|') && !l.starts_with("TOML parse error"))
-        .unwrap_or(message)
-        .trim()
-        .to_string()
+        .filter(|l| !l.trim().is_empty() && !l.contains('|') && !l.starts_with("TOML parse error"));
+    let Some(last) = lines.next_back() else {
+        return message.trim().to_string();
+    };
+    // A wrong value inside a key ends with "in `key`": keep the line saying what is wrong.
+    match lines
+        .next_back()
+        .filter(|_| last.trim_start().starts_with("in `"))
+    {
+        Some(what) => format!("{} {}", what.trim(), last.trim()),
+        None => last.trim().to_string(),
+    }
 }
 
 impl<'de> Deserialize<'de> for SinkConfig {

@@ -20,6 +20,7 @@ pub mod elastic;
 pub mod file;
 pub(crate) mod http;
 pub mod nats;
+pub mod otlp;
 pub mod s3;
 pub mod sigv4;
 pub mod splunk;
@@ -69,5 +70,6 @@ pub fn build(cfg: &SinkConfig) -> Result<Box<dyn Sink>, Error> {
             Box::new(elastic::ElasticsearchSink::new(&cfg.name, c.clone()).map_err(setup)?)
         }
         SinkTarget::S3(c) => Box::new(s3::S3Sink::new(&cfg.name, c.clone()).map_err(setup)?),
+        SinkTarget::Otlp(c) => Box::new(otlp::OtlpSink::new(c.clone()).map_err(setup)?),
     })
 }

@@ -7,6 +7,7 @@ mod common;
 mod elastic;
 mod file;
 mod nats;
+mod otlp;
 mod s3;
 mod shipper;
 mod splunk;

@@ -1,0 +1,315 @@
+//! Metrics of a batch, with DELTA temporality: each batch's points cover the interval from
+//! its earliest to its latest event, so points from a shipper that restarts, or from several
+//! taps, add up instead of resetting a cumulative series. (A batch sent again after a lost
+//! acknowledgement counts twice: metrics, unlike spans and logs, carry no id to dedupe by.)
+//!
+//! - `mcp.server.operation.duration`, `mcp.client.operation.duration` (histograms, s): one
+//!   observation per answered request on each side, with the conventions' attributes
+//!   (method, tool/prompt, `error.type`, `rpc.response.status_code`, protocol version,
+//!   transport, server address on the client side);
+//! - `mcp.server.session.duration`, `mcp.client.session.duration` (histograms, s): from
+//!   `session.end` events;
+//! - `mcptrail.events` (events written to the ledger, by kind), `mcptrail.redactions` (by
+//!   rule), `mcptrail.alerts` (by rule and severity): monotonic sums.
+
+use std::collections::HashMap;
+
+use super::encode::{transports, write_request, Batch, EncodeSettings};
+use super::proto::Writer;
+use super::traces::{is_span_source, outcome, write_operation_attributes, Side};
+
+/// Bucket boundaries the conventions recommend for MCP durations (seconds).
+pub(crate) const DURATION_BOUNDS: [f64; 14] = [
+    0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+/// `AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA`.
+const DELTA: u64 = 1;
+
+#[derive(Debug, Clone)]
+struct Histogram {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    buckets: [u64; DURATION_BOUNDS.len() + 1],
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            buckets: [0; DURATION_BOUNDS.len() + 1],
+        }
+    }
+
+    fn record(&mut self, secs: f64) {
+        self.count += 1;
+        self.sum += secs;
+        self.min = self.min.min(secs);
+        self.max = self.max.max(secs);
+        // Bucket i holds (bounds[i-1], bounds[i]].
+        let i = DURATION_BOUNDS.partition_point(|b| *b < secs);
+        self.buckets[i] += 1;
+    }
+}
+
+/// The four MCP histograms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Instrument {
+    ServerOperation,
+    ClientOperation,
+    ServerSession,
+    ClientSession,
+}
+
+impl Instrument {
+    const ALL: [Instrument; 4] = [
+        Instrument::ServerOperation,
+        Instrument::ClientOperation,
+        Instrument::ServerSession,
+        Instrument::ClientSession,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Instrument::ServerOperation => "mcp.server.operation.duration",
+            Instrument::ClientOperation => "mcp.client.operation.duration",
+            Instrument::ServerSession => "mcp.server.session.duration",
+            Instrument::ClientSession => "mcp.client.session.duration",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Instrument::ServerOperation => {
+                "MCP request duration as observed by mcptrail on the side facing the requester"
+            }
+            Instrument::ClientOperation => {
+                "MCP request duration as observed by mcptrail on the side facing the responder"
+            }
+            Instrument::ServerSession => "MCP session duration on the side facing the client",
+            Instrument::ClientSession => "MCP session duration on the side facing the server",
+        }
+    }
+}
+
+/// Sums by name and attributes.
+type Counts = HashMap<(&'static str, Vec<(&'static str, String)>), u64>;
+
+/// Write the `ExportMetricsServiceRequest` of a batch (`None`: nothing to report).
+pub(crate) fn encode(batch: &Batch<'_>, settings: &EncodeSettings) -> Option<Vec<u8>> {
+    let (start, end) = (batch.span_ns.0, batch.span_ns.1 + 1);
+    write_request(batch, settings, |scope, resource| {
+        // Histograms keyed by their encoded attribute bytes: the same attributes always
+        // encode the same way, and encoding is what the export needs anyway.
+        let mut hist: HashMap<(Instrument, Vec<u8>), Histogram> = HashMap::new();
+        let mut counts: Counts = HashMap::new();
+        for it in batch.items.iter().filter(|it| it.resource == resource) {
+            *counts
+                .entry((
+                    "mcptrail.events",
+                    vec![("mcptrail.event.kind", it.rec.kind.clone())],
+                ))
+                .or_default() += 1;
+            let Some(v) = &it.view else { continue };
+            for r in &v.redactions {
+                *counts
+                    .entry((
+                        "mcptrail.redactions",
+                        vec![("mcptrail.redaction.rule", r.rule.to_string())],
+                    ))
+                    .or_default() += 1;
+            }
+            if v.kind == "alert" {
+                let d = v.alert_detail();
+                let attrs = vec![
+                    (
+                        "mcptrail.alert.rule",
+                        d.rule.as_deref().unwrap_or("unknown").to_string(),
+                    ),
+                    (
+                        "mcptrail.alert.severity",
+                        d.severity.as_deref().unwrap_or("unknown").to_string(),
+                    ),
+                ];
+                *counts.entry(("mcptrail.alerts", attrs)).or_default() += 1;
+            }
+            if is_span_source(v) {
+                let Some(secs) = v.duration_ms.filter(|d| d.is_finite() && *d >= 0.0) else {
+                    continue;
+                };
+                for (side, instrument) in [
+                    (Side::Server, Instrument::ServerOperation),
+                    (Side::Client, Instrument::ClientOperation),
+                ] {
+                    let mut a = Writer::default();
+                    write_operation_attributes(&mut a, 9, v, side);
+                    let o = outcome(v, side);
+                    if let Some(code) = &o.status_code {
+                        a.kv_str(9, "rpc.response.status_code", code);
+                    }
+                    if let Some(t) = &o.error_type {
+                        a.kv_str(9, "error.type", t);
+                    }
+                    hist.entry((instrument, a.buf))
+                        .or_insert_with(Histogram::new)
+                        .record(secs / 1000.0);
+                }
+            } else if v.kind == "session.end" {
+                let transport = v.server.as_ref().and_then(|s| s.transport.as_deref());
+                // The gateway records itself as a session too; it is not an MCP session.
+                let Some(secs) = v
+                    .duration_ms
+                    .filter(|d| d.is_finite() && *d >= 0.0 && transport != Some("gateway"))
+                else {
+                    continue;
+                };
+                let (client_side, server_side) = transports(v);
+                let failed = v
+                    .session
+                    .as_ref()
+                    .and_then(|s| s.end_reason.as_deref())
+                    .filter(|r| *r == "tap_error");
+                for (instrument, net) in [
+                    (Instrument::ServerSession, client_side),
+                    (Instrument::ClientSession, server_side),
+                ] {
+                    let mut a = Writer::default();
+                    if let Some(p) = &v.protocol_version {
+                        a.kv_str(9, "mcp.protocol.version", p);
+                    }
+                    a.kv_str(9, "network.transport", net);
+                    if net == "tcp" {
+                        a.kv_str(9, "network.protocol.name", "http");
+                    }
+                    if let Some(r) = failed {
+                        a.kv_str(9, "error.type", r);
+                    }
+                    hist.entry((instrument, a.buf))
+                        .or_insert_with(Histogram::new)
+                        .record(secs / 1000.0);
+                }
+            }
+        }
+        if hist.is_empty() && counts.is_empty() {
+            return false;
+        }
+        write_histograms(scope, hist, (start, end));
+        write_counts(scope, counts, (start, end));
+        true
+    })
+}
+
+fn write_histograms(
+    scope: &mut Writer,
+    hist: HashMap<(Instrument, Vec<u8>), Histogram>,
+    (start, end): (u64, u64),
+) {
+    let mut points: Vec<_> = hist.into_iter().collect();
+    points.sort_by(|a, b| a.0.cmp(&b.0));
+    for instrument in Instrument::ALL {
+        let mine: Vec<_> = points
+            .iter()
+            .filter(|((i, _), _)| *i == instrument)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        // ScopeMetrics.metrics = 2; Metric { name = 1; description = 2; unit = 3;
+        // histogram = 9 { data_points = 1; aggregation_temporality = 2 } }
+        scope.message(2, |m| {
+            m.string(1, instrument.name());
+            m.string(2, instrument.description());
+            m.string(3, "s");
+            m.message(9, |h| {
+                for ((_, attrs), hg) in &mine {
+                    // HistogramDataPoint { start = 2; time = 3; count = 4; sum = 5;
+                    // bucket_counts = 6; explicit_bounds = 7; attributes = 9; min = 11; max = 12 }
+                    h.message(1, |p| {
+                        p.buf.extend_from_slice(attrs);
+                        p.fixed64(2, start);
+                        p.fixed64(3, end);
+                        p.fixed64(4, hg.count);
+                        p.double_always(5, hg.sum);
+                        p.packed_fixed64(6, &hg.buckets);
+                        p.packed_double(7, &DURATION_BOUNDS);
+                        p.double_always(11, hg.min);
+                        p.double_always(12, hg.max);
+                    });
+                }
+                h.uint(2, DELTA);
+            });
+        });
+    }
+}
+
+fn write_counts(scope: &mut Writer, counts: Counts, (start, end): (u64, u64)) {
+    let mut points: Vec<_> = counts.into_iter().collect();
+    points.sort();
+    for (name, unit, description) in [
+        (
+            "mcptrail.events",
+            "{event}",
+            "Events written to the audit ledger",
+        ),
+        (
+            "mcptrail.redactions",
+            "{redaction}",
+            "Values redacted from events, by rule",
+        ),
+        (
+            "mcptrail.alerts",
+            "{alert}",
+            "Alerts raised, by rule and severity",
+        ),
+    ] {
+        let mine: Vec<_> = points.iter().filter(|((n, _), _)| *n == name).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        // Metric.sum = 7: Sum { data_points = 1; aggregation_temporality = 2; is_monotonic = 3 }
+        scope.message(2, |m| {
+            m.string(1, name);
+            m.string(2, description);
+            m.string(3, unit);
+            m.message(7, |s| {
+                for ((_, attrs), n) in &mine {
+                    // NumberDataPoint { start = 2; time = 3; as_int = 6 (sfixed64); attributes = 7 }
+                    s.message(1, |p| {
+                        for (k, val) in attrs {
+                            p.kv_str(7, k, val);
+                        }
+                        p.fixed64(2, start);
+                        p.fixed64(3, end);
+                        p.sfixed64_always(6, *n as i64);
+                    });
+                }
+                s.uint(2, DELTA);
+                s.uint(3, 1);
+            });
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observations_land_in_the_bucket_whose_upper_bound_holds_them() {
+        let mut h = Histogram::new();
+        for s in [0.001, 0.01, 0.011, 299.0, 1000.0] {
+            h.record(s);
+        }
+        assert_eq!(h.buckets[0], 2, "(-inf, 0.01]");
+        assert_eq!(h.buckets[1], 1, "(0.01, 0.02]");
+        assert_eq!(h.buckets[13], 1, "(120, 300]");
+        assert_eq!(h.buckets[14], 1, "(300, +inf)");
+        assert_eq!(h.count, 5);
+        assert_eq!(h.min, 0.001);
+        assert_eq!(h.max, 1000.0);
+    }
+}
