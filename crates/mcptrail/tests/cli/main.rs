@@ -8,6 +8,7 @@ mod export;
 mod gateway;
 mod integrity;
 mod lifecycle;
+mod otlp;
 mod peers;
 mod query;
 mod redaction;
