@@ -10,6 +10,7 @@ mod export;
 mod gateway;
 mod integrity;
 mod lifecycle;
+mod otlp;
 mod peers;
 mod query;
 mod redaction;

@@ -70,7 +70,10 @@ fn write_record(w: &mut Writer, it: &Item<'_>, settings: &EncodeSettings) {
     w.string(3, text);
     w.message(5, |body| match v {
         Some(v) if !settings.include_payloads && v.has_payload() => {
-            body.string_always(1, &without_payloads(&it.rec.line));
+            match cut_payloads(&it.rec.line, v) {
+                Some(cut) => body.string_always(1, &String::from_utf8_lossy(&cut)),
+                None => body.string_always(1, &without_payloads(&it.rec.line)),
+            }
         }
         _ => body.string_always(1, &String::from_utf8_lossy(&it.rec.line)),
     });
@@ -120,6 +123,51 @@ fn write_record(w: &mut Writer, it: &Item<'_>, settings: &EncodeSettings) {
     }
     w.fixed64(11, it.time_ns);
     w.string(12, &format!("mcptrail.{kind}"));
+}
+
+/// The stored line with the `parameters_used` and `response_summary.preview` members cut out
+/// by position (the parsed view points into the line), without re-serialising the rest;
+/// `None` when the line is not laid out as the ledger writes it (then [`without_payloads`]).
+fn cut_payloads(line: &[u8], v: &EventView<'_>) -> Option<Vec<u8>> {
+    if v.malformed.is_some() {
+        return None;
+    }
+    let base = line.as_ptr() as usize;
+    let mut cuts: Vec<(usize, usize)> = Vec::new();
+    for (key, raw) in [
+        (&b"\"parameters_used\":"[..], v.parameters_used),
+        (
+            &b"\"preview\":"[..],
+            v.response_summary.as_ref().and_then(|s| s.preview),
+        ),
+    ] {
+        let Some(raw) = raw else { continue };
+        let start = (raw.get().as_ptr() as usize).checked_sub(base)?;
+        let end = start + raw.get().len();
+        if end > line.len() || !line[..start].ends_with(key) {
+            return None;
+        }
+        let mut from = start - key.len();
+        let mut to = end;
+        if from > 0 && line[from - 1] == b',' {
+            from -= 1;
+        } else if line.get(to) == Some(&b',') {
+            to += 1;
+        }
+        cuts.push((from, to));
+    }
+    cuts.sort_unstable();
+    let mut out = Vec::with_capacity(line.len());
+    let mut at = 0;
+    for (from, to) in cuts {
+        if from < at {
+            return None;
+        }
+        out.extend_from_slice(&line[at..from]);
+        at = to;
+    }
+    out.extend_from_slice(&line[at..]);
+    Some(out)
 }
 
 /// The event JSON without the payload members `include_payloads = false` keeps out.

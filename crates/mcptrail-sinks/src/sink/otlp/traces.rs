@@ -214,12 +214,8 @@ fn write_span(
                 w.kv_str(9, "gen_ai.tool.call.arguments", a);
             }
         }
-        if let Some(p) = v
-            .response_summary
-            .as_ref()
-            .and_then(|s| s.preview.as_deref())
-        {
-            w.kv_str(9, "gen_ai.tool.call.result", p);
+        if let Some(p) = v.response_summary.as_ref().and_then(|s| s.preview_text()) {
+            w.kv_str(9, "gen_ai.tool.call.result", &p);
         }
     }
     if o.error_type.is_some() {

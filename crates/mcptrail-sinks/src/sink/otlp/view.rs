@@ -115,8 +115,17 @@ pub(crate) struct SummaryView<'a> {
     pub error_code: Option<i64>,
     #[serde(default, borrow)]
     pub error_message: Option<Str<'a>>,
+    /// Kept raw: the log encoder cuts it out of the stored line by position.
     #[serde(default, borrow)]
-    pub preview: Option<Str<'a>>,
+    pub preview: Option<&'a RawValue>,
+}
+
+impl SummaryView<'_> {
+    /// The preview text.
+    pub(crate) fn preview_text(&self) -> Option<String> {
+        self.preview
+            .and_then(|p| serde_json::from_str(p.get()).ok())
+    }
 }
 
 #[derive(Debug, Deserialize)]
