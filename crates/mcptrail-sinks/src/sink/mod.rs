@@ -2,9 +2,9 @@
 //! receiver acknowledged it; everything else (reading, filtering, batching, retrying, the
 //! cursor, alerts) is the shipper's.
 //!
-//! The sinks still to come fit the same shape — encode the batch, deliver it, map the answer
-//! to `Ok` or a [`SendError`] — because `send` may take as long as the receiver needs to
-//! acknowledge, and a repeated batch must only be harmless:
+//! Every sink has the same shape — encode the batch, deliver it, map the answer to `Ok` or a
+//! [`SendError`] — because `send` may take as long as the receiver needs to acknowledge, and
+//! a repeated batch must only be harmless. How the acknowledged receivers do it:
 //! - OTLP (gRPC or HTTP): one `Export*ServiceRequest` per batch; `Ok` on success, a partial
 //!   success with rejected items is `Rejected` (the batch is sent again, receivers dedupe by
 //!   the `event_id` attribute).
