@@ -538,65 +538,59 @@ impl Conn<'_> {
 
 /// Copy client → destination; returns bytes, the TLS server name seen, an error.
 fn pump_up(
-    mut from: TcpStream,
+    from: TcpStream,
     mut to: TcpStream,
     first: Vec<u8>,
     tunnel: bool,
     idle: Duration,
     last: &Mutex<Instant>,
 ) -> (u64, Option<String>, Option<String>) {
-    let mut bytes = 0u64;
     let mut scan: Vec<u8> = Vec::new();
     let mut sni = None;
     let mut scanning = tunnel;
-    let mut error = None;
     if !first.is_empty() {
         inspect(&first, &mut scan, &mut scanning, &mut sni);
         if to.write_all(&first).is_err() {
             return (0, sni, Some("the destination closed the connection".into()));
         }
-        bytes += first.len() as u64;
     }
-    let _ = from.set_read_timeout(Some(POLL));
-    let mut buf = vec![0u8; RELAY_BUF];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                inspect(&buf[..n], &mut scan, &mut scanning, &mut sni);
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-                bytes += n as u64;
-                touch(last);
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                if idle_for(last) > idle {
-                    error = Some(format!("idle for {}s, closed", idle.as_secs()));
-                    let _ = to.shutdown(Shutdown::Both);
-                    let _ = from.shutdown(Shutdown::Both);
-                    break;
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    let _ = to.shutdown(Shutdown::Write);
-    (bytes, sni, error)
+    let (bytes, error) = pump(from, &to, idle, last, |chunk| {
+        inspect(chunk, &mut scan, &mut scanning, &mut sni)
+    });
+    (first.len() as u64 + bytes, sni, error)
 }
 
 /// Copy destination → client; returns bytes, the HTTP status of a plain answer, an error.
 fn pump_down(
-    mut from: TcpStream,
-    mut to: &TcpStream,
+    from: TcpStream,
+    to: &TcpStream,
     plain: bool,
     idle: Duration,
     last: &Mutex<Instant>,
 ) -> (u64, Option<u16>, Option<String>) {
-    let mut bytes = 0u64;
     let mut status = None;
     let mut status_line: Vec<u8> = Vec::new();
+    let (bytes, error) = pump(from, to, idle, last, |chunk| {
+        if plain && status.is_none() && status_line.len() < 64 {
+            status_line.extend_from_slice(&chunk[..chunk.len().min(64)]);
+            status = parse_status(&status_line);
+        }
+    });
+    (bytes, status, error)
+}
+
+/// Copy `from` → `to` until `from` ends, a write fails, or neither direction has moved a
+/// byte for `idle` (then both sockets are shut down and the error says so); `on_chunk` sees
+/// each chunk before it is written. Half-closes `to` at the end. Returns bytes copied and
+/// the idle error, if that is how it ended.
+fn pump(
+    mut from: TcpStream,
+    mut to: &TcpStream,
+    idle: Duration,
+    last: &Mutex<Instant>,
+    mut on_chunk: impl FnMut(&[u8]),
+) -> (u64, Option<String>) {
+    let mut bytes = 0u64;
     let mut error = None;
     let _ = from.set_read_timeout(Some(POLL));
     let mut buf = vec![0u8; RELAY_BUF];
@@ -604,10 +598,7 @@ fn pump_down(
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if plain && status.is_none() && status_line.len() < 64 {
-                    status_line.extend_from_slice(&buf[..n.min(64)]);
-                    status = parse_status(&status_line);
-                }
+                on_chunk(&buf[..n]);
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
@@ -617,8 +608,8 @@ fn pump_down(
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 if idle_for(last) > idle {
                     error = Some(format!("idle for {}s, closed", idle.as_secs()));
-                    let _ = from.shutdown(Shutdown::Both);
                     let _ = to.shutdown(Shutdown::Both);
+                    let _ = from.shutdown(Shutdown::Both);
                     break;
                 }
             }
@@ -627,7 +618,7 @@ fn pump_down(
         }
     }
     let _ = to.shutdown(Shutdown::Write);
-    (bytes, status, error)
+    (bytes, error)
 }
 
 /// Look for the TLS server name in the first bytes of a tunnel.
