@@ -54,7 +54,7 @@ impl Default for DetectConfig {
     }
 }
 
-/// `[detect.allowed_hours]`: a daily window in a fixed UTC offset.
+/// `[detect.allowed_hours]`: a daily window in an IANA time zone or a fixed UTC offset.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AllowedHours {
@@ -63,8 +63,11 @@ pub struct AllowedHours {
     /// End of the window, `HH:MM` local time (exclusive); may be earlier than `start` for a
     /// window across midnight.
     pub end: String,
-    /// The local time's offset from UTC, `+01:00` (default `+00:00`). IANA zone names and
-    /// daylight saving are not supported yet.
+    /// An IANA time zone, e.g. `Europe/Berlin` (daylight saving included), from the system's
+    /// tzdb (`/usr/share/zoneinfo`) or, without one, the copy built into mcptrail.
+    #[serde(default)]
+    pub tz: Option<String>,
+    /// Instead of `tz`: a fixed offset from UTC, `+01:00` (default `+00:00`).
     #[serde(default)]
     pub utc_offset: Option<String>,
     /// Days the window applies to (`mon` … `sun`); other days are entirely outside. Default:
