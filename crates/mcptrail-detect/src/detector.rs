@@ -60,6 +60,17 @@ impl Detector {
         &self.engine
     }
 
+    /// The engine, e.g. to add a baseline version.
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// Judge silence as of the wall-clock time `now_ms` (see [`Engine::judge_as_of`]); the
+    /// alerts come out of [`Detector::take_new`] like the others.
+    pub fn judge_as_of(&mut self, now_ms: i64) {
+        self.engine.judge_as_of(now_ms, &mut self.pending);
+    }
+
     /// Feed the next ledger event.
     pub fn observe(&mut self, e: &Event) {
         if e.kind == EventKind::Alert {

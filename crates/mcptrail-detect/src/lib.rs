@@ -64,6 +64,8 @@
 //! exactly-once appending and resuming after a restart.
 
 pub mod alert;
+mod anomaly;
+pub mod baseline;
 pub mod clock;
 pub mod cursor;
 pub mod detector;
@@ -72,6 +74,7 @@ mod error;
 mod field;
 mod matcher;
 mod rules;
+mod silence;
 pub mod spec;
 
 pub use alert::{alert_id, Alert};
@@ -79,5 +82,8 @@ pub use cursor::{DetectCursor, DETECT_DIR};
 pub use detector::Detector;
 pub use engine::{Engine, Stats, MAX_CHAINS};
 pub use error::DetectError;
-pub use rules::{parse_rule_file, Rule, RuleSet, Severity, BUILTIN_RULES};
-pub use spec::{DetectConfig, RuleFile, RuleSpec};
+pub use baseline::{Baseline, BaselineStore, Learner};
+pub use rules::{
+    monitor_rules, parse_rule_file, MonitorInfo, Rule, RuleSet, Severity, BUILTIN_RULES,
+};
+pub use spec::{BaselineConfig, DetectConfig, RuleFile, RuleSpec, Thresholds};
