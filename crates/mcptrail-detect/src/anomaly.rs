@@ -17,8 +17,8 @@ use mcptrail_event::{Event, EventKind};
 
 use crate::alert::{Alert, Raise};
 use crate::baseline::{
-    agent_of, counts_as_ingestion, egress_host, failed, format_ms, hour_of_day, is_call,
-    is_result, result_bytes, shape_of, AgentBaseline, Baseline,
+    agent_of, counts_as_ingestion, egress_host, failed, format_ms, hour_of_day, is_call, is_result,
+    result_bytes, shape_of, AgentBaseline, Baseline,
 };
 use crate::rules::Severity;
 use crate::spec::{BaselineConfig, Thresholds};
@@ -481,8 +481,7 @@ impl Anomaly {
         // One large result.
         if self.on(RESPONSE_SIZE) {
             if let Some(tb) = ab.tools.get(tool).filter(|tb| tb.calls >= t.min_tool_calls) {
-                let limit =
-                    (t.response_factor * tb.response_bytes.p99).max(t.min_response_bytes);
+                let limit = (t.response_factor * tb.response_bytes.p99).max(t.min_response_bytes);
                 if bytes > limit
                     && self.first_fire(RESPONSE_SIZE, format!("{agent}\u{1f}{tool}\u{1f}{hour}"))
                 {
@@ -530,7 +529,10 @@ impl Anomaly {
                     bytes_stat: ab.session_bytes.p99,
                     records_stat: ab.session_records.p99,
                     rules: (SESSION_VOLUME, SESSION_RECORDS),
-                    enabled: (self.enabled.contains(SESSION_VOLUME), self.enabled.contains(SESSION_RECORDS)),
+                    enabled: (
+                        self.enabled.contains(SESSION_VOLUME),
+                        self.enabled.contains(SESSION_RECORDS),
+                    ),
                     group: group(&[("agent_id", agent), ("session_id", &s)]),
                     version,
                 },
@@ -561,7 +563,10 @@ impl Anomaly {
                     bytes_stat: ab.daily_bytes.p99,
                     records_stat: ab.daily_records.p99,
                     rules: (DAILY_VOLUME, DAILY_RECORDS),
-                    enabled: (self.enabled.contains(DAILY_VOLUME), self.enabled.contains(DAILY_RECORDS)),
+                    enabled: (
+                        self.enabled.contains(DAILY_VOLUME),
+                        self.enabled.contains(DAILY_RECORDS),
+                    ),
                     group: group(&[("agent_id", agent), ("day", &date)]),
                     version,
                 },

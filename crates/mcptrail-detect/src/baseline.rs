@@ -252,10 +252,7 @@ pub(crate) fn is_call(e: &Event) -> bool {
 /// A result the server sent for a tool call or a resource read.
 pub(crate) fn is_result(e: &Event) -> bool {
     e.kind == EventKind::McpResponse
-        && matches!(
-            e.method.as_deref(),
-            Some("tools/call" | "resources/read")
-        )
+        && matches!(e.method.as_deref(), Some("tools/call" | "resources/read"))
         && e.direction != Some(Direction::ClientToServer)
 }
 
@@ -386,10 +383,7 @@ impl Learner {
             let bad = failed(e);
             a.results += 1;
             a.errors += u64::from(bad);
-            let srv = a
-                .servers
-                .entry(server_of(e).to_string())
-                .or_default();
+            let srv = a.servers.entry(server_of(e).to_string()).or_default();
             srv.results += 1;
             srv.errors += u64::from(bad);
             if !bad {
@@ -569,11 +563,10 @@ impl BaselineStore {
             }
             let path = entry.path();
             let text = std::fs::read_to_string(&path).map_err(DetectError::io(&path))?;
-            let b: Baseline =
-                serde_json::from_str(&text).map_err(|e| DetectError::Baseline {
-                    path: path.clone(),
-                    problem: e.to_string(),
-                })?;
+            let b: Baseline = serde_json::from_str(&text).map_err(|e| DetectError::Baseline {
+                path: path.clone(),
+                problem: e.to_string(),
+            })?;
             if b.format != BASELINE_FORMAT {
                 return Err(DetectError::Baseline {
                     path,
@@ -649,10 +642,7 @@ mod tests {
     #[test]
     fn shapes_name_keys_and_types() {
         let v = serde_json::json!({"path": "/a", "tail": 3, "opts": {"x": 1}});
-        assert_eq!(
-            shape_of(Some(&v)),
-            "opts:object,path:string,tail:number"
-        );
+        assert_eq!(shape_of(Some(&v)), "opts:object,path:string,tail:number");
         assert_eq!(shape_of(None), "(none)");
         assert_eq!(shape_of(Some(&serde_json::json!([1]))), "(array)");
     }

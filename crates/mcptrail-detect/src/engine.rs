@@ -17,11 +17,11 @@ use mcptrail_event::{Event, EventKind};
 
 use crate::alert::{alert_id, Alert};
 use crate::anomaly::Anomaly;
-use crate::silence::Silence;
 use crate::clock::{format_duration, parse_event_time};
 use crate::field::Path;
 use crate::matcher::{Condition, Context};
 use crate::rules::{kind_bit, Aggregate, Body, Limits, Piece, Rule, RuleSet};
+use crate::silence::Silence;
 
 /// Partial matches kept per sequence group (the oldest is dropped first).
 pub const MAX_CHAINS: usize = 16;

@@ -78,11 +78,11 @@ mod silence;
 pub mod spec;
 
 pub use alert::{alert_id, Alert};
+pub use baseline::{Baseline, BaselineStore, Learner};
 pub use cursor::{DetectCursor, DETECT_DIR};
 pub use detector::Detector;
 pub use engine::{Engine, Stats, MAX_CHAINS};
 pub use error::DetectError;
-pub use baseline::{Baseline, BaselineStore, Learner};
 pub use rules::{
     monitor_rules, parse_rule_file, MonitorInfo, Rule, RuleSet, Severity, BUILTIN_RULES,
 };

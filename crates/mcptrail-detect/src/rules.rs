@@ -266,7 +266,9 @@ fn check_settings(cfg: &DetectConfig) -> Result<(i64, Option<i64>, i64), DetectE
             if !(v.is_finite() && v > 0.0) {
                 return Err(setting(
                     &format!("baseline.{at}.{key}"),
-                    format!("{v} is not a factor above 0 (e.g. 3 for three times the baseline's p99)"),
+                    format!(
+                        "{v} is not a factor above 0 (e.g. 3 for three times the baseline's p99)"
+                    ),
                 ));
             }
         }
@@ -288,13 +290,19 @@ fn check_settings(cfg: &DetectConfig) -> Result<(i64, Option<i64>, i64), DetectE
         if !(t.ingestion_drop > 0.0 && t.ingestion_drop <= 1.0) {
             return Err(setting(
                 &format!("baseline.{at}.ingestion_drop"),
-                format!("{} is not a share between 0 and 1 (0.8 = a drop of more than 80 %)", t.ingestion_drop),
+                format!(
+                    "{} is not a share between 0 and 1 (0.8 = a drop of more than 80 %)",
+                    t.ingestion_drop
+                ),
             ));
         }
         if !(0.0..1.0).contains(&t.rare_hour_share) {
             return Err(setting(
                 &format!("baseline.{at}.rare_hour_share"),
-                format!("{} is not a share from 0 (off) to under 1", t.rare_hour_share),
+                format!(
+                    "{} is not a share from 0 (off) to under 1",
+                    t.rare_hour_share
+                ),
             ));
         }
     }
