@@ -379,7 +379,7 @@ impl Anomaly {
             }
         }
         // Call rate.
-        let limit = (t.rate_factor * ab.hourly_calls.p99).max(t.min_hourly_calls);
+        let limit = ab.limits(t).hourly_calls;
         let acc = self.hours.entry((agent.to_string(), hour)).or_default();
         acc.calls += 1;
         acc.calls_trail.push(e, cap);
@@ -430,7 +430,8 @@ impl Anomaly {
         let bad = failed(e);
         // Error rate per hour.
         let base_rate = ab.error_rate();
-        let limit = (t.error_factor * base_rate).max(base_rate + t.error_margin);
+        let limits = ab.limits(t);
+        let limit = limits.error_rate;
         let on_errors = self.on(ERROR_RATE);
         let acc = self.hours.entry((agent.to_string(), hour)).or_default();
         acc.results += 1;
@@ -480,8 +481,11 @@ impl Anomaly {
         let tool = e.tool_invoked.as_deref().unwrap_or("-");
         // One large result.
         if self.on(RESPONSE_SIZE) {
-            if let Some(tb) = ab.tools.get(tool).filter(|tb| tb.calls >= t.min_tool_calls) {
-                let limit = (t.response_factor * tb.response_bytes.p99).max(t.min_response_bytes);
+            if let Some((tb, limit)) = ab
+                .tools
+                .get(tool)
+                .and_then(|tb| tb.response_limit(t).map(|l| (tb, l)))
+            {
                 if bytes > limit
                     && self.first_fire(RESPONSE_SIZE, format!("{agent}\u{1f}{tool}\u{1f}{hour}"))
                 {
@@ -528,6 +532,7 @@ impl Anomaly {
                     agent,
                     bytes_stat: ab.session_bytes.p99,
                     records_stat: ab.session_records.p99,
+                    limits: (limits.session_bytes, limits.session_records),
                     rules: (SESSION_VOLUME, SESSION_RECORDS),
                     enabled: (
                         self.enabled.contains(SESSION_VOLUME),
@@ -562,6 +567,7 @@ impl Anomaly {
                     agent,
                     bytes_stat: ab.daily_bytes.p99,
                     records_stat: ab.daily_records.p99,
+                    limits: (limits.daily_bytes, limits.daily_records),
                     rules: (DAILY_VOLUME, DAILY_RECORDS),
                     enabled: (
                         self.enabled.contains(DAILY_VOLUME),
@@ -684,6 +690,7 @@ struct Cumulative<'a> {
     agent: &'a str,
     bytes_stat: f64,
     records_stat: f64,
+    limits: (f64, f64),
     rules: (&'static str, &'static str),
     enabled: (bool, bool),
     group: BTreeMap<String, String>,
@@ -705,8 +712,7 @@ fn accumulate(
     acc.records += 1;
     acc.last_ms = ms;
     acc.trail.push(e, cap);
-    let byte_limit = (t.volume_factor * c.bytes_stat).max(t.min_bytes);
-    let record_limit = (t.volume_factor * c.records_stat).max(t.min_records);
+    let (byte_limit, record_limit) = c.limits;
     let agent = c.agent;
     let version = c.version;
     if c.enabled.0 && !acc.fired_bytes && acc.bytes > byte_limit {
@@ -778,10 +784,6 @@ fn group(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-pub(crate) fn fmt_num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v:.1}")
-    }
+fn fmt_num(v: f64) -> String {
+    crate::baseline::fmt_number(v)
 }

@@ -45,6 +45,7 @@ use serde_json::Value;
 
 use crate::clock::parse_event_time;
 use crate::error::DetectError;
+use crate::spec::Thresholds;
 
 /// The `format` of a stored baseline.
 pub const BASELINE_FORMAT: &str = "mcptrail-baseline v1";
@@ -197,6 +198,45 @@ impl AgentBaseline {
             self.errors as f64 / self.results as f64
         }
     }
+
+    /// The values above which the anomaly rules alert for this agent with thresholds `t`.
+    pub fn limits(&self, t: &Thresholds) -> Limits {
+        let rate = self.error_rate();
+        Limits {
+            session_bytes: (t.volume_factor * self.session_bytes.p99).max(t.min_bytes),
+            session_records: (t.volume_factor * self.session_records.p99).max(t.min_records),
+            daily_bytes: (t.volume_factor * self.daily_bytes.p99).max(t.min_bytes),
+            daily_records: (t.volume_factor * self.daily_records.p99).max(t.min_records),
+            hourly_calls: (t.rate_factor * self.hourly_calls.p99).max(t.min_hourly_calls),
+            error_rate: (t.error_factor * rate).max(rate + t.error_margin),
+        }
+    }
+}
+
+impl ToolBaseline {
+    /// The result size above which `builtin.baseline.response_size` alerts (`None`: too few
+    /// calls in the baseline to judge).
+    pub fn response_limit(&self, t: &Thresholds) -> Option<f64> {
+        (self.calls >= t.min_tool_calls)
+            .then(|| (t.response_factor * self.response_bytes.p99).max(t.min_response_bytes))
+    }
+}
+
+/// The values an agent's current session, day or hour must exceed (`>`) to raise an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Limits {
+    /// Result bytes in one session.
+    pub session_bytes: f64,
+    /// Results in one session.
+    pub session_records: f64,
+    /// Result bytes in one UTC day.
+    pub daily_bytes: f64,
+    /// Results in one UTC day.
+    pub daily_records: f64,
+    /// Tool calls in one clock hour.
+    pub hourly_calls: f64,
+    /// Share of failed results in one clock hour.
+    pub error_rate: f64,
 }
 
 /// Events per hour for the whole ledger.
@@ -502,6 +542,15 @@ impl Learner {
                 days: (until_ms - since_ms).max(0) as f64 / DAY_MS as f64,
             },
         }
+    }
+}
+
+/// A number as people read it: whole numbers without decimals, others with one.
+pub fn fmt_number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.1}")
     }
 }
 

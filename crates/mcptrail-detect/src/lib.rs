@@ -78,7 +78,7 @@ mod silence;
 pub mod spec;
 
 pub use alert::{alert_id, Alert};
-pub use baseline::{Baseline, BaselineStore, Learner};
+pub use baseline::{AgentBaseline, Baseline, BaselineStore, Learner, Limits};
 pub use cursor::{DetectCursor, DETECT_DIR};
 pub use detector::Detector;
 pub use engine::{Engine, Stats, MAX_CHAINS};
