@@ -469,6 +469,20 @@ fn s2_telemetry_disabled_mid_session_is_an_alert_naming_who_changed_what() {
     );
     let unwrapped = alerts_of(&ledger, "builtin.unwrapped_server");
     assert_eq!(unwrapped.len(), 2);
+    let mut rules: Vec<&str> = of_kind(&ledger, EventKind::Alert)
+        .iter()
+        .map(|a| a.detail.as_ref().unwrap()["rule"].as_str().unwrap())
+        .collect();
+    rules.sort();
+    assert_eq!(
+        rules,
+        [
+            "builtin.silence.tap_silent",
+            "builtin.unwrapped_server",
+            "builtin.unwrapped_server"
+        ],
+        "nothing else (no events missing from the live taps' counts, no gap)"
+    );
     let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
         .unwrap()
         .unwrap()
@@ -529,4 +543,94 @@ fn s2_telemetry_disabled_mid_session_is_an_alert_naming_who_changed_what() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains(", 0 new"), "{err}");
     assert!(!err.contains("client configuration change"), "{err}");
+}
+
+#[test]
+fn baseline_problems_are_named_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = records(dir.path(), 3);
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("mcptrail.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let (code, _, err) = run_in(&data, &cfg, &["baseline", "learn"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no ledger in"), "{err}");
+    ordinary_session(&data, &cfg, &root, "records-agent", 2);
+    let before = events(&data).len();
+    let (code, _, err) = run_in(&data, &cfg, &["baseline", "show"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no baseline learnt yet") && err.contains("mcptrail baseline learn"),
+        "{err}"
+    );
+    let (code, _, err) = run_in(
+        &data,
+        &cfg,
+        &["baseline", "learn", "--since", "1h", "--until", "2h"],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("is not before --until"), "{err}");
+    let (code, out, err) = run_in(&data, &cfg, &["baseline", "learn", "--since", "1h"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("baseline v1"), "{out}");
+    let stored = data.join("detect/baselines/v000001.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&stored).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(stored.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    let (code, _, err) = run_in(&data, &cfg, &["baseline", "show", "--agent", "nobody"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("agent `nobody` is not in baseline v1 (agents: records-agent)"),
+        "{err}"
+    );
+    // A damaged version stops detection with its name; the ledger is untouched.
+    std::fs::write(
+        data.join("detect/baselines/v000002.json"),
+        "{\"format\": \"mcptrail-baseline v1\", \"version\": 2",
+    )
+    .unwrap();
+    let (code, _, err) = run_in(&data, &cfg, &["detect"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("v000002.json") && err.contains("move it aside"),
+        "{err}"
+    );
+    let (code, _, err) = run_in(&data, &cfg, &["detect", "--no-baseline"]);
+    assert_eq!(code, 0, "{err}");
+    // Thresholds that cannot work are named.
+    std::fs::write(
+        &cfg,
+        "[detect.baseline.agents.records-agent]\nvolume_factor = -1\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_in(&data, &cfg, &["detect", "--no-baseline"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`baseline.agents.records-agent.volume_factor`"),
+        "{err}"
+    );
+    std::fs::write(
+        &cfg,
+        "[detect.allowed_hours]\nstart = \"08:00\"\nend = \"18:00\"\ntz = \"Mars/Olympus\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_in(&data, &cfg, &["detect", "--no-baseline"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`allowed_hours.tz`") && err.contains("Mars/Olympus"),
+        "{err}"
+    );
+    // Nothing was lost: the session and the baseline_learnt record, nothing else.
+    let after = events(&data);
+    assert_eq!(after.len(), before + 1);
 }
