@@ -18,7 +18,7 @@ use mcptrail_event::{Event, EventKind};
 use crate::alert::{Alert, Raise};
 use crate::baseline::{
     agent_of, counts_as_ingestion, egress_host, failed, format_ms, hour_of_day, is_call, is_result,
-    result_bytes, shape_of, AgentBaseline, Baseline,
+    result_bytes, shape_into, AgentBaseline, Baseline,
 };
 use crate::rules::Severity;
 use crate::spec::{BaselineConfig, Thresholds};
@@ -96,11 +96,13 @@ impl Trail {
         let half = (cap / 2).max(1);
         if self.head.len() < half {
             self.head.push(e.event_id.clone());
+        } else if self.tail.len() >= cap.saturating_sub(half).max(1) {
+            // Reuse the oldest id's buffer: no allocation per event once the trail is full.
+            let mut id = self.tail.pop_front().unwrap_or_default();
+            id.clone_from(&e.event_id);
+            self.tail.push_back(id);
         } else {
             self.tail.push_back(e.event_id.clone());
-            if self.tail.len() > cap.saturating_sub(half).max(1) {
-                self.tail.pop_front();
-            }
         }
     }
 
@@ -149,8 +151,12 @@ pub(crate) struct Anomaly {
     max_groups: usize,
     max_evidence: usize,
     sessions: HashMap<String, Totals>,
-    days: HashMap<(String, i64), Totals>,
-    hours: HashMap<(String, i64), HourAcc>,
+    /// Per agent: the current UTC day and its totals.
+    days: HashMap<String, (i64, Totals)>,
+    /// Per agent: the current clock hour and its counts.
+    hours: HashMap<String, (i64, HourAcc)>,
+    /// Reused for argument shapes.
+    scratch: String,
     fired: HashSet<(&'static str, String)>,
     ingestion: Ingestion,
     current_hour: i64,
@@ -172,6 +178,7 @@ impl Anomaly {
             sessions: HashMap::new(),
             days: HashMap::new(),
             hours: HashMap::new(),
+            scratch: String::new(),
             fired: HashSet::new(),
             ingestion: Ingestion::default(),
             current_hour: i64::MIN,
@@ -243,22 +250,22 @@ impl Anomaly {
         let Some(b) = self.baseline_at(ms) else {
             return;
         };
-        let agent = agent_of(e).to_string();
-        let Some(ab) = b.agents.get(&agent) else {
+        let agent = agent_of(e);
+        let Some(ab) = b.agents.get(agent) else {
             return;
         };
         if ab.sessions < self.cfg.min_sessions {
             return;
         }
-        let t = self.thresholds(&agent);
+        let t = self.thresholds(agent);
         let version = b.version;
         let cap = self.max_evidence;
         let hour = ms.div_euclid(HOUR_MS);
         if call {
-            self.on_call(e, ms, &agent, ab, &t, version, hour, out);
+            self.on_call(e, ms, agent, ab, &t, version, hour, out);
         }
         if result {
-            self.on_result(e, ms, &agent, ab, &t, version, hour, out);
+            self.on_result(e, ms, agent, ab, &t, version, hour, out);
         }
         if egress && t.new_destinations && self.on(DESTINATION) {
             if let Some(host) = egress_host(e) {
@@ -278,7 +285,7 @@ impl Anomaly {
                             ),
                             evidence: vec![e.event_id.clone()],
                             evidence_total: 1,
-                            group: group(&[("agent_id", &agent), ("host", host)]),
+                            group: group(&[("agent_id", agent), ("host", host)]),
                             first_time: e.time.clone(),
                             event_time: e.time.clone(),
                             ms,
@@ -311,8 +318,12 @@ impl Anomaly {
         // Argument shapes.
         if t.new_argument_shapes && self.on(ARGUMENT_SHAPE) {
             if let Some(tb) = ab.tools.get(tool).filter(|tb| tb.calls >= t.min_tool_calls) {
-                let shape = shape_of(e.parameters_used.as_ref());
-                if !tb.shapes.contains_key(&shape)
+                let mut shape = std::mem::take(&mut self.scratch);
+                shape_into(e.parameters_used.as_ref(), &mut shape);
+                let known = tb.shapes.contains_key(&shape);
+                self.scratch = shape;
+                let shape = self.scratch.clone();
+                if !known
                     && self.first_fire(ARGUMENT_SHAPE, format!("{agent}\u{1f}{tool}\u{1f}{shape}"))
                 {
                     let usual = tb
@@ -380,7 +391,7 @@ impl Anomaly {
         }
         // Call rate.
         let limit = ab.limits(t).hourly_calls;
-        let acc = self.hours.entry((agent.to_string(), hour)).or_default();
+        let acc = period(&mut self.hours, agent, hour);
         acc.calls += 1;
         acc.calls_trail.push(e, cap);
         if self.enabled.contains(CALL_RATE) && !acc.fired_rate && acc.calls as f64 > limit {
@@ -433,7 +444,7 @@ impl Anomaly {
         let limits = ab.limits(t);
         let limit = limits.error_rate;
         let on_errors = self.on(ERROR_RATE);
-        let acc = self.hours.entry((agent.to_string(), hour)).or_default();
+        let acc = period(&mut self.hours, agent, hour);
         acc.results += 1;
         if bad {
             acc.errors += 1;
@@ -515,11 +526,14 @@ impl Anomaly {
             }
         }
         // Cumulative per session.
-        if let Some(s) = e.session_id.clone() {
-            if !self.sessions.contains_key(&s) && self.sessions.len() >= self.max_groups {
-                evict_oldest(&mut self.sessions);
+        if let Some(s) = e.session_id.as_deref() {
+            if !self.sessions.contains_key(s) {
+                if self.sessions.len() >= self.max_groups {
+                    evict_oldest(&mut self.sessions);
+                }
+                self.sessions.insert(s.to_string(), Totals::default());
             }
-            let acc = self.sessions.entry(s.clone()).or_default();
+            let acc = self.sessions.get_mut(s).expect("inserted above");
             accumulate(
                 acc,
                 e,
@@ -527,8 +541,7 @@ impl Anomaly {
                 bytes,
                 cap,
                 Cumulative {
-                    scope: "session",
-                    what: format!("session {s}"),
+                    scope: Scope::Session(s),
                     agent,
                     bytes_stat: ab.session_bytes.p99,
                     records_stat: ab.session_records.p99,
@@ -538,7 +551,7 @@ impl Anomaly {
                         self.enabled.contains(SESSION_VOLUME),
                         self.enabled.contains(SESSION_RECORDS),
                     ),
-                    group: group(&[("agent_id", agent), ("session_id", &s)]),
+
                     version,
                 },
                 t,
@@ -548,13 +561,10 @@ impl Anomaly {
         // Cumulative per UTC day.
         if ab.active_days >= self.cfg.min_days {
             let day = ms.div_euclid(DAY_MS);
-            let key = (agent.to_string(), day);
-            if !self.days.contains_key(&key) && self.days.len() >= self.max_groups {
-                evict_oldest(&mut self.days);
+            if !self.days.contains_key(agent) && self.days.len() >= self.max_groups {
+                self.days.clear();
             }
-            let date = format_ms(day * DAY_MS);
-            let date = date.get(..10).unwrap_or(&date).to_string();
-            let acc = self.days.entry(key).or_default();
+            let acc = period(&mut self.days, agent, day);
             accumulate(
                 acc,
                 e,
@@ -562,8 +572,7 @@ impl Anomaly {
                 bytes,
                 cap,
                 Cumulative {
-                    scope: "day",
-                    what: format!("{date} (UTC)"),
+                    scope: Scope::Day(day),
                     agent,
                     bytes_stat: ab.daily_bytes.p99,
                     records_stat: ab.daily_records.p99,
@@ -573,7 +582,7 @@ impl Anomaly {
                         self.enabled.contains(DAILY_VOLUME),
                         self.enabled.contains(DAILY_RECORDS),
                     ),
-                    group: group(&[("agent_id", agent), ("day", &date)]),
+
                     version,
                 },
                 t,
@@ -597,9 +606,13 @@ impl Anomaly {
             self.ingestion.hour = Some(hour);
         }
         self.current_hour = hour;
-        self.hours.retain(|(_, h), _| *h >= hour);
+        if self.hours.len() > self.max_groups {
+            self.hours.retain(|_, (h, _)| *h >= hour);
+        }
         let day = ms.div_euclid(DAY_MS);
-        self.days.retain(|(_, d), _| *d >= day);
+        if self.days.len() > self.max_groups {
+            self.days.retain(|_, (d, _)| *d >= day);
+        }
     }
 
     /// Judge the hours of `ing` up to (not including) `until_hour`, advancing it.
@@ -684,16 +697,66 @@ impl Anomaly {
     }
 }
 
+/// What a cumulative total is of.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    Session(&'a str),
+    /// UTC day number.
+    Day(i64),
+}
+
+impl Scope<'_> {
+    fn word(self) -> &'static str {
+        match self {
+            Scope::Session(_) => "session",
+            Scope::Day(_) => "day",
+        }
+    }
+
+    fn what(self) -> String {
+        match self {
+            Scope::Session(s) => format!("session {s}"),
+            Scope::Day(d) => format!("{} (UTC)", date_of(d)),
+        }
+    }
+
+    fn group(self, agent: &str) -> BTreeMap<String, String> {
+        match self {
+            Scope::Session(s) => group(&[("agent_id", agent), ("session_id", s)]),
+            Scope::Day(d) => group(&[("agent_id", agent), ("day", &date_of(d))]),
+        }
+    }
+}
+
+fn date_of(day: i64) -> String {
+    let d = format_ms(day * DAY_MS);
+    d.get(..10).unwrap_or(&d).to_string()
+}
+
+/// The counts of `agent` in `period` (an hour or a day), reset when the period moved on.
+fn period<'m, T: Default>(
+    map: &'m mut HashMap<String, (i64, T)>,
+    agent: &str,
+    period: i64,
+) -> &'m mut T {
+    if !map.contains_key(agent) {
+        map.insert(agent.to_string(), (period, T::default()));
+    }
+    let slot = map.get_mut(agent).expect("inserted above");
+    if slot.0 != period {
+        *slot = (period, T::default());
+    }
+    &mut slot.1
+}
+
 struct Cumulative<'a> {
-    scope: &'static str,
-    what: String,
+    scope: Scope<'a>,
     agent: &'a str,
     bytes_stat: f64,
     records_stat: f64,
     limits: (f64, f64),
     rules: (&'static str, &'static str),
     enabled: (bool, bool),
-    group: BTreeMap<String, String>,
     version: u64,
 }
 
@@ -724,11 +787,11 @@ fn accumulate(
                 severity: Severity::High,
                 summary: format!(
                     "agent {agent} received {} bytes in {} results in {}, above {} (volume_factor {} × p99 {:.0} per {} of its baseline v{version})",
-                    fmt_num(acc.bytes), acc.records, c.what, fmt_num(byte_limit), t.volume_factor, c.bytes_stat, c.scope
+                    fmt_num(acc.bytes), acc.records, c.scope.what(), fmt_num(byte_limit), t.volume_factor, c.bytes_stat, c.scope.word()
                 ),
                 evidence: acc.trail.ids(),
                 evidence_total: acc.trail.total,
-                group: c.group.clone(),
+                group: c.scope.group(agent),
                 first_time: acc.trail.first_time.clone(),
                 event_time: e.time.clone(),
                 ms,
@@ -749,11 +812,11 @@ fn accumulate(
                 severity: Severity::High,
                 summary: format!(
                     "agent {agent} received {} results ({} bytes) in {}, above {} (volume_factor {} × p99 {:.0} per {} of its baseline v{version})",
-                    acc.records, fmt_num(acc.bytes), c.what, fmt_num(record_limit), t.volume_factor, c.records_stat, c.scope
+                    acc.records, fmt_num(acc.bytes), c.scope.what(), fmt_num(record_limit), t.volume_factor, c.records_stat, c.scope.word()
                 ),
                 evidence: acc.trail.ids(),
                 evidence_total: acc.trail.total,
-                group: c.group,
+                group: c.scope.group(agent),
                 first_time: acc.trail.first_time.clone(),
                 event_time: e.time.clone(),
                 ms,
@@ -767,7 +830,8 @@ fn accumulate(
     }
 }
 
-fn evict_oldest<K: Clone + std::hash::Hash + Eq>(map: &mut HashMap<K, Totals>) {
+/// Forget the least recently active tenth of the sessions.
+fn evict_oldest(map: &mut HashMap<String, Totals>) {
     let mut times: Vec<i64> = map.values().map(|t| t.last_ms).collect();
     if times.is_empty() {
         return;

@@ -319,6 +319,13 @@ pub(crate) fn counts_as_ingestion(e: &Event) -> bool {
 
 /// The argument shape of a tool call: sorted top-level keys with their JSON types.
 pub(crate) fn shape_of(params: Option<&Value>) -> String {
+    let mut s = String::new();
+    shape_into(params, &mut s);
+    s
+}
+
+/// [`shape_of`] into `out` (cleared first), without allocating when it has the room.
+pub(crate) fn shape_into(params: Option<&Value>, out: &mut String) {
     fn ty(v: &Value) -> &'static str {
         match v {
             Value::Null => "null",
@@ -329,14 +336,27 @@ pub(crate) fn shape_of(params: Option<&Value>) -> String {
             Value::Object(_) => "object",
         }
     }
+    out.clear();
     match params {
-        None => "(none)".into(),
+        None => out.push_str("(none)"),
         Some(Value::Object(m)) => {
-            let mut keys: Vec<String> = m.iter().map(|(k, v)| format!("{k}:{}", ty(v))).collect();
-            keys.sort();
-            keys.join(",")
+            // Sorted by key, whatever order the map keeps (keys are unique).
+            let mut keys: Vec<(&str, &str)> = m.iter().map(|(k, v)| (k.as_str(), ty(v))).collect();
+            keys.sort_unstable();
+            for (i, (k, t)) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(k);
+                out.push(':');
+                out.push_str(t);
+            }
         }
-        Some(other) => format!("({})", ty(other)),
+        Some(other) => {
+            out.push('(');
+            out.push_str(ty(other));
+            out.push(')');
+        }
     }
 }
 

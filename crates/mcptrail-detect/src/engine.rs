@@ -114,10 +114,11 @@ impl<T: Default> Groups<T> {
                 *evicted += (before - self.map.len()) as u64;
             }
         }
-        let slot = self
-            .map
-            .entry(key.to_string())
-            .or_insert_with(|| (ms, T::default()));
+        // Allocate the key only for a new group.
+        if !self.map.contains_key(key) {
+            self.map.insert(key.to_string(), (ms, T::default()));
+        }
+        let slot = self.map.get_mut(key).expect("inserted above");
         slot.0 = slot.0.max(ms);
         &mut slot.1
     }
@@ -228,6 +229,7 @@ pub struct Engine {
     anomaly: Option<Anomaly>,
     silence: Option<Silence>,
     monitor_lookback_ms: i64,
+    needs: crate::lean::Needs,
 }
 
 impl Engine {
@@ -244,6 +246,7 @@ impl Engine {
             })
             .collect();
         let cooldowns = rules.rules.iter().map(|_| Groups::new()).collect();
+        let needs = crate::lean::Needs::of(&rules);
         let m = &rules.monitors;
         let on = |id: &str| m.enabled.contains(id);
         let anomaly = crate::anomaly::RULES.iter().any(|r| on(r.id)).then(|| {
@@ -278,7 +281,13 @@ impl Engine {
             anomaly,
             silence,
             monitor_lookback_ms,
+            needs,
         }
+    }
+
+    /// The event members its rules and monitors read.
+    pub fn needs(&self) -> crate::lean::Needs {
+        self.needs
     }
 
     /// Judge events against this stored baseline from its `until` on (versions are kept;
@@ -576,11 +585,15 @@ impl Engine {
                     if !all(&rule.conditions, e, &cx) {
                         continue;
                     }
-                    let category = fields
-                        .iter()
-                        .map(|f| f.get(e).text().unwrap_or_else(|| "-".into()))
-                        .collect::<Vec<_>>()
-                        .join("/");
+                    let mut category = String::new();
+                    for (i, f) in fields.iter().enumerate() {
+                        if i > 0 {
+                            category.push('/');
+                        }
+                        if !f.get(e).push_text(&mut category) {
+                            category.push('-');
+                        }
+                    }
                     let index = ms.div_euclid(*window_ms);
                     let gk = group_key(&rule.group_by, e);
                     let buckets = groups.entry(
@@ -695,9 +708,7 @@ fn group_key(group_by: &[(String, Path)], e: &Event) -> String {
         if i > 0 {
             k.push('\u{1f}');
         }
-        if let Some(t) = p.get(e).text() {
-            k.push_str(&t);
-        }
+        p.get(e).push_text(&mut k);
     }
     k
 }

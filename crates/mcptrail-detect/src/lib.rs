@@ -72,6 +72,7 @@ pub mod detector;
 mod engine;
 mod error;
 mod field;
+pub mod lean;
 mod matcher;
 mod rules;
 mod silence;

@@ -216,6 +216,22 @@ pub(crate) struct Env<'a> {
 }
 
 impl Condition {
+    /// The event fields it reads.
+    pub(crate) fn paths<'a>(&'a self, out: &mut Vec<&'a Path>) {
+        match self {
+            Condition::Field { path, .. } => out.push(path),
+            Condition::Any { of, .. } => of.iter().for_each(|c| c.paths(out)),
+        }
+    }
+
+    /// Whether it asks about the session's tool catalog.
+    pub(crate) fn uses_catalog(&self) -> bool {
+        match self {
+            Condition::Field { tests, .. } => tests.iter().any(|t| matches!(t, Test::InCatalog(_))),
+            Condition::Any { of, .. } => of.iter().any(Condition::uses_catalog),
+        }
+    }
+
     /// Compile `spec`; an error is (key relative to the condition, problem).
     pub(crate) fn compile(
         spec: &ConditionSpec,

@@ -154,6 +154,45 @@ impl Rule {
         self.builtin
     }
 
+    /// Every event field the rule reads (conditions, groups, summary, aggregates, keys).
+    pub(crate) fn paths<'a>(&'a self, out: &mut Vec<&'a Path>) {
+        self.conditions.iter().for_each(|c| c.paths(out));
+        out.extend(self.group_by.iter().map(|(_, p)| p));
+        for piece in &self.summary {
+            if let Piece::Field(p) = piece {
+                out.push(p);
+            }
+        }
+        match &self.body {
+            Body::Match => {}
+            Body::Threshold {
+                field, ratio_where, ..
+            } => {
+                out.extend(field.iter());
+                ratio_where.iter().for_each(|c| c.paths(out));
+            }
+            Body::Sequence { steps, .. } => {
+                for s in steps {
+                    s.conditions.iter().for_each(|c| c.paths(out));
+                    out.extend(s.key.iter());
+                }
+            }
+            Body::Drift { fields, .. } => out.extend(fields.iter()),
+        }
+    }
+
+    /// Whether a condition asks about the session's tool catalog.
+    pub(crate) fn uses_catalog(&self) -> bool {
+        let in_steps = match &self.body {
+            Body::Sequence { steps, .. } => steps
+                .iter()
+                .any(|s| s.conditions.iter().any(Condition::uses_catalog)),
+            Body::Threshold { ratio_where, .. } => ratio_where.iter().any(Condition::uses_catalog),
+            _ => false,
+        };
+        in_steps || self.conditions.iter().any(Condition::uses_catalog)
+    }
+
     /// How far back this rule looks (window, sequence span, cooldown), ms.
     pub(crate) fn lookback_ms(&self) -> i64 {
         let body = match &self.body {

@@ -111,7 +111,7 @@ impl Silence {
     ) -> Silence {
         Silence {
             default_interval_ms,
-            missed: missed.max(1) as i64,
+            missed: missed.clamp(1, 1_000_000) as i64,
             tap_silent: enabled(TAP_SILENT),
             heartbeat_gap: enabled(HEARTBEAT_GAP),
             events_missing: enabled(EVENTS_MISSING),
@@ -125,11 +125,12 @@ impl Silence {
 
     /// How far back its state reaches: a little more than the silence it waits for.
     pub(crate) fn lookback_ms(&self) -> i64 {
-        self.default_interval_ms * (self.missed + 2)
+        self.default_interval_ms
+            .saturating_mul(self.missed.saturating_add(2))
     }
 
     fn limit(&self, s: &Session) -> i64 {
-        s.interval_ms * self.missed
+        s.interval_ms.saturating_mul(self.missed)
     }
 
     pub(crate) fn process(&mut self, e: &Event, ms: i64, out: &mut Vec<Alert>) {
@@ -146,7 +147,8 @@ impl Silence {
     }
 
     fn on_session_event(&mut self, sid: &str, e: &Event, ms: i64, out: &mut Vec<Alert>) {
-        let interval = |key: &str| detail_u64(e, key).map(|s| (s as i64 * 1000).max(1000));
+        // Whole seconds, from 1 s to a day (a heartbeat claiming more is not believed).
+        let interval = |key: &str| detail_u64(e, key).map(|s| (s.clamp(1, 86_400) as i64) * 1000);
         if !self.sessions.contains_key(sid) {
             let from_start = match e.kind {
                 EventKind::SessionStart => true,
@@ -179,14 +181,14 @@ impl Silence {
                 silent_alerted: false,
                 missing_alerted: false,
             };
-            self.next_deadline = self.next_deadline.min(ms + self.limit(&s));
+            self.next_deadline = self.next_deadline.min(ms.saturating_add(self.limit(&s)));
             self.sessions.insert(sid.to_string(), s);
         }
-        let limit_of = |s: &Session| s.interval_ms * self.missed;
+        let limit_of = |s: &Session| s.interval_ms.saturating_mul(self.missed);
         let (heartbeat_gap, events_missing, max_evidence) =
             (self.heartbeat_gap, self.events_missing, self.max_evidence);
         let s = self.sessions.get_mut(sid).expect("inserted above");
-        let gap = ms - s.last_ms;
+        let gap = ms.saturating_sub(s.last_ms);
         if heartbeat_gap && s.counted > 0 && gap > limit_of(s) {
             out.push(
                 Raise {
@@ -304,7 +306,7 @@ impl Silence {
             if s.silent_alerted {
                 continue;
             }
-            let deadline = s.last_ms + self.limit(s);
+            let deadline = s.last_ms.saturating_add(self.limit(s));
             if self.watermark > deadline {
                 fired.push(sid.clone());
             } else {
@@ -330,7 +332,7 @@ impl Silence {
         let mut silent: Vec<(&String, &Session)> = self
             .sessions
             .iter()
-            .filter(|(_, s)| !s.silent_alerted && now_ms - s.last_ms > self.limit(s))
+            .filter(|(_, s)| !s.silent_alerted && now_ms.saturating_sub(s.last_ms) > self.limit(s))
             .collect();
         silent.sort_by(|a, b| a.0.cmp(b.0));
         for (sid, s) in silent {
@@ -347,7 +349,10 @@ impl Silence {
 
 /// The identity fields of `e`, copied onto alerts about its session.
 fn who(e: &Event) -> Event {
-    let mut w = Event::new(e.kind);
+    let mut w = Event {
+        kind: e.kind,
+        ..Event::default()
+    };
     w.session_id.clone_from(&e.session_id);
     w.agent_id.clone_from(&e.agent_id);
     w.user_identity.clone_from(&e.user_identity);

@@ -75,9 +75,10 @@ pub(crate) fn learn_window(
     until_ms: i64,
 ) -> anyhow::Result<Baseline> {
     let mut learner = Learner::new();
+    let needs = mcptrail_detect::lean::Needs::for_learning();
     for rec in LedgerReader::open(data_dir, 1)? {
         let rec = rec?;
-        let Ok(e) = serde_json::from_slice::<Event>(&rec.line) else {
+        let Ok(e) = mcptrail_detect::lean::parse(&rec.line, &needs) else {
             continue;
         };
         match parse_event_time(&e.time) {

@@ -129,7 +129,8 @@ pub(crate) fn detect(args: DetectArgs, cfg: &Config, data_dir: &Path) -> anyhow:
     let started = Instant::now();
     for rec in LedgerReader::open(data_dir, 1)? {
         let rec = rec?;
-        let Ok(e) = serde_json::from_slice::<Event>(&rec.line) else {
+        // Only the members the rules read are built (crates/mcptrail-detect/src/lean.rs).
+        let Ok(e) = det.parse_line(&rec.line) else {
             unreadable += 1;
             continue;
         };
@@ -137,7 +138,7 @@ pub(crate) fn detect(args: DetectArgs, cfg: &Config, data_dir: &Path) -> anyhow:
             continue;
         }
         read += 1;
-        det.observe(&e);
+        det.observe_line(&e, &rec.line);
     }
     if let Some(t) = &as_of {
         det.judge_as_of(mcptrail_detect::clock::parse_event_time(t).context("--as-of")?);
@@ -429,8 +430,8 @@ fn follow(
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         while let Some(rec) = tail.next_record()? {
-            if let Ok(e) = serde_json::from_slice::<Event>(&rec.line) {
-                det.observe(&e);
+            if let Ok(e) = det.parse_line(&rec.line) {
+                det.observe_line(&e, &rec.line);
             }
             last = Some((rec.seq, rec.event_id));
         }
