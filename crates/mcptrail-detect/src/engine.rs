@@ -659,7 +659,7 @@ impl Engine {
         }
         let stats = &mut self.stats;
         stats.alerts += (out.len() - before) as u64;
-        if stats.events % SWEEP_EVERY == 0 {
+        if stats.events.is_multiple_of(SWEEP_EVERY) {
             self.sweep();
         }
     }

@@ -170,7 +170,7 @@ impl Default for SilenceConfig {
 }
 
 /// `[detect.clients]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientsConfig {
     /// The streaming detector scans the MCP client configurations this often, e.g. `5m`;
@@ -178,15 +178,6 @@ pub struct ClientsConfig {
     pub scan_every: Option<String>,
     /// Configuration files to scan instead of the usual places.
     pub files: Vec<std::path::PathBuf>,
-}
-
-impl Default for ClientsConfig {
-    fn default() -> Self {
-        ClientsConfig {
-            scan_every: None,
-            files: Vec::new(),
-        }
-    }
 }
 
 impl Default for DetectConfig {
