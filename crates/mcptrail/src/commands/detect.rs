@@ -463,6 +463,7 @@ struct Chores {
     cfg: Config,
     store: BaselineStore,
     newest: u64,
+    first: bool,
     checked: Instant,
     judged: Instant,
     scanned: Option<Instant>,
@@ -479,6 +480,7 @@ impl Chores {
             cfg: cfg.clone(),
             store: BaselineStore::new(data_dir),
             newest: 0,
+            first: true,
             checked: Instant::now(),
             judged: Instant::now(),
             scanned: None,
@@ -516,8 +518,10 @@ impl Chores {
         let check_every = self
             .relearn_every
             .map_or(Duration::from_secs(5), |r| r.min(Duration::from_secs(5)));
-        if self.checked.elapsed() >= check_every || self.newest == 0 && self.relearn_every.is_some()
-        {
+        // The first run does its chores at once (e.g. learn the first baseline); a chore that
+        // fails is tried again at the next check, not at every poll.
+        if self.first || self.checked.elapsed() >= check_every {
+            self.first = false;
             self.checked = Instant::now();
             if let Err(e) = self.load_baselines(det) {
                 warn("load the stored baselines", e);
