@@ -4,12 +4,14 @@
 //!
 //! - [`client`]: the known clients and where their files are;
 //! - [`servers`]: reading one file (JSON or JSON with comments) into its servers;
-//! - [`edit`]: planning, showing and writing the edits, and the install records that undo them.
+//! - [`edit`]: planning, showing and writing the edits, and the install records that undo them;
+//! - [`watch`]: what changed in a file since the last look (a server unwrapped, added unwrapped…).
 
 pub mod client;
 pub mod edit;
 mod error;
 pub mod servers;
+pub mod watch;
 
 pub use client::{given, ClientKind, Location, Scope, SearchRoots};
 pub use edit::{
@@ -18,3 +20,4 @@ pub use edit::{
 };
 pub use error::ClientsError;
 pub use servers::{ConfigFile, Server, Status, Transport, Wrapped};
+pub use watch::{FileChange, ServerChange, WatchState};

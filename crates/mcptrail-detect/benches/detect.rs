@@ -1,5 +1,7 @@
-//! Detection cost per event with the built-in pack, over an existing ledger, against plain
-//! ledger reading (read lines + parse events) measured in the same run.
+//! Detection cost per event with the built-in pack and monitors (a baseline in effect), over
+//! an existing ledger, against plain ledger reading (read lines + parse events) measured in
+//! the same run; with the full parse into `Event` and with the lean parse `mcptrail detect`
+//! uses. Wall and thread CPU time per event.
 //!
 //! `cargo bench -p mcptrail-detect --bench detect`
 //!
@@ -11,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use mcptrail_detect::{Detector, Engine, RuleSet};
+use mcptrail_detect::{Baseline, Detector, Engine, Learner, RuleSet};
 use mcptrail_event::{
     Catalog, CatalogItem, Event, EventKind, ResponseSummary, ServerInfo, Status, UserIdentity,
 };
@@ -58,8 +60,13 @@ fn workload(n: usize) -> Vec<Event> {
             url: None,
         });
         let tool = tools[(next() % 4) as usize];
-        match i % 50 {
-            0 => {
+        match (i % 500, i % 50) {
+            (0, _) => {
+                e.kind = EventKind::SessionStart;
+                e.detail = Some(serde_json::json!({"heartbeat_interval_s": 30}));
+            }
+            (499, _) => e.kind = EventKind::SessionEnd,
+            (_, 0) => {
                 e.kind = EventKind::ToolCatalog;
                 e.catalog = Some(Catalog {
                     list: "tools".into(),
@@ -77,13 +84,13 @@ fn workload(n: usize) -> Vec<Event> {
                     removed: vec![],
                 });
             }
-            1 => {
+            (_, 1) => {
                 e.kind = EventKind::SystemHeartbeat;
                 e.detail = Some(
-                    serde_json::json!({"uptime_s": 30, "messages_in": 10, "messages_out": 10, "pending_requests": 0}),
+                    serde_json::json!({"uptime_s": 30, "messages_in": 10, "messages_out": 10, "pending_requests": 0, "interval_s": 30}),
                 );
             }
-            2 => {
+            (_, 2) => {
                 e.kind = EventKind::NetEgress;
                 e.bytes_in = Some(5120);
                 e.bytes_out = Some(900);
@@ -92,7 +99,7 @@ fn workload(n: usize) -> Vec<Event> {
                     serde_json::json!({"host": "api.github.com", "port": 443, "scheme": "https", "sni": "api.github.com", "method": "CONNECT", "decision": "allow", "matched": "*.github.com"}),
                 );
             }
-            k if k % 2 == 1 => {
+            (_, k) if k % 2 == 1 => {
                 e.kind = EventKind::McpResponse;
                 e.method = Some("tools/call".into());
                 e.tool_invoked = Some(tool.into());
@@ -142,60 +149,160 @@ fn write_ledger(dir: &Path, events: Vec<Event>) {
     }
 }
 
-/// Read and parse every event; with `detect`, also run the built-in pack.
-fn pass(dir: &Path, detect: bool) -> usize {
-    let mut det = detect.then(|| Detector::new(Engine::new(RuleSet::builtin())));
+/// How a pass reads the ledger.
+#[derive(Clone, Copy, PartialEq)]
+enum Pass {
+    /// Read and parse every line into `Event` (plain ledger reading: the baseline).
+    Plain,
+    /// Plain, and run the built-in pack and monitors on every event.
+    FullDetect,
+    /// Parse only what the rules read (`Detector::parse_line`), no detection.
+    Lean,
+    /// What `mcptrail detect` does: lean parse, built-in pack and monitors.
+    LeanDetect,
+}
+
+fn detector(baseline: &Baseline) -> Detector {
+    let mut d = Detector::new(Engine::new(RuleSet::builtin()));
+    d.engine_mut().add_baseline(baseline.clone());
+    d
+}
+
+/// One pass over the ledger.
+fn pass(dir: &Path, how: Pass, baseline: &Baseline) -> usize {
+    let mut det = detector(baseline);
     let mut n = 0;
     for rec in LedgerReader::open(dir, 1).unwrap() {
-        let e: Event = serde_json::from_slice(&rec.unwrap().line).unwrap();
-        if let Some(d) = det.as_mut() {
-            d.observe(&e);
+        let rec = rec.unwrap();
+        match how {
+            Pass::Plain | Pass::FullDetect => {
+                let e: Event = serde_json::from_slice(&rec.line).unwrap();
+                if how == Pass::FullDetect {
+                    det.observe(&e);
+                }
+                black_box(&e);
+            }
+            Pass::Lean | Pass::LeanDetect => {
+                let e = det.parse_line(&rec.line).unwrap();
+                if how == Pass::LeanDetect {
+                    det.observe_line(&e, &rec.line);
+                }
+                black_box(&e);
+            }
         }
-        black_box(&e);
         n += 1;
     }
-    if let Some(d) = det.as_mut() {
-        black_box(d.take_new());
+    let alerts = det.take_new();
+    if std::env::var_os("DETECT_BENCH_PASS").is_some() {
+        let mut by: std::collections::BTreeMap<&str, usize> = Default::default();
+        for a in &alerts {
+            *by.entry(a.rule.as_str()).or_default() += 1;
+        }
+        println!("{} alerts: {by:?}", alerts.len());
     }
+    black_box(alerts);
     n
 }
 
-fn best_of(runs: usize, f: impl Fn() -> usize) -> Duration {
+/// CPU time of this thread so far (`/proc/thread-self/schedstat`, ns).
+fn thread_cpu() -> Duration {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    Duration::from_nanos(
+        s.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// Best of `runs` (wall, CPU of the thread).
+fn best_of(runs: usize, f: impl Fn() -> usize) -> (Duration, Duration) {
     (0..runs)
         .map(|_| {
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), thread_cpu());
             black_box(f());
-            t.elapsed()
+            (t.elapsed(), thread_cpu() - c)
         })
         .min()
         .unwrap()
 }
 
+/// A baseline of the same workload, in effect from before its first event, so every event
+/// is judged by the anomaly rules too.
+fn baseline_of(events: &[Event]) -> Baseline {
+    let mut l = Learner::new();
+    for e in events {
+        l.observe(e);
+    }
+    let t0 = 1_764_064_800_000;
+    let mut b = l.finish(t0 - 86_400_000, t0, "bench");
+    b.version = 1;
+    b
+}
+
 fn main() {
+    // `DETECT_BENCH_PASS=plain|full|lean|lean_detect|none [DETECT_BENCH_N=20000]`: one pass
+    // only, for instruction counts that contention does not skew:
+    //   valgrind --tool=callgrind target/release/deps/detect-… (see BENCHMARKS.md)
+    if let Ok(which) = std::env::var("DETECT_BENCH_PASS") {
+        let n = std::env::var("DETECT_BENCH_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        let dir = tempfile::tempdir().unwrap();
+        let events = workload(n);
+        let baseline = baseline_of(&events);
+        write_ledger(dir.path(), events);
+        let how = match which.as_str() {
+            "plain" => Some(Pass::Plain),
+            "full" => Some(Pass::FullDetect),
+            "lean" => Some(Pass::Lean),
+            "lean_detect" => Some(Pass::LeanDetect),
+            _ => None,
+        };
+        if let Some(how) = how {
+            println!("{which}: {} events", pass(dir.path(), how, &baseline));
+        }
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
-    write_ledger(dir.path(), workload(N));
+    let events = workload(N);
+    let baseline = baseline_of(&events);
+    write_ledger(dir.path(), events);
     let mut c = Criterion::default().configure_from_args().sample_size(10);
     {
         let mut g = c.benchmark_group("detect");
         g.throughput(Throughput::Elements(N as u64));
-        g.bench_function("ledger_read_parse", |b| b.iter(|| pass(dir.path(), false)));
+        g.bench_function("ledger_read_parse", |b| {
+            b.iter(|| pass(dir.path(), Pass::Plain, &baseline))
+        });
         g.bench_function("ledger_read_parse_detect_builtin", |b| {
-            b.iter(|| pass(dir.path(), true))
+            b.iter(|| pass(dir.path(), Pass::FullDetect, &baseline))
+        });
+        g.bench_function("ledger_read_lean_parse_detect_builtin", |b| {
+            b.iter(|| pass(dir.path(), Pass::LeanDetect, &baseline))
         });
         g.finish();
     }
-    // The same two passes, interleaved, best of 5: the figures BENCHMARKS.md quotes.
-    let plain = best_of(5, || pass(dir.path(), false));
-    let with = best_of(5, || pass(dir.path(), true));
+    // The passes, best of 5 each, in the same run: the figures BENCHMARKS.md quotes.
+    let plain = best_of(5, || pass(dir.path(), Pass::Plain, &baseline));
+    let full = best_of(5, || pass(dir.path(), Pass::FullDetect, &baseline));
+    let lean = best_of(5, || pass(dir.path(), Pass::Lean, &baseline));
+    let lean_detect = best_of(5, || pass(dir.path(), Pass::LeanDetect, &baseline));
     let per = |d: Duration| d.as_secs_f64() * 1e6 / N as f64;
-    println!(
-        "detect summary: {N} events; plain read+parse {:.2} µs/event ({:.0} k events/s); with the built-in pack {:.2} µs/event ({:.0} k events/s); detection alone {:.2} µs/event; ratio {:.2}x",
-        per(plain),
-        N as f64 / plain.as_secs_f64() / 1e3,
-        per(with),
-        N as f64 / with.as_secs_f64() / 1e3,
-        per(with) - per(plain),
-        with.as_secs_f64() / plain.as_secs_f64()
-    );
+    let line = |name: &str, (wall, cpu): (Duration, Duration)| {
+        println!(
+            "detect summary: {name:<44} {:.2} µs/event wall ({:>4.0} k events/s), {:.2} µs/event CPU; {:.2}x plain reading",
+            per(wall),
+            N as f64 / wall.as_secs_f64() / 1e3,
+            per(cpu),
+            wall.as_secs_f64() / plain.0.as_secs_f64()
+        );
+    };
+    println!("detect summary: {N} events, built-in pack + monitors with a baseline in effect");
+    line("plain reading (read + parse into Event)", plain);
+    line("plain reading + detection", full);
+    line("lean parse (what the rules read)", lean);
+    line("lean parse + detection (mcptrail detect)", lean_detect);
     c.final_summary();
 }

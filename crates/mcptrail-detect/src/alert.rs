@@ -10,7 +10,7 @@
 //! "detail": {
 //!   "source": "detect",
 //!   "rule": "builtin.secret_then_egress",
-//!   "rule_type": "sequence",            // match | threshold | sequence
+//!   "rule_type": "sequence",            // match | threshold | sequence | drift | anomaly | silence
 //!   "severity": "critical",             // info | low | medium | high | critical
 //!   "summary": "secret data read in session …, then a connection to evil.test:443 …",
 //!   "evidence": ["<event_id>", "…"],    // the triggering events, oldest first
@@ -19,7 +19,8 @@
 //!   "event_time": "2026-…Z",            // time of the last evidence event
 //!   "first_time": "2026-…Z",            // time of the first evidence event
 //!   "value": 12.0,                      // thresholds: the aggregate that crossed…
-//!   "threshold": 10.0                   // …this value
+//!   "threshold": 10.0,                  // …this value
+//!   "baseline_version": 3               // anomaly rules: the stored baseline judged against
 //! }
 //! ```
 //!
@@ -74,6 +75,61 @@ pub struct Alert {
     pub user_identity: Option<mcptrail_event::UserIdentity>,
     /// Copied from the triggering event.
     pub server: Option<mcptrail_event::ServerInfo>,
+    /// Anomaly rules: the version of the stored baseline the event was judged against.
+    pub baseline_version: Option<u64>,
+}
+
+/// An alert raised by a built-in monitor (baselines, silence) rather than a rule.
+pub(crate) struct Raise<'a> {
+    pub(crate) rule: &'static str,
+    pub(crate) rule_type: &'static str,
+    pub(crate) severity: Severity,
+    pub(crate) summary: String,
+    /// Oldest first; capped to `max_evidence` (first and last kept).
+    pub(crate) evidence: Vec<String>,
+    /// How many events the evidence stands for (at least `evidence.len()`).
+    pub(crate) evidence_total: usize,
+    pub(crate) group: BTreeMap<String, String>,
+    pub(crate) first_time: String,
+    pub(crate) event_time: String,
+    /// Stamp of the id: the time of the last evidence event, ms.
+    pub(crate) ms: i64,
+    pub(crate) value: Option<f64>,
+    pub(crate) threshold: Option<f64>,
+    /// Who: copied onto the alert.
+    pub(crate) from: Option<&'a Event>,
+    pub(crate) baseline_version: Option<u64>,
+}
+
+impl Raise<'_> {
+    pub(crate) fn into_alert(self, max_evidence: usize) -> Alert {
+        let mut evidence = self.evidence;
+        let total = evidence.len();
+        if total > max_evidence {
+            let head = max_evidence / 2;
+            let tail = max_evidence - head;
+            evidence.drain(head..total - tail);
+        }
+        Alert {
+            id: alert_id(self.rule, &evidence, self.ms),
+            rule: self.rule.to_string(),
+            rule_type: self.rule_type,
+            severity: self.severity,
+            summary: self.summary,
+            evidence,
+            evidence_total: self.evidence_total.max(total),
+            group: self.group,
+            first_time: self.first_time,
+            event_time: self.event_time,
+            value: self.value,
+            threshold: self.threshold,
+            session_id: self.from.and_then(|e| e.session_id.clone()),
+            agent_id: self.from.and_then(|e| e.agent_id.clone()),
+            user_identity: self.from.and_then(|e| e.user_identity.clone()),
+            server: self.from.and_then(|e| e.server.clone()),
+            baseline_version: self.baseline_version,
+        }
+    }
 }
 
 /// The deterministic id of an alert of `rule` over `evidence`, stamped `event_ms`.
@@ -115,6 +171,9 @@ impl Alert {
         }
         if let Some(t) = self.threshold {
             d["threshold"] = json!(t);
+        }
+        if let Some(v) = self.baseline_version {
+            d["baseline_version"] = json!(v);
         }
         d
     }

@@ -20,6 +20,7 @@ use mcptrail_event::{Event, EventKind};
 use crate::alert::Alert;
 use crate::clock::parse_event_time;
 use crate::engine::Engine;
+use crate::lean::Needs;
 
 /// Alert ids remembered (the oldest are forgotten first).
 const MAX_SEEN: usize = 200_000;
@@ -29,6 +30,7 @@ const SAMPLE_EVERY: u64 = 256;
 /// The engine plus exactly-once alert bookkeeping.
 pub struct Detector {
     engine: Engine,
+    needs: Needs,
     seen: HashSet<String>,
     seen_order: VecDeque<String>,
     pending: Vec<Alert>,
@@ -43,6 +45,7 @@ impl Detector {
     /// A detector running `engine`.
     pub fn new(engine: Engine) -> Detector {
         Detector {
+            needs: engine.needs(),
             engine,
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
@@ -58,6 +61,43 @@ impl Detector {
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The engine, e.g. to add a baseline version.
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// Parse a ledger line with only what the rules read ([`crate::lean`]).
+    pub fn parse_line(&self, line: &[u8]) -> Result<Event, serde_json::Error> {
+        crate::lean::parse(line, &self.needs)
+    }
+
+    /// Feed the next ledger event, parsed from `line` by [`Detector::parse_line`]: alerts
+    /// it raises get the identity members the lean parse left out, from a full parse.
+    pub fn observe_line(&mut self, e: &Event, line: &[u8]) {
+        let before = self.pending.len();
+        self.observe(e);
+        if self.pending.len() > before && self.needs.skips_identity() {
+            if let Ok(full) = serde_json::from_slice::<Event>(line) {
+                for a in &mut self.pending[before..] {
+                    if a.session_id == full.session_id && a.agent_id == full.agent_id {
+                        if a.user_identity.is_none() {
+                            a.user_identity.clone_from(&full.user_identity);
+                        }
+                        if a.server.as_ref().is_some_and(|s| s.command.is_empty()) {
+                            a.server.clone_from(&full.server);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Judge silence as of the wall-clock time `now_ms` (see [`Engine::judge_as_of`]); the
+    /// alerts come out of [`Detector::take_new`] like the others.
+    pub fn judge_as_of(&mut self, now_ms: i64) {
+        self.engine.judge_as_of(now_ms, &mut self.pending);
     }
 
     /// Feed the next ledger event.

@@ -16,15 +16,18 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use mcptrail_event::{Event, EventKind};
 
 use crate::alert::{alert_id, Alert};
+use crate::anomaly::Anomaly;
 use crate::clock::{format_duration, parse_event_time};
 use crate::field::Path;
 use crate::matcher::{Condition, Context};
 use crate::rules::{kind_bit, Aggregate, Body, Limits, Piece, Rule, RuleSet};
+use crate::silence::Silence;
 
 /// Partial matches kept per sequence group (the oldest is dropped first).
 pub const MAX_CHAINS: usize = 16;
 /// Sessions whose tool catalog is remembered.
 const MAX_SESSIONS: usize = 10_000;
+const DAY_MS: i64 = 86_400_000;
 /// Idle groups are swept every this many events.
 const SWEEP_EVERY: u64 = 4096;
 
@@ -111,10 +114,11 @@ impl<T: Default> Groups<T> {
                 *evicted += (before - self.map.len()) as u64;
             }
         }
-        let slot = self
-            .map
-            .entry(key.to_string())
-            .or_insert_with(|| (ms, T::default()));
+        // Allocate the key only for a new group.
+        if !self.map.contains_key(key) {
+            self.map.insert(key.to_string(), (ms, T::default()));
+        }
+        let slot = self.map.get_mut(key).expect("inserted above");
         slot.0 = slot.0.max(ms);
         &mut slot.1
     }
@@ -222,6 +226,10 @@ pub struct Engine {
     limits: Limits,
     watermark: i64,
     stats: Stats,
+    anomaly: Option<Anomaly>,
+    silence: Option<Silence>,
+    monitor_lookback_ms: i64,
+    needs: crate::lean::Needs,
 }
 
 impl Engine {
@@ -238,6 +246,30 @@ impl Engine {
             })
             .collect();
         let cooldowns = rules.rules.iter().map(|_| Groups::new()).collect();
+        let needs = crate::lean::Needs::of(&rules);
+        let m = &rules.monitors;
+        let on = |id: &str| m.enabled.contains(id);
+        let anomaly = crate::anomaly::RULES.iter().any(|r| on(r.id)).then(|| {
+            Anomaly::new(
+                m.baseline.clone(),
+                m.enabled.clone(),
+                rules.limits.max_groups,
+                rules.limits.max_evidence,
+            )
+        });
+        let silence = crate::silence::RULES.iter().any(|r| on(r.id)).then(|| {
+            Silence::new(
+                m.heartbeat_interval_ms,
+                m.missed_heartbeats,
+                &on,
+                rules.limits.max_groups,
+                rules.limits.max_evidence,
+            )
+        });
+        let monitor_lookback_ms = silence
+            .as_ref()
+            .map_or(0, Silence::lookback_ms)
+            .max(if anomaly.is_some() { DAY_MS } else { 0 });
         Engine {
             rules: rules.rules,
             states,
@@ -246,7 +278,49 @@ impl Engine {
             limits: rules.limits,
             watermark: i64::MIN,
             stats: Stats::default(),
+            anomaly,
+            silence,
+            monitor_lookback_ms,
+            needs,
         }
+    }
+
+    /// The event members its rules and monitors read.
+    pub fn needs(&self) -> crate::lean::Needs {
+        self.needs
+    }
+
+    /// Judge events against this stored baseline from its `until` on (versions are kept;
+    /// each event is judged against the newest version in effect at its time).
+    pub fn add_baseline(&mut self, b: crate::baseline::Baseline) {
+        if let Some(a) = &mut self.anomaly {
+            a.add_baseline(b);
+        }
+    }
+
+    /// Stored baseline versions loaded (0 when the anomaly rules are off).
+    pub fn baselines(&self) -> usize {
+        self.anomaly.as_ref().map_or(0, Anomaly::baselines)
+    }
+
+    /// Judge what only the wall clock can tell, as of `now_ms`: sessions silent since their
+    /// last event, hours without ingestion since the last event. The state is not changed
+    /// (events read later are judged as before), and an alert raised here has the id the
+    /// same alert gets when later events show the silence.
+    pub fn judge_as_of(&mut self, now_ms: i64, out: &mut Vec<Alert>) {
+        let before = out.len();
+        if let Some(s) = &self.silence {
+            s.judge_as_of(now_ms, out);
+        }
+        if let Some(a) = &self.anomaly {
+            a.judge_as_of(now_ms, out);
+        }
+        self.stats.alerts += (out.len() - before) as u64;
+    }
+
+    /// Sessions the silence rules track as open.
+    pub fn open_sessions(&self) -> usize {
+        self.silence.as_ref().map_or(0, Silence::open_sessions)
     }
 
     /// The rules it runs.
@@ -261,7 +335,12 @@ impl Engine {
 
     /// How far back in event time any rule looks (windows, sequences, cooldowns), ms.
     pub fn lookback_ms(&self) -> i64 {
-        self.rules.iter().map(Rule::lookback_ms).max().unwrap_or(0)
+        self.rules
+            .iter()
+            .map(Rule::lookback_ms)
+            .max()
+            .unwrap_or(0)
+            .max(self.monitor_lookback_ms)
     }
 
     /// Feed one event; alerts it raises are pushed to `out`. `alert` events are seen only
@@ -506,11 +585,15 @@ impl Engine {
                     if !all(&rule.conditions, e, &cx) {
                         continue;
                     }
-                    let category = fields
-                        .iter()
-                        .map(|f| f.get(e).text().unwrap_or_else(|| "-".into()))
-                        .collect::<Vec<_>>()
-                        .join("/");
+                    let mut category = String::new();
+                    for (i, f) in fields.iter().enumerate() {
+                        if i > 0 {
+                            category.push('/');
+                        }
+                        if !f.get(e).push_text(&mut category) {
+                            category.push('-');
+                        }
+                    }
                     let index = ms.div_euclid(*window_ms);
                     let gk = group_key(&rule.group_by, e);
                     let buckets = groups.entry(
@@ -568,8 +651,15 @@ impl Engine {
                 _ => unreachable!("state and rule body are built together"),
             }
         }
+        if let Some(a) = &mut self.anomaly {
+            a.process(e, ms, out);
+        }
+        if let Some(s) = &mut self.silence {
+            s.process(e, ms, out);
+        }
+        let stats = &mut self.stats;
         stats.alerts += (out.len() - before) as u64;
-        if stats.events % SWEEP_EVERY == 0 {
+        if stats.events.is_multiple_of(SWEEP_EVERY) {
             self.sweep();
         }
     }
@@ -618,9 +708,7 @@ fn group_key(group_by: &[(String, Path)], e: &Event) -> String {
         if i > 0 {
             k.push('\u{1f}');
         }
-        if let Some(t) = p.get(e).text() {
-            k.push_str(&t);
-        }
+        p.get(e).push_text(&mut k);
     }
     k
 }
@@ -713,5 +801,6 @@ fn make_alert(
         agent_id: e.agent_id.clone(),
         user_identity: e.user_identity.clone(),
         server: e.server.clone(),
+        baseline_version: None,
     }
 }

@@ -43,6 +43,14 @@ pub enum DetectError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A stored baseline that cannot be read.
+    #[error("baseline {}: {problem}; move it aside and run `mcptrail baseline learn` again", path.display())]
+    Baseline {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
     /// The detector's cursor file is not what it should be.
     #[error("detector cursor {}: {problem}; move it aside to start again from the ledger head (alerts already raised are not raised twice)", path.display())]
     Cursor {

@@ -298,6 +298,24 @@ impl<'a> Val<'a> {
         }
     }
 
+    /// Append [`Val::text`] to `out` (strings without an allocation); `false` when missing.
+    pub(crate) fn push_text(&self, out: &mut String) -> bool {
+        match self {
+            Val::Missing => false,
+            Val::Str(s) => {
+                out.push_str(s);
+                true
+            }
+            other => match other.text() {
+                Some(t) => {
+                    out.push_str(&t);
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
     /// The value as a number (numeric strings too).
     pub(crate) fn num(&self) -> Option<f64> {
         match self {

@@ -64,20 +64,27 @@
 //! exactly-once appending and resuming after a restart.
 
 pub mod alert;
+mod anomaly;
+pub mod baseline;
 pub mod clock;
 pub mod cursor;
 pub mod detector;
 mod engine;
 mod error;
 mod field;
+pub mod lean;
 mod matcher;
 mod rules;
+mod silence;
 pub mod spec;
 
 pub use alert::{alert_id, Alert};
+pub use baseline::{AgentBaseline, Baseline, BaselineStore, Learner, Limits};
 pub use cursor::{DetectCursor, DETECT_DIR};
 pub use detector::Detector;
 pub use engine::{Engine, Stats, MAX_CHAINS};
 pub use error::DetectError;
-pub use rules::{parse_rule_file, Rule, RuleSet, Severity, BUILTIN_RULES};
-pub use spec::{DetectConfig, RuleFile, RuleSpec};
+pub use rules::{
+    monitor_rules, parse_rule_file, MonitorInfo, Rule, RuleSet, Severity, BUILTIN_RULES,
+};
+pub use spec::{BaselineConfig, DetectConfig, RuleFile, RuleSpec, Thresholds};

@@ -58,12 +58,14 @@ impl Lit {
     }
 }
 
-/// A compiled `HH:MM`–`HH:MM` window on some weekdays, in a fixed offset.
+/// A compiled `HH:MM`–`HH:MM` window on some weekdays, in a fixed offset or an IANA zone.
 #[derive(Debug, Clone)]
 pub(crate) struct Hours {
     start: u32,
     end: u32,
     offset_min: i32,
+    /// An IANA zone (daylight saving included); wins over `offset_min`.
+    tz: Option<jiff::tz::TimeZone>,
     /// Bit d (0 = Monday) set when the window applies that day.
     days: u8,
 }
@@ -86,6 +88,25 @@ impl Hours {
         };
         let start = hm("start", &h.start)?;
         let end = hm("end", &h.end)?;
+        if h.tz.is_some() && h.utc_offset.is_some() {
+            return Err((
+                "allowed_hours.tz".to_string(),
+                "set either `tz` (an IANA zone such as Europe/Berlin) or `utc_offset`, not both"
+                    .to_string(),
+            ));
+        }
+        let tz = h
+            .tz
+            .as_deref()
+            .map(|name| {
+                jiff::tz::db().get(name).map_err(|e| {
+                    (
+                        "allowed_hours.tz".to_string(),
+                        format!("`{name}` is not a time zone this system knows ({e}); write an IANA name such as Europe/Berlin or America/New_York"),
+                    )
+                })
+            })
+            .transpose()?;
         let offset_min = match h.utc_offset.as_deref() {
             None | Some("Z") => 0,
             Some(o) => {
@@ -129,12 +150,21 @@ impl Hours {
             start,
             end,
             offset_min,
+            tz,
             days,
         })
     }
 
+    /// The offset from UTC in minutes at `ms` (the zone's, daylight saving included).
+    pub(crate) fn offset_at(&self, ms: i64) -> i32 {
+        match (&self.tz, jiff::Timestamp::from_millisecond(ms)) {
+            (Some(tz), Ok(ts)) => tz.to_offset(ts).seconds() / 60,
+            _ => self.offset_min,
+        }
+    }
+
     pub(crate) fn contains(&self, ms: i64) -> bool {
-        let (minute, weekday) = local_minute_and_weekday(ms, self.offset_min);
+        let (minute, weekday) = local_minute_and_weekday(ms, self.offset_at(ms));
         if self.days & (1 << weekday) == 0 {
             return false;
         }
@@ -186,6 +216,22 @@ pub(crate) struct Env<'a> {
 }
 
 impl Condition {
+    /// The event fields it reads.
+    pub(crate) fn paths<'a>(&'a self, out: &mut Vec<&'a Path>) {
+        match self {
+            Condition::Field { path, .. } => out.push(path),
+            Condition::Any { of, .. } => of.iter().for_each(|c| c.paths(out)),
+        }
+    }
+
+    /// Whether it asks about the session's tool catalog.
+    pub(crate) fn uses_catalog(&self) -> bool {
+        match self {
+            Condition::Field { tests, .. } => tests.iter().any(|t| matches!(t, Test::InCatalog(_))),
+            Condition::Any { of, .. } => of.iter().any(Condition::uses_catalog),
+        }
+    }
+
     /// Compile `spec`; an error is (key relative to the condition, problem).
     pub(crate) fn compile(
         spec: &ConditionSpec,
@@ -325,7 +371,7 @@ impl Condition {
             let hours = env.hours.ok_or_else(|| {
                 (
                     "within_hours".to_string(),
-                    "needs [detect.allowed_hours] (start, end, utc_offset, days)".to_string(),
+                    "needs [detect.allowed_hours] (start, end, tz or utc_offset, days)".to_string(),
                 )
             })?;
             tests.push(Test::WithinHours(b, hours.clone()));
@@ -490,6 +536,37 @@ mod tests {
     use super::*;
     use mcptrail_event::EventKind;
 
+    #[test]
+    fn allowed_hours_in_an_iana_zone_follow_daylight_saving() {
+        let h = |tz: Option<&str>, off: Option<&str>| {
+            Hours::compile(&AllowedHours {
+                start: "08:00".into(),
+                end: "18:00".into(),
+                tz: tz.map(Into::into),
+                utc_offset: off.map(Into::into),
+                days: vec![],
+            })
+        };
+        let berlin = h(Some("Europe/Berlin"), None).unwrap();
+        let ms = |s: &str| crate::clock::parse_event_time(s).unwrap();
+        // Winter (CET, +01:00): 07:30 UTC is 08:30 in Berlin; summer (CEST, +02:00): 06:30
+        // UTC is 08:30, and 16:30 UTC is 18:30, outside.
+        assert!(berlin.contains(ms("2026-01-15T07:30:00Z")));
+        assert!(!berlin.contains(ms("2026-01-15T06:30:00Z")));
+        assert!(berlin.contains(ms("2026-07-15T06:30:00Z")));
+        assert!(!berlin.contains(ms("2026-07-15T16:30:00Z")));
+        assert!(berlin.contains(ms("2026-01-15T16:30:00Z")));
+        // The day the clocks change (2026-03-29, 02:00 → 03:00 local).
+        assert_eq!(berlin.offset_at(ms("2026-03-29T00:59:00Z")), 60);
+        assert_eq!(berlin.offset_at(ms("2026-03-29T01:00:00Z")), 120);
+        let (k, p) = h(Some("Europe/Berlinn"), None).unwrap_err();
+        assert_eq!(k, "allowed_hours.tz");
+        assert!(p.contains("`Europe/Berlinn` is not a time zone"), "{p}");
+        let (k, p) = h(Some("Europe/Berlin"), Some("+01:00")).unwrap_err();
+        assert_eq!(k, "allowed_hours.tz");
+        assert!(p.contains("not both"), "{p}");
+    }
+
     fn cond(toml_text: &str) -> Result<Condition, (String, String)> {
         let spec: ConditionSpec = toml::from_str(toml_text).unwrap();
         let mut lists = BTreeMap::new();
@@ -500,6 +577,7 @@ mod tests {
         let hours = Hours::compile(&AllowedHours {
             start: "08:00".into(),
             end: "18:00".into(),
+            tz: None,
             utc_offset: Some("+01:00".into()),
             days: vec![
                 "mon".into(),

@@ -154,6 +154,45 @@ impl Rule {
         self.builtin
     }
 
+    /// Every event field the rule reads (conditions, groups, summary, aggregates, keys).
+    pub(crate) fn paths<'a>(&'a self, out: &mut Vec<&'a Path>) {
+        self.conditions.iter().for_each(|c| c.paths(out));
+        out.extend(self.group_by.iter().map(|(_, p)| p));
+        for piece in &self.summary {
+            if let Piece::Field(p) = piece {
+                out.push(p);
+            }
+        }
+        match &self.body {
+            Body::Match => {}
+            Body::Threshold {
+                field, ratio_where, ..
+            } => {
+                out.extend(field.iter());
+                ratio_where.iter().for_each(|c| c.paths(out));
+            }
+            Body::Sequence { steps, .. } => {
+                for s in steps {
+                    s.conditions.iter().for_each(|c| c.paths(out));
+                    out.extend(s.key.iter());
+                }
+            }
+            Body::Drift { fields, .. } => out.extend(fields.iter()),
+        }
+    }
+
+    /// Whether a condition asks about the session's tool catalog.
+    pub(crate) fn uses_catalog(&self) -> bool {
+        let in_steps = match &self.body {
+            Body::Sequence { steps, .. } => steps
+                .iter()
+                .any(|s| s.conditions.iter().any(Condition::uses_catalog)),
+            Body::Threshold { ratio_where, .. } => ratio_where.iter().any(Condition::uses_catalog),
+            _ => false,
+        };
+        in_steps || self.conditions.iter().any(Condition::uses_catalog)
+    }
+
     /// How far back this rule looks (window, sequence span, cooldown), ms.
     pub(crate) fn lookback_ms(&self) -> i64 {
         let body = match &self.body {
@@ -183,11 +222,130 @@ pub(crate) struct Limits {
     pub(crate) max_evidence: usize,
 }
 
+/// The built-in monitors (baseline anomalies, silence) in force and their settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Monitors {
+    pub(crate) baseline: crate::spec::BaselineConfig,
+    pub(crate) heartbeat_interval_ms: i64,
+    pub(crate) missed_heartbeats: u64,
+    /// Ids of the monitor rules switched on.
+    pub(crate) enabled: std::collections::HashSet<&'static str>,
+}
+
 /// The rules in force, compiled.
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     pub(crate) rules: Vec<Rule>,
     pub(crate) limits: Limits,
+    pub(crate) monitors: Monitors,
+}
+
+/// A built-in monitor rule as listed to people: id, type, severity, what it fires on.
+#[derive(Debug, Clone, Copy)]
+pub struct MonitorInfo {
+    /// The id (`builtin.baseline.*`, `builtin.silence.*`).
+    pub id: &'static str,
+    /// `anomaly` or `silence`.
+    pub rule_type: &'static str,
+    /// Severity of its alerts.
+    pub severity: Severity,
+    /// What it fires on.
+    pub description: &'static str,
+}
+
+/// Every built-in monitor rule.
+pub fn monitor_rules() -> impl Iterator<Item = MonitorInfo> {
+    crate::anomaly::RULES
+        .iter()
+        .chain(crate::silence::RULES)
+        .map(|r| MonitorInfo {
+            id: r.id,
+            rule_type: r.rule_type,
+            severity: r.severity,
+            description: r.description,
+        })
+}
+
+fn check_settings(cfg: &DetectConfig) -> Result<(i64, Option<i64>, i64), DetectError> {
+    let setting = |field: &str, problem: String| DetectError::Setting {
+        field: field.into(),
+        problem,
+    };
+    let window = parse_duration(&cfg.baseline.window).map_err(|p| setting("baseline.window", p))?;
+    let relearn = cfg
+        .baseline
+        .relearn_every
+        .as_deref()
+        .map(|r| parse_duration(r).map_err(|p| setting("baseline.relearn_every", p)))
+        .transpose()?;
+    let hb = parse_duration(&cfg.silence.heartbeat_interval)
+        .map_err(|p| setting("silence.heartbeat_interval", p))?;
+    if cfg.silence.missed_heartbeats == 0 {
+        return Err(setting(
+            "silence.missed_heartbeats",
+            "must be at least 1".into(),
+        ));
+    }
+    if let Some(s) = &cfg.clients.scan_every {
+        parse_duration(s).map_err(|p| setting("clients.scan_every", p))?;
+    }
+    let all = std::iter::once(("thresholds".to_string(), cfg.baseline.thresholds)).chain(
+        cfg.baseline
+            .agents
+            .iter()
+            .map(|(a, o)| (format!("agents.{a}"), cfg.baseline.thresholds.with(o))),
+    );
+    for (at, t) in all {
+        for (key, v) in [
+            ("volume_factor", t.volume_factor),
+            ("rate_factor", t.rate_factor),
+            ("response_factor", t.response_factor),
+            ("error_factor", t.error_factor),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(setting(
+                    &format!("baseline.{at}.{key}"),
+                    format!(
+                        "{v} is not a factor above 0 (e.g. 3 for three times the baseline's p99)"
+                    ),
+                ));
+            }
+        }
+        for (key, v) in [
+            ("min_bytes", t.min_bytes),
+            ("min_records", t.min_records),
+            ("min_hourly_calls", t.min_hourly_calls),
+            ("min_response_bytes", t.min_response_bytes),
+            ("min_hourly_events", t.min_hourly_events),
+            ("error_margin", t.error_margin),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(setting(
+                    &format!("baseline.{at}.{key}"),
+                    format!("{v} must be a number of at least 0"),
+                ));
+            }
+        }
+        if !(t.ingestion_drop > 0.0 && t.ingestion_drop <= 1.0) {
+            return Err(setting(
+                &format!("baseline.{at}.ingestion_drop"),
+                format!(
+                    "{} is not a share between 0 and 1 (0.8 = a drop of more than 80 %)",
+                    t.ingestion_drop
+                ),
+            ));
+        }
+        if !(0.0..1.0).contains(&t.rare_hour_share) {
+            return Err(setting(
+                &format!("baseline.{at}.rare_hour_share"),
+                format!(
+                    "{} is not a share from 0 (off) to under 1",
+                    t.rare_hour_share
+                ),
+            ));
+        }
+    }
+    Ok((window, relearn, hb))
 }
 
 /// The built-in rule pack, in the same format as user rule files.
@@ -241,6 +399,7 @@ impl RuleSet {
                 .map(|r| (r, false, "[detect]".to_string())),
         );
 
+        let (_, _, heartbeat_interval_ms) = check_settings(cfg)?;
         let hours = cfg
             .allowed_hours
             .as_ref()
@@ -300,6 +459,15 @@ impl RuleSet {
                 rules.push(rule);
             }
         }
+        let mut enabled = std::collections::HashSet::new();
+        if cfg.builtin {
+            for m in monitor_rules() {
+                seen.insert(m.id.to_string(), (true, "built-in monitors".to_string()));
+                if !cfg.disable.iter().any(|d| d == m.id) {
+                    enabled.insert(m.id);
+                }
+            }
+        }
         for id in &cfg.disable {
             if !seen.contains_key(id) {
                 return Err(DetectError::Setting {
@@ -331,6 +499,12 @@ impl RuleSet {
                 max_window_events: cfg.max_window_events,
                 max_evidence: cfg.max_evidence,
             },
+            monitors: Monitors {
+                baseline: cfg.baseline.clone(),
+                heartbeat_interval_ms,
+                missed_heartbeats: cfg.silence.missed_heartbeats,
+                enabled,
+            },
         })
     }
 
@@ -342,6 +516,13 @@ impl RuleSet {
     /// The rules, in evaluation order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// The built-in monitor rules switched on.
+    pub fn monitors(&self) -> Vec<MonitorInfo> {
+        monitor_rules()
+            .filter(|m| self.monitors.enabled.contains(m.id))
+            .collect()
     }
 }
 

@@ -34,6 +34,150 @@ pub struct DetectConfig {
     pub max_evidence: usize,
     /// How often the streaming detector looks for new events, milliseconds.
     pub poll_interval_ms: u64,
+    /// `[detect.baseline]`: learning baselines and the thresholds of the anomaly rules.
+    pub baseline: BaselineConfig,
+    /// `[detect.silence]`: heartbeats and silent taps.
+    pub silence: SilenceConfig,
+    /// `[detect.clients]`: scanning MCP client configurations for servers mcptrail does not
+    /// record.
+    pub clients: ClientsConfig,
+}
+
+/// `[detect.baseline]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaselineConfig {
+    /// The history `mcptrail baseline learn` and relearning read by default, e.g. `14d`.
+    pub window: String,
+    /// The streaming detector learns a new version this often (wall clock), e.g. `1d`;
+    /// unset: never (only `mcptrail baseline learn`).
+    pub relearn_every: Option<String>,
+    /// An agent is judged once its baseline has this many sessions…
+    pub min_sessions: u64,
+    /// …and per-day metrics once it has this many active days.
+    pub min_days: u64,
+    /// Thresholds for every agent.
+    pub thresholds: Thresholds,
+    /// Per agent (by `agent_id`): thresholds that differ from `thresholds`.
+    pub agents: std::collections::BTreeMap<String, ThresholdOverrides>,
+}
+
+impl Default for BaselineConfig {
+    fn default() -> Self {
+        BaselineConfig {
+            window: "14d".into(),
+            relearn_every: None,
+            min_sessions: 5,
+            min_days: 3,
+            thresholds: Thresholds::default(),
+            agents: Default::default(),
+        }
+    }
+}
+
+macro_rules! thresholds {
+    ($( $(#[$doc:meta])* $name:ident : $ty:ty = $default:expr ),* $(,)?) => {
+        /// `[detect.baseline.thresholds]`: how far from its baseline an agent may go.
+        #[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct Thresholds {
+            $( $(#[$doc])* pub $name: $ty, )*
+        }
+
+        impl Default for Thresholds {
+            fn default() -> Self {
+                Thresholds { $( $name: $default, )* }
+            }
+        }
+
+        /// `[detect.baseline.agents.<agent>]`: any of the keys of
+        /// `[detect.baseline.thresholds]`, for one agent.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct ThresholdOverrides {
+            $( $(#[$doc])* pub $name: Option<$ty>, )*
+        }
+
+        impl Thresholds {
+            /// These thresholds with `o`'s values where it has one.
+            pub fn with(mut self, o: &ThresholdOverrides) -> Thresholds {
+                $( if let Some(v) = o.$name { self.$name = v; } )*
+                self
+            }
+        }
+    };
+}
+
+thresholds! {
+    /// Session and daily bytes / records: alert above this many times the baseline's p99.
+    volume_factor: f64 = 3.0,
+    /// … and above at least this many bytes (per session or day).
+    min_bytes: f64 = 65_536.0,
+    /// … and above at least this many results (per session or day).
+    min_records: f64 = 50.0,
+    /// Tool calls in a clock hour: alert above this many times the baseline's p99 …
+    rate_factor: f64 = 3.0,
+    /// … and above at least this many calls.
+    min_hourly_calls: f64 = 120.0,
+    /// One result: alert above this many times the p99 of that tool's results …
+    response_factor: f64 = 4.0,
+    /// … and above at least this many bytes.
+    min_response_bytes: f64 = 262_144.0,
+    /// Tools with at least this many calls in the baseline are checked for new argument
+    /// shapes and response sizes.
+    min_tool_calls: u64 = 20,
+    /// Alert on argument shapes a tool was never called with.
+    new_argument_shapes: bool = true,
+    /// Alert on egress to hosts the agent never connected to (once it has any egress).
+    new_destinations: bool = true,
+    /// Error rate of the agent's results in a clock hour: alert above this many times the
+    /// baseline rate …
+    error_factor: f64 = 3.0,
+    /// … and at least this much above it (0.2 = 20 points) …
+    error_margin: f64 = 0.2,
+    /// … with at least this many results in the hour.
+    min_error_results: u64 = 20,
+    /// Tool calls in an hour of day that had less than this share of the baseline's calls
+    /// (0 switches the check off) …
+    rare_hour_share: f64 = 0.002,
+    /// … once the baseline has at least this many calls.
+    min_profile_calls: u64 = 500,
+    /// Ingestion: alert when a clock hour has more than this share fewer events than the
+    /// baseline's mean for that hour of day (0.8 = a drop of more than 80 %) …
+    ingestion_drop: f64 = 0.8,
+    /// … for hours whose baseline mean is at least this many events.
+    min_hourly_events: f64 = 100.0,
+}
+
+/// `[detect.silence]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SilenceConfig {
+    /// The heartbeat interval assumed when a heartbeat does not say its own (`interval_s`),
+    /// e.g. `30s` (the taps' default).
+    pub heartbeat_interval: String,
+    /// A session is silent after this many heartbeat intervals without any event from it.
+    pub missed_heartbeats: u64,
+}
+
+impl Default for SilenceConfig {
+    fn default() -> Self {
+        SilenceConfig {
+            heartbeat_interval: "30s".into(),
+            missed_heartbeats: 3,
+        }
+    }
+}
+
+/// `[detect.clients]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientsConfig {
+    /// The streaming detector scans the MCP client configurations this often, e.g. `5m`;
+    /// unset: never (`mcptrail detect --scan-clients` scans once).
+    pub scan_every: Option<String>,
+    /// Configuration files to scan instead of the usual places.
+    pub files: Vec<std::path::PathBuf>,
 }
 
 impl Default for DetectConfig {
@@ -50,11 +194,14 @@ impl Default for DetectConfig {
             max_window_events: 4096,
             max_evidence: 32,
             poll_interval_ms: 200,
+            baseline: BaselineConfig::default(),
+            silence: SilenceConfig::default(),
+            clients: ClientsConfig::default(),
         }
     }
 }
 
-/// `[detect.allowed_hours]`: a daily window in a fixed UTC offset.
+/// `[detect.allowed_hours]`: a daily window in an IANA time zone or a fixed UTC offset.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AllowedHours {
@@ -63,8 +210,11 @@ pub struct AllowedHours {
     /// End of the window, `HH:MM` local time (exclusive); may be earlier than `start` for a
     /// window across midnight.
     pub end: String,
-    /// The local time's offset from UTC, `+01:00` (default `+00:00`). IANA zone names and
-    /// daylight saving are not supported yet.
+    /// An IANA time zone, e.g. `Europe/Berlin` (daylight saving included), from the system's
+    /// tzdb (`/usr/share/zoneinfo`) or, without one, the copy built into mcptrail.
+    #[serde(default)]
+    pub tz: Option<String>,
+    /// Instead of `tz`: a fixed offset from UTC, `+01:00` (default `+00:00`).
     #[serde(default)]
     pub utc_offset: Option<String>,
     /// Days the window applies to (`mon` … `sun`); other days are entirely outside. Default:

@@ -708,8 +708,11 @@ fn memory_stays_bounded_with_many_groups() {
     assert!(engine.stats().window_events_dropped > 0);
 }
 
-/// ≥ 10k tool calls over ten days, with normal errors (2 %), normal
-/// latencies, catalogs listed, occasional personal data, egress only to allowed hosts.
+/// ≥ 10k tool calls judged by every built-in rule, the baseline and silence rules included:
+/// twenty days of twelve sessions a day, each opened and closed by its tap with heartbeats
+/// every 30 s (and their event counts); normal errors (2 %), latencies, catalogs, occasional
+/// personal data, egress only to allowed hosts. Baselines are learnt from days 0–6 (v1,
+/// judging days 7–13) and 7–13 (v2, judging days 14–19).
 #[test]
 fn false_alerts_on_a_long_benign_workload() {
     let mut s = Stream::new();
@@ -726,18 +729,38 @@ fn false_alerts_on_a_long_benign_workload() {
         "search_files",
         "get_file_info",
     ];
-    let mut calls = 0;
+    let mut judged_calls = 0;
     let mut t = 0i64;
-    for session in 0..120 {
+    for session in 0..240 {
         let sess = format!("sess-{session}");
-        // Twelve sessions a day over ten days, so the daily drift rule judges too.
+        // Twelve sessions a day over twenty days, so the daily drift rule judges too.
         t = t.max(session as i64 * 7_200_000);
+        let mut made = 0u64;
+        let mut next_beat = t + 30_000;
+        s.start(t, &sess, 30);
+        made += 1;
         s.catalog(t, &sess, &tools);
+        made += 1;
         for _ in 0..100 {
             t += 2_000 + (next() % 20_000) as i64;
+            while next_beat <= t {
+                s.heartbeat(next_beat, &sess, 30, Some(made));
+                made += 1;
+                next_beat += 30_000;
+            }
             let tool = tools[(next() % 4) as usize];
-            s.call(t, &sess, tool);
-            calls += 1;
+            let session = sess.clone();
+            let arg = format!("/srv/data/f{}.txt", next() % 500);
+            s.push(t, EventKind::McpRequest, |e| {
+                e.session_id = Some(session);
+                e.method = Some("tools/call".into());
+                e.tool_invoked = Some(tool.into());
+                e.parameters_used = Some(json!({ "path": arg }));
+            });
+            made += 1;
+            if t >= 7 * DAY {
+                judged_calls += 1;
+            }
             let st = if next() % 50 == 0 {
                 Status::Error
             } else {
@@ -746,22 +769,50 @@ fn false_alerts_on_a_long_benign_workload() {
             let labels: &[&str] = if next() % 40 == 0 { &["pii"] } else { &[] };
             let ms = 2.0 + (next() % 400) as f64;
             s.response(t + ms as i64, &sess, tool, st, ms, labels);
+            s.events
+                .last_mut()
+                .unwrap()
+                .response_summary
+                .as_mut()
+                .unwrap()
+                .size = 200 + next() % 3000;
+            made += 1;
             if next() % 30 == 0 {
                 s.egress(t + 500, &sess, "api.github.com", Some("*.github.com"));
+                made += 1;
             }
         }
         s.push(t + 1000, EventKind::SessionEnd, |e| {
             e.session_id = Some(sess.clone())
         });
     }
-    let alerts = run(RuleSet::builtin(), &s.events);
-    let rate = alerts.len() as f64 * 10_000.0 / calls as f64;
+    let v1 = learn(&s.events, 0, 7 * DAY);
+    let mut v2 = learn(&s.events, 7 * DAY, 14 * DAY);
+    v2.version = 2;
+    assert!(v1.agents["agent-a"].sessions >= 80);
+    let mut engine = Engine::new(RuleSet::builtin());
+    engine.add_baseline(v1);
+    engine.add_baseline(v2);
+    let mut alerts = Vec::new();
+    for e in &s.events {
+        engine.process(e, &mut alerts);
+    }
+    // As of a wall clock half an hour after the workload (a later one rightly sees the
+    // ingestion stop): every session ended.
+    engine.judge_as_of(T0 + 20 * DAY + 1_800_000, &mut alerts);
+    let rate = alerts.len() as f64 * 10_000.0 / judged_calls as f64;
+    let monitors = RuleSet::builtin().monitors().len();
     println!(
-        "benign workload: {calls} tool calls, {} events, {} alerts ({rate:.2} per 10k calls)",
+        "benign workload: {judged_calls} tool calls judged with baselines ({} events), {} rules + {monitors} monitors: {} alerts ({rate:.2} per 10k calls)",
         s.events.len(),
+        RuleSet::builtin().rules().len(),
         alerts.len()
     );
-    assert!(calls >= 10_000);
+    for a in &alerts {
+        println!("  {} {}", a.rule, a.summary);
+    }
+    assert!(judged_calls >= 10_000);
+    assert!(monitors >= 14, "baseline and silence rules are on");
     assert!(rate <= 1.0, "{alerts:#?}");
 }
 
@@ -853,4 +904,649 @@ fn s4_gradual_drift_alerts_once_the_divergence_passes_the_threshold() {
         "S4: first day over 0.1 = {first_over}, {} drift alerts over 30 days",
         drift.len()
     );
+}
+
+// ---- Baselines and anomalies -------------------------------------------------------------
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 86_400_000;
+
+impl Stream {
+    /// A successful tool result of `size` bytes for `agent`.
+    fn result(&mut self, at: i64, agent: &str, session: &str, tool: &str, size: u64) -> String {
+        let (agent, session) = (agent.to_string(), session.to_string());
+        let id = self.response(at, &session, tool, Status::Ok, 3.0, &[]);
+        let e = self.events.last_mut().unwrap();
+        e.agent_id = Some(agent);
+        e.response_summary.as_mut().unwrap().size = size;
+        e.bytes_out = Some(size);
+        id
+    }
+
+    fn call_as(
+        &mut self,
+        at: i64,
+        agent: &str,
+        session: &str,
+        tool: &str,
+        args: serde_json::Value,
+    ) {
+        self.call(at, session, tool);
+        let e = self.events.last_mut().unwrap();
+        e.agent_id = Some(agent.to_string());
+        e.parameters_used = Some(args);
+    }
+}
+
+/// Learn a baseline from the stream's events in `[since, until)` (ms after T0), as version 1.
+fn learn(events: &[Event], since: i64, until: i64) -> mcptrail_detect::Baseline {
+    let mut l = mcptrail_detect::Learner::new();
+    for e in events {
+        let ms = mcptrail_detect::clock::parse_event_time(&e.time).unwrap() - T0;
+        if ms >= since && ms < until {
+            l.observe(e);
+        }
+    }
+    let mut b = l.finish(T0 + since, T0 + until, "2026-12-01T00:00:00Z");
+    b.version = 1;
+    b
+}
+
+fn run_with(rules: RuleSet, baseline: &mcptrail_detect::Baseline, events: &[Event]) -> Vec<Alert> {
+    let mut engine = Engine::new(rules);
+    engine.add_baseline(baseline.clone());
+    let mut out = Vec::new();
+    for e in events {
+        engine.process(e, &mut out);
+    }
+    out
+}
+
+/// Ten benign days of agent-a: two sessions a day of 20 record reads (~1 KB each) with
+/// a few listings, calls spread over working hours.
+fn benign_history(s: &mut Stream) {
+    for day in 0..10 {
+        for sess in 0..2 {
+            let sid = format!("hist-{day}-{sess}");
+            let base = day * DAY + 9 * HOUR + sess * 4 * HOUR;
+            s.start(base, &sid, 600);
+            for i in 0..20 {
+                let at = base + i * 60_000;
+                s.call_as(
+                    at,
+                    "agent-a",
+                    &sid,
+                    "read_text_file",
+                    json!({"path": format!("/srv/records/p{i}.json")}),
+                );
+                s.result(
+                    at + 50,
+                    "agent-a",
+                    &sid,
+                    "read_text_file",
+                    900 + (i as u64 * 7) % 200,
+                );
+            }
+            s.call_as(
+                base + 30 * 60_000,
+                "agent-a",
+                &sid,
+                "list_directory",
+                json!({"path": "/srv/records"}),
+            );
+            s.result(
+                base + 30 * 60_000 + 20,
+                "agent-a",
+                &sid,
+                "list_directory",
+                400,
+            );
+            s.egress(
+                base + 31 * 60_000,
+                &sid,
+                "api.github.com",
+                Some("*.github.com"),
+            );
+            s.push(base + 40 * 60_000, EventKind::SessionEnd, |e| {
+                e.session_id = Some(sid.clone())
+            });
+        }
+    }
+}
+
+#[test]
+fn s1_cumulative_reads_alert_past_the_learnt_session_baseline_not_before() {
+    let mut s = Stream::new();
+    benign_history(&mut s);
+    let baseline = learn(&s.events, 0, 10 * DAY);
+    let a = &baseline.agents["agent-a"];
+    assert_eq!(a.sessions, 20);
+    assert_eq!(a.active_days, 10);
+    assert_eq!(a.session_records.max, 21.0);
+    // The learnt baseline alone raises nothing over its own window (it applies after it).
+    let alerts = run_with(RuleSet::builtin(), &baseline, &s.events);
+    assert!(
+        alerts
+            .iter()
+            .all(|a| !a.rule.starts_with("builtin.baseline.")),
+        "{alerts:#?}"
+    );
+    let start = s.events.len();
+
+    // Day 11: a session of many small legitimate reads, slow enough for the hourly rate.
+    let sid = "exfil";
+    let base = 11 * DAY + 10 * HOUR;
+    s.start(base, sid, 600);
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        let at = base + i * 40_000;
+        s.call_as(
+            at,
+            "agent-a",
+            sid,
+            "read_text_file",
+            json!({"path": format!("/srv/records/p{i}.json")}),
+        );
+        ids.push(s.result(at + 50, "agent-a", sid, "read_text_file", 950));
+    }
+    let alerts = run_with(RuleSet::builtin(), &baseline, &s.events);
+    // Independently: the limit is max(volume_factor × p99, floor); the alert comes at the
+    // first result that takes the total past it.
+    let t = mcptrail_detect::Thresholds::default();
+    let rec_limit = (t.volume_factor * a.session_records.p99).max(t.min_records);
+    let first_over_records = (1..=200).find(|n| *n as f64 > rec_limit).unwrap();
+    let byte_limit = (t.volume_factor * a.session_bytes.p99).max(t.min_bytes);
+    let first_over_bytes = (1..=200).find(|n| (*n * 950) as f64 > byte_limit).unwrap();
+    let records = by_rule(&alerts, "builtin.baseline.session_records");
+    assert_eq!(records.len(), 1, "{alerts:#?}");
+    assert_eq!(
+        records[0].evidence.last(),
+        Some(&ids[first_over_records - 1])
+    );
+    assert_eq!(records[0].evidence_total, first_over_records);
+    assert_eq!(records[0].baseline_version, Some(1));
+    assert!(
+        records[0].summary.contains("agent agent-a received"),
+        "{}",
+        records[0].summary
+    );
+    let bytes = by_rule(&alerts, "builtin.baseline.session_volume");
+    assert_eq!(bytes.len(), 1);
+    assert_eq!(bytes[0].evidence.last(), Some(&ids[first_over_bytes - 1]));
+    assert_eq!(bytes[0].value, Some((first_over_bytes * 950) as f64));
+    // The day's totals against the daily baseline (ten days of history).
+    let day_limit = (t.volume_factor * a.daily_records.p99).max(t.min_records);
+    let daily = by_rule(&alerts, "builtin.baseline.daily_records");
+    assert_eq!(daily.len(), 1);
+    assert_eq!(
+        daily[0].evidence.last(),
+        Some(&ids[(1..=200).find(|n| *n as f64 > day_limit).unwrap() - 1])
+    );
+    // Nothing else: the reads look like the history in every other way.
+    let others: Vec<&str> = alerts
+        .iter()
+        .map(|a| a.rule.as_str())
+        .filter(|r| !r.contains("session_") && !r.contains("daily_"))
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+
+    // One record fewer than the limit: quiet.
+    let mut quiet = Stream::new();
+    benign_history(&mut quiet);
+    quiet.start(base, sid, 600);
+    for i in 0..(first_over_records.min(first_over_bytes) - 1) as i64 {
+        let at = base + i * 40_000;
+        quiet.call_as(
+            at,
+            "agent-a",
+            sid,
+            "read_text_file",
+            json!({"path": "/srv/records/x.json"}),
+        );
+        quiet.result(at + 50, "agent-a", sid, "read_text_file", 950);
+    }
+    let alerts = run_with(RuleSet::builtin(), &baseline, &quiet.events);
+    assert!(
+        alerts
+            .iter()
+            .all(|a| !a.rule.starts_with("builtin.baseline.session")),
+        "{alerts:#?}"
+    );
+
+    // Per-agent thresholds: agent-a allowed ten times its p99 (and 1000 records) is quiet.
+    let cfg =
+        "[baseline.agents.agent-a]\nvolume_factor = 10\nmin_records = 1000\nmin_bytes = 10000000\n";
+    let alerts = run_with(rules(cfg), &baseline, &s.events);
+    assert!(
+        alerts
+            .iter()
+            .all(|a| !a.rule.starts_with("builtin.baseline.")),
+        "{alerts:#?}"
+    );
+    // Disabled by id like any built-in rule.
+    let alerts = run_with(
+        rules("disable = [\"builtin.baseline.session_records\"]\n"),
+        &baseline,
+        &s.events,
+    );
+    assert!(by_rule(&alerts, "builtin.baseline.session_records").is_empty());
+    assert_eq!(by_rule(&alerts, "builtin.baseline.session_volume").len(), 1);
+    // Streaming in chunks with restarts gives the same ids as one pass.
+    let batch: Vec<String> = run_with(RuleSet::builtin(), &baseline, &s.events)
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    let mut det = Detector::new(Engine::new(RuleSet::builtin()));
+    det.engine_mut().add_baseline(baseline.clone());
+    let mut streamed = Vec::new();
+    for chunk in s.events.chunks(37) {
+        for e in chunk {
+            det.observe(e);
+        }
+        streamed.extend(det.take_new().into_iter().map(|a| a.id));
+    }
+    assert_eq!(streamed, batch);
+    assert!(start > 0);
+}
+
+#[test]
+fn anomalies_of_shape_destination_rate_size_errors_and_hour() {
+    let mut s = Stream::new();
+    benign_history(&mut s);
+    let baseline = learn(&s.events, 0, 10 * DAY);
+    let base = 11 * DAY + 10 * HOUR;
+    s.start(base, "new", 600);
+    // A known tool with new argument keys, twice (one alert).
+    s.call_as(
+        base,
+        "agent-a",
+        "new",
+        "read_text_file",
+        json!({"path": "/etc/shadow", "head": 5}),
+    );
+    s.call_as(
+        base + 1,
+        "agent-a",
+        "new",
+        "read_text_file",
+        json!({"path": "/etc/x", "head": 1}),
+    );
+    // A host the agent never reached; a known one.
+    s.egress(base + 2, "new", "paste.example", None);
+    s.egress(base + 3, "new", "api.github.com", Some("*.github.com"));
+    s.events
+        .iter_mut()
+        .rev()
+        .take(2)
+        .for_each(|e| e.agent_id = Some("agent-a".into()));
+    // One huge result.
+    s.result(base + 4, "agent-a", "new", "read_text_file", 5_000_000);
+    // An error storm within one hour.
+    for i in 0..30 {
+        s.response(
+            base + 10 + i,
+            "new",
+            "read_text_file",
+            Status::Error,
+            1.0,
+            &[],
+        );
+    }
+    // A call at 03:00 UTC, an hour the agent never works (needs 500 calls of history).
+    let alerts = run_with(RuleSet::builtin(), &baseline, &s.events);
+    let got = |r: &str| by_rule(&alerts, r).len();
+    assert_eq!(got("builtin.baseline.argument_shape"), 1, "{alerts:#?}");
+    assert!(by_rule(&alerts, "builtin.baseline.argument_shape")[0]
+        .summary
+        .contains("{head:number,path:string}"));
+    assert_eq!(got("builtin.baseline.destination"), 1);
+    assert!(by_rule(&alerts, "builtin.baseline.destination")[0]
+        .summary
+        .contains("paste.example"));
+    assert_eq!(got("builtin.baseline.response_size"), 1);
+    assert_eq!(got("builtin.baseline.error_rate"), 1);
+    assert_eq!(
+        got("builtin.baseline.time_of_day"),
+        0,
+        "10:00 is a usual hour"
+    );
+    // Hour of day and call rate: 600 calls at 03:00 (the baseline has 420 calls, so lower the
+    // profile minimum for this agent).
+    let mut n = Stream::new();
+    benign_history(&mut n);
+    for i in 0..600 {
+        n.call_as(
+            12 * DAY + 3 * HOUR + i * 1000,
+            "agent-a",
+            "night",
+            "read_text_file",
+            json!({"path": "/srv/records/p1.json"}),
+        );
+    }
+    let alerts = run_with(
+        rules("[baseline.agents.agent-a]\nmin_profile_calls = 100\n"),
+        &baseline,
+        &n.events,
+    );
+    assert_eq!(
+        by_rule(&alerts, "builtin.baseline.time_of_day").len(),
+        1,
+        "{alerts:#?}"
+    );
+    let rate = by_rule(&alerts, "builtin.baseline.call_rate");
+    assert_eq!(rate.len(), 1);
+    let t = mcptrail_detect::Thresholds::default();
+    let limit =
+        (t.rate_factor * baseline.agents["agent-a"].hourly_calls.p99).max(t.min_hourly_calls);
+    assert_eq!(rate[0].value, Some(limit.floor() + 1.0));
+    // An agent without a baseline is not judged.
+    let mut other = Stream::new();
+    for i in 0..300 {
+        other.call_as(
+            12 * DAY + i * 1000,
+            "agent-z",
+            "z",
+            "read_text_file",
+            json!({"x": 1}),
+        );
+        other.result(
+            12 * DAY + i * 1000 + 5,
+            "agent-z",
+            "z",
+            "read_text_file",
+            1_000_000,
+        );
+    }
+    assert!(run_with(RuleSet::builtin(), &baseline, &other.events).is_empty());
+}
+
+#[test]
+fn baselines_apply_by_event_time_and_settings_are_checked() {
+    let mut s = Stream::new();
+    benign_history(&mut s);
+    let mut b1 = learn(&s.events, 0, 5 * DAY);
+    b1.version = 1;
+    let mut b2 = learn(&s.events, 0, 10 * DAY);
+    b2.version = 2;
+    // Day 7's normal reads judged against v1 only: its new shapes are already in v2.
+    s.call_as(
+        7 * DAY + HOUR,
+        "agent-a",
+        "d7",
+        "read_text_file",
+        json!({"path": "/a", "offset": 3}),
+    );
+    s.call_as(
+        11 * DAY + HOUR,
+        "agent-a",
+        "d11",
+        "read_text_file",
+        json!({"path": "/a", "limit": 3}),
+    );
+    let mut engine = Engine::new(RuleSet::builtin());
+    engine.add_baseline(b2.clone());
+    engine.add_baseline(b1.clone());
+    assert_eq!(engine.baselines(), 2);
+    let mut out = Vec::new();
+    for e in &s.events {
+        engine.process(e, &mut out);
+    }
+    let shapes = by_rule(&out, "builtin.baseline.argument_shape");
+    assert_eq!(shapes.len(), 2, "{out:#?}");
+    assert_eq!(shapes[0].baseline_version, Some(1));
+    assert_eq!(shapes[1].baseline_version, Some(2));
+
+    let err = |t: &str| {
+        RuleSet::load(&toml::from_str::<DetectConfig>(t).unwrap(), &[], None)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err("[baseline]\nwindow = \"2w\"\n").contains("`baseline.window`"));
+    assert!(err("[baseline.thresholds]\nvolume_factor = 0\n")
+        .contains("`baseline.thresholds.volume_factor`"));
+    assert!(err("[baseline.agents.bob]\ningestion_drop = 1.5\n")
+        .contains("`baseline.agents.bob.ingestion_drop`"));
+    assert!(err("[silence]\nmissed_heartbeats = 0\n").contains("`silence.missed_heartbeats`"));
+    assert!(
+        toml::from_str::<DetectConfig>("[baseline.thresholds]\nvolume_factr = 2\n")
+            .unwrap_err()
+            .to_string()
+            .contains("volume_factr")
+    );
+}
+
+#[test]
+fn ingestion_dropping_against_the_hourly_baseline() {
+    let mut s = Stream::new();
+    // Ten days of 200 events an hour, every hour.
+    for h in 0..(10 * 24) {
+        for i in 0..200 {
+            s.push(h * HOUR + i * 15_000, EventKind::McpNotification, |_| {});
+        }
+    }
+    let baseline = learn(&s.events, 0, 10 * DAY);
+    assert!((baseline.ingestion.hour_of_day_mean[5] - 200.0).abs() < 1e-9);
+    let last_normal = s.events.last().unwrap().event_id.clone();
+    // Day 10: hour 0 has 20 events (a drop of 90 %), hours 1–2 none, hour 3 normal again.
+    for i in 0..20 {
+        s.push(10 * DAY + i * 60_000, EventKind::McpNotification, |_| {});
+    }
+    let after_drop_start = s.events.len();
+    for i in 0..200 {
+        s.push(
+            10 * DAY + 3 * HOUR + i * 15_000,
+            EventKind::McpNotification,
+            |_| {},
+        );
+    }
+    s.push(10 * DAY + 4 * HOUR + 1, EventKind::McpNotification, |_| {});
+    let alerts = run_with(RuleSet::builtin(), &baseline, &s.events);
+    let drops = by_rule(&alerts, "builtin.silence.ingestion_drop");
+    assert_eq!(
+        drops.len(),
+        1,
+        "one alert per run of dropped hours: {alerts:#?}"
+    );
+    assert_eq!(drops[0].evidence, vec![last_normal.clone()]);
+    assert_eq!(drops[0].value, Some(20.0));
+    // As of now: the ledger ends within the dropped run; the wall clock judges the hours
+    // since, and the alert is the one the later events raise.
+    let mut engine = Engine::new(RuleSet::builtin());
+    engine.add_baseline(baseline.clone());
+    let mut out = Vec::new();
+    for e in &s.events[..after_drop_start] {
+        engine.process(e, &mut out);
+    }
+    assert!(by_rule(&out, "builtin.silence.ingestion_drop").is_empty());
+    engine.judge_as_of(T0 + 10 * DAY + 2 * HOUR + 5, &mut out);
+    let now = by_rule(&out, "builtin.silence.ingestion_drop");
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].id, drops[0].id);
+}
+
+// ---- Silence -----------------------------------------------------------------------------
+
+impl Stream {
+    fn heartbeat(
+        &mut self,
+        at: i64,
+        session: &str,
+        interval_s: u64,
+        events_recorded: Option<u64>,
+    ) -> String {
+        let session = session.to_string();
+        self.push(at, EventKind::SystemHeartbeat, |e| {
+            e.session_id = Some(session);
+            let mut d = json!({"uptime_s": 1, "interval_s": interval_s});
+            if let Some(n) = events_recorded {
+                d["events_recorded"] = json!(n);
+            }
+            e.detail = Some(d);
+        })
+    }
+
+    fn start(&mut self, at: i64, session: &str, interval_s: u64) -> String {
+        let session = session.to_string();
+        self.push(at, EventKind::SessionStart, |e| {
+            e.session_id = Some(session);
+            e.detail = Some(json!({"heartbeat_interval_s": interval_s}));
+        })
+    }
+}
+
+#[test]
+fn a_tap_that_stops_writing_is_silent_in_event_time_and_as_of_now_with_one_id() {
+    let mut s = Stream::new();
+    s.start(0, "a", 1);
+    s.start(0, "b", 1);
+    let mut last_a = String::new();
+    for t in 1..=5 {
+        s.call(t * 1000 - 500, "a", "read_text_file");
+        last_a = s.heartbeat(t * 1000, "a", 1, None);
+        s.heartbeat(t * 1000, "b", 1, None);
+    }
+    // Tap a is killed at 5 s; b goes on. 3 intervals of silence is the limit: b's heartbeat
+    // at 8 s is exactly 3 s after a's last event (not more), the one at 9 s is.
+    for t in 6..=9 {
+        s.heartbeat(t * 1000, "b", 1, None);
+    }
+    let alerts = run(RuleSet::builtin(), &s.events);
+    let silent = by_rule(&alerts, "builtin.silence.tap_silent");
+    assert_eq!(silent.len(), 1, "{alerts:#?}");
+    assert_eq!(silent[0].evidence, vec![last_a.clone()]);
+    assert_eq!(silent[0].session_id.as_deref(), Some("a"));
+    assert!(
+        silent[0].summary.contains("5 requests recorded"),
+        "{}",
+        silent[0].summary
+    );
+    let nine = s.events.len();
+    let alerts8 = run(RuleSet::builtin(), &s.events[..nine - 1]);
+    assert!(
+        by_rule(&alerts8, "builtin.silence.tap_silent").is_empty(),
+        "not before"
+    );
+    // As of now, over the ledger that ends at a's last heartbeat: same alert id.
+    // (a's heartbeat at 5 s, then b's.)
+    let upto = s.events.iter().position(|e| e.event_id == last_a).unwrap() + 2;
+    let mut engine = Engine::new(RuleSet::builtin());
+    let mut out = Vec::new();
+    for e in &s.events[..upto] {
+        engine.process(e, &mut out);
+    }
+    engine.judge_as_of(T0 + 8000, &mut out);
+    assert!(out.is_empty(), "3 s is not more than 3 intervals");
+    engine.judge_as_of(T0 + 60_000, &mut out);
+    let now: Vec<&Alert> = by_rule(&out, "builtin.silence.tap_silent");
+    assert_eq!(now.len(), 2, "a and b are both open at 5 s");
+    assert!(now.iter().any(|a| a.id == silent[0].id));
+    // A session that ends is never silent.
+    let mut ended = Stream::new();
+    ended.start(0, "c", 1);
+    ended.heartbeat(1000, "c", 1, None);
+    ended.push(1500, EventKind::SessionEnd, |e| {
+        e.session_id = Some("c".into())
+    });
+    let mut engine = Engine::new(RuleSet::builtin());
+    for e in &ended.events {
+        engine.process(e, &mut out);
+    }
+    out.clear();
+    engine.judge_as_of(T0 + 3_600_000, &mut out);
+    assert!(out.is_empty(), "{out:#?}");
+}
+
+#[test]
+fn heartbeat_gaps_and_events_missing_from_the_ledger() {
+    let mut s = Stream::new();
+    s.start(0, "a", 30);
+    s.call(100, "a", "t");
+    s.response(200, "a", "t", Status::Ok, 1.0, &[]);
+    // The tap made 4 events before its first heartbeat (start, request, response, and one
+    // that never reached the ledger).
+    s.heartbeat(30_000, "a", 30, Some(3));
+    s.heartbeat(60_000, "a", 30, Some(5));
+    // Suspended for 5 minutes, then back.
+    let back = s.heartbeat(360_000, "a", 30, None);
+    s.push(361_000, EventKind::SessionEnd, |e| {
+        e.session_id = Some("a".into())
+    });
+    let alerts = run(RuleSet::builtin(), &s.events);
+    let missing = by_rule(&alerts, "builtin.silence.events_missing");
+    assert_eq!(missing.len(), 1, "{alerts:#?}");
+    assert!(
+        missing[0].summary.contains("the tap made 5 events"),
+        "{}",
+        missing[0].summary
+    );
+    assert!(
+        missing[0].summary.contains("the ledger holds 4"),
+        "{}",
+        missing[0].summary
+    );
+    let gaps = by_rule(&alerts, "builtin.silence.heartbeat_gap");
+    assert_eq!(gaps.len(), 1);
+    assert_eq!(gaps[0].evidence[1], back);
+    assert!(by_rule(&alerts, "builtin.silence.tap_silent").is_empty());
+    // A session first seen at a heartbeat (its start is before the events read) is tracked
+    // for silence but its counts are not judged.
+    let alerts = run(RuleSet::builtin(), &s.events[4..]);
+    assert!(by_rule(&alerts, "builtin.silence.events_missing").is_empty());
+}
+
+// ---- Lean parsing ------------------------------------------------------------------------
+
+/// Over ledger lines, the lean parse (only what the rules read) raises exactly the alerts of
+/// a full parse: same ids, rules, evidence, summaries and identity.
+#[test]
+fn lean_parsing_raises_the_alerts_of_a_full_parse() {
+    let mut s = Stream::new();
+    benign_history(&mut s);
+    let base = 11 * DAY + 10 * HOUR;
+    s.start(base, "x", 600);
+    for i in 0..120 {
+        s.call_as(
+            base + i * 30_000,
+            "agent-a",
+            "x",
+            "read_text_file",
+            json!({"path": "/srv", "n": i}),
+        );
+        s.result(base + i * 30_000 + 5, "agent-a", "x", "read_text_file", 950);
+    }
+    let baseline = learn(&s.events, 0, 10 * DAY);
+    let mut streams = vec![eventful_stream(), s.events.clone()];
+    // Identity members that lean events leave out, to see them restored on alerts.
+    for events in &mut streams {
+        for e in events.iter_mut() {
+            e.user_identity = Some(mcptrail_event::UserIdentity {
+                principal: format!("tok_{}", e.seq % 3),
+                source: "os".into(),
+                ..Default::default()
+            });
+            if let Some(srv) = e.server.as_mut() {
+                srv.command = vec!["node".into(), "index.js".into()];
+            }
+            e.prev_hash = "00".repeat(32);
+        }
+    }
+    for events in &streams {
+        let lines: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| serde_json::to_vec(e).unwrap())
+            .collect();
+        let mut full = Detector::new(Engine::new(RuleSet::builtin()));
+        let mut lean = Detector::new(Engine::new(RuleSet::builtin()));
+        full.engine_mut().add_baseline(baseline.clone());
+        lean.engine_mut().add_baseline(baseline.clone());
+        for line in &lines {
+            let e: Event = serde_json::from_slice(line).unwrap();
+            full.observe(&e);
+            let e = lean.parse_line(line).unwrap();
+            lean.observe_line(&e, line);
+        }
+        let (a, b) = (full.take_new(), lean.take_new());
+        assert!(!a.is_empty());
+        assert_eq!(a, b);
+    }
 }

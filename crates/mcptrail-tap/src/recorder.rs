@@ -85,6 +85,10 @@ pub struct Recorder {
     /// record arrives when its connection closes, usually after the call that opened it was
     /// answered; this is how it still finds that call.
     recent_calls: VecDeque<(String, Option<String>, Instant, Instant)>,
+    /// Events made for this session so far (every one goes through [`Recorder::event`]);
+    /// heartbeats report it as `events_recorded`, so a detector can tell a ledger that lost
+    /// or dropped some of them.
+    made: std::cell::Cell<u64>,
 }
 
 /// Answered tool calls kept for linking egress records.
@@ -150,6 +154,7 @@ impl Recorder {
             bytes_out: 0,
             last_chunk: HashMap::new(),
             recent_calls: VecDeque::new(),
+            made: std::cell::Cell::new(0),
         }
     }
 
@@ -208,6 +213,7 @@ impl Recorder {
     }
 
     fn event(&self, kind: EventKind, wall: SystemTime) -> Event {
+        self.made.set(self.made.get() + 1);
         let mut e = self.base.clone();
         e.event_id = new_event_id();
         e.time = format_rfc3339_nanos(wall.into());
@@ -217,7 +223,13 @@ impl Recorder {
 
     /// The `session.start` event.
     pub fn session_start(&mut self) -> Event {
-        self.event(EventKind::SessionStart, SystemTime::now())
+        let mut e = self.event(EventKind::SessionStart, SystemTime::now());
+        // When heartbeats are due: silence detection judges the session by it before the
+        // first heartbeat arrives.
+        e.detail = Some(serde_json::json!({
+            "heartbeat_interval_s": self.cfg.heartbeat_interval().as_secs(),
+        }));
+        e
     }
 
     /// The tap could not deliver read number `chunk` (`bytes` long) to the peer `direction`
@@ -312,12 +324,17 @@ impl Recorder {
         }
         if now.duration_since(self.last_heartbeat) >= self.cfg.heartbeat_interval() {
             self.last_heartbeat = now;
+            let events_recorded = self.made.get();
             let mut e = self.event(EventKind::SystemHeartbeat, wall);
             e.detail = Some(serde_json::json!({
                 "uptime_s": now.duration_since(self.started).as_secs(),
                 "messages_in": self.messages_in,
                 "messages_out": self.messages_out,
                 "pending_requests": self.open_requests(),
+                // For silence detection: when the next heartbeat is due, and how many events
+                // of this session the tap made before this one.
+                "interval_s": self.cfg.heartbeat_interval().as_secs(),
+                "events_recorded": events_recorded,
             }));
             out.push(e);
         }

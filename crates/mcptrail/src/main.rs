@@ -41,6 +41,9 @@ enum Command {
     Detect(commands::detect::DetectArgs),
     /// List the alert events of the ledger (detections, sink alerts).
     Alerts(commands::detect::AlertsArgs),
+    /// Learn what each agent normally does from the ledger (`learn --since 14d`), and review
+    /// it with the thresholds the anomaly rules alert above (`show`).
+    Baseline(commands::baseline::Args),
     /// Show one session as a request/response tree with durations.
     Timeline(commands::timeline::Args),
     /// Check the ledger (chain, MACs, checkpoints, anchors) or an evidence bundle; say exactly
@@ -130,6 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Log(args) => commands::log::run(args, &data_dir, &cfg),
         Command::Detect(args) => commands::detect::detect(args, &cfg, &data_dir),
         Command::Alerts(args) => commands::detect::alerts(args, &data_dir),
+        Command::Baseline(args) => commands::baseline::run(args, &cfg, &data_dir),
         Command::Timeline(args) => commands::timeline::run(args, &data_dir),
         Command::Verify(args) => commands::verify::run(
             args,
@@ -154,6 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Install(args) => commands::clients::install(
             args,
             false,
+            &cfg,
             &data_dir,
             explicit_config.as_deref(),
             cfg.ledger.to_ledger_config(),
@@ -161,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Uninstall(args) => commands::clients::install(
             args,
             true,
+            &cfg,
             &data_dir,
             explicit_config.as_deref(),
             cfg.ledger.to_ledger_config(),

@@ -1,15 +1,17 @@
 //! `mcptrail scan`, `install` and `uninstall`: find the MCP client configurations on this
 //! machine, report which servers are recorded, wrap them in `mcptrail wrap`, and undo it.
 //! The work is in `mcptrail-clients`; this module chooses the files, prints, and records each
-//! change as a `system.config` event.
+//! change as a `system.config` event naming who made it. Also the client scan of detection
+//! (`detect --scan-clients`, `[detect.clients] scan_every`): changes made outside mcptrail,
+//! recorded as `system.config` events too.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use mcptrail_clients::{
-    given, plan_install, plan_uninstall, write_plan, ConfigFile, Location, Plan, RecordStore,
-    SearchRoots, Selection, Status, WrapSpec,
+    given, plan_install, plan_uninstall, write_plan, ConfigFile, FileChange, Location, Plan,
+    RecordStore, SearchRoots, Selection, Status, WatchState, WrapSpec,
 };
 use mcptrail_event::{Event, EventKind};
 use mcptrail_ledger::{Ledger, LedgerConfig};
@@ -192,6 +194,7 @@ fn scope_word(s: mcptrail_clients::Scope) -> &'static str {
 pub(crate) fn install(
     args: InstallArgs,
     undo: bool,
+    cfg: &crate::config::Config,
     data_dir: &Path,
     explicit_config: Option<&Path>,
     ledger: LedgerConfig,
@@ -308,7 +311,7 @@ pub(crate) fn install(
             "  written; the previous version is in {}",
             written.backup.display()
         );
-        record_event(&data_dir, ledger.clone(), &plan, undo, &written.backup);
+        record_event(cfg, &data_dir, ledger.clone(), &plan, undo, &written.backup);
     }
     if let Selection::Named(names) = &selection {
         if !named_files {
@@ -363,21 +366,194 @@ fn report(plan: &Plan, undo: bool) {
     }
 }
 
-/// The change as a `system.config` event (best effort: the file is written either way, and
-/// a ledger that cannot be opened is reported).
-fn record_event(data_dir: &Path, cfg: LedgerConfig, plan: &Plan, undo: bool, backup: &Path) {
-    let mut e = Event::new(EventKind::SystemConfig);
-    e.detail = Some(json!({
+/// The change as a `system.config` event naming who made it (best effort: the file is
+/// written either way, and a ledger that cannot be opened is reported). The client watch
+/// state learns the file as it is now, so a later scan does not report this change again.
+fn record_event(
+    cfg: &crate::config::Config,
+    data_dir: &Path,
+    ledger: LedgerConfig,
+    plan: &Plan,
+    undo: bool,
+    backup: &Path,
+) {
+    let (user, uid) = actor();
+    let how = format!("mcptrail {}", verb(undo));
+    let names: Vec<&str> = plan.changes.iter().map(|c| c.server.as_str()).collect();
+    let mut detail = json!({
         "action": verb(undo),
         "client": plan.location.client,
         "file": plan.location.path,
         "servers": plan.changes.iter().map(|c| json!({"name": c.server, "container": c.container})).collect::<Vec<_>>(),
         "backup": backup,
-    }));
-    let appended = Ledger::open(data_dir, cfg).and_then(|mut l| l.append(&mut [e]).map(|_| ()));
+        "by": {"user": user, "uid": uid, "how": how},
+        "who": format!("{user} (uid {uid}) with {how} at {}", mcptrail_event::now_rfc3339_nanos()),
+    });
+    if undo {
+        // Unwrapped servers leave no trail from now on (builtin.unwrapped_server).
+        detail["not_recorded"] = json!(names);
+    }
+    let mut e = config_event(detail);
+    let watch = watch_path(data_dir);
+    if let Ok(mut st) = WatchState::load(&watch) {
+        if let Ok(file) = ConfigFile::read(plan.location.clone()) {
+            st.observe(&file, exists);
+            let _ = st.save(&watch);
+        }
+    }
+    let appended = redact(cfg, data_dir, &mut e).and_then(|_| {
+        Ok(Ledger::open(data_dir, ledger)?
+            .append(&mut [e])
+            .map(|_| ())?)
+    });
     if let Err(err) = appended {
         eprintln!(
-            "mcptrail: warning: the change was made but could not be recorded in the ledger: {err}"
+            "mcptrail: warning: the change was made but could not be recorded in the ledger: {err:#}"
         );
     }
+}
+
+/// Who runs this command: OS user name and uid.
+fn actor() -> (String, u32) {
+    let uid = nix::unistd::geteuid();
+    let name = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {uid}"), |u| u.name);
+    (name, uid.as_raw())
+}
+
+/// A `system.config` event attributed to the OS user running this command.
+fn config_event(detail: serde_json::Value) -> Event {
+    let mut e = Event::new(EventKind::SystemConfig);
+    let id = mcptrail_tap::Identity::detect(std::env::var("MCPTRAIL_USER").ok());
+    e.user_identity = Some(id.user);
+    e.host = Some(id.host);
+    e.detail = Some(detail);
+    e
+}
+
+fn redact(cfg: &crate::config::Config, data_dir: &Path, e: &mut Event) -> anyhow::Result<()> {
+    if let Some(r) = crate::config::redactor(cfg, data_dir)? {
+        r.redact_event(e);
+    }
+    Ok(())
+}
+
+fn watch_path(data_dir: &Path) -> PathBuf {
+    data_dir
+        .join(mcptrail_detect::DETECT_DIR)
+        .join("client-watch.json")
+}
+
+/// Look at the MCP client configurations (`[detect.clients] files`, else the usual places)
+/// and record what changed since the last look as `system.config` events: servers
+/// unwrapped, added without `mcptrail wrap`, wrapped, modified, removed, with the file's
+/// owner and modification time (the editor of a hand edit cannot be known; `mcptrail
+/// uninstall` records its user itself). A first look records the servers not recorded.
+/// Files modified less than `settle` ago are left for the next look. Returns the number of
+/// events appended.
+pub(crate) fn scan_and_record(
+    cfg: &crate::config::Config,
+    data_dir: &Path,
+    ledger: &LedgerConfig,
+    observer: &str,
+    settle: std::time::Duration,
+) -> anyhow::Result<usize> {
+    let files = &cfg.detect.clients.files;
+    let locations = if files.is_empty() {
+        roots(None)?.existing()
+    } else {
+        files
+            .iter()
+            .map(|p| match &cfg.base_dir {
+                Some(b) if p.is_relative() => b.join(p),
+                _ => p.clone(),
+            })
+            .map(given)
+            .collect()
+    };
+    let path = watch_path(data_dir);
+    let mut state = WatchState::load(&path)?;
+    let mut events = Vec::new();
+    for loc in locations {
+        let Ok(meta) = std::fs::metadata(&loc.path) else {
+            continue;
+        };
+        // A file written moments ago is looked at next time: `mcptrail install`/`uninstall`
+        // writes the file, then records the change itself.
+        let age = meta.modified().ok().and_then(|m| m.elapsed().ok());
+        if age.is_some_and(|a| a < settle) {
+            continue;
+        }
+        let file = match ConfigFile::read(loc) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("mcptrail: warning: client scan: {e}");
+                continue;
+            }
+        };
+        let Some(change) = state.observe(&file, exists) else {
+            continue;
+        };
+        events.push(change_event(&change, observer));
+    }
+    state.save(&path)?;
+    if events.is_empty() {
+        return Ok(0);
+    }
+    for e in &mut events {
+        redact(cfg, data_dir, e)?;
+    }
+    let n = events.len();
+    Ledger::open(data_dir, ledger.clone())
+        .context("opening the ledger to record client configuration changes")?
+        .append(&mut events)
+        .context("recording client configuration changes")?;
+    Ok(n)
+}
+
+fn change_event(c: &FileChange, observer: &str) -> Event {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&c.location.path).ok();
+    let owner_uid = meta.as_ref().map(MetadataExt::uid);
+    let owner = owner_uid.map(|uid| {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map_or_else(|| format!("uid {uid}"), |u| u.name)
+    });
+    let modified = meta
+        .as_ref()
+        .and_then(|m| m.modified().ok())
+        .map(|t| mcptrail_event::format_rfc3339_nanos(t.into()));
+    let what = if c.first_look {
+        "found by a first scan".to_string()
+    } else {
+        c.changes
+            .iter()
+            .map(|s| format!("{} {}", s.server, s.change))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let who = format!(
+        "{what}; edited outside mcptrail (the editor is unknown: file owner {} (uid {}), modified at {}), seen by {observer}",
+        owner.as_deref().unwrap_or("?"),
+        owner_uid.map_or("?".to_string(), |u| u.to_string()),
+        modified.as_deref().unwrap_or("?"),
+    );
+    let mut detail = json!({
+        "action": if c.first_look { "client_config_scanned" } else { "client_config_changed" },
+        "client": c.location.client,
+        "file": c.location.path,
+        "changes": c.changes,
+        "file_owner": {"user": owner, "uid": owner_uid},
+        "modified": modified,
+        "observed_by": observer,
+        "who": who,
+    });
+    if !c.not_recorded.is_empty() {
+        detail["not_recorded"] = json!(c.not_recorded);
+    }
+    config_event(detail)
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mcptrail_detect::{Alert, DetectCursor, Detector, Engine, RuleSet, Severity};
+use mcptrail_detect::{Alert, BaselineStore, DetectCursor, Detector, Engine, RuleSet, Severity};
 use mcptrail_event::{Event, EventKind};
 use mcptrail_ledger::{Ledger, LedgerConfig, LedgerReader};
 
@@ -36,6 +36,21 @@ pub(crate) struct DetectArgs {
     /// JSON Lines: one `alert` event per alert.
     #[arg(long)]
     json: bool,
+    /// First look at the MCP client configurations and record what changed since the last
+    /// look (servers unwrapped or added without `mcptrail wrap`) as `system.config` events.
+    #[arg(long)]
+    scan_clients: bool,
+    /// Judge silence (open sessions whose tap stopped writing, hours without ingestion) as
+    /// of this time instead of now: RFC 3339, a date, or an age like 1h.
+    #[arg(long, value_name = "TIME", conflicts_with = "event_time_only")]
+    as_of: Option<String>,
+    /// Judge by event time only: no judgement against the wall clock at the end of the
+    /// ledger (results then depend on the ledger alone).
+    #[arg(long)]
+    event_time_only: bool,
+    /// Without the stored baselines (the anomaly rules judge nothing).
+    #[arg(long)]
+    no_baseline: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -85,13 +100,37 @@ pub(crate) fn detect(args: DetectArgs, cfg: &Config, data_dir: &Path) -> anyhow:
         );
     }
     let rules = load_rules(cfg, &args.rules, args.no_builtin)?;
+    let monitors = rules.monitors().len();
     let since = args.since.as_deref().map(parse_time_bound).transpose()?;
+    let as_of = match &args.as_of {
+        Some(t) => Some(parse_time_bound(t)?),
+        None if args.event_time_only => None,
+        None => Some(mcptrail_event::now_rfc3339_nanos()),
+    };
+    if args.scan_clients {
+        let n = super::clients::scan_and_record(
+            cfg,
+            data_dir,
+            &cfg.ledger.to_ledger_config(),
+            "mcptrail detect --scan-clients",
+            Duration::ZERO,
+        )?;
+        if n > 0 {
+            eprintln!("mcptrail detect: {n} client configuration change(s) recorded in the ledger");
+        }
+    }
     let mut det = Detector::new(Engine::new(rules));
+    if !args.no_baseline {
+        for b in BaselineStore::new(data_dir).load_all()? {
+            det.engine_mut().add_baseline(b);
+        }
+    }
     let (mut read, mut unreadable) = (0u64, 0u64);
     let started = Instant::now();
     for rec in LedgerReader::open(data_dir, 1)? {
         let rec = rec?;
-        let Ok(e) = serde_json::from_slice::<Event>(&rec.line) else {
+        // Only the members the rules read are built (crates/mcptrail-detect/src/lean.rs).
+        let Ok(e) = det.parse_line(&rec.line) else {
             unreadable += 1;
             continue;
         };
@@ -99,7 +138,10 @@ pub(crate) fn detect(args: DetectArgs, cfg: &Config, data_dir: &Path) -> anyhow:
             continue;
         }
         read += 1;
-        det.observe(&e);
+        det.observe_line(&e, &rec.line);
+    }
+    if let Some(t) = &as_of {
+        det.judge_as_of(mcptrail_detect::clock::parse_event_time(t).context("--as-of")?);
     }
     let raised = det.take_all();
     let fresh: Vec<Alert> = raised
@@ -138,8 +180,11 @@ pub(crate) fn detect(args: DetectArgs, cfg: &Config, data_dir: &Path) -> anyhow:
     }
     let stats = det.engine().stats();
     eprintln!(
-        "mcptrail detect: {} rules over {read} events in {:.2}s: {} alerts, {} new{}{}",
+        "mcptrail detect: {} rules + {} built-in monitors ({} baseline version(s); silence {}) over {read} events in {:.2}s: {} alerts, {} new{}{}",
         det.engine().rules().len(),
+        monitors,
+        det.engine().baselines(),
+        as_of.as_deref().map_or("by event time only".to_string(), |t| format!("also as of {t}")),
         started.elapsed().as_secs_f64(),
         raised.len(),
         fresh.len(),
@@ -292,9 +337,10 @@ pub(crate) fn start_detecting(
     let stop = Arc::new(AtomicBool::new(false));
     let (data_dir, ledger, stop2) = (data_dir.to_path_buf(), ledger.clone(), stop.clone());
     let poll = Duration::from_millis(cfg.detect.poll_interval_ms.clamp(10, 60_000));
+    let cfg = cfg.clone();
     let spawned = std::thread::Builder::new()
         .name("mcptrail-detect".into())
-        .spawn(move || follow(&data_dir, &ledger, rules, poll, &stop2));
+        .spawn(move || follow(&data_dir, &ledger, rules, poll, &stop2, &cfg));
     match spawned {
         Ok(thread) => Some(DetectingHandle { stop, thread }),
         Err(e) => {
@@ -342,6 +388,7 @@ fn follow(
     rules: RuleSet,
     poll: Duration,
     stop: &AtomicBool,
+    cfg: &Config,
 ) -> anyhow::Result<u64> {
     let cursor = DetectCursor::new(data_dir);
     // One detector per data directory: concurrent taps take turns.
@@ -376,15 +423,20 @@ fn follow(
     };
     let mut tail = mcptrail_sinks::LedgerTail::open(data_dir, start);
     let mut det = Detector::new(Engine::new(rules));
+    let mut chores = Chores::new(cfg, data_dir);
+    chores.load_baselines(&mut det)?;
     let mut appended = 0u64;
     let mut last: Option<(u64, String)> = None;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         while let Some(rec) = tail.next_record()? {
-            if let Ok(e) = serde_json::from_slice::<Event>(&rec.line) {
-                det.observe(&e);
+            if let Ok(e) = det.parse_line(&rec.line) {
+                det.observe_line(&e, &rec.line);
             }
             last = Some((rec.seq, rec.event_id));
+        }
+        if !stopping {
+            chores.run(&mut det, data_dir, ledger);
         }
         // At the end of what is written: alerts already in the ledger have been seen.
         let fresh = det.take_new();
@@ -400,5 +452,132 @@ fn follow(
             return Ok(appended);
         }
         sleep_unless_stopped(poll, stop);
+    }
+}
+
+/// The streaming detector's periodic work besides tailing: pick up baseline versions stored
+/// by `mcptrail baseline learn`, relearn on `[detect.baseline] relearn_every`, judge silence
+/// against the wall clock, scan client configurations on `[detect.clients] scan_every`. A
+/// chore that fails is a warning; detection goes on.
+struct Chores {
+    cfg: Config,
+    store: BaselineStore,
+    newest: u64,
+    first: bool,
+    checked: Instant,
+    judged: Instant,
+    scanned: Option<Instant>,
+    relearn_every: Option<Duration>,
+    window_ms: i64,
+    scan_every: Option<Duration>,
+}
+
+impl Chores {
+    fn new(cfg: &Config, data_dir: &Path) -> Chores {
+        let ms = |s: &str| mcptrail_detect::clock::parse_duration(s).ok();
+        let b = &cfg.detect.baseline;
+        Chores {
+            cfg: cfg.clone(),
+            store: BaselineStore::new(data_dir),
+            newest: 0,
+            first: true,
+            checked: Instant::now(),
+            judged: Instant::now(),
+            scanned: None,
+            relearn_every: b
+                .relearn_every
+                .as_deref()
+                .and_then(ms)
+                .map(|m| Duration::from_millis(m as u64)),
+            window_ms: ms(&b.window).unwrap_or(14 * 86_400_000),
+            scan_every: cfg
+                .detect
+                .clients
+                .scan_every
+                .as_deref()
+                .and_then(ms)
+                .map(|m| Duration::from_millis(m as u64)),
+        }
+    }
+
+    /// Add the stored versions not loaded yet.
+    fn load_baselines(&mut self, det: &mut Detector) -> anyhow::Result<()> {
+        for b in self.store.load_all()? {
+            if b.version > self.newest {
+                self.newest = b.version;
+                det.engine_mut().add_baseline(b);
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, det: &mut Detector, data_dir: &Path, ledger: &LedgerConfig) {
+        let warn = |what: &str, e: anyhow::Error| {
+            eprintln!("mcptrail: warning: the streaming detector could not {what}: {e:#}");
+        };
+        let check_every = self
+            .relearn_every
+            .map_or(Duration::from_secs(5), |r| r.min(Duration::from_secs(5)));
+        // The first run does its chores at once (e.g. learn the first baseline); a chore that
+        // fails is tried again at the next check, not at every poll.
+        if self.first || self.checked.elapsed() >= check_every {
+            self.first = false;
+            self.checked = Instant::now();
+            if let Err(e) = self.load_baselines(det) {
+                warn("load the stored baselines", e);
+            }
+            if let Some(every) = self.relearn_every {
+                if let Err(e) = self.relearn(det, data_dir, ledger, every) {
+                    warn("relearn the baseline", e);
+                }
+            }
+        }
+        if let Some(every) = self.scan_every {
+            if self.scanned.is_none_or(|t| t.elapsed() >= every) {
+                self.scanned = Some(Instant::now());
+                if let Err(e) = super::clients::scan_and_record(
+                    &self.cfg,
+                    data_dir,
+                    ledger,
+                    "the streaming detector ([detect.clients] scan_every)",
+                    Duration::from_secs(1),
+                ) {
+                    warn("scan the MCP client configurations", e);
+                }
+            }
+        }
+        if self.judged.elapsed() >= Duration::from_secs(1) {
+            self.judged = Instant::now();
+            let now =
+                mcptrail_detect::clock::parse_event_time(&mcptrail_event::now_rfc3339_nanos());
+            if let Some(now) = now {
+                det.judge_as_of(now);
+            }
+        }
+    }
+
+    fn relearn(
+        &mut self,
+        det: &mut Detector,
+        data_dir: &Path,
+        ledger: &LedgerConfig,
+        every: Duration,
+    ) -> anyhow::Result<()> {
+        let now = mcptrail_detect::clock::parse_event_time(&mcptrail_event::now_rfc3339_nanos())
+            .context("the clock")?;
+        let latest_until = self.store.latest()?.map(|b| b.effective_from());
+        if latest_until.is_some_and(|u| now - u < every.as_millis() as i64) {
+            return Ok(());
+        }
+        let b = super::baseline::learn_and_store(
+            data_dir,
+            ledger,
+            now - self.window_ms,
+            now,
+            "the streaming detector ([detect.baseline] relearn_every)",
+        )?;
+        self.newest = self.newest.max(b.version);
+        det.engine_mut().add_baseline(b);
+        Ok(())
     }
 }

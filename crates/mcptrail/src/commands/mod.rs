@@ -1,5 +1,6 @@
 //! One module per subcommand; shared helpers for the query commands live here.
 
+pub(crate) mod baseline;
 pub(crate) mod checkpoint;
 pub(crate) mod clients;
 pub(crate) mod detect;
