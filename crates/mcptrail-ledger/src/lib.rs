@@ -55,8 +55,10 @@ mod mac;
 mod prepared;
 mod reader;
 mod record;
+mod removal;
 mod segment;
 pub mod tamper;
+mod tombstone;
 mod verify;
 mod writer;
 
@@ -75,6 +77,10 @@ pub use mac::{default_seed_path, MacPolicy, MAC_SEED_FILE, MAC_STATE_FILE};
 pub use prepared::PreparedEvent;
 pub use reader::{LedgerReader, RawRecord};
 pub use record::record_hash;
+pub use removal::{remove_segments, Removal, RemovalOptions, RemovalStep, Removed};
 pub use segment::{list_segments, SegmentInfo, LEDGER_DIR};
-pub use verify::{verify, Problem, Progress, Verdict, VerifyOptions, VerifyReport};
+pub use tombstone::{
+    list_tombstones, removed_through, tombstone_file_name, Tombstone, TombstoneState, TOMBSTONE_DIR,
+};
+pub use verify::{verify, Problem, Progress, RemovedSegment, Verdict, VerifyOptions, VerifyReport};
 pub use writer::{AppendReceipt, Ledger, LedgerConfig};

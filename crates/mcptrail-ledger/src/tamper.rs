@@ -207,8 +207,14 @@ fn resign(data_dir: &Path, segs: &[Seg], keep_upto: u64) -> Result<(), LedgerErr
         path: skey_path.clone(),
         reason: e.to_string(),
     })?;
-    let mut frontier = Frontier::new();
+    // After retention removed a prefix, the tree continues from the newest tombstone.
+    let base = crate::tombstone::removed_through(data_dir)?;
+    let through = base.as_ref().map_or(0, |b| b.last_seq);
+    let mut frontier = base.map_or_else(Frontier::new, |b| b.tree());
     for l in segs.iter().flat_map(|s| &s.lines) {
+        if read_fields(l).is_some_and(|f| f.seq <= through) {
+            continue;
+        }
         frontier.push(record_hash(l));
     }
     let cp = Checkpoint {
