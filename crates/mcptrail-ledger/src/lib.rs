@@ -77,7 +77,7 @@ pub use mac::{default_seed_path, MacPolicy, MAC_SEED_FILE, MAC_STATE_FILE};
 pub use prepared::PreparedEvent;
 pub use reader::{LedgerReader, RawRecord};
 pub use record::record_hash;
-pub use removal::{remove_segments, Removal, RemovalOptions, RemovalStep, Removed};
+pub use removal::{remove_segments, Removal, RemovalHook, RemovalOptions, RemovalStep, Removed};
 pub use segment::{list_segments, SegmentInfo, LEDGER_DIR};
 pub use tombstone::{
     list_tombstones, removed_through, tombstone_file_name, Tombstone, TombstoneState, TOMBSTONE_DIR,

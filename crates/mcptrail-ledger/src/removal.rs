@@ -46,6 +46,9 @@ pub enum RemovalStep {
     SegmentDeleted,
 }
 
+/// A fault-injection hook: called after each step of a removal with the segment's name.
+pub type RemovalHook<'a> = &'a dyn Fn(RemovalStep, &str) -> Result<(), String>;
+
 /// How to remove.
 #[derive(Default)]
 pub struct RemovalOptions<'a> {
@@ -57,7 +60,7 @@ pub struct RemovalOptions<'a> {
     pub anchor_dir: Option<PathBuf>,
     /// Called after each step with the segment's name; an error stops the removal there, as
     /// a crash would (tests).
-    pub hook: Option<&'a dyn Fn(RemovalStep, &str) -> Result<(), String>>,
+    pub hook: Option<RemovalHook<'a>>,
 }
 
 impl std::fmt::Debug for RemovalOptions<'_> {

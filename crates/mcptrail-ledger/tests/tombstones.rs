@@ -42,7 +42,7 @@ fn event(i: u64, session: Option<&str>) -> Event {
     e.method = Some("tools/call".into());
     e.request_id = Some(serde_json::json!(i));
     e.session_id = session.map(String::from);
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         e.labels = vec!["pii".into()];
     }
     e

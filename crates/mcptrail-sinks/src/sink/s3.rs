@@ -278,6 +278,16 @@ impl S3Client {
         })
     }
 
+    /// The client of an S3 sink's configuration (loading its credentials now).
+    pub fn from_config(cfg: &S3SinkConfig) -> Result<Self, String> {
+        client(cfg)
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
     /// `s3://bucket` plus the endpoint, for messages.
     pub fn label(&self) -> String {
         format!("s3://{} at {}", self.bucket, redact_url(&self.endpoint))
