@@ -566,7 +566,20 @@ impl Engine {
                 }
                 Place::Local => {
                     if !open {
-                        s.reason = "an older segment is kept: segments leave oldest first".into();
+                        s.reason = if keep_done || (hand_done && has_archive) {
+                            format!(
+                                "its time is up ({} {}), but an older segment is kept: segments leave oldest first",
+                                if keep_done { "retention ended" } else { "at-hand time ended" },
+                                if keep_done { until(&s.keep_until) } else { until(&s.at_hand_until) }
+                            )
+                        } else if hand_done {
+                            format!(
+                                "past its at-hand time; kept here until {} (no archive configured)",
+                                until(&s.keep_until)
+                            )
+                        } else {
+                            format!("at hand until {}", until(&s.at_hand_until))
+                        };
                         continue;
                     }
                     if let Some((sink, seq)) =
