@@ -417,13 +417,63 @@ impl Engine {
 
     /// What a run would archive and purge now, and why (reads only).
     pub fn plan(&self) -> Result<Plan, RetentionError> {
+        self.plan_with(self.effective_policy()?, Vec::new())
+    }
+
+    /// [`plan`](Self::plan), previewing `configured` (from `[retention]`) when no policy is
+    /// in effect yet — the first run would bootstrap it. Reads only.
+    pub fn plan_configured(
+        &self,
+        configured: Option<&Policy>,
+        file: Option<&Path>,
+    ) -> Result<Plan, RetentionError> {
+        let current = self.effective_policy()?;
+        let mut notes = Vec::new();
+        let policy = match (current, configured) {
+            (Some(c), Some(p)) => {
+                if c.policy != *p {
+                    notes.push(format!(
+                        "the configuration's [retention] ({}) differs from the effective policy ({}); it is not applied: a change needs a second principal's approval",
+                        p.describe(),
+                        c.policy.describe()
+                    ));
+                }
+                Some(c)
+            }
+            (Some(c), None) => Some(c),
+            (None, Some(p)) => {
+                p.validate()?;
+                notes.push(
+                    "the configured policy is not in effect yet: the first `mcptrail retention run` records it (governance.retention)".into(),
+                );
+                Some(EffectivePolicy {
+                    format: POLICY_FORMAT.into(),
+                    policy: p.clone(),
+                    digest: p.digest(),
+                    source: PolicySource::Config {
+                        file: file.map(|f| f.display().to_string()),
+                        by: String::new(),
+                    },
+                    set_at: String::new(),
+                    event_seq: 0,
+                })
+            }
+            (None, None) => None,
+        };
+        self.plan_with(policy, notes)
+    }
+
+    fn plan_with(
+        &self,
+        policy: Option<EffectivePolicy>,
+        notes: Vec<String>,
+    ) -> Result<Plan, RetentionError> {
         let now = self.now();
-        let policy = self.effective_policy()?;
         let mut plan = Plan {
             now: format_rfc3339_nanos(now),
             policy: policy.clone(),
             segments: Vec::new(),
-            notes: Vec::new(),
+            notes,
         };
         let tombs = self.tombstones()?;
         let ledger_dir = self.data_dir.join(LEDGER_DIR);

@@ -432,19 +432,17 @@ fn the_index_and_a_sink_cursor_cope_with_a_ledger_that_starts_after_seq_1() {
         .unwrap()
         .to_string();
     cursor.store(2, &id2).unwrap();
-    let mut waiting = f.engine_with(vec![Arc::new(f.archive())]);
-    waiting = {
-        let mut cfg = mcptrail_retention::EngineConfig {
+    let waiting = mcptrail_retention::Engine::new(
+        f.path(),
+        mcptrail_retention::EngineConfig {
             ledger: ledger_config(64 << 20),
             archives: vec![Arc::new(f.archive())],
             verify: verify_opts(f.path()),
             wait_for_sinks: vec!["siem".into()],
             ..Default::default()
-        };
-        cfg.event_hook = None;
-        let _ = waiting;
-        mcptrail_retention::Engine::new(f.path(), cfg, f.clock.clone())
-    };
+        },
+        f.clock.clone(),
+    );
     f.at(95);
     let plan = waiting.plan().unwrap();
     assert_eq!(plan.segments[0].action, Action::Keep);

@@ -59,7 +59,6 @@ pub(crate) fn ledger_config(segment_max_bytes: u64) -> LedgerConfig {
             epoch_interval: Duration::from_secs(3600),
             seed_path: None,
         },
-        ..LedgerConfig::default()
     }
 }
 
