@@ -402,7 +402,8 @@ pub fn removed_through(data_dir: &Path) -> Result<Option<Tombstone>, LedgerError
     let dir = data_dir.join(TOMBSTONE_DIR);
     let mut best: Option<Tombstone> = None;
     for path in list_tombstones(&dir)? {
-        let text = std::fs::read_to_string(&path).map_err(LedgerError::io(&path))?;
+        let bytes = std::fs::read(&path).map_err(LedgerError::io(&path))?;
+        let text = String::from_utf8_lossy(&bytes);
         let t = Tombstone::read_unverified(&text).map_err(|reason| LedgerError::Corrupt {
             segment: path.clone(),
             offset: 0,
@@ -443,19 +444,29 @@ impl Tombstones {
         verifier: Option<&NoteVerifier>,
     ) -> Result<Tombstones, LedgerError> {
         let mut out = Tombstones::default();
+        // Bytes that are not UTF-8 cannot be a note: an invalid tombstone, not an I/O error.
         let mut files: Vec<(String, String)> = Vec::new();
         let local = data_dir.join(TOMBSTONE_DIR);
         for path in list_tombstones(&local)? {
-            let text = std::fs::read_to_string(&path).map_err(LedgerError::io(&path))?;
-            files.push((format!("{TOMBSTONE_DIR}/{}", file_name(&path)), text));
+            let bytes = std::fs::read(&path).map_err(LedgerError::io(&path))?;
+            let label = format!("{TOMBSTONE_DIR}/{}", file_name(&path));
+            match String::from_utf8(bytes) {
+                Ok(text) => files.push((label, text)),
+                Err(_) => out.invalid.push((label, "not UTF-8 text".into())),
+            }
         }
         for dir in anchor_dirs {
             let read = list_tombstones(&dir.join(TOMBSTONE_DIR)).and_then(|paths| {
                 paths
                     .into_iter()
                     .map(|path| {
-                        std::fs::read_to_string(&path)
-                            .map(|text| (path.display().to_string(), text))
+                        std::fs::read(&path)
+                            .map(|b| {
+                                let text = String::from_utf8(b).unwrap_or_else(|e| {
+                                    String::from_utf8_lossy(e.as_bytes()).into_owned()
+                                });
+                                (path.display().to_string(), text)
+                            })
                             .map_err(LedgerError::io(&path))
                     })
                     .collect::<Result<Vec<_>, _>>()
@@ -468,7 +479,7 @@ impl Tombstones {
                 )),
             }
         }
-        out.files = files.len();
+        out.files = files.len() + out.invalid.len();
         let Some(verifier) = verifier else {
             // Without the key nothing can be trusted: the caller reports it.
             return Ok(out);
