@@ -506,6 +506,8 @@ impl Engine {
             ));
         }
         let last_index = segments.len().saturating_sub(1);
+        let mut cache = self.load_cache();
+        cache.retain(|name, _| segments.iter().any(|s| file_name(&s.path) == *name));
         for (i, seg) in segments.iter().enumerate() {
             let name = file_name(&seg.path);
             if i == last_index {
@@ -521,42 +523,30 @@ impl Engine {
                 plan.segments.push(s);
                 continue;
             }
-            let bytes = std::fs::read(&seg.path).map_err(|e| mcptrail_ledger::LedgerError::Io {
-                path: seg.path.clone(),
-                source: e,
-            })?;
-            let sha = hex::encode(Sha256::digest(&bytes));
-            let (mut hand, mut keep, mut labels, mut last_seq) = (None, None, Vec::new(), 0);
-            for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                let Ok(h) = serde_json::from_slice::<Head>(line) else {
-                    return Err(RetentionError::Refused(format!(
-                        "{name}: a line is not an event; run `mcptrail verify`"
-                    )));
-                };
-                last_seq = h.seq;
-                for l in &h.labels {
-                    if !labels.contains(l) {
-                        labels.push(l.clone());
-                    }
+            let scanned = match cache.get(&name).filter(|c| c.len == seg.len) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = scan_segment(&seg.path, &name)?;
+                    cache.insert(name.clone(), c.clone());
+                    c
                 }
-                if let (Some(p), Ok(t)) = (&policy, parse_rfc3339(&h.time)) {
-                    let (a, k) = deadlines(&p.policy, t, &h.labels);
-                    hand = Some(hand.map_or(a, |x: OffsetDateTime| x.max(a)));
-                    keep = Some(keep.map_or(k, |x: OffsetDateTime| x.max(k)));
-                }
-            }
-            labels.sort();
+            };
+            let (hand, keep) = match &policy {
+                Some(p) => scanned.deadlines(&p.policy),
+                None => (None, None),
+            };
             let mut s = segment_plan(
                 name,
-                (seg.first_seq, last_seq),
-                sha,
+                (seg.first_seq, scanned.last_seq),
+                scanned.sha256.clone(),
                 Place::Local,
-                labels,
+                scanned.labels.clone(),
                 (hand, keep),
             );
             s.interrupted = seg.first_seq <= through;
             plan.segments.push(s);
         }
+        self.save_cache(&cache);
         if policy.is_none() {
             for s in &mut plan.segments {
                 if s.place != Place::Active {
@@ -872,6 +862,11 @@ impl Engine {
                 anchor_dir: self.cfg.ledger.checkpoints.anchor_dir.clone(),
                 hook: Some(&hook),
             };
+            if let (Some(p), Place::Local, false) = (policy, s.place, s.interrupted) {
+                if authority["outside_policy"] != json!(true) {
+                    self.recheck(s, &p.policy, now)?;
+                }
+            }
             match (s.action, s.place) {
                 (Action::Archive, Place::Local) => {
                     let path = self.data_dir.join(LEDGER_DIR).join(&s.segment);
@@ -1014,6 +1009,127 @@ impl Engine {
             .map(|t| t.last_seq)
             .max()
             .unwrap_or(0))
+    }
+}
+
+/// What the plan needs of a sealed segment (immutable once sealed, so cached by name and
+/// size in `retention/segments.cache`; a run re-reads every segment it removes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Scanned {
+    len: u64,
+    sha256: String,
+    last_seq: u64,
+    labels: Vec<String>,
+    /// The newest event time of each distinct label set (deadlines only depend on those).
+    newest: Vec<(Vec<String>, String)>,
+    /// A record whose time cannot be read: the segment is never removed by the policy.
+    unreadable_time: bool,
+}
+
+impl Scanned {
+    fn deadlines(&self, policy: &Policy) -> (Option<OffsetDateTime>, Option<OffsetDateTime>) {
+        if self.unreadable_time {
+            return (None, None);
+        }
+        let mut out: (Option<OffsetDateTime>, Option<OffsetDateTime>) = (None, None);
+        for (labels, t) in &self.newest {
+            let Ok(t) = parse_rfc3339(t) else {
+                return (None, None);
+            };
+            let (h, k) = deadlines(policy, t, labels);
+            out.0 = Some(out.0.map_or(h, |x| x.max(h)));
+            out.1 = Some(out.1.map_or(k, |x| x.max(k)));
+        }
+        out
+    }
+}
+
+fn scan_segment(path: &Path, name: &str) -> Result<Scanned, RetentionError> {
+    let bytes = std::fs::read(path).map_err(|e| mcptrail_ledger::LedgerError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let mut out = Scanned {
+        len: bytes.len() as u64,
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        last_seq: 0,
+        labels: Vec::new(),
+        newest: Vec::new(),
+        unreadable_time: false,
+    };
+    let mut newest: BTreeMap<Vec<String>, OffsetDateTime> = BTreeMap::new();
+    for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(h) = serde_json::from_slice::<Head>(line) else {
+            return Err(RetentionError::Refused(format!(
+                "{name}: a line is not an event; run `mcptrail verify`"
+            )));
+        };
+        out.last_seq = h.seq;
+        let mut labels = h.labels;
+        labels.sort();
+        labels.dedup();
+        for l in &labels {
+            if !out.labels.contains(l) {
+                out.labels.push(l.clone());
+            }
+        }
+        match parse_rfc3339(&h.time) {
+            Ok(t) => {
+                let e = newest.entry(labels).or_insert(t);
+                *e = (*e).max(t);
+            }
+            Err(_) => out.unreadable_time = true,
+        }
+    }
+    out.labels.sort();
+    out.newest = newest
+        .into_iter()
+        .map(|(l, t)| (l, format_rfc3339_nanos(t)))
+        .collect();
+    Ok(out)
+}
+
+const CACHE_FILE: &str = "segments.cache";
+
+impl Engine {
+    fn load_cache(&self) -> BTreeMap<String, Scanned> {
+        std::fs::read(self.state_dir().join(CACHE_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Only once the engine has state (a policy was recorded): `plan` writes nothing else.
+    fn save_cache(&self, cache: &BTreeMap<String, Scanned>) {
+        if self.state_dir().is_dir() {
+            let _ = self.write_state(CACHE_FILE, &serde_json::to_vec(cache).expect("serialises"));
+        }
+    }
+
+    /// Before a segment is removed under the policy: its bytes are what the plan saw, and its
+    /// own records (not a cache) say its time is up.
+    fn recheck(
+        &self,
+        s: &SegmentPlan,
+        policy: &Policy,
+        now: OffsetDateTime,
+    ) -> Result<(), RetentionError> {
+        let path = self.data_dir.join(LEDGER_DIR).join(&s.segment);
+        let fresh = scan_segment(&path, &s.segment)?;
+        let (hand, keep) = fresh.deadlines(policy);
+        let due = match s.action {
+            Action::Purge => keep.is_some_and(|k| k <= now),
+            Action::Archive => hand.is_some_and(|h| h <= now),
+            Action::Keep => false,
+        };
+        if fresh.sha256 != s.sha256 || !due {
+            let _ = std::fs::remove_file(self.state_dir().join(CACHE_FILE));
+            return Err(RetentionError::Refused(format!(
+                "{}: its records do not bear out the plan (changed since, or a stale cache); nothing more was removed — run again",
+                s.segment
+            )));
+        }
+        Ok(())
     }
 }
 

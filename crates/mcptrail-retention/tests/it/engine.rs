@@ -520,3 +520,32 @@ fn a_tampered_tombstone_fails_verify_and_the_selfcheck() {
         v.problems
     );
 }
+
+#[test]
+fn a_poisoned_plan_cache_never_purges_early() {
+    let f = year();
+    let names = f.segments();
+    let e = f.engine();
+    f.at(50);
+    e.plan().unwrap();
+    let cache = f.path().join("retention/segments.cache");
+    let text = std::fs::read_to_string(&cache).unwrap();
+    // Claim seg1's events are from the year 2000.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for entry in v[&names[0]]["newest"].as_array_mut().unwrap() {
+        entry[1] = serde_json::json!("2000-01-01T00:00:00.000000000Z");
+    }
+    std::fs::write(&cache, v.to_string()).unwrap();
+    assert_eq!(e.plan().unwrap().segments[0].action, Action::Purge);
+    let err = e.run().unwrap_err();
+    assert!(
+        err.to_string().contains("do not bear out the plan"),
+        "{err}"
+    );
+    assert_eq!(f.segments(), names, "nothing removed");
+    assert!(!cache.exists(), "the stale cache is dropped");
+    // The next run sees the truth.
+    let r = e.run().unwrap();
+    assert!(r.purged.is_empty() && r.archived.is_empty(), "{r:#?}");
+    assert_eq!(verdict(f.path()).verdict, Verdict::Intact);
+}
