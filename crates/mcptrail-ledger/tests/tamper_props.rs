@@ -1450,11 +1450,18 @@ fn every_byte_of_a_tombstone_is_protected_and_its_deletion_is_detected() {
 // ---- the full sweeps: minutes in debug ----
 
 #[test]
-#[ignore = "exhaustive: every byte of a tombstone x 4 values, and every byte change after a purge"]
+#[ignore = "exhaustive: every byte of a tombstone x 4 values, every byte change of the segment that continues from it, every record tamper"]
 fn every_tombstone_and_purged_ledger_change_is_detected_exhaustive() {
     let p = small_purged();
     sweep_tombstone(&p, &[0x01, 0x20, 0x80, 0xff]);
-    sweep_bytes(&p, &every_change(&p));
+    // The segment right after the tombstone is where the chain, tree and epochs continue
+    // from its state; the later ones are what the other exhaustive sweeps cover already.
+    let first_len = fs::metadata(&segments(p.path())[0]).unwrap().len();
+    let changes: Vec<_> = every_change(&p)
+        .into_iter()
+        .filter(|c| c.0 < first_len)
+        .collect();
+    sweep_bytes(&p, &changes);
     let segs = segments(p.path()).len();
     sweep_records(&p, &record_tampers_all(p.records() as usize, segs));
 }
