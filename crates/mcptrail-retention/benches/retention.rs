@@ -50,7 +50,7 @@ fn event(i: u64, t: time::OffsetDateTime) -> Event {
     e.request_id = Some(serde_json::json!(i));
     e.parameters_used =
         Some(serde_json::json!({"path": "/home/user/projects/report.md", "pad": "x".repeat(600)}));
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         e.labels = vec!["pii".into()];
     }
     e
