@@ -549,3 +549,60 @@ fn a_poisoned_plan_cache_never_purges_early() {
     assert!(r.purged.is_empty() && r.archived.is_empty(), "{r:#?}");
     assert_eq!(verdict(f.path()).verdict, Verdict::Intact);
 }
+
+#[test]
+fn with_the_master_key_the_selfcheck_shows_a_forgotten_subjects_values_do_not_open() {
+    let f = year();
+    f.engine(); // bootstraps the policy
+    let master = mcptrail_redact::MasterKey::from_bytes([7; 32]);
+    let vault = mcptrail_redact::Vault::new(f.path(), master.clone());
+    let mut ev = mcptrail_event::Event::new(EventKind::McpRequest);
+    let sealed = vault
+        .seal(
+            "national_id",
+            "subj-2",
+            &ev.event_id,
+            "/parameters_used/ssn",
+            "123-45-6789",
+        )
+        .unwrap();
+    ev.parameters_used = Some(serde_json::json!({ "ssn": sealed }));
+    let mut forget = mcptrail_event::Event::new(EventKind::GovernanceForget);
+    forget.detail = Some(serde_json::json!({"subject": "subj-2", "reason": "GDPR 17"}));
+    let mut l = mcptrail_ledger::Ledger::open(f.path(), ledger_config(64 << 20)).unwrap();
+    l.append(&mut [ev]).unwrap();
+    let key = f.path().join("keys/subjects/subj-2.key");
+    let saved = std::fs::read(&key).unwrap();
+    assert!(mcptrail_redact::forget_subject(f.path(), "subj-2").unwrap());
+    l.append(&mut [forget]).unwrap();
+    drop(l);
+    let e = mcptrail_retention::Engine::new(
+        f.path(),
+        mcptrail_retention::EngineConfig {
+            ledger: ledger_config(64 << 20),
+            verify: verify_opts(f.path()),
+            master_key: Some(Arc::new(master)),
+            ..Default::default()
+        },
+        f.clock.clone(),
+    );
+    let sc = e.selfcheck().unwrap();
+    let c = sc.check("forgotten_subjects").unwrap();
+    assert_eq!(c.status, Status::Pass, "{:#?}", sc.checks);
+    assert!(
+        c.details[0].contains("do not open with the master key"),
+        "{:?}",
+        c.details
+    );
+    // The key restored from a backup: the value decrypts again, and the check says so.
+    std::fs::write(&key, saved).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sc = e.selfcheck().unwrap();
+    let c = sc.check("forgotten_subjects").unwrap();
+    assert_eq!(c.status, Status::Fail);
+    assert!(
+        c.details.iter().any(|d| d.contains("still decrypts")),
+        "{:?}",
+        c.details
+    );
+}

@@ -26,12 +26,41 @@ enum Sub {
     /// Apply the effective policy: archive, then purge, what the plan says (segments oldest
     /// first, never the active one), leaving signed tombstones; then run the self-check. No
     /// fresh approval: the policy itself was approved (or bootstrapped from `[retention]`).
-    Run(Common),
+    Run(RunArgs),
     /// Check that retention, encryption and deletion did what the policy says; recorded as
     /// a `governance.selfcheck` event. Exit 1 when a check fails.
     Selfcheck(Common),
     /// Show the effective policy, where its authority comes from, and the configuration's.
     Policy(Common),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Keep running: again every DURATION (`30m`, `6h`, `1d`), until killed — the scheduled
+    /// retention and self-check. Killing it mid-run is safe (the next run finishes the job).
+    #[arg(long, value_name = "DURATION", conflicts_with = "now")]
+    every: Option<String>,
+}
+
+fn parse_every(s: &str) -> anyhow::Result<std::time::Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("--every {s}: use a number and s, m, h or d (e.g. 6h)"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("--every {s}: use a number and s, m, h or d (e.g. 6h)"),
+    };
+    if secs == 0 {
+        bail!("--every must be at least 1s");
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 #[derive(clap::Args, Debug)]
@@ -181,74 +210,39 @@ pub(crate) fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Sub::Run(c) => {
+        Sub::Run(RunArgs { common: c, every }) => {
             let now = c.now.as_deref().map(parse_now).transpose()?;
             if now.is_some_and(|t| t > time::OffsetDateTime::now_utc()) {
                 bail!("--now may not be in the future for `run`: it would archive and purge before the policy says (use `retention plan --now` to preview)");
             }
-            let e = engine(cfg, data_dir, now)?;
-            if let Some(p) = &configured {
-                let (_, note) = e.bootstrap(p, config_file.as_deref(), &who())?;
-                if let Some(n) = note {
-                    eprintln!("mcptrail: note: {n}");
+            if let Some(every) = every.as_deref().map(parse_every).transpose()? {
+                loop {
+                    match run_once(
+                        cfg,
+                        data_dir,
+                        None,
+                        configured.as_ref(),
+                        config_file.as_deref(),
+                        c.json,
+                    ) {
+                        Ok(_) => {}
+                        // One failed run does not end the schedule: the next one retries.
+                        Err(e) => eprintln!(
+                            "mcptrail: retention run failed: {e:#}; next in {}s",
+                            every.as_secs()
+                        ),
+                    }
+                    std::thread::sleep(every);
                 }
             }
-            let report = e.run()?;
-            let sc = e.selfcheck()?;
-            if c.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({"run": report, "selfcheck": sc})
-                    )?
-                );
-            } else {
-                if report.recovered {
-                    println!("note  finished an interrupted run");
-                }
-                for d in &report.archived {
-                    println!(
-                        "archived  {} (seq {}..={}) to {}; removed here under {}",
-                        d.segment,
-                        d.first_seq,
-                        d.last_seq,
-                        d.copies.join(", "),
-                        d.tombstone
-                    );
-                }
-                for d in &report.purged {
-                    println!(
-                        "purged    {} (seq {}..={}) under {}{}",
-                        d.segment,
-                        d.first_seq,
-                        d.last_seq,
-                        d.tombstone,
-                        if d.copies.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; {}", d.copies.join("; "))
-                        }
-                    );
-                }
-                for (seg, why) in &report.held {
-                    println!("held      {seg}: {why}");
-                }
-                if report.archived.is_empty() && report.purged.is_empty() {
-                    println!("nothing to archive or purge now");
-                }
-                if report.index_rows_purged > 0 {
-                    println!(
-                        "index     {} removed record(s) deleted from the index",
-                        report.index_rows_purged
-                    );
-                }
-                print_selfcheck(&sc);
-            }
-            Ok(if sc.ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            run_once(
+                cfg,
+                data_dir,
+                now,
+                configured.as_ref(),
+                config_file.as_deref(),
+                c.json,
+            )
         }
         Sub::Selfcheck(c) => {
             let e = engine(cfg, data_dir, c.now.as_deref().map(parse_now).transpose()?)?;
@@ -265,6 +259,78 @@ pub(crate) fn run(
             })
         }
     }
+}
+
+/// One `retention run`: bootstrap the configured policy, run, self-check, print.
+fn run_once(
+    cfg: &Config,
+    data_dir: &Path,
+    now: Option<time::OffsetDateTime>,
+    configured: Option<&mcptrail_retention::Policy>,
+    config_file: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let e = engine(cfg, data_dir, now)?;
+    if let Some(p) = configured {
+        let (_, note) = e.bootstrap(p, config_file, &who())?;
+        if let Some(n) = note {
+            eprintln!("mcptrail: note: {n}");
+        }
+    }
+    let report = e.run()?;
+    let sc = e.selfcheck()?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"run": report, "selfcheck": sc}))?
+        );
+    } else {
+        if report.recovered {
+            println!("note  finished an interrupted run");
+        }
+        for d in &report.archived {
+            println!(
+                "archived  {} (seq {}..={}) to {}; removed here under {}",
+                d.segment,
+                d.first_seq,
+                d.last_seq,
+                d.copies.join(", "),
+                d.tombstone
+            );
+        }
+        for d in &report.purged {
+            println!(
+                "purged    {} (seq {}..={}) under {}{}",
+                d.segment,
+                d.first_seq,
+                d.last_seq,
+                d.tombstone,
+                if d.copies.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", d.copies.join("; "))
+                }
+            );
+        }
+        for (seg, why) in &report.held {
+            println!("held      {seg}: {why}");
+        }
+        if report.archived.is_empty() && report.purged.is_empty() {
+            println!("nothing to archive or purge now");
+        }
+        if report.index_rows_purged > 0 {
+            println!(
+                "index     {} removed record(s) deleted from the index",
+                report.index_rows_purged
+            );
+        }
+        print_selfcheck(&sc);
+    }
+    Ok(if sc.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn describe(s: &mcptrail_retention::PolicySource) -> String {

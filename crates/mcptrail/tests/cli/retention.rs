@@ -267,3 +267,41 @@ fn plan_run_selfcheck_and_verify_after_archive_and_purge() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("differs, not applied"), "{out}");
 }
+
+#[test]
+fn run_every_keeps_running_the_scheduled_retention_and_selfcheck() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    old_ledger(&data);
+    let cfg = config(home.path(), &home.path().join("archive"));
+    let mut child = crate::support::mcptrail()
+        .args(["--data-dir", data.to_str().unwrap(), "--config", cfg.to_str().unwrap()])
+        .args(["retention", "run", "--every", "1s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let selfchecks = || {
+        mcptrail_ledger::LedgerReader::open(&data, 1)
+            .map(|r| {
+                r.filter_map(Result::ok)
+                    .filter(|rec| {
+                        String::from_utf8_lossy(&rec.line)
+                            .contains("\"kind\":\"governance.selfcheck\"")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while selfchecks() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(selfchecks() >= 2, "the schedule ran the self-check at least twice");
+    // Killed at any moment: the ledger verifies, and what the first run removed stays removed.
+    let (code, out, err) = run(&["--data-dir", data.to_str().unwrap(), "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("purged under policy"), "{out}");
+}
