@@ -275,7 +275,12 @@ fn run_every_keeps_running_the_scheduled_retention_and_selfcheck() {
     old_ledger(&data);
     let cfg = config(home.path(), &home.path().join("archive"));
     let mut child = crate::support::mcptrail()
-        .args(["--data-dir", data.to_str().unwrap(), "--config", cfg.to_str().unwrap()])
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .args(["retention", "run", "--every", "1s"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -299,7 +304,10 @@ fn run_every_keeps_running_the_scheduled_retention_and_selfcheck() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    assert!(selfchecks() >= 2, "the schedule ran the self-check at least twice");
+    assert!(
+        selfchecks() >= 2,
+        "the schedule ran the self-check at least twice"
+    );
     // Killed at any moment: the ledger verifies, and what the first run removed stays removed.
     let (code, out, err) = run(&["--data-dir", data.to_str().unwrap(), "verify"]);
     assert_eq!(code, 0, "{out}{err}");
