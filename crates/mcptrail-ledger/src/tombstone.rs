@@ -441,6 +441,7 @@ impl Tombstones {
     pub(crate) fn load(
         data_dir: &Path,
         anchor_dirs: &[PathBuf],
+        anchors: &[std::sync::Arc<dyn crate::CheckpointAnchor>],
         verifier: Option<&NoteVerifier>,
     ) -> Result<Tombstones, LedgerError> {
         let mut out = Tombstones::default();
@@ -476,6 +477,15 @@ impl Tombstones {
                 Err(e) => out.unreadable.push(format!(
                     "the tombstones anchored at {} could not be read: {e}",
                     dir.display()
+                )),
+            }
+        }
+        for a in anchors {
+            match a.fetch_tombstones() {
+                Ok(found) => files.extend(found),
+                Err(e) => out.unreadable.push(format!(
+                    "the tombstones anchored at {} could not be read: {e}",
+                    a.label()
                 )),
             }
         }

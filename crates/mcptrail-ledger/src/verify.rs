@@ -1245,7 +1245,7 @@ fn load_removed(
     segments: &[SegmentInfo],
     report: &mut VerifyReport,
 ) -> Result<Option<Tombstone>, LedgerError> {
-    let mut tombs = Tombstones::load(data_dir, &opts.anchor_dirs, verifier)?;
+    let mut tombs = Tombstones::load(data_dir, &opts.anchor_dirs, &opts.anchors, verifier)?;
     report.unchecked.append(&mut tombs.unreadable);
     if tombs.files == 0 {
         return Ok(None);

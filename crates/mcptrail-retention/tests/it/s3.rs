@@ -156,3 +156,50 @@ fn an_object_lock_shorter_than_the_policy_is_reported() {
     assert_eq!(c.status, Status::Warn, "{:#?}", sc.checks);
     assert!(c.details[0].contains("Object Lock ends"), "{:?}", c.details);
 }
+
+#[test]
+fn tombstones_reach_the_bucket_and_verify_trusts_them_when_the_local_ones_are_gone() {
+    let moto = MotoS3::start("mcptrail-retention-ts");
+    let f = Fixture::new(&[(0, &[]), (1, &[])], 300);
+    let cfg = sink(&moto, 400);
+    let e = f.engine_with(vec![]);
+    e.bootstrap(&pci_policy(), None, "ops").unwrap();
+    f.at(120);
+    assert_eq!(e.run().unwrap().purged.len(), 2);
+    // The sink uploads the tombstones with its next batch, under Object Lock.
+    ship(f.path(), &cfg);
+    let c = S3Client::from_config(s3_of(&cfg)).unwrap();
+    let keys = c.list("hosts/retention/tombstones/").unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let head = c.request("HEAD", &keys[0], &[], &[], b"").unwrap();
+    assert_eq!(head.header("x-amz-object-lock-mode"), Some("COMPLIANCE"));
+    // Shipping again uploads nothing new.
+    ship(f.path(), &cfg);
+    let versions = c
+        .request(
+            "GET",
+            "",
+            &[("versions", ""), ("prefix", "hosts/retention/tombstones/")],
+            &[],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(xml_values(&versions.body, "VersionId").len(), 2);
+
+    // Someone deletes the local tombstones: on its own the ledger has lost its beginning; with
+    // the bucket as an anchor, the removal is still proven lawful.
+    std::fs::remove_dir_all(f.path().join("tombstones")).unwrap();
+    let alone = verify(f.path(), &verify_opts(f.path())).unwrap();
+    assert_eq!(alone.verdict, Verdict::Tampered);
+    let mut opts = verify_opts(f.path());
+    opts.anchors = mcptrail_sinks::checkpoints::sink_anchors(std::slice::from_ref(&cfg));
+    let anchored = verify(f.path(), &opts).unwrap();
+    assert_eq!(
+        anchored.verdict,
+        Verdict::Intact,
+        "{:#?}",
+        anchored.problems
+    );
+    assert_eq!(anchored.removed.len(), 2);
+    assert!(anchored.removed[0].tombstone.starts_with("s3://"));
+}
