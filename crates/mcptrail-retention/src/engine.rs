@@ -804,6 +804,8 @@ impl Engine {
             now: format_rfc3339_nanos(now),
             ..RunReport::default()
         };
+        // One run at a time (two overlapping timers): the journal and the events are its own.
+        let _running = self.run_lock()?;
         let journal_path = self.state_dir().join(JOURNAL_FILE);
         let interrupted: Option<Journal> = std::fs::read(&journal_path)
             .ok()
@@ -999,6 +1001,32 @@ impl Engine {
         }
         std::fs::remove_file(&journal_path).map_err(RetentionError::state(&journal_path))?;
         Ok(report)
+    }
+
+    /// Take `retention/LOCK` (released when the file is dropped), or refuse when another run
+    /// holds it.
+    fn run_lock(&self) -> Result<std::fs::File, RetentionError> {
+        let dir = self.state_dir();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(RetentionError::state(&dir))?;
+        let path = dir.join("LOCK");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(RetentionError::state(&path))?;
+        match f.try_lock() {
+            Ok(()) => Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => Err(RetentionError::Refused(
+                "another retention run (or purge) is in progress on this data directory; nothing was done".into(),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(RetentionError::state(&path)(e)),
+        }
     }
 
     /// Records `1..=n` are no longer on this machine (0: none removed).

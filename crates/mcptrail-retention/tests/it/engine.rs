@@ -606,3 +606,27 @@ fn with_the_master_key_the_selfcheck_shows_a_forgotten_subjects_values_do_not_op
         c.details
     );
 }
+
+#[test]
+fn a_second_run_while_one_is_in_progress_is_refused() {
+    let f = year();
+    let e = f.engine();
+    f.at(95);
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(f.path().join("retention/LOCK"))
+        .or_else(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(f.path().join("retention/LOCK"))
+        })
+        .unwrap();
+    lock.lock().unwrap();
+    let err = e.run().unwrap_err();
+    assert!(err.to_string().contains("in progress"), "{err}");
+    assert_eq!(f.segments().len(), 5, "nothing removed");
+    lock.unlock().unwrap();
+    assert_eq!(e.run().unwrap().purged.len(), 1);
+}
