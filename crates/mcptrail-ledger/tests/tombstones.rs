@@ -487,3 +487,25 @@ fn tampering_after_the_tombstone_is_still_detected() {
         "broken_link",
     );
 }
+
+#[test]
+fn a_session_whose_beginning_was_purged_exports_what_is_left_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = Ledger::open(dir.path(), config(None)).unwrap();
+    let mut start = Event::new(EventKind::SessionStart);
+    start.session_id = Some(SESSION.into());
+    l.append(&mut [start]).unwrap();
+    for i in 1..=20 {
+        l.append(&mut [event(i, Some(SESSION))]).unwrap();
+    }
+    l.checkpoint_now().unwrap();
+    drop(l);
+    let names = segment_names(dir.path());
+    remove(dir.path(), &names[..2]);
+    let bundle = export_session(dir.path(), SESSION).unwrap();
+    assert!(!bundle.session_start, "session.start was purged");
+    assert!(bundle.first_seq > 1);
+    let key = local_verifier(dir.path()).unwrap().unwrap();
+    let r = verify_bundle(&bundle, Some(&key));
+    assert!(r.ok(), "{r:?}");
+}
