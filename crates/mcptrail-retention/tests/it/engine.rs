@@ -630,3 +630,41 @@ fn a_second_run_while_one_is_in_progress_is_refused() {
     lock.unlock().unwrap();
     assert_eq!(e.run().unwrap().purged.len(), 1);
 }
+
+#[test]
+fn a_sink_whose_cursor_is_at_the_last_purged_record_ships_on_after_the_purge() {
+    let f = year();
+    let e = f.engine();
+    let out = tempfile::tempdir().unwrap();
+    let text = format!(
+        "name = \"files\"\ntype = \"file\"\npath = \"{}\"\nfsync = false\n",
+        out.path().join("events.jsonl").display()
+    );
+    let cfg = mcptrail_sinks::SinkConfig::from_table(toml::from_str(&text).unwrap()).unwrap();
+    let ship = || {
+        let sink = mcptrail_sinks::build(&cfg).unwrap();
+        mcptrail_sinks::Shipper::new(f.path(), cfg.clone(), sink, None)
+            .run(&mcptrail_sinks::ShipOptions {
+                jitter_seed: Some(1),
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    let first = ship();
+    assert_eq!(first.failures, 0);
+    // The sink had shipped exactly the segment that is purged next (its cursor names seq 3).
+    let id3 = f.events(EventKind::McpRequest)[2]["event_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    mcptrail_sinks::Cursor::new(f.path(), "files")
+        .store(3, &id3)
+        .unwrap();
+    f.at(95);
+    assert_eq!(e.run().unwrap().removed_through, 3);
+    let again = ship();
+    assert_eq!(again.failures, 0, "{again:?}");
+    assert!(again.last_error.is_none(), "{again:?}");
+    assert!(again.shipped > 0);
+    assert_eq!(again.cursor, again.head, "caught up");
+}
