@@ -53,6 +53,22 @@ pub enum EventKind {
     /// An encrypted field was decrypted for someone; detail: event, field, reason, by whom.
     #[serde(rename = "governance.reveal")]
     GovernanceReveal,
+    /// The effective retention policy, as set (bootstrapped from config, or changed with an
+    /// approval); detail: old and new policy, who requested, who approved.
+    #[serde(rename = "governance.retention")]
+    GovernanceRetention,
+    /// Sealed segments were archived (copied and their hash checked) and removed locally
+    /// under signed tombstones; detail: segments, where, policy, tombstones.
+    #[serde(rename = "governance.archive")]
+    GovernanceArchive,
+    /// Records were purged (segments deleted everywhere mcptrail can) under signed
+    /// tombstones; detail: range, segments, policy, authorisation, tombstones.
+    #[serde(rename = "governance.purge")]
+    GovernancePurge,
+    /// The retention self-check: whether retention, encryption and deletion did what the
+    /// policy says; detail: every check with its result.
+    #[serde(rename = "governance.selfcheck")]
+    GovernanceSelfcheck,
     /// The gateway refused a request: no credentials, or credentials that did not verify;
     /// detail says why (never the token itself).
     #[serde(rename = "auth.denied")]
@@ -87,6 +103,10 @@ impl EventKind {
         EventKind::SystemVerify,
         EventKind::GovernanceForget,
         EventKind::GovernanceReveal,
+        EventKind::GovernanceRetention,
+        EventKind::GovernanceArchive,
+        EventKind::GovernancePurge,
+        EventKind::GovernanceSelfcheck,
         EventKind::AuthDenied,
         EventKind::UpstreamError,
         EventKind::Alert,
@@ -111,6 +131,10 @@ impl EventKind {
             EventKind::SystemVerify => "system.verify",
             EventKind::GovernanceForget => "governance.forget",
             EventKind::GovernanceReveal => "governance.reveal",
+            EventKind::GovernanceRetention => "governance.retention",
+            EventKind::GovernanceArchive => "governance.archive",
+            EventKind::GovernancePurge => "governance.purge",
+            EventKind::GovernanceSelfcheck => "governance.selfcheck",
             EventKind::AuthDenied => "auth.denied",
             EventKind::UpstreamError => "upstream.error",
             EventKind::Alert => "alert",

@@ -226,6 +226,36 @@ impl Index {
         Ok(r)
     }
 
+    /// Delete the indexed events up to `seq`: records retention removed from the ledger must
+    /// not live on here. Deleted content is overwritten (`secure_delete`) and the WAL
+    /// checkpointed and truncated, so no copy stays in the database files. Returns the rows
+    /// deleted.
+    pub fn purge_through(&mut self, seq: u64) -> Result<u64, IndexError> {
+        self.sql(self.conn.execute_batch("PRAGMA secure_delete=ON;"))?;
+        let n = self.sql(
+            self.conn
+                .execute("DELETE FROM events WHERE seq <= ?1", [seq as i64]),
+        )?;
+        self.sql(
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// The lowest and highest seq indexed (`None`: nothing is).
+    pub fn seq_range(&self) -> Result<Option<(u64, u64)>, IndexError> {
+        let r: (Option<i64>, Option<i64>) = self.sql(self.conn.query_row(
+            "SELECT MIN(seq), MAX(seq) FROM events",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        ))?;
+        Ok(match r {
+            (Some(a), Some(b)) => Some((a as u64, b as u64)),
+            _ => None,
+        })
+    }
+
     /// Index what the ledger gained since the last sync.
     pub fn sync(&mut self) -> Result<SyncReport, IndexError> {
         let last_seq: u64 = self
@@ -233,7 +263,9 @@ impl Index {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let last_id = self.meta("last_event_id")?;
-        let mut reader = LedgerReader::open(&self.data_dir, last_seq.max(1))?;
+        // Records retention removed (a segment of an interrupted removal may still be there).
+        let removed = mcptrail_ledger::removed_through(&self.data_dir)?.map_or(0, |t| t.last_seq);
+        let mut reader = LedgerReader::open(&self.data_dir, last_seq.max(removed + 1))?;
         let mut report = SyncReport::default();
         let mut checked_anchor = last_seq == 0;
         let tx = self
@@ -256,6 +288,9 @@ impl Index {
                     report.skipped += 1;
                     continue;
                 };
+                if ev.seq <= removed {
+                    continue;
+                }
                 if !checked_anchor {
                     if ev.seq < last_seq {
                         continue;

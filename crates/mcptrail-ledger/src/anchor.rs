@@ -22,6 +22,11 @@ pub trait CheckpointAnchor: std::fmt::Debug + Send + Sync {
     fn publish(&self, size: u64, note: &str) -> Result<(), LedgerError>;
     /// Every checkpoint it holds: (a label naming the item, the note text).
     fn fetch_all(&self) -> Result<Vec<(String, String)>, LedgerError>;
+    /// Every tombstone it holds (retention), as (a label ending in the file name, the note
+    /// text). Anchors that keep none return nothing.
+    fn fetch_tombstones(&self) -> Result<Vec<(String, String)>, LedgerError> {
+        Ok(Vec::new())
+    }
 }
 
 /// A directory of `cp-<size>.note` files (0600 in a 0700 directory).
@@ -70,6 +75,18 @@ impl CheckpointAnchor for DirAnchor {
         for (_, path) in list_checkpoints(&self.dir)? {
             let text = std::fs::read_to_string(&path).map_err(LedgerError::io(&path))?;
             out.push((path.display().to_string(), text));
+        }
+        Ok(out)
+    }
+
+    fn fetch_tombstones(&self) -> Result<Vec<(String, String)>, LedgerError> {
+        let mut out = Vec::new();
+        for path in crate::list_tombstones(&self.dir.join(crate::TOMBSTONE_DIR))? {
+            let bytes = std::fs::read(&path).map_err(LedgerError::io(&path))?;
+            out.push((
+                path.display().to_string(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ));
         }
         Ok(out)
     }

@@ -260,7 +260,8 @@ pub fn export_session_with(
     let Some(last_seq) = scan.events.last().map(|e| e.seq) else {
         return Err(BundleError::NoSuchSession(session_id.to_string()));
     };
-    let records = scan.leaves.len() as u64;
+    let removed = scan.base.as_ref().map_or(0, |b| b.last_seq);
+    let records = removed + scan.leaves.len() as u64;
     let cp_dir = data_dir.join(CHECKPOINT_DIR);
     let (size, path) = match fresh {
         Some(size) => (size, cp_dir.join(checkpoint_file_name(size))),
@@ -292,9 +293,17 @@ pub fn export_session_with(
             cp.origin, cp.size
         )));
     }
+    if size < removed {
+        return Err(bad(format!(
+            "signed at {size} records, before records 1..={removed} were removed by retention"
+        )));
+    }
     let mut leaves = scan.leaves;
-    leaves.truncate(size as usize);
-    let tree = Tree::new(leaves);
+    leaves.truncate((size - removed) as usize);
+    let tree = match &scan.base {
+        Some(b) => Tree::with_base(&b.tree(), leaves),
+        None => Tree::new(leaves),
+    };
     if tree.root() != cp.root {
         return Err(bad(format!("records 1..={size} do not hash to its root")));
     }
@@ -390,7 +399,9 @@ struct Found {
 }
 
 struct Scan {
-    /// Merkle leaves of records `1..`, up to the limit.
+    /// The newest tombstone: records `1..=base.last_seq` were removed by retention.
+    base: Option<crate::Tombstone>,
+    /// Merkle leaves of the records after those, up to the limit.
     leaves: Vec<Hash>,
     events: Vec<Found>,
     start: bool,
@@ -408,15 +419,18 @@ struct LineHead {
 
 /// Read records `1..=limit` (all without a limit): every leaf, and the session's lines.
 fn scan(data_dir: &Path, session_id: &str, limit: Option<u64>) -> Result<Scan, BundleError> {
+    let base = crate::tombstone::removed_through(data_dir)?;
+    let removed = base.as_ref().map_or(0, |b| b.last_seq);
     let mut out = Scan {
+        base,
         leaves: Vec::new(),
         events: Vec::new(),
         start: false,
         end: false,
     };
-    for rec in LedgerReader::open(data_dir, 1)? {
+    for rec in LedgerReader::open(data_dir, removed + 1)? {
         let rec = rec?;
-        let expected = out.leaves.len() as u64 + 1;
+        let expected = removed + out.leaves.len() as u64 + 1;
         if limit.is_some_and(|l| expected > l) {
             break;
         }
@@ -427,6 +441,9 @@ fn scan(data_dir: &Path, session_id: &str, limit: Option<u64>) -> Result<Scan, B
         };
         let head: LineHead = serde_json::from_slice(&rec.line)
             .map_err(|e| damaged(format!("not a valid event ({e})")))?;
+        if head.seq <= removed {
+            continue; // a removed segment still there (an interrupted removal)
+        }
         if head.seq != expected {
             return Err(damaged(format!(
                 "seq {} where {expected} was expected",
@@ -472,43 +489,129 @@ fn read_signer(data_dir: &Path, key: &NoteVerifier) -> Result<NoteSigner, String
 /// Level `j + 1` pairs up level `j`; an odd last node is carried up unchanged. That is the
 /// RFC 9162 tree (split at the largest power of two below `n`), and the sibling of a node at
 /// each level, where it has one, is the RFC's audit path.
-struct Tree {
-    levels: Vec<Vec<Hash>>,
+///
+/// After retention removed records `0..P` (leaf indices), a level keeps only its nodes from
+/// index `(P >> j) & !1` on: the nodes wholly inside the removed part are needed only where
+/// they are the left sibling of a kept one, and those are exactly the subtree roots of the
+/// removed prefix that its tombstone carries (one per set bit of `P`).
+pub(crate) struct Tree {
+    /// (index of the first node kept, the nodes from there, number of nodes at the level).
+    levels: Vec<(u64, Vec<Hash>, u64)>,
 }
 
 impl Tree {
     fn new(leaves: Vec<Hash>) -> Tree {
-        let mut levels = vec![leaves];
-        while levels.last().expect("never empty").len() > 1 {
-            let next = levels
-                .last()
-                .expect("never empty")
-                .chunks(2)
-                .map(|pair| match pair {
-                    [l, r] => node_hash(l, r),
-                    [one] => *one,
-                    _ => unreachable!("chunks of two"),
-                })
-                .collect();
-            levels.push(next);
+        Tree::with_base(&mcptrail_integrity::merkle::Frontier::new(), leaves)
+    }
+
+    /// The tree of `base.size()` removed leaves (known by their subtree roots) followed by
+    /// `leaves`.
+    pub(crate) fn with_base(
+        base: &mcptrail_integrity::merkle::Frontier,
+        leaves: Vec<Hash>,
+    ) -> Tree {
+        let p = base.size();
+        // (height, root) of each subtree of the removed prefix.
+        let heights = (0..u64::BITS).rev().filter(|b| p >> b & 1 == 1);
+        let roots: Vec<(u32, Hash)> = heights.zip(base.subtree_roots().copied()).collect();
+        let frontier_at = |j: u32| roots.iter().find(|(h, _)| *h == j).map(|(_, r)| *r);
+        let n = p + leaves.len() as u64;
+        let start0 = p & !1;
+        let mut level0 = Vec::with_capacity(leaves.len() + 1);
+        if let Some(r) = frontier_at(0) {
+            level0.push(r);
+        }
+        level0.extend(leaves);
+        let mut levels = vec![(start0, level0, n)];
+        let mut j = 0u32;
+        loop {
+            let (start, nodes, len) = levels.last().expect("never empty");
+            if *len <= 1 {
+                break;
+            }
+            let get = |i: u64| nodes.get((i - start) as usize).copied();
+            let next_len = len.div_ceil(2);
+            let next_start = (p >> (j + 1)) & !1;
+            let mut next = Vec::new();
+            for i in next_start..next_len {
+                let is_frontier = p >> (j + 1) & 1 == 1 && i + 1 == p >> (j + 1);
+                let node = match (is_frontier, frontier_at(j + 1)) {
+                    (true, Some(r)) => r,
+                    _ => {
+                        let l = get(2 * i).expect("a kept node has its children");
+                        match (2 * i + 1 < *len).then(|| get(2 * i + 1)).flatten() {
+                            Some(r) => node_hash(&l, &r),
+                            None => l,
+                        }
+                    }
+                };
+                next.push(node);
+            }
+            levels.push((next_start, next, next_len));
+            j += 1;
         }
         Tree { levels }
     }
 
-    fn root(&self) -> Hash {
-        self.levels
-            .last()
-            .and_then(|l| l.first())
-            .copied()
-            .unwrap_or_else(empty_root)
+    pub(crate) fn root(&self) -> Hash {
+        match self.levels.last() {
+            Some((_, nodes, 1)) => nodes.first().copied().unwrap_or_else(empty_root),
+            _ => empty_root(),
+        }
     }
 
-    /// The audit path of leaf `index` (must be in the tree).
+    /// The hash of the RFC 9162 node over leaves `start..end` (a node of this tree, not wholly
+    /// inside a removed prefix unless it is one of its subtree roots).
+    fn node(&self, start: u64, end: u64) -> Hash {
+        let width = end - start;
+        let j = if width <= 1 {
+            0
+        } else {
+            u64::BITS - (width - 1).leading_zeros()
+        } as usize;
+        let (first, nodes, _) = &self.levels[j.min(self.levels.len() - 1)];
+        nodes[((start >> j) - first) as usize]
+    }
+
+    /// The RFC 9162 consistency proof from the tree of the first `old_size` leaves to this
+    /// one (`old_size` at least the removed prefix, at most the size).
+    pub(crate) fn consistency(&self, old_size: u64) -> Vec<Hash> {
+        let n = self.levels[0].2;
+        let mut out = Vec::new();
+        if old_size > 0 && old_size < n {
+            self.subproof(old_size, 0, n, true, &mut out);
+        }
+        out
+    }
+
+    /// RFC 9162 §2.1.4.1 `SUBPROOF(m, D[start:end], b)`.
+    fn subproof(&self, m: u64, start: u64, end: u64, complete: bool, out: &mut Vec<Hash>) {
+        let n = end - start;
+        if m == n {
+            if !complete {
+                out.push(self.node(start, end));
+            }
+            return;
+        }
+        let k = 1u64 << (u64::BITS - 1 - (n - 1).leading_zeros());
+        if m <= k {
+            self.subproof(m, start, start + k, complete, out);
+            out.push(self.node(start + k, end));
+        } else {
+            self.subproof(m - k, start + k, end, false, out);
+            out.push(self.node(start, start + k));
+        }
+    }
+
+    /// The audit path of leaf `index` (must be in the tree, after any removed prefix).
     fn proof(&self, mut index: u64) -> Vec<Hash> {
         let mut out = Vec::new();
-        for level in &self.levels[..self.levels.len() - 1] {
-            if let Some(h) = level.get((index ^ 1) as usize) {
-                out.push(*h);
+        for (start, nodes, len) in &self.levels[..self.levels.len() - 1] {
+            let sib = index ^ 1;
+            if sib < *len {
+                if let Some(h) = sib.checked_sub(*start).and_then(|k| nodes.get(k as usize)) {
+                    out.push(*h);
+                }
             }
             index >>= 1;
         }
@@ -1232,6 +1335,55 @@ mod tests {
                 let p = tree.proof(i);
                 assert_eq!(p, inclusion_proof(&leaves, i).unwrap(), "proof {i} of {n}");
                 verify_inclusion(&leaves[i as usize], i, n, &p, &tree.root()).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn tree_after_a_removed_prefix_matches_rfc9162() {
+        use mcptrail_integrity::merkle::Frontier;
+        for n in 1u64..=40 {
+            let leaves: Vec<Hash> = (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+            for p in 0..=n {
+                let mut base = Frontier::new();
+                for l in &leaves[..p as usize] {
+                    base.push(*l);
+                }
+                let tree = Tree::with_base(&base, leaves[p as usize..].to_vec());
+                assert_eq!(tree.root(), root(&leaves), "root of {n} after {p} removed");
+                for i in p..n {
+                    let proof = tree.proof(i);
+                    assert_eq!(
+                        proof,
+                        inclusion_proof(&leaves, i).unwrap(),
+                        "proof {i} of {n} after {p} removed"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn consistency_after_a_removed_prefix_matches_rfc9162() {
+        use mcptrail_integrity::merkle::{consistency_proof, verify_consistency, Frontier};
+        for n in 2u64..=34 {
+            let leaves: Vec<Hash> = (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+            for p in 0..n {
+                let mut base = Frontier::new();
+                for l in &leaves[..p as usize] {
+                    base.push(*l);
+                }
+                let tree = Tree::with_base(&base, leaves[p as usize..].to_vec());
+                for m in p.max(1)..n {
+                    let proof = tree.consistency(m);
+                    assert_eq!(
+                        proof,
+                        consistency_proof(&leaves, m).unwrap(),
+                        "{m}->{n} after {p}"
+                    );
+                    verify_consistency(m, n, &root(&leaves[..m as usize]), &tree.root(), &proof)
+                        .unwrap();
+                }
             }
         }
     }

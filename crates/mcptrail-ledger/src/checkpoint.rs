@@ -163,11 +163,13 @@ impl TreeState {
 
     /// Rebuild from the record hashes (the leaves) of the whole ledger and the checkpoints on
     /// disk.
+    /// `start` is the tree of the records removed by retention (empty when none were).
     pub(crate) fn rebuild(
         data_dir: &Path,
+        start: Frontier,
         record_hashes: impl Iterator<Item = [u8; 32]>,
     ) -> Result<TreeState, LedgerError> {
-        let mut frontier = Frontier::new();
+        let mut frontier = start;
         for h in record_hashes {
             frontier.push(h);
         }

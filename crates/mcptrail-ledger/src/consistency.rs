@@ -62,6 +62,9 @@ pub fn prove_consistency(data_dir: &Path, old_note: &str) -> Result<ConsistencyP
             ),
         ));
     }
+    if let Some(base) = crate::tombstone::removed_through(data_dir)? {
+        return prove_after_removal(data_dir, &base, old_note, &old, new_note, &new);
+    }
     let mut leaves: Vec<Hash> = Vec::with_capacity(new_size as usize);
     for rec in LedgerReader::open(data_dir, 1)? {
         if leaves.len() as u64 == new_size {
@@ -86,6 +89,66 @@ pub fn prove_consistency(data_dir: &Path, old_note: &str) -> Result<ConsistencyP
     }
     let proof =
         consistency_proof(&leaves, old.size).map_err(|e| corrupt(data_dir, e.to_string()))?;
+    Ok(ConsistencyProof {
+        format: CONSISTENCY_FORMAT.into(),
+        old: old_note.to_string(),
+        new: new_note,
+        proof: proof.iter().map(hex::encode).collect(),
+    })
+}
+
+/// [`prove_consistency`] once retention removed records `1..=P`: the tree of the removed
+/// prefix comes from its tombstone, so the proof works for any old checkpoint of at least `P`
+/// records (an older one covers records that are gone).
+fn prove_after_removal(
+    data_dir: &Path,
+    base: &crate::Tombstone,
+    old_note: &str,
+    old: &Checkpoint,
+    new_note: String,
+    new: &Checkpoint,
+) -> Result<ConsistencyProof, LedgerError> {
+    let p = base.last_seq;
+    if old.size < p {
+        return Err(corrupt(
+            data_dir,
+            format!(
+                "the old checkpoint covers {} records, but records 1..={p} were removed by retention (tombstones/): a consistency proof needs the tree at the old size; check the old checkpoint against the tombstone of the segment it ends in instead",
+                old.size
+            ),
+        ));
+    }
+    let mut leaves: Vec<Hash> = Vec::new();
+    for rec in LedgerReader::open(data_dir, p + 1)? {
+        let rec = rec?;
+        let seq = crate::record::read_fields(&rec.line).map_or(0, |f| f.seq);
+        if seq <= p {
+            continue;
+        }
+        if p + leaves.len() as u64 == new.size {
+            break;
+        }
+        leaves.push(record_hash(&rec.line));
+    }
+    let tree = crate::bundle::Tree::with_base(&base.tree(), leaves.clone());
+    if p + leaves.len() as u64 != new.size || tree.root() != new.root {
+        return Err(corrupt(
+            data_dir,
+            "the ledger's records do not match its newest checkpoint: run `mcptrail verify`".into(),
+        ));
+    }
+    let old_tree =
+        crate::bundle::Tree::with_base(&base.tree(), leaves[..(old.size - p) as usize].to_vec());
+    if old_tree.root() != old.root {
+        return Err(corrupt(
+            data_dir,
+            format!(
+                "the ledger's first {} records do not match the old checkpoint: the log was rewritten since (fork)",
+                old.size
+            ),
+        ));
+    }
+    let proof = tree.consistency(old.size);
     Ok(ConsistencyProof {
         format: CONSISTENCY_FORMAT.into(),
         old: old_note.to_string(),

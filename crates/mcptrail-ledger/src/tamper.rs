@@ -49,6 +49,13 @@ pub enum Tamper {
     BadSignature,
     /// Make a sealed segment writable again.
     UnsealSegment,
+    /// Delete the oldest segment as if retention had purged it, but without a tombstone.
+    DeleteOldestSegment,
+    /// Sign (with the ledger's key, which the attacker has) a tombstone for a segment that is
+    /// not the oldest, and delete that segment: a hole made to look lawful.
+    TombstoneForMiddleSegment,
+    /// Change one character of a tombstone (its state, archived ↔ purged).
+    ModifyTombstone,
 }
 
 impl Tamper {
@@ -67,6 +74,9 @@ impl Tamper {
             Tamper::Fork { .. } => "fork / rollback",
             Tamper::BadSignature => "bad checkpoint signature",
             Tamper::UnsealSegment => "sealed segment made writable",
+            Tamper::DeleteOldestSegment => "oldest segment deleted, no tombstone",
+            Tamper::TombstoneForMiddleSegment => "tombstone forged for a middle segment",
+            Tamper::ModifyTombstone => "modified tombstone",
         }
     }
 }
@@ -207,8 +217,14 @@ fn resign(data_dir: &Path, segs: &[Seg], keep_upto: u64) -> Result<(), LedgerErr
         path: skey_path.clone(),
         reason: e.to_string(),
     })?;
-    let mut frontier = Frontier::new();
+    // After retention removed a prefix, the tree continues from the newest tombstone.
+    let base = crate::tombstone::removed_through(data_dir)?;
+    let through = base.as_ref().map_or(0, |b| b.last_seq);
+    let mut frontier = base.map_or_else(Frontier::new, |b| b.tree());
     for l in segs.iter().flat_map(|s| &s.lines) {
+        if read_fields(l).is_some_and(|f| f.seq <= through) {
+            continue;
+        }
         frontier.push(record_hash(l));
     }
     let cp = Checkpoint {
@@ -299,7 +315,9 @@ pub fn apply(data_dir: &Path, t: Tamper) -> Result<TamperSite, LedgerError> {
             if records == 0 || records >= total {
                 return Err(missing("not enough records"));
             }
-            let keep = total - records;
+            // Seqs continue after what retention removed.
+            let through = crate::tombstone::removed_through(data_dir)?.map_or(0, |t| t.last_seq);
+            let keep = through + total - records;
             let p = at(&segs, keep + 1)?;
             segs[p.0].lines.truncate(p.1);
             store(&segs[p.0])?;
@@ -363,6 +381,95 @@ pub fn apply(data_dir: &Path, t: Tamper) -> Result<TamperSite, LedgerError> {
             Ok(TamperSite {
                 seq: None,
                 file: format!("{CHECKPOINT_DIR}/{}", name(&path)),
+            })
+        }
+        Tamper::DeleteOldestSegment => {
+            if segs.len() < 2 {
+                return Err(missing("it needs at least 2 segments"));
+            }
+            let s = &segs[0];
+            let seq = s.lines.first().and_then(|l| read_fields(l)).map(|f| f.seq);
+            let _ = std::fs::set_permissions(&s.path, std::fs::Permissions::from_mode(0o600));
+            std::fs::remove_file(&s.path).map_err(LedgerError::io(&s.path))?;
+            Ok(TamperSite {
+                seq,
+                file: name(&s.path),
+            })
+        }
+        Tamper::TombstoneForMiddleSegment => {
+            if segs.len() < 3 {
+                return Err(missing("it needs at least 3 segments"));
+            }
+            let skey_path = data_dir.join(KEY_DIR).join("checkpoint.skey");
+            let text = std::fs::read_to_string(&skey_path)
+                .map_err(|_| missing("no checkpoint signing key"))?;
+            let signer = NoteSigner::from_skey(text.trim()).map_err(|e| LedgerError::Key {
+                path: skey_path.clone(),
+                reason: e.to_string(),
+            })?;
+            // The state after the segment before it, computed as the removal would.
+            let base = crate::tombstone::removed_through(data_dir)?;
+            let through = base.as_ref().map_or(0, |b| b.last_seq);
+            let mut frontier = base.map_or_else(Frontier::new, |b| b.tree());
+            let s = &segs[1];
+            for l in segs[..2].iter().flat_map(|s| &s.lines) {
+                if read_fields(l).is_some_and(|f| f.seq > through) {
+                    frontier.push(record_hash(l));
+                }
+            }
+            let first = s.lines.first().and_then(|l| read_fields(l)).map(|f| f.seq);
+            let last_line = s.lines.last().ok_or_else(|| missing("an empty segment"))?;
+            let f = read_fields(last_line).ok_or_else(|| missing("an odd record"))?;
+            let bytes = std::fs::read(&s.path).map_err(LedgerError::io(&s.path))?;
+            use sha2::Digest as _;
+            let t = crate::Tombstone {
+                origin: signer.verifier().name().to_string(),
+                segment: name(&s.path),
+                first_seq: first.unwrap_or(1),
+                last_seq: f.seq,
+                bytes: bytes.len() as u64,
+                sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+                last_hash: hex::encode(record_hash(last_line)),
+                frontier: frontier.subtree_roots().map(hex::encode).collect(),
+                mac_epoch: f.mac.map(|m| m.0),
+                times: ("-".into(), "-".into()),
+                labels: Vec::new(),
+                state: crate::TombstoneState::Purged,
+                archive: None,
+                time: mcptrail_event::now_rfc3339_nanos(),
+                meta: serde_json::json!({"forged": true}),
+            };
+            let note = t.sign(&signer).map_err(|reason| LedgerError::Key {
+                path: skey_path,
+                reason,
+            })?;
+            crate::tombstone::store(
+                &data_dir.join(crate::TOMBSTONE_DIR),
+                &crate::tombstone_file_name(t.first_seq, t.state),
+                &note,
+            )?;
+            let _ = std::fs::set_permissions(&s.path, std::fs::Permissions::from_mode(0o600));
+            std::fs::remove_file(&s.path).map_err(LedgerError::io(&s.path))?;
+            Ok(TamperSite {
+                seq: first,
+                file: name(&s.path),
+            })
+        }
+        Tamper::ModifyTombstone => {
+            let dir = data_dir.join(crate::TOMBSTONE_DIR);
+            let path = crate::list_tombstones(&dir)?
+                .pop()
+                .ok_or_else(|| missing("no tombstone (nothing was removed by retention)"))?;
+            let text = std::fs::read_to_string(&path).map_err(LedgerError::io(&path))?;
+            let changed = if text.contains("\nstate purged\n") {
+                text.replacen("\nstate purged\n", "\nstate archived\n", 1)
+            } else {
+                text.replacen("\nstate archived\n", "\nstate purged\n", 1)
+            };
+            std::fs::write(&path, changed).map_err(LedgerError::io(&path))?;
+            Ok(TamperSite {
+                seq: None,
+                file: format!("{}/{}", crate::TOMBSTONE_DIR, name(&path)),
             })
         }
         Tamper::UnsealSegment => {

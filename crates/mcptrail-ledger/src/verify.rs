@@ -24,7 +24,9 @@ use crate::anchor::{CheckpointAnchor, DirAnchor};
 use crate::checkpoint::{list_checkpoints, local_verifier, CHECKPOINT_DIR};
 use crate::record::{hash_record, read_fields, record_hash, RecordFields};
 use crate::segment::{list_segments, SegmentInfo};
+use crate::tombstone::{removed_through, Tombstone, Tombstones};
 use crate::{LedgerError, LEDGER_DIR};
+use sha2::Digest as _;
 
 /// Called with the number of bytes verified so far (for a progress bar).
 #[derive(Clone)]
@@ -215,6 +217,33 @@ pub enum Problem {
         /// Records in the ledger.
         records: u64,
     },
+    /// A tombstone that is not validly signed by the trusted key, cannot be read, or
+    /// disagrees with another tombstone of the same segment: forged or modified.
+    TombstoneInvalid {
+        /// The tombstone file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// A tombstone that does not continue the removed prefix: retention removes only the
+    /// oldest segments, so tombstones cover `1..=P` without a gap. A gap means a tombstone
+    /// was deleted, or one was made for records that are not the oldest.
+    TombstoneNotPrefix {
+        /// The tombstone file.
+        file: String,
+        /// The first seq it covers.
+        first_seq: u64,
+        /// The first seq the prefix needed next.
+        expected: u64,
+    },
+    /// A segment that tombstones say was removed is still there but differs from what the
+    /// tombstone signed, or the ledger does not continue where the tombstones end.
+    TombstoneMismatch {
+        /// The segment or tombstone concerned.
+        file: String,
+        /// What does not match.
+        reason: String,
+    },
     /// An unterminated last line with no writer active: a writer died mid-record. The next
     /// writer will quarantine it and append a `system.ledger_recovered` event.
     TornTail {
@@ -265,6 +294,9 @@ impl Problem {
             Problem::SegmentWritable { .. } => "segment_permissions",
             Problem::Unparseable { .. } => "unparseable",
             Problem::TornTail { .. } => "torn_tail",
+            Problem::TombstoneInvalid { .. } => "bad_tombstone",
+            Problem::TombstoneNotPrefix { .. } => "tombstone_not_prefix",
+            Problem::TombstoneMismatch { .. } => "tombstone_mismatch",
         }
     }
 }
@@ -331,6 +363,15 @@ impl std::fmt::Display for Problem {
                 f,
                 "{segment} byte {offset}: torn last line ({length} bytes) — a writer was killed mid-record; the next writer quarantines it"
             ),
+            Problem::TombstoneInvalid { file, reason } => write!(
+                f,
+                "{file}: not a valid tombstone signed by the trusted key ({reason}) — forged or modified"
+            ),
+            Problem::TombstoneNotPrefix { file, first_seq, expected } => write!(
+                f,
+                "{file}: covers records from seq {first_seq} but the removed prefix needs seq {expected} next — a tombstone is missing, or records other than the oldest were removed"
+            ),
+            Problem::TombstoneMismatch { file, reason } => write!(f, "{file}: {reason}"),
         }
     }
 }
@@ -370,8 +411,31 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// What could not be checked and why (makes the verdict "cannot verify").
     pub unchecked: Vec<String>,
+    /// Segments removed by retention, each under a validly signed tombstone, in seq order.
+    pub removed: Vec<RemovedSegment>,
     /// The overall result.
     pub verdict: Verdict,
+}
+
+/// A segment removed under a signed tombstone (see [`crate::Tombstone`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemovedSegment {
+    /// First seq of the removed records.
+    pub first_seq: u64,
+    /// Last seq.
+    pub last_seq: u64,
+    /// The segment's file name.
+    pub segment: String,
+    /// Archived (a copy kept elsewhere) or purged.
+    pub state: crate::TombstoneState,
+    /// The tombstone file (the newest for the segment).
+    pub tombstone: String,
+    /// When it was signed.
+    pub time: String,
+    /// Where a copy is kept, if archived.
+    pub archive: Option<String>,
+    /// Why (policy, authorisation), as the tombstone says.
+    pub meta: serde_json::Value,
 }
 
 /// The overall result of a verification.
@@ -424,18 +488,27 @@ const PARALLEL_MIN: usize = 256 << 10;
 pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
     let ledger_dir = data_dir.join(LEDGER_DIR);
     let segments = list_segments(&ledger_dir)?;
-    let from = opts.from_seq.max(1);
-    let start = segments
-        .iter()
-        .rposition(|s| s.first_seq <= from)
-        .unwrap_or(0);
+    let mut report = VerifyReport::default();
+    let verifier = match &opts.verifier {
+        Some(v) => Some(v.clone()),
+        None => local_verifier(data_dir)?,
+    };
+    let removed = load_removed(data_dir, opts, verifier.as_ref(), &segments, &mut report)?;
+    let through = removed.as_ref().map_or(0, |b| b.last_seq);
+    // Segments still there inside the removed prefix were checked against their tombstones.
+    let kept = segments.partition_point(|s| s.first_seq <= through);
+    let from = opts.from_seq.max(1).max(through + 1);
+    let start = kept.max(
+        segments
+            .iter()
+            .rposition(|s| s.first_seq <= from)
+            .unwrap_or(0),
+    );
+    report.segments = segments.len() - start.min(segments.len());
     let mut walk = Walk {
-        report: VerifyReport {
-            segments: segments.len() - start.min(segments.len()),
-            ..Default::default()
-        },
+        report,
         from,
-        check_tree: from <= 1,
+        check_tree: from <= through + 1,
         checkpoints: Vec::new(),
         next_cp: 0,
         frontier: Frontier::new(),
@@ -449,8 +522,39 @@ pub fn verify(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Led
         matched_sizes: Vec::new(),
         recovered: false,
     };
+    if let Some(base) = removed.as_ref().filter(|_| from == through + 1) {
+        // Continue the chain, the tree and the MAC epochs where the removed prefix ended.
+        walk.frontier = base.tree();
+        walk.prev = Some((base.last_seq, base.last_hash_bytes()));
+        walk.max_seq = base.last_seq;
+        walk.epochs.trusted = base.mac_epoch;
+        walk.epochs.max_seen = base.mac_epoch;
+        walk.saw_mac = base.mac_epoch.is_some();
+        if segments.get(kept).is_none() {
+            walk.report.problems.push(Problem::TombstoneMismatch {
+                file: LEDGER_DIR.to_string(),
+                reason: format!(
+                    "no segment follows the removed records 1..={through}: the active segment is gone (retention never removes it)"
+                ),
+            });
+        }
+    }
     if walk.check_tree {
-        walk.checkpoints = load_checkpoints(data_dir, opts, &mut walk.report)?;
+        walk.checkpoints = load_checkpoints(data_dir, opts, verifier.as_ref(), &mut walk.report)?;
+        if through > 0 {
+            // Checkpoints of removed records only: their signatures were checked, their
+            // roots cannot be (the records are gone; the tombstones carry the state).
+            let before = walk
+                .checkpoints
+                .partition_point(|(_, cp)| cp.size < through);
+            if before > 0 {
+                walk.report.notices.push(format!(
+                    "{before} signed checkpoint(s) cover only removed records (signatures checked; the tombstones carry the tree from there)"
+                ));
+            }
+            walk.next_cp = before;
+            walk.check_checkpoints();
+        }
     }
     let threads = opts.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -1053,6 +1157,7 @@ fn check_permissions(
 fn load_checkpoints(
     data_dir: &Path,
     opts: &VerifyOptions,
+    verifier: Option<&NoteVerifier>,
     report: &mut VerifyReport,
 ) -> Result<Vec<(String, Checkpoint)>, LedgerError> {
     // (label, note text) of every checkpoint: local files, then each anchor's.
@@ -1079,11 +1184,7 @@ fn load_checkpoints(
             )),
         }
     }
-    let verifier = match &opts.verifier {
-        Some(v) => Some(v.clone()),
-        None => local_verifier(data_dir)?,
-    };
-    let Some(verifier) = verifier else {
+    let Some(verifier) = verifier.cloned() else {
         if files.is_empty() {
             report
                 .notices
@@ -1132,6 +1233,91 @@ fn load_checkpoints(
         }
     }
     Ok(out)
+}
+
+/// The tombstones of the removed prefix, checked: problems for invalid ones, gaps and
+/// segments still present that differ from what was tombstoned; the report lists the removed
+/// segments. Returns the newest tombstone of the prefix (where the walk continues).
+fn load_removed(
+    data_dir: &Path,
+    opts: &VerifyOptions,
+    verifier: Option<&NoteVerifier>,
+    segments: &[SegmentInfo],
+    report: &mut VerifyReport,
+) -> Result<Option<Tombstone>, LedgerError> {
+    let mut tombs = Tombstones::load(data_dir, &opts.anchor_dirs, &opts.anchors, verifier)?;
+    report.unchecked.append(&mut tombs.unreadable);
+    if tombs.files == 0 {
+        return Ok(None);
+    }
+    if verifier.is_none() {
+        report.unchecked.push(format!(
+            "{} tombstone files exist but the public key to check them is missing (keys/checkpoint.vkey, or pass the key you were given)",
+            tombs.files
+        ));
+        // Follow the (unchecked) newest one, so the records after it are still checked.
+        return removed_through(data_dir);
+    }
+    let through = tombs.through();
+    for (file, reason) in std::mem::take(&mut tombs.invalid) {
+        report
+            .problems
+            .push(Problem::TombstoneInvalid { file, reason });
+    }
+    for (file, first_seq, expected) in std::mem::take(&mut tombs.not_prefix) {
+        report.problems.push(Problem::TombstoneNotPrefix {
+            file,
+            first_seq,
+            expected,
+        });
+    }
+    for seg in segments.iter().filter(|s| s.first_seq <= through) {
+        let name = name_of(&seg.path);
+        let Some((label, t)) = tombs
+            .ranges
+            .iter()
+            .find(|(_, t)| t.first_seq == seg.first_seq)
+        else {
+            report.problems.push(Problem::TombstoneMismatch {
+                file: name,
+                reason: format!(
+                    "this segment starts inside the removed records 1..={through} but no tombstone starts with it"
+                ),
+            });
+            continue;
+        };
+        let bytes = std::fs::read(&seg.path).map_err(LedgerError::io(&seg.path))?;
+        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        if name != t.segment || sha != t.sha256 || bytes.len() as u64 != t.bytes {
+            report.problems.push(Problem::TombstoneMismatch {
+                file: name,
+                reason: format!(
+                    "still present but not the segment {label} signed as removed (SHA-256 {} instead of {}) — modified after it was tombstoned",
+                    short(&sha),
+                    short(&t.sha256)
+                ),
+            });
+        } else {
+            report.notices.push(format!(
+                "{name}: removed under {label} but still present (an interrupted removal; the next `mcptrail retention run` deletes it); its bytes match the tombstone"
+            ));
+        }
+    }
+    report.removed = tombs
+        .ranges
+        .iter()
+        .map(|(label, t)| RemovedSegment {
+            first_seq: t.first_seq,
+            last_seq: t.last_seq,
+            segment: t.segment.clone(),
+            state: t.state,
+            tombstone: label.clone(),
+            time: t.time.clone(),
+            archive: t.archive.clone(),
+            meta: t.meta.clone(),
+        })
+        .collect();
+    Ok(tombs.ranges.into_iter().last().map(|(_, t)| t))
 }
 
 /// Whether another process holds the writer lock at this moment.

@@ -433,11 +433,22 @@ impl Ledger {
         self.tree = match behind {
             Some(t) => Some(t),
             None => {
+                // After retention removed the oldest segments, the newest tombstone holds
+                // the tree of the removed records: continue from it.
+                let base = crate::tombstone::removed_through(&self.data_dir)?;
+                let (start, from) = match &base {
+                    Some(t) => (t.tree(), t.last_seq + 1),
+                    None => (Default::default(), 1),
+                };
                 let mut hashes = Vec::new();
-                for rec in LedgerReader::open(&self.data_dir, 1)? {
-                    hashes.push(record_hash(&rec?.line));
+                for rec in LedgerReader::open(&self.data_dir, from)? {
+                    let rec = rec?;
+                    if read_fields(&rec.line).is_some_and(|f| f.seq < from) {
+                        continue; // a removed segment still there (an interrupted removal)
+                    }
+                    hashes.push(record_hash(&rec.line));
                 }
-                let t = TreeState::rebuild(&self.data_dir, hashes.into_iter())?;
+                let t = TreeState::rebuild(&self.data_dir, start, hashes.into_iter())?;
                 if t.frontier.size() != size {
                     return Err(LedgerError::Corrupt {
                         segment: self.dir.clone(),

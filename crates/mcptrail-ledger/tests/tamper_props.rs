@@ -34,6 +34,13 @@
 //!    that; removing the anchored checkpoints too; an attacker holding the current MAC key and
 //!    the checkpoint signing key (both live on the machine).
 //!
+//! 3. The same holds for a ledger whose oldest segments were removed by retention under
+//!    signed tombstones (anchored too): byte changes, record tampers and truncations of what
+//!    is left, any changed byte of a tombstone (`bad_tombstone`), and a deleted tombstone with
+//!    its anchored copy (`deleted_record` / `missing_segment` / `tombstone_not_prefix`) are
+//!    all reported; a local tombstone deleted while its anchored copy remains is not
+//!    tampering (the removal is still proven lawful).
+//!
 //! Sealed segments are made writable for a tamper and set back to their mode afterwards, and no
 //! report may blame permissions: the properties test the content checks, not the mode check.
 //!
@@ -58,8 +65,10 @@ use std::time::{Duration, Instant};
 use mcptrail_event::{Event, EventKind, GENESIS_HASH};
 use mcptrail_integrity::Seed;
 use mcptrail_ledger::{
-    default_seed_path, list_segments, local_verifier, verify, CheckpointPolicy, Ledger,
-    LedgerConfig, MacPolicy, Verdict, VerifyOptions, VerifyReport, CHECKPOINT_DIR, LEDGER_DIR,
+    default_seed_path, list_segments, list_tombstones, local_verifier, remove_segments,
+    removed_through, verify, CheckpointPolicy, Ledger, LedgerConfig, MacPolicy, Removal,
+    RemovalOptions, TombstoneState, Verdict, VerifyOptions, VerifyReport, CHECKPOINT_DIR,
+    LEDGER_DIR, TOMBSTONE_DIR,
 };
 use proptest::prelude::*;
 use tempfile::TempDir;
@@ -202,24 +211,61 @@ struct Pristine {
     opts: VerifyOptions,
     /// Stored lines, without `\n`, in order.
     lines: Vec<Vec<u8>>,
-    /// Records covered by the newest checkpoint; the rest is the unsigned tail.
+    /// Records of the stored lines covered by the newest checkpoint; the rest is the unsigned
+    /// tail.
     covered: u64,
+    /// Records `1..=base` were removed by retention under signed tombstones (0: none).
+    base: u64,
 }
 
 impl Pristine {
     fn build(spec: &Spec) -> Pristine {
+        Pristine::build_purged(spec, 0)
+    }
+
+    /// Written, then its oldest `purge` segments (at most all but the newest) removed under
+    /// signed tombstones, anchored too — what retention does.
+    fn build_purged(spec: &Spec, purge: usize) -> Pristine {
         let data = tempdir();
         let anchor = tempdir();
         write(spec, data.path(), anchor.path());
+        let names: Vec<String> = segments(data.path())
+            .iter()
+            .map(|s| s.file_name().unwrap().to_str().unwrap().to_string())
+            .collect();
+        let purge = purge.min(names.len().saturating_sub(1));
+        let removals: Vec<Removal> = names[..purge]
+            .iter()
+            .map(|n| Removal {
+                segment: n.clone(),
+                state: TombstoneState::Purged,
+                archive: None,
+            })
+            .collect();
+        remove_segments(
+            data.path(),
+            &removals,
+            &RemovalOptions {
+                meta: serde_json::json!({"policy": "test"}),
+                anchor_dir: Some(anchor.path().to_path_buf()),
+                ..RemovalOptions::default()
+            },
+        )
+        .unwrap();
         let p = Pristine::open(data, anchor);
         let signed: usize = spec.batches.iter().map(Vec::len).sum();
         let tail: usize = spec.tail.iter().map(Vec::len).sum();
-        assert_eq!(p.records(), (signed + tail) as u64);
+        assert_eq!(p.base + p.records(), (signed + tail) as u64);
         assert!(
-            p.covered >= signed as u64,
+            p.base + p.covered >= signed as u64,
             "checkpoint_now signed everything"
         );
         p
+    }
+
+    /// The tombstone files (local), in order.
+    fn tombstones(&self) -> Vec<PathBuf> {
+        list_tombstones(&self.path().join(TOMBSTONE_DIR)).unwrap()
     }
 
     /// Read what an auditor has (the seed, the checkpoint key, the anchor) and check that the
@@ -241,6 +287,7 @@ impl Pristine {
             opts,
             lines: Vec::new(),
             covered: 0,
+            base: 0,
         };
         p.reload();
         p
@@ -264,7 +311,8 @@ impl Pristine {
         );
         assert_eq!(r.records, n, "every record was read");
         assert_eq!(r.macs_checked, n, "every record's MAC was checked");
-        self.covered = r.latest_checkpoint.expect("a checkpoint was verified");
+        self.base = r.removed.last().map_or(0, |t| t.last_seq);
+        self.covered = r.latest_checkpoint.expect("a checkpoint was verified") - self.base;
         assert!(self.covered <= n);
     }
 
@@ -307,6 +355,11 @@ impl Pristine {
         copy_tree(self.path(), work.path());
         tamper(work.path());
         let r = self.verify(work.path());
+        ANCHOR_RESTORE.with(|saved| {
+            for (path, bytes) in saved.borrow_mut().drain(..) {
+                fs::write(path, bytes).unwrap();
+            }
+        });
         if r.verdict != Verdict::Tampered || r.problems.is_empty() {
             return Err(format!(
                 "NOT DETECTED: {what:?}: verdict {:?}, problems {:?}, unchecked {:?}, records {}",
@@ -481,11 +534,16 @@ fn check_truncation(p: &Pristine, t: Truncation) -> Result<(), String> {
 /// The ledger's records, segment by segment, for record-level tampers.
 struct Records {
     segs: Vec<(PathBuf, Vec<Vec<u8>>)>,
+    /// Where the removed prefix ends: (last seq, its record hash, its MAC epoch).
+    base: Option<(u64, String, u64)>,
 }
 
 impl Records {
     fn load(data_dir: &Path) -> Records {
         Records {
+            base: removed_through(data_dir)
+                .unwrap()
+                .map(|t| (t.last_seq, t.last_hash, t.mac_epoch.unwrap_or(0))),
             segs: segments(data_dir)
                 .into_iter()
                 .map(|p| {
@@ -614,9 +672,11 @@ fn epoch_of(line: &[u8]) -> u64 {
 
 /// seq and prev_hash that fit a record put before record `at` of `recs`.
 fn fitting(recs: &Records, at: usize) -> (u64, String) {
-    match at {
-        0 => (1, GENESIS_HASH.to_string()),
-        _ => (at as u64 + 1, hash_hex(&recs.get(at - 1))),
+    let base = recs.base.as_ref().map_or(0, |b| b.0);
+    match (at, &recs.base) {
+        (0, None) => (1, GENESIS_HASH.to_string()),
+        (0, Some((_, h, _))) => (base + 1, h.clone()),
+        _ => (base + at as u64 + 1, hash_hex(&recs.get(at - 1))),
     }
 }
 
@@ -689,7 +749,7 @@ impl RecordTamper {
                     e.seq = 0;
                 }
                 let epoch = match at {
-                    0 => 0,
+                    0 => recs.base.as_ref().map_or(0, |b| b.2),
                     _ => epoch_of(&recs.get(at - 1)),
                 };
                 let tag = hash_hex(&salt.to_be_bytes());
@@ -805,6 +865,79 @@ proptest! {
         p.check_random_byte(byte, if in_tail { p.signed_bytes() } else { 0 });
         p.check_random_record_tamper(rec);
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        max_shrink_time: 10_000,
+        ..ProptestConfig::with_cases(cases(16))
+    })]
+
+    /// With its oldest segments removed under signed tombstones: a byte change, a record
+    /// tamper and a truncation of what is left, a byte change in a tombstone, and a deleted
+    /// tombstone (local and anchored copy), each on its own copy, are all reported.
+    #[test]
+    fn tampering_a_purged_ledger_is_detected(
+        spec in spec(false),
+        purge in 1usize..=3,
+        byte in (any::<u64>(), any::<u8>(), any::<bool>()),
+        rec in (any::<u8>(), any::<usize>(), any::<usize>(), any::<u32>()),
+        cut in (any::<u64>(), any::<bool>(), any::<bool>()),
+        ts in (any::<usize>(), any::<usize>(), 1u8..=255),
+    ) {
+        let p = Pristine::build_purged(&spec, purge);
+        prop_assume!(p.base > 0, "the ledger had a segment to remove");
+        let total = total_len(p.path());
+        if total > 0 {
+            p.check_random_byte(byte, 0);
+            p.check_random_record_tamper(rec);
+            let t = Truncation { keep: cut.0 % total, remove_emptied: cut.1, remove_local_checkpoints: cut.2 };
+            check_truncation(&p, t).map_err(TestCaseError::fail)?;
+        }
+        let files = p.tombstones();
+        let file = &files[ts.0 % files.len()];
+        let len = fs::metadata(file).unwrap().len() as usize;
+        let change = TombstoneTamper::Byte { file: ts.0 % files.len(), offset: ts.1 % len, xor: ts.2 };
+        p.check(&change, |d| change.apply(&p, d));
+        let delete = TombstoneTamper::Delete { file: ts.0 % files.len() };
+        p.check(&delete, |d| delete.apply(&p, d));
+    }
+}
+
+/// Tampering with tombstones (the local files; a deletion takes the anchored copy too).
+#[derive(Debug, Clone, Copy)]
+enum TombstoneTamper {
+    /// XOR one byte of the `file`-th tombstone.
+    Byte { file: usize, offset: usize, xor: u8 },
+    /// Delete the `file`-th tombstone and its anchored copy.
+    Delete { file: usize },
+}
+
+impl TombstoneTamper {
+    fn apply(&self, p: &Pristine, data_dir: &Path) {
+        let name = |i: usize| p.tombstones()[i].file_name().unwrap().to_owned();
+        match *self {
+            TombstoneTamper::Byte { file, offset, xor } => {
+                let path = data_dir.join(TOMBSTONE_DIR).join(name(file));
+                let mut b = fs::read(&path).unwrap();
+                b[offset] ^= xor;
+                fs::write(&path, b).unwrap();
+            }
+            TombstoneTamper::Delete { file } => {
+                fs::remove_file(data_dir.join(TOMBSTONE_DIR).join(name(file))).unwrap();
+                // The auditor's anchor is shared by the copies: restore it afterwards.
+                let anchored = p.anchor.path().join(TOMBSTONE_DIR).join(name(file));
+                let saved = fs::read(&anchored).unwrap();
+                fs::remove_file(&anchored).unwrap();
+                ANCHOR_RESTORE.with(|r| r.borrow_mut().push((anchored, saved)));
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Anchored files a tamper removed, put back once the copy was verified.
+    static ANCHOR_RESTORE: std::cell::RefCell<Vec<(PathBuf, Vec<u8>)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Pristine {
@@ -1238,7 +1371,100 @@ fn newest_record_rewritten_with_seq_zero_is_detected() {
     );
 }
 
+/// `small_signed` with its oldest segment removed under a signed tombstone.
+fn small_purged() -> Pristine {
+    let p = Pristine::build_purged(
+        &Spec {
+            batches: small_spec(&[2, 1, 3, 2, 2]),
+            tail: Vec::new(),
+            segment_max_bytes: 1000,
+            every_records: 0,
+            epoch_records: 3,
+        },
+        1,
+    );
+    assert!(p.base > 0 && p.records() > 0);
+    assert_eq!(p.tombstones().len(), 1);
+    p
+}
+
+#[test]
+fn after_a_purge_structural_changes_record_tampers_and_truncations_are_detected() {
+    let p = small_purged();
+    sweep_bytes(&p, &structural_changes(&p));
+    let segs = segments(p.path()).len();
+    sweep_records(&p, &record_tampers_budget(p.records() as usize, segs));
+    sweep_truncations(&p, &line_starts(&p), &[false, true]);
+}
+
+/// Every byte of the tombstone changed (one bit in the default run: the signature covers
+/// every byte of the body and the signature line is checked strictly).
+fn sweep_tombstone(p: &Pristine, xors: &[u8]) {
+    let started = Instant::now();
+    let len = fs::metadata(&p.tombstones()[0]).unwrap().len() as usize;
+    let mut missed = Vec::new();
+    let mut n = 0;
+    for offset in 0..len {
+        for &xor in xors {
+            let t = TombstoneTamper::Byte {
+                file: 0,
+                offset,
+                xor,
+            };
+            n += 1;
+            if let Err(e) = p.try_check(&t, |d| t.apply(p, d)) {
+                missed.push(e);
+            }
+        }
+    }
+    eprintln!("{n} tombstone byte changes in {:?}", started.elapsed());
+    assert!(
+        missed.is_empty(),
+        "{} of {n} not detected:\n{}",
+        missed.len(),
+        missed.join("\n")
+    );
+}
+
+#[test]
+fn every_byte_of_a_tombstone_is_protected_and_its_deletion_is_detected() {
+    let p = small_purged();
+    sweep_tombstone(&p, &[0x01]);
+    let t = TombstoneTamper::Delete { file: 0 };
+    let r = p.check(&t, |d| t.apply(&p, d));
+    assert!(
+        r.problems.iter().any(|x| x.class() == "deleted_record"),
+        "{:?}",
+        r.problems
+    );
+    // The local tombstone alone deleted: the anchored copy still proves the removal lawful.
+    let r = {
+        let work = tempdir();
+        copy_tree(p.path(), work.path());
+        fs::remove_dir_all(work.path().join(TOMBSTONE_DIR)).unwrap();
+        p.verify(work.path())
+    };
+    assert_eq!(r.verdict, Verdict::Intact, "{:?}", r.problems);
+}
+
 // ---- the full sweeps: minutes in debug ----
+
+#[test]
+#[ignore = "exhaustive: every byte of a tombstone x 4 values, every byte change of the segment that continues from it, every record tamper"]
+fn every_tombstone_and_purged_ledger_change_is_detected_exhaustive() {
+    let p = small_purged();
+    sweep_tombstone(&p, &[0x01, 0x20, 0x80, 0xff]);
+    // The segment right after the tombstone is where the chain, tree and epochs continue
+    // from its state; the later ones are what the other exhaustive sweeps cover already.
+    let first_len = fs::metadata(&segments(p.path())[0]).unwrap().len();
+    let changes: Vec<_> = every_change(&p)
+        .into_iter()
+        .filter(|c| c.0 < first_len)
+        .collect();
+    sweep_bytes(&p, &changes);
+    let segs = segments(p.path()).len();
+    sweep_records(&p, &record_tampers_all(p.records() as usize, segs));
+}
 
 #[test]
 #[ignore = "exhaustive: every byte offset x 3-5 values; minutes in debug (--release advised)"]

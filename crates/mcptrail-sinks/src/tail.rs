@@ -11,7 +11,9 @@
 //! - moves to the next segment only when one exists *and* the current one has nothing more
 //!   past our offset (the writer seals a segment before it starts the next one).
 //! - checks that `seq` increases by exactly one. A gap or an unparsable line stops the
-//!   consumer with an error instead of skipping events.
+//!   consumer with an error instead of skipping events — except records removed by retention
+//!   under signed tombstones before the sink shipped them: the tail continues after them and
+//!   says so ([`LedgerTail::skipped_removed`]).
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -88,6 +90,7 @@ pub struct LedgerTail {
     from_seq: u64,
     buf: Vec<u8>,
     last_seen: Option<(u64, String)>,
+    skipped_removed: Option<(u64, u64)>,
 }
 
 impl LedgerTail {
@@ -100,7 +103,14 @@ impl LedgerTail {
             from_seq: from_seq.max(1),
             buf: Vec::with_capacity(64 * 1024),
             last_seen: None,
+            skipped_removed: None,
         }
+    }
+
+    /// The records the cursor asked for that retention had removed before they were shipped
+    /// (`first..=last`), if the tail had to skip them.
+    pub fn skipped_removed(&self) -> Option<(u64, u64)> {
+        self.skipped_removed
     }
 
     /// `seq` and time of the last record returned.
@@ -200,6 +210,18 @@ impl LedgerTail {
                         self.expect, rec.seq
                     ),
                 });
+            }
+            if self.expect == 0 && self.from_seq > 1 && rec.seq > self.from_seq {
+                // Retention removed the records the cursor points at (signed tombstones up
+                // to just before this one): they cannot be shipped any more; go on.
+                let removed = mcptrail_ledger::removed_through(
+                    self.ledger_dir.parent().unwrap_or(Path::new(".")),
+                )?
+                .map_or(0, |t| t.last_seq);
+                if removed + 1 == rec.seq {
+                    self.skipped_removed = Some((self.from_seq, removed));
+                    self.from_seq = rec.seq;
+                }
             }
             if self.expect == 0 && self.from_seq > 1 && rec.seq != self.from_seq {
                 return Err(Error::LedgerContent {

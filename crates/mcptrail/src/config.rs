@@ -38,6 +38,9 @@ pub(crate) struct Config {
     /// `[detect]`: rules, the built-in pack, the streaming detector of the taps.
     #[serde(default)]
     pub(crate) detect: mcptrail_detect::DetectConfig,
+    /// `[retention]`: the policy per label, the archive (`mcptrail retention`).
+    #[serde(default)]
+    pub(crate) retention: mcptrail_retention::RetentionConfig,
     /// The directory of the configuration file (relative rule files are taken from there).
     #[serde(skip)]
     pub(crate) base_dir: Option<PathBuf>,
@@ -141,7 +144,27 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Config> {
     let cfg: Config =
         toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
     mcptrail_sinks::validate_all(&cfg.sinks)?;
+    validate_retention(&cfg)?;
     Ok(cfg)
+}
+
+/// `[retention]` must describe a policy that can be applied, and `archive_s3_sink` must name
+/// an S3 sink that uploads sealed segments.
+fn validate_retention(cfg: &Config) -> anyhow::Result<()> {
+    cfg.retention.policy()?;
+    if let Some(name) = &cfg.retention.archive_s3_sink {
+        let sink = cfg.sinks.iter().find(|s| &s.name == name);
+        match sink.map(|s| &s.target) {
+            Some(mcptrail_sinks::SinkTarget::S3(c)) if c.segments => {}
+            Some(mcptrail_sinks::SinkTarget::S3(_)) => anyhow::bail!(
+                "[retention] archive_s3_sink = \"{name}\": that sink has segments = false, so it never uploads the segments to archive"
+            ),
+            _ => anyhow::bail!(
+                "[retention] archive_s3_sink = \"{name}\": no [[sinks]] of type \"s3\" has that name"
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// Where the pseudonym key is: `[redact] token_key_file`, else `<data_dir>/keys/redact.key`.
@@ -241,6 +264,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("streming"), "{err}");
+    }
+
+    #[test]
+    fn retention_settings_are_checked() {
+        let c = parse("[retention]\nretention_days = 90\nlabel_retention_days = { pci = 365 }\nlabel_at_hand_days = { pci = 90 }\narchive_dir = \"/mnt/a\"\n").unwrap();
+        let p = c.retention.policy().unwrap().unwrap();
+        assert_eq!(p.rule_for(&["pci"]).at_hand_days, 90);
+        let err = parse("[retention]\nretention_days = 10\nat_hand_days = 11\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at_hand_days (11) exceeds"), "{err}");
+        let err = parse("[retention]\nretention_days = 10\narchive_s3_sink = \"worm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no [[sinks]] of type"), "{err}");
+        let err = parse("[retention]\nretension_days = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("retension_days"), "{err}");
     }
 
     #[test]

@@ -78,6 +78,9 @@ enum Command {
     /// Deliver the ledger to the configured [[sinks]] until caught up (`--follow`: keep
     /// tailing); `--status` shows each sink's cursor and lag.
     Ship(commands::ship::Args),
+    /// Retention by label: `plan` what would be archived and purged, `run` it (signed
+    /// tombstones keep `verify` passing), `selfcheck` that it did what the policy says.
+    Retention(commands::retention::Args),
     /// Rebuild the query index from the ledger.
     Reindex,
     /// Print the JSON Schema of audit events (schema v1).
@@ -187,6 +190,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
         ),
         Command::Ship(args) => commands::ship::run(args, &cfg, &data_dir),
+        Command::Retention(args) => {
+            commands::retention::run(args, &data_dir, &cfg, config::path(cli.config.as_deref()))
+        }
         Command::Reindex => commands::reindex(&data_dir),
         Command::Schema => {
             println!(

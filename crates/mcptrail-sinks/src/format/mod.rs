@@ -80,7 +80,9 @@ pub(crate) fn severity_0_10(v: &Value) -> u8 {
         },
         "malformed" | "tool.changed" | "system.error" | "system.ledger_recovered" => 5,
         "mcp.response" if str_at(v, "/response_summary/status").is_some_and(|s| s != "ok") => 4,
-        "governance.forget" | "governance.reveal" => 5,
+        "governance.forget" | "governance.reveal" | "governance.retention" | "governance.purge" => {
+            5
+        }
         _ => 1,
     }
 }

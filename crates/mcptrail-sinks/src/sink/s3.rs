@@ -5,6 +5,7 @@
 //! PUT /<bucket>/<prefix>events/<first seq>-<last seq>.jsonl     one object per batch
 //! PUT /<bucket>/<prefix>segments/seg-<first seq>.jsonl           each sealed segment, verbatim
 //! PUT /<bucket>/<prefix>checkpoints/cp-<size>.note               each signed checkpoint
+//! PUT /<bucket>/<prefix>tombstones/ts-<first seq>-<state>.note   each retention tombstone
 //!     x-amz-object-lock-mode: COMPLIANCE
 //!     x-amz-object-lock-retain-until-date: <now + retention>     (label retention, see below)
 //!     Content-MD5 + x-amz-checksum-sha256                        (S3 requires a digest for
@@ -276,6 +277,16 @@ impl S3Client {
             region: region.to_string(),
             creds,
         })
+    }
+
+    /// The client of an S3 sink's configuration (loading its credentials now).
+    pub fn from_config(cfg: &S3SinkConfig) -> Result<Self, String> {
+        client(cfg)
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
     }
 
     /// `s3://bucket` plus the endpoint, for messages.
@@ -586,6 +597,66 @@ impl S3Sink {
         }
     }
 
+    /// Upload every tombstone (retention) not uploaded yet to `<prefix>tombstones/`, under
+    /// Object Lock: the evidence that a removal was lawful leaves the machine too. Progress:
+    /// the names uploaded, one a line, in `sinks/<name>.tombstones`.
+    fn ship_tombstones(&self, dir: &Path) -> Result<(), SendError> {
+        let err = |e: String| SendError::new(SendErrorKind::Transport, e);
+        let files = mcptrail_ledger::list_tombstones(&dir.join(mcptrail_ledger::TOMBSTONE_DIR))
+            .map_err(|e| err(e.to_string()))?;
+        if files.is_empty() {
+            return Ok(());
+        }
+        let sinks = dir.join(crate::cursor::SINKS_DIR);
+        let progress = sinks.join(format!("{}.tombstones", self.name));
+        let mut done: std::collections::BTreeSet<String> = std::fs::read_to_string(&progress)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect();
+        for path in files {
+            let name = path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if done.contains(&name) {
+                continue;
+            }
+            let bytes =
+                std::fs::read(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+            self.client.put_locked(
+                &format!("{}tombstones/{name}", self.prefix),
+                &bytes,
+                "text/plain; charset=utf-8",
+                self.cfg.lock_mode,
+                self.cfg.longest_retention(),
+            )?;
+            done.insert(name);
+            let text: String = done.iter().map(|n| format!("{n}\n")).collect();
+            let tmp = sinks.join(format!(".{}.tombstones.tmp", self.name));
+            {
+                use std::io::Write;
+                use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&sinks)
+                    .and_then(|()| {
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .create(true)
+                            .truncate(true)
+                            .mode(0o600)
+                            .open(&tmp)
+                    })
+                    .and_then(|mut f| f.write_all(text.as_bytes()))
+                    .and_then(|()| std::fs::rename(&tmp, &progress))
+                    .map_err(|e| err(format!("{}: {e}", progress.display())))?;
+            }
+        }
+        Ok(())
+    }
+
     fn ship_segments(&self, dir: &Path) -> Result<(), SendError> {
         // Progress: the first seq of the newest sealed segment uploaded.
         let progress = CheckpointProgress::named(dir, &format!("{}.segments", self.name));
@@ -654,6 +725,7 @@ impl Sink for S3Sink {
         if let Some(dir) = self.data_dir.clone() {
             if self.cfg.checkpoints {
                 self.ship_checkpoints(&dir)?;
+                self.ship_tombstones(&dir)?;
             }
             if self.cfg.segments {
                 self.ship_segments(&dir)?;
@@ -699,6 +771,8 @@ impl Sink for S3Sink {
 pub struct S3Anchor {
     client: S3Client,
     prefix: String,
+    /// The sink's prefix (tombstones are under `<base>tombstones/`).
+    base: String,
     mode: LockMode,
     days: u32,
 }
@@ -709,6 +783,7 @@ impl S3Anchor {
         Ok(S3Anchor {
             client: client(cfg)?,
             prefix: format!("{}checkpoints/", cfg.effective_prefix()),
+            base: cfg.effective_prefix(),
             mode: cfg.lock_mode,
             days: cfg.longest_retention(),
         })
@@ -746,6 +821,29 @@ impl mcptrail_ledger::CheckpointAnchor for S3Anchor {
         };
         let mut out = Vec::new();
         for key in self.client.list(&self.prefix).map_err(err)? {
+            if !key.ends_with(".note") {
+                continue;
+            }
+            let body = self.client.get(&key).map_err(err)?;
+            out.push((
+                format!("s3://{}/{key}", self.client.bucket),
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn fetch_tombstones(&self) -> Result<Vec<(String, String)>, mcptrail_ledger::LedgerError> {
+        let err = |e: SendError| mcptrail_ledger::LedgerError::Anchor {
+            anchor: self.label(),
+            reason: e.to_string(),
+        };
+        let mut out = Vec::new();
+        for key in self
+            .client
+            .list(&format!("{}tombstones/", self.base))
+            .map_err(err)?
+        {
             if !key.ends_with(".note") {
                 continue;
             }

@@ -400,8 +400,12 @@ fn follow(
             return Ok(0);
         }
     };
+    let removed = mcptrail_ledger::removed_through(data_dir)?.map_or(0, |t| t.last_seq);
     let (start, mut committed) = match cursor.load()? {
         None => (1, 0),
+        // Retention removed the cursor's record (under signed tombstones): it cannot be
+        // compared any more; go on after the removed records.
+        Some(s) if s.seq <= removed => (removed + 1, s.seq),
         Some(s) => {
             let mut check = mcptrail_sinks::LedgerTail::open(data_dir, s.seq);
             match check.next_record()? {
@@ -579,5 +583,62 @@ impl Chores {
         self.newest = self.newest.max(b.version);
         det.engine_mut().add_baseline(b);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The streaming detector's cursor names a record retention then removed: it resumes
+    /// after the removed records instead of refusing the cursor as another ledger's.
+    #[test]
+    fn the_streaming_detector_resumes_after_records_retention_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LedgerConfig {
+            segment_max_bytes: 1,
+            fsync: false,
+            ..LedgerConfig::default()
+        };
+        let mut l = mcptrail_ledger::Ledger::open(dir.path(), cfg.clone()).unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let mut e = Event::new(mcptrail_event::EventKind::SystemHeartbeat);
+            ids.push(e.event_id.clone());
+            l.append(std::slice::from_mut(&mut e)).unwrap();
+        }
+        drop(l);
+        DetectCursor::new(dir.path()).store(1, &ids[0], 1).unwrap();
+        let first = mcptrail_ledger::list_segments(&dir.path().join(mcptrail_ledger::LEDGER_DIR))
+            .unwrap()[0]
+            .path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        mcptrail_ledger::remove_segments(
+            dir.path(),
+            &[mcptrail_ledger::Removal {
+                segment: first,
+                state: mcptrail_ledger::TombstoneState::Purged,
+                archive: None,
+            }],
+            &mcptrail_ledger::RemovalOptions::default(),
+        )
+        .unwrap();
+        let rules = RuleSet::load(&mcptrail_detect::DetectConfig::default(), &[], None).unwrap();
+        let stop = AtomicBool::new(true);
+        follow(
+            dir.path(),
+            &cfg,
+            rules,
+            Duration::from_millis(10),
+            &stop,
+            &Config::default(),
+        )
+        .unwrap();
+        let st = DetectCursor::new(dir.path()).load().unwrap().unwrap();
+        assert_eq!(st.seq, 3, "it read on to the end");
     }
 }

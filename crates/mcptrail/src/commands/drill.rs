@@ -95,19 +95,25 @@ pub(crate) fn run(
     if n < 4 {
         bail!("the ledger holds {n} records; the drill needs at least 4 (or run `mcptrail drill --practice`)");
     }
-    let mid = n / 2;
+    // Records 1..first-1 may have been removed by retention (under tombstones).
+    let first = baseline.first_seq.unwrap_or(1);
+    let last = baseline.last_seq.unwrap_or(n);
+    let mid = first + n / 2;
     let cases = [
         Tamper::ModifyRecord { seq: mid },
         Tamper::ModifyAndRechain { seq: mid },
-        Tamper::RemacWithCurrentKey { seq: 2 },
+        Tamper::RemacWithCurrentKey { seq: first + 1 },
         Tamper::DeleteRecord { seq: mid },
         Tamper::InsertForged { after_seq: mid },
         Tamper::SwapRecords { seq: mid },
         Tamper::TruncateTail { records: 1 },
         Tamper::DeleteSegment,
-        Tamper::Fork { from_seq: n - 1 },
+        Tamper::Fork { from_seq: last - 1 },
         Tamper::BadSignature,
         Tamper::UnsealSegment,
+        Tamper::DeleteOldestSegment,
+        Tamper::TombstoneForMiddleSegment,
+        Tamper::ModifyTombstone,
     ];
     let mut rows = Vec::new();
     for (i, t) in cases.iter().enumerate() {
@@ -209,7 +215,7 @@ fn explain_miss(t: &Tamper, anchor: &Option<PathBuf>, seed: &Option<Seed>) -> St
     }
 }
 
-/// Copy the ledger, checkpoints and keys of `from` into `to` (modes kept), holding the writer
+/// Copy the ledger, checkpoints, keys and tombstones of `from` into `to` (modes kept), holding the writer
 /// lock of `from` so no batch is half-copied.
 fn snapshot(from: &Path, to: &Path) -> anyhow::Result<()> {
     let lock = std::fs::File::open(from.join(LEDGER_DIR).join("LOCK")).ok();
@@ -221,7 +227,11 @@ fn snapshot(from: &Path, to: &Path) -> anyhow::Result<()> {
         LEDGER_DIR,
         mcptrail_ledger::CHECKPOINT_DIR,
         mcptrail_ledger::KEY_DIR,
+        mcptrail_ledger::TOMBSTONE_DIR,
     ] {
+        if sub == mcptrail_ledger::TOMBSTONE_DIR && !from.join(sub).exists() {
+            continue;
+        }
         copy_dir(&from.join(sub), &to.join(sub))?;
     }
     Ok(())
@@ -280,5 +290,24 @@ fn build_practice(dir: &Path, anchor: &Path) -> anyhow::Result<()> {
         l.append(&mut batch)?;
     }
     l.checkpoint_now()?;
+    drop(l);
+    // Retention removed the oldest segment (so the tombstone classes apply too).
+    let oldest = mcptrail_ledger::list_segments(&dir.join(LEDGER_DIR))?
+        .first()
+        .and_then(|s| s.path.file_name()?.to_str().map(String::from))
+        .context("the practice ledger has a segment")?;
+    mcptrail_ledger::remove_segments(
+        dir,
+        &[mcptrail_ledger::Removal {
+            segment: oldest,
+            state: mcptrail_ledger::TombstoneState::Purged,
+            archive: None,
+        }],
+        &mcptrail_ledger::RemovalOptions {
+            meta: serde_json::json!({"policy": "drill practice"}),
+            anchor_dir: Some(anchor.to_path_buf()),
+            ..Default::default()
+        },
+    )?;
     Ok(())
 }

@@ -11,6 +11,7 @@ pub(crate) mod export;
 pub(crate) mod gateway;
 pub(crate) mod log;
 pub(crate) mod privacy;
+pub(crate) mod retention;
 pub(crate) mod ship;
 pub(crate) mod timeline;
 pub(crate) mod verify;

@@ -177,6 +177,9 @@ pub(crate) fn print_report(report: &VerifyReport, skip_macs: bool) {
         _ => "empty".into(),
     };
     let plural = |n: u64| if n == 1 { "" } else { "s" };
+    for line in removed_lines(&report.removed) {
+        println!("{line}");
+    }
     match report.verdict {
         Verdict::Tampered => println!(
             "FAIL  TAMPERED: {} problem(s) in {} records ({range})",
@@ -216,4 +219,64 @@ pub(crate) fn print_report(report: &VerifyReport, skip_macs: bool) {
             }
         }
     }
+}
+
+/// One line per run of consecutive removed segments with the same state and authority:
+/// `OK    seq 1..=40960 purged under policy default 90d, pci 365d (at hand 90d) by tombstones
+/// tombstones/ts-…1-purged.note … (3 segments), signatures OK`.
+fn removed_lines(removed: &[mcptrail_ledger::RemovedSegment]) -> Vec<String> {
+    let why = |m: &serde_json::Value| -> String {
+        if m["outside_policy"] == serde_json::json!(true) {
+            let a = &m["authorisation"];
+            return format!(
+                "by request {} ({}, approved by {}: {})",
+                a["request_id"].as_str().unwrap_or("?"),
+                a["requested_by"].as_str().unwrap_or("?"),
+                a["approved_by"].as_str().unwrap_or("?"),
+                m["reason"].as_str().unwrap_or("")
+            );
+        }
+        match serde_json::from_value::<mcptrail_retention::Policy>(m["policy"].clone()) {
+            Ok(p) => format!("under policy {}", p.describe()),
+            Err(_) => "under a policy this version cannot read".into(),
+        }
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < removed.len() {
+        let first = &removed[i];
+        let mut j = i;
+        while j + 1 < removed.len()
+            && removed[j + 1].state == first.state
+            && why(&removed[j + 1].meta) == why(&first.meta)
+        {
+            j += 1;
+        }
+        let last = &removed[j];
+        let n = j - i + 1;
+        let files = if n == 1 {
+            format!("tombstone {}", first.tombstone)
+        } else {
+            format!(
+                "tombstones {} … {} ({n} segments)",
+                first.tombstone, last.tombstone
+            )
+        };
+        let state = match first.state {
+            mcptrail_ledger::TombstoneState::Archived => format!(
+                "removed here (archived to {})",
+                first.archive.as_deref().unwrap_or("?")
+            ),
+            mcptrail_ledger::TombstoneState::Purged => "purged".to_string(),
+        };
+        out.push(format!(
+            "OK    seq {}..={} {state} {} by {files}, signature{} OK",
+            first.first_seq,
+            last.last_seq,
+            why(&first.meta),
+            if n == 1 { "" } else { "s" }
+        ));
+        i = j + 1;
+    }
+    out
 }

@@ -120,6 +120,9 @@ fn drill_shows_every_tamper_class_detected() {
         "fork / rollback",
         "bad checkpoint signature",
         "history re-MACed with the current key",
+        "oldest segment deleted, no tombstone",
+        "tombstone forged for a middle segment",
+        "modified tombstone",
     ] {
         let row = out
             .lines()

@@ -14,6 +14,7 @@ mod otlp;
 mod peers;
 mod query;
 mod redaction;
+mod retention;
 mod scenarios;
 mod ship;
 mod siem;

@@ -35,7 +35,9 @@ fn severity(v: Option<&EventView<'_>>, kind: &str) -> (u64, &'static str) {
         | "auth.denied"
         | "upstream.error"
         | "governance.forget"
-        | "governance.reveal" => WARN,
+        | "governance.reveal"
+        | "governance.retention"
+        | "governance.purge" => WARN,
         "mcp.response"
             if v.and_then(|v| v.response_summary.as_ref())
                 .is_some_and(|s| s.status != "ok") =>
