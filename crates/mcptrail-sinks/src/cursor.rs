@@ -8,15 +8,12 @@
 //! {"format":"mcptrail-sink-cursor v1","sink":"siem","seq":4096,"event_id":"019a…"}
 //! ```
 //!
-//! Written atomically: a temporary file in the same directory (0600), `fsync`, `rename` over
-//! the cursor, `fsync` of the directory. A crash leaves the old cursor or the new one, never a
-//! mix; the old one means the last batch is delivered again (at-least-once). A cursor that
-//! cannot be read is an error that names the file and how to reset it: guessing could skip
-//! events or flood a receiver.
+//! Written atomically ([`mcptrail_ledger::write_private_atomic`]): a temporary file in the
+//! same directory (0600), `fsync`, `rename` over the cursor, `fsync` of the directory. A crash
+//! leaves the old cursor or the new one, never a mix; the old one means the last batch is
+//! delivered again (at-least-once). A cursor that cannot be read is an error that names the
+//! file and how to reset it: guessing could skip events or flood a receiver.
 
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -99,11 +96,7 @@ impl Cursor {
 
     /// Commit `seq` (whose record has `event_id`) durably.
     pub fn store(&self, seq: u64, event_id: &str) -> Result<(), Error> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(Error::io(&self.dir))?;
+        mcptrail_ledger::create_private_dir(&self.dir).map_err(private_io)?;
         let state = CursorState {
             format: FORMAT.to_string(),
             sink: self.sink.clone(),
@@ -112,31 +105,18 @@ impl Cursor {
         };
         let mut bytes = serde_json::to_vec(&state).expect("cursor serialises");
         bytes.push(b'\n');
-        let tmp = self.dir.join(format!(".{}.cursor.tmp", self.sink));
-        let mut f = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(Error::io(&tmp))?;
-        // An older temp file may have been created with another mode.
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(Error::io(&tmp))?;
-        f.write_all(&bytes).map_err(Error::io(&tmp))?;
-        f.sync_data().map_err(Error::io(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(Error::io(&self.path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(Error::io(&self.dir))?;
-        Ok(())
+        mcptrail_ledger::write_private_atomic(&self.path, &bytes).map_err(private_io)
     }
+}
+
+fn private_io(e: mcptrail_ledger::PrivateFileError) -> Error {
+    Error::io(e.path)(e.source)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn store_load_round_trip_private_and_atomic() {
