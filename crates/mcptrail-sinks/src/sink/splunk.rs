@@ -36,11 +36,12 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::checkpoints::{CheckpointProgress, NOTES_PER_BATCH};
-use crate::config::{redact_url, PayloadFormat};
+use crate::config::PayloadFormat;
 use crate::error::{SendError, SendErrorKind};
 use crate::format::encode_into;
 use crate::secret::{Secret, SecretSource};
 use crate::sink::http;
+use crate::sink::http::{check_http_url, redact_url};
 use crate::sink::Sink;
 use crate::tail::ShipRecord;
 
@@ -125,12 +126,7 @@ impl std::fmt::Debug for SplunkHecSinkConfig {
 impl SplunkHecSinkConfig {
     /// Checks beyond the types (called by the config parser).
     pub(crate) fn validate(&self) -> Result<(), String> {
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(format!(
-                "url `{}` must start with http:// or https://",
-                redact_url(&self.url)
-            ));
-        }
+        check_http_url("url", &self.url)?;
         if self.format == PayloadFormat::Cef {
             return Err("format `cef` is for syslog; HEC carries `json` or `ocsf`".into());
         }

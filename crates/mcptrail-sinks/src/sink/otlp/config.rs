@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::secret::SecretSource;
+use crate::sink::http::{check_http_url, redact_url};
 
 /// Which OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -146,7 +147,7 @@ fn default_timeout_secs() -> u64 {
 impl std::fmt::Debug for OtlpSinkConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OtlpSinkConfig")
-            .field("endpoint", &crate::config::redact_url(&self.endpoint))
+            .field("endpoint", &redact_url(&self.endpoint))
             .field("protocol", &self.protocol)
             .field("signals", &self.signals)
             .field("headers", &self.headers)
@@ -164,16 +165,8 @@ impl std::fmt::Debug for OtlpSinkConfig {
 impl OtlpSinkConfig {
     /// The checks serde cannot make; the message says what to change.
     pub fn check(&self) -> Result<(), String> {
-        let rest = self
-            .endpoint
-            .strip_prefix("http://")
-            .or_else(|| self.endpoint.strip_prefix("https://"))
-            .ok_or_else(|| {
-                format!(
-                    "endpoint `{}` must start with http:// or https:// (e.g. http://127.0.0.1:4317)",
-                    crate::config::redact_url(&self.endpoint)
-                )
-            })?;
+        let rest = check_http_url("endpoint", &self.endpoint)
+            .map_err(|e| format!("{e} (e.g. http://127.0.0.1:4317)"))?;
         let authority = rest.split('/').next().unwrap_or("");
         if authority.is_empty() || authority.contains('@') {
             return Err(

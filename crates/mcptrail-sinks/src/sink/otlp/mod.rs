@@ -164,7 +164,7 @@ impl Sink for OtlpSink {
         Ok(format!(
             "{} {} accepted empty export requests for {}",
             self.protocol_name(),
-            crate::config::redact_url(&self.cfg.endpoint),
+            crate::sink::http::redact_url(&self.cfg.endpoint),
             self.signals
                 .iter()
                 .map(|s| s.as_str())

@@ -24,8 +24,8 @@ use bytes::Bytes;
 
 use super::config::{Compression, HeaderValue, OtlpProtocol, OtlpSinkConfig, Signal};
 use super::proto::{read_partial_success, PartialSuccess};
-use crate::config::redact_url;
 use crate::error::{SendError, SendErrorKind};
+use crate::sink::http::redact_url;
 
 /// Longest receiver text quoted in an error.
 const QUOTE_CHARS: usize = 200;
