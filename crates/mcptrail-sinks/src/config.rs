@@ -753,10 +753,19 @@ label_retention_days = { pci = 365 }
         }
         // Every http(s) URL key is checked the same way, and quoted without credentials.
         for (text, key) in [
-            ("type = \"webhook\"\nsecret = { env = \"K\" }\nurl = ", "url"),
-            ("type = \"splunk_hec\"\ntoken = { env = \"T\" }\nurl = ", "url"),
+            (
+                "type = \"webhook\"\nsecret = { env = \"K\" }\nurl = ",
+                "url",
+            ),
+            (
+                "type = \"splunk_hec\"\ntoken = { env = \"T\" }\nurl = ",
+                "url",
+            ),
             ("type = \"elasticsearch\"\nurl = ", "url"),
-            ("type = \"s3\"\nbucket = \"bucket\"\nendpoint = ", "endpoint"),
+            (
+                "type = \"s3\"\nbucket = \"bucket\"\nendpoint = ",
+                "endpoint",
+            ),
             ("type = \"otlp\"\nendpoint = ", "endpoint"),
         ] {
             let e = parse(&format!(
@@ -764,7 +773,9 @@ label_retention_days = { pci = 365 }
             ))
             .unwrap_err();
             assert!(
-                e.contains(&format!("{key} `ftp://h/x` must start with http:// or https://")),
+                e.contains(&format!(
+                    "{key} `ftp://h/x` must start with http:// or https://"
+                )),
                 "{text}: {e}"
             );
             assert!(!e.contains("pw1") && !e.contains("tok2"), "{e}");
