@@ -9,7 +9,8 @@
 //! ```
 //!
 //! The OTLP rows (`MCPTRAIL_BENCH_ONLY=otlp`) ship to a private rotel (`.ci/install-peers.sh`)
-//! and print their own table, with the file sink on the same ledger as the baseline.
+//! and print their own table, with the file sink on the same ledger as the baseline;
+//! `MCPTRAIL_BENCH_ONLY=otlp-encode` runs only the baseline and the encoding row (no I/O).
 //!
 //! NATS JetStream must run at 127.0.0.1:4222 (a stream is created for the run and deleted).
 //! Every figure is the median of 5 runs; nothing here is asserted.
@@ -167,8 +168,8 @@ fn main() {
         rows.push(bench_nats(&data, n, runs));
     }
     rows.extend(bench_siem(&data, n, runs, &want));
-    if want("otlp") {
-        bench_otlp(dir.path(), n, runs);
+    if want("otlp") || only == "otlp-encode" {
+        bench_otlp(dir.path(), n, runs, only == "otlp-encode");
     }
 
     let base = rows[0].wall;
@@ -206,7 +207,7 @@ fn main() {
 /// OTLP into a real collector (rotel, blackhole exporter) on a ledger of MCP request/response
 /// pairs (every response becomes two spans, two histogram observations and a log record; the
 /// requests a log record), against the file sink on the same ledger, in the same run.
-fn bench_otlp(dir: &std::path::Path, n: usize, runs: usize) {
+fn bench_otlp(dir: &std::path::Path, n: usize, runs: usize, encode_only: bool) {
     use mcptrail_test_support::otlp::{write_mcp_session, Rotel};
     let data = dir.join("mcp-data");
     // Each call is a request and a response; the session adds 16 events around them.
@@ -252,6 +253,12 @@ fn bench_otlp(dir: &std::path::Path, n: usize, runs: usize) {
     ];
     for (label, text, remote) in configs {
         let cfg = sink(&text);
+        if label.starts_with("otlp grpc →") {
+            rows.push(bench_otlp_encode(&data, &cfg, events, runs));
+            if encode_only {
+                break;
+            }
+        }
         let setup = || {
             let _ = std::fs::remove_file(&out);
             Cursor::new(&data, &cfg.name).store(0, "").unwrap();
@@ -282,6 +289,46 @@ fn bench_otlp(dir: &std::path::Path, n: usize, runs: usize) {
                 .map_or("-".to_string(), |c| format!("{:.2}", per_event(c))),
         );
     }
+}
+
+/// The OTLP sink's own work without I/O: read the ledger, batch by 1000, encode the three
+/// export requests (what `send` does before the transport).
+fn bench_otlp_encode(data: &std::path::Path, cfg: &SinkConfig, events: usize, runs: usize) -> Row {
+    let mcptrail_sinks::SinkTarget::Otlp(otlp) = &cfg.target else {
+        unreachable!("an otlp config")
+    };
+    time_runs(
+        "otlp encoding only (no I/O), batch 1000",
+        runs,
+        None,
+        || {},
+        || {
+            let mut sink = mcptrail_sinks::sink::otlp::OtlpSink::new(otlp.clone()).unwrap();
+            let mut t = mcptrail_sinks::LedgerTail::open(data, 1);
+            let (mut batch, mut seen, mut bytes) = (Vec::with_capacity(1000), 0, 0);
+            loop {
+                let next = t.next_record().unwrap();
+                let done = next.is_none();
+                if let Some(r) = next {
+                    batch.push(r);
+                }
+                if batch.len() == 1000 || (done && !batch.is_empty()) {
+                    seen += batch.len();
+                    bytes += sink
+                        .encode(&batch)
+                        .iter()
+                        .map(|(_, b)| b.len())
+                        .sum::<usize>();
+                    batch.clear();
+                }
+                if done {
+                    break;
+                }
+            }
+            assert_eq!(seen, events);
+            assert!(bytes > 0);
+        },
+    )
 }
 
 /// NATS JetStream: a stream of its own for this run, in memory, deleted afterwards.

@@ -87,6 +87,27 @@ impl OtlpSink {
         })
     }
 
+    /// The export requests `batch` becomes — one per configured signal that has anything to
+    /// send, in sending order — without sending them: what [`Sink::send`] hands to the
+    /// transport (for benchmarks and tests; the cross-batch memory is updated as by `send`).
+    pub fn encode(&mut self, batch: &[ShipRecord]) -> Vec<(Signal, Vec<u8>)> {
+        let parsed = encode::parse_batch(batch, &self.settings, &mut self.memory);
+        let out = self
+            .signals
+            .iter()
+            .filter_map(|&signal| {
+                let body = match signal {
+                    Signal::Traces => traces::encode(&parsed, &self.settings, &self.memory),
+                    Signal::Metrics => metrics::encode(&parsed, &self.settings),
+                    Signal::Logs => logs::encode(&parsed, &self.settings),
+                };
+                body.map(|b| (signal, b))
+            })
+            .collect();
+        encode::forget_answered(&parsed, &mut self.memory);
+        out
+    }
+
     fn protocol_name(&self) -> &'static str {
         match self.cfg.protocol {
             OtlpProtocol::Grpc => "OTLP/gRPC",
