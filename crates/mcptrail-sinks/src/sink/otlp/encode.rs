@@ -49,6 +49,34 @@ pub(crate) struct ResourceKey {
     pub tool_catalog_hash: Option<String>,
 }
 
+impl ResourceKey {
+    /// The attributes in a fixed order (the order of the struct's fields).
+    fn fields(&self) -> [Option<&str>; 7] {
+        [
+            self.host.as_deref(),
+            self.agent_id.as_deref(),
+            self.tap_version.as_deref(),
+            self.server_name.as_deref(),
+            self.server_version.as_deref(),
+            self.server_transport.as_deref(),
+            self.tool_catalog_hash.as_deref(),
+        ]
+    }
+
+    fn from_fields(f: [Option<&str>; 7]) -> Self {
+        let own = |s: Option<&str>| s.map(str::to_string);
+        ResourceKey {
+            host: own(f[0]),
+            agent_id: own(f[1]),
+            tap_version: own(f[2]),
+            server_name: own(f[3]),
+            server_version: own(f[4]),
+            server_transport: own(f[5]),
+            tool_catalog_hash: own(f[6]),
+        }
+    }
+}
+
 /// A parsed batch.
 pub(crate) struct Batch<'a> {
     pub items: Vec<Item<'a>>,
@@ -165,7 +193,8 @@ pub(crate) fn parse_batch<'a>(
             lo = lo.min(time_ns);
             hi = hi.max(time_ns);
         }
-        let mut key = ResourceKey::default();
+        // The resource's attributes, borrowed: an owned key is made only for a new resource.
+        let mut probe: [Option<&str>; 7] = [None; 7];
         if let Some(v) = &view {
             if let (Some(c), Some(s)) = (&v.catalog, &v.session_id) {
                 if c.list == "tools" {
@@ -177,40 +206,24 @@ pub(crate) fn parse_batch<'a>(
                     memory.arguments.insert(&v.event_id, p.get());
                 }
             }
-            key = ResourceKey {
-                host: v.host.as_deref().map(str::to_string),
-                agent_id: v.agent_id.as_deref().map(str::to_string),
-                tap_version: v
-                    .process
-                    .as_ref()
-                    .and_then(|p| p.tap_version.as_deref())
-                    .map(str::to_string),
-                server_name: v
-                    .server
-                    .as_ref()
-                    .and_then(|s| s.name.as_deref())
-                    .map(str::to_string),
-                server_version: v
-                    .server
-                    .as_ref()
-                    .and_then(|s| s.version.as_deref())
-                    .map(str::to_string),
-                server_transport: v
-                    .server
-                    .as_ref()
-                    .and_then(|s| s.transport.as_deref())
-                    .map(str::to_string),
-                tool_catalog_hash: v
-                    .session_id
+            let server = v.server.as_ref();
+            probe = [
+                v.host.as_deref(),
+                v.agent_id.as_deref(),
+                v.process.as_ref().and_then(|p| p.tap_version.as_deref()),
+                server.and_then(|s| s.name.as_deref()),
+                server.and_then(|s| s.version.as_deref()),
+                server.and_then(|s| s.transport.as_deref()),
+                v.session_id
                     .as_deref()
                     .and_then(|s| memory.catalog_by_session.get(s))
-                    .cloned(),
-            };
+                    .map(String::as_str),
+            ];
         }
-        let resource = match resources.iter().position(|r| *r == key) {
+        let resource = match resources.iter().position(|r| r.fields() == probe) {
             Some(i) => i,
             None => {
-                resources.push(key);
+                resources.push(ResourceKey::from_fields(probe));
                 resources.len() - 1
             }
         };
