@@ -479,9 +479,17 @@ impl SinkConfig {
                 SinkTarget::S3(c)
             }
             "otlp" => {
-                let c: crate::sink::otlp::OtlpSinkConfig =
+                let t: crate::sink::otlp::OtlpSinkToml =
                     specific_value.try_into().map_err(with_common_keys)?;
-                c.check().map_err(err)?;
+                let c = crate::sink::otlp::OtlpSinkConfig::resolve(t, &|k| std::env::var(k).ok())
+                    .map_err(err)?;
+                c.check().map_err(|e| {
+                    err(if c.from_env.is_empty() {
+                        e
+                    } else {
+                        format!("{e} (settings taken from {})", c.from_env.join(", "))
+                    })
+                })?;
                 SinkTarget::Otlp(c)
             }
             other => {

@@ -45,7 +45,8 @@ mod traces;
 mod transport;
 mod view;
 
-pub use config::{Compression, HeaderValue, OtlpProtocol, OtlpSinkConfig, Signal};
+pub(crate) use config::OtlpSinkToml;
+pub use config::{Compression, HeaderValue, OtlpProtocol, OtlpSinkConfig, Signal, OTEL_ENV_VARS};
 
 use crate::error::{SendError, SendErrorKind};
 use crate::sink::Sink;

@@ -318,7 +318,11 @@ mod tests {
             w.uint(1, 7);
             w.message(2, |m| m.buf.extend_from_slice(&body));
             let f = fields(&w.buf).unwrap();
-            assert_eq!(f, vec![(1, Field::Varint(7)), (2, Field::Len(&body[..]))], "{n}");
+            assert_eq!(
+                f,
+                vec![(1, Field::Varint(7)), (2, Field::Len(&body[..]))],
+                "{n}"
+            );
         }
     }
 
