@@ -10,7 +10,21 @@
 //! - `mcp.server.session.duration`, `mcp.client.session.duration` (histograms, s): from
 //!   `session.end` events;
 //! - `mcptrail.events` (events written to the ledger, by kind), `mcptrail.redactions` (by
-//!   rule), `mcptrail.alerts` (by rule and severity): monotonic sums.
+//!   rule), `mcptrail.alerts` (by rule and severity): monotonic sums;
+//! - the sink's own gauges at export time, in a resource of their own (`service.name`,
+//!   `host.name` of the shipping machine) with `mcptrail.sink.name` on each point:
+//!   `mcptrail.sink.lag` (records in the ledger after the batch, i.e. still to ship) and
+//!   `mcptrail.sink.lag.age` (s, how long the batch's oldest event waited in the ledger).
+//!
+//! Resending: spans and log records carry `mcptrail.event_id` and keep their ids, so a
+//! receiver can drop a batch that arrives twice; metric points cannot be told apart, so a
+//! batch whose metrics were delivered but whose acknowledgement was lost (or a shipper that
+//! died before its cursor was written) counts those events twice in the delta sums and
+//! histograms. Within one run a batch retried after a later signal failed does not resend
+//! its metrics (the sink remembers which signals were accepted), so double counting is
+//! limited to lost acknowledgements and crashes; exact counts come from the log records,
+//! deduplicated by `mcptrail.event_id`. The gauges are idempotent (a resent value replaces
+//! the last).
 
 use std::collections::HashMap;
 
@@ -126,8 +140,101 @@ fn observe(points: &mut Points, attrs: &[u8], secs: f64) {
     }
 }
 
-/// Write the `ExportMetricsServiceRequest` of a batch (`None`: nothing to report).
-pub(crate) fn encode(batch: &Batch<'_>, settings: &EncodeSettings) -> Option<Vec<u8>> {
+/// What the sink knows about itself when it exports a batch.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SinkGauges {
+    /// The sink's name (`mcptrail.sink.name`).
+    pub sink: String,
+    /// Records in the ledger after the batch's last one (`None`: the ledger head is unknown).
+    pub records_behind: Option<u64>,
+    /// Now, in Unix nanoseconds (the gauges' time).
+    pub now_ns: u64,
+}
+
+/// Write the sink's gauges as one more `ResourceMetrics` (field 1 of the request; a repeated
+/// field, so appending it to an encoded request is valid protobuf).
+fn write_sink_gauges(
+    buf: &mut Vec<u8>,
+    g: &SinkGauges,
+    batch: &Batch<'_>,
+    settings: &EncodeSettings,
+) {
+    let oldest = batch.span_ns.0;
+    let mut w = Writer {
+        buf: std::mem::take(buf),
+    };
+    w.message(1, |rm| {
+        rm.message(1, |r| {
+            r.kv_str(1, "service.name", &settings.service_name);
+            r.kv_str(1, "service.version", env!("CARGO_PKG_VERSION"));
+            r.kv_str(1, "host.name", &crate::sink::http::hostname());
+        });
+        rm.message(2, |scope| {
+            super::encode::write_scope(scope);
+            let mut gauge = |name: &str, unit: &str, description: &str, value: Value| {
+                // Metric { name = 1; description = 2; unit = 3; gauge = 5 { data_points = 1 } }
+                scope.message(2, |m| {
+                    m.string(1, name);
+                    m.string(2, description);
+                    m.string(3, unit);
+                    m.message(5, |gm| {
+                        // NumberDataPoint { time = 3; as_double = 4; as_int = 6; attributes = 7 }
+                        gm.message(1, |p| {
+                            p.kv_str(7, "mcptrail.sink.name", &g.sink);
+                            p.fixed64(3, g.now_ns);
+                            match value {
+                                Value::Int(v) => p.sfixed64_always(6, v),
+                                Value::Double(v) => p.double_always(4, v),
+                            }
+                        });
+                    });
+                });
+            };
+            if let Some(n) = g.records_behind {
+                gauge(
+                    "mcptrail.sink.lag",
+                    "{record}",
+                    "Ledger records after the batch just exported, still to ship",
+                    Value::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+                );
+            }
+            if oldest != 0 && g.now_ns >= oldest {
+                gauge(
+                    "mcptrail.sink.lag.age",
+                    "s",
+                    "How long the batch's oldest event waited in the ledger before export",
+                    Value::Double((g.now_ns - oldest) as f64 / 1e9),
+                );
+            }
+        });
+    });
+    *buf = w.buf;
+}
+
+/// A gauge value.
+enum Value {
+    Int(i64),
+    Double(f64),
+}
+
+/// Write the `ExportMetricsServiceRequest` of a batch, with the sink's gauges when given
+/// (`None`: nothing to report).
+pub(crate) fn encode(
+    batch: &Batch<'_>,
+    settings: &EncodeSettings,
+    gauges: Option<&SinkGauges>,
+) -> Option<Vec<u8>> {
+    let mut out = encode_events(batch, settings);
+    if let Some(g) = gauges {
+        let mut buf = out.take().unwrap_or_default();
+        write_sink_gauges(&mut buf, g, batch, settings);
+        out = Some(buf);
+    }
+    out
+}
+
+/// The metrics the batch's events make (`None`: none).
+fn encode_events(batch: &Batch<'_>, settings: &EncodeSettings) -> Option<Vec<u8>> {
     let (start, end) = (batch.span_ns.0, batch.span_ns.1 + 1);
     // Reused for every observation's attributes.
     let mut attrs = Writer::default();

@@ -66,6 +66,10 @@ pub struct OtlpSink {
     memory: CrossBatch,
     /// Signals of a batch the receiver already accepted, while that batch is being retried.
     accepted: Option<(BatchId, Vec<Signal>)>,
+    /// The sink's name, for its own gauges.
+    name: String,
+    /// The ledger being shipped (for the lag gauge), once attached.
+    ledger: Option<std::path::PathBuf>,
 }
 
 impl OtlpSink {
@@ -85,13 +89,37 @@ impl OtlpSink {
             transport,
             memory: CrossBatch::default(),
             accepted: None,
+            name: String::new(),
+            ledger: None,
         })
+    }
+
+    /// Name the sink (`mcptrail.sink.name` on its gauges).
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// The gauges of `batch` now: records after it in the ledger, if the ledger is known.
+    fn gauges(&self, batch: &[ShipRecord]) -> metrics::SinkGauges {
+        let last = batch.last().map_or(0, |r| r.seq);
+        let records_behind = self
+            .ledger
+            .as_deref()
+            .and_then(|d| crate::tail::ledger_head(d).ok().flatten())
+            .map(|(head, _)| head.saturating_sub(last));
+        metrics::SinkGauges {
+            sink: self.name.clone(),
+            records_behind,
+            now_ns: encode::unix_nanos_now(),
+        }
     }
 
     /// The export requests `batch` becomes — one per configured signal that has anything to
     /// send, in sending order — without sending them: what [`Sink::send`] hands to the
     /// transport (for benchmarks and tests; the cross-batch memory is updated as by `send`).
     pub fn encode(&mut self, batch: &[ShipRecord]) -> Vec<(Signal, Vec<u8>)> {
+        let gauges = self.gauges(batch);
         let parsed = encode::parse_batch(batch, &self.settings, &mut self.memory);
         let out = self
             .signals
@@ -99,7 +127,7 @@ impl OtlpSink {
             .filter_map(|&signal| {
                 let body = match signal {
                     Signal::Traces => traces::encode(&parsed, &self.settings, &self.memory),
-                    Signal::Metrics => metrics::encode(&parsed, &self.settings),
+                    Signal::Metrics => metrics::encode(&parsed, &self.settings, Some(&gauges)),
                     Signal::Logs => logs::encode(&parsed, &self.settings),
                 };
                 body.map(|b| (signal, b))
@@ -128,6 +156,7 @@ impl Sink for OtlpSink {
             Some((prev, signals)) if prev == id => signals,
             _ => Vec::new(),
         };
+        let gauges = self.gauges(batch);
         let parsed = encode::parse_batch(batch, &self.settings, &mut self.memory);
         for &signal in &self.signals {
             if accepted.contains(&signal) {
@@ -135,7 +164,7 @@ impl Sink for OtlpSink {
             }
             let body = match signal {
                 Signal::Traces => traces::encode(&parsed, &self.settings, &self.memory),
-                Signal::Metrics => metrics::encode(&parsed, &self.settings),
+                Signal::Metrics => metrics::encode(&parsed, &self.settings, Some(&gauges)),
                 Signal::Logs => logs::encode(&parsed, &self.settings),
             };
             if let Some(body) = body {
@@ -168,6 +197,10 @@ impl Sink for OtlpSink {
         }
         encode::forget_answered(&parsed, &mut self.memory);
         Ok(())
+    }
+
+    fn attach_ledger(&mut self, data_dir: &std::path::Path) {
+        self.ledger = Some(data_dir.to_path_buf());
     }
 
     fn probe(&mut self) -> Result<String, SendError> {
