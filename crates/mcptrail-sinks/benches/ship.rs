@@ -10,7 +10,8 @@
 //!
 //! The OTLP rows (`MCPTRAIL_BENCH_ONLY=otlp`) ship to a private rotel (`.ci/install-peers.sh`)
 //! and print their own table, with the file sink on the same ledger as the baseline;
-//! `MCPTRAIL_BENCH_ONLY=otlp-encode` runs only the baseline and the encoding row (no I/O).
+//! `MCPTRAIL_BENCH_ONLY=otlp-encode` runs only the baseline and the encoding row (no I/O);
+//! `MCPTRAIL_BENCH_RECEIVER_CPU=1` moves rotel to CPU 1 (with the bench under `taskset -c 0`).
 //!
 //! NATS JetStream must run at 127.0.0.1:4222 (a stream is created for the run and deleted), or
 //! `MCPTRAIL_BENCH_NATS_PRIVATE=1` starts a private nats-server (pinned to
@@ -233,6 +234,15 @@ fn bench_otlp(dir: &std::path::Path, n: usize, runs: usize, encode_only: bool) {
     let events = fx.event_ids.len();
     let rotel = Rotel::start_blackhole();
     let pid = rotel.pid().map(|p| p.to_string());
+    if let (Ok(cpu), Some(pid)) = (std::env::var("MCPTRAIL_BENCH_RECEIVER_CPU"), &pid) {
+        // The collector on a CPU of its own (it inherited the bench's affinity).
+        let ok = std::process::Command::new("taskset")
+            .args(["-a", "-c", "-p", &cpu, pid])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "taskset -a -c -p {cpu} {pid} failed");
+    }
     let out = dir.join("out/mcp.jsonl");
     let mut rows = Vec::new();
     let configs = [
