@@ -16,7 +16,6 @@
 //! sink and is reused across batches; a broken one is replaced at the next export. TLS is
 //! rustls (ALPN `h2` for gRPC). Header values (tokens) are sent, never quoted in errors.
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ use bytes::Bytes;
 use super::config::{Compression, HeaderValue, OtlpProtocol, OtlpSinkConfig, Signal};
 use super::proto::{read_partial_success, PartialSuccess};
 use crate::error::{SendError, SendErrorKind};
-use crate::sink::http::redact_url;
+use crate::sink::http::{gzip, redact_url};
 
 /// Longest receiver text quoted in an error.
 const QUOTE_CHARS: usize = 200;
@@ -58,16 +57,6 @@ pub(crate) fn load_headers(cfg: &OtlpSinkConfig) -> Result<Headers, String> {
             Ok((name.to_ascii_lowercase(), v))
         })
         .collect()
-}
-
-fn gzip(body: &[u8]) -> Result<Vec<u8>, SendError> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4 + 64),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(body)
-        .and_then(|()| enc.finish())
-        .map_err(|e| SendError::new(SendErrorKind::Encode, format!("gzip: {e}")))
 }
 
 fn quote(bytes: &[u8]) -> String {
