@@ -110,6 +110,26 @@ fn check_session(rx: &OtlpCapture, fx: &SessionFixture, calls: usize) {
         assert_eq!(server["attrs"]["jsonrpc.protocol.version"], "2.0");
         assert_eq!(server["attrs"]["mcp.protocol.version"], "2025-06-18");
     }
+    // A request's log record links to the SERVER span of that request.
+    let mut linked = 0;
+    for l in logs
+        .iter()
+        .filter(|l| l["attrs"]["mcptrail.event.kind"] == "mcp.request")
+    {
+        let id = l["attrs"]["mcptrail.event_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if let Some(server) = spans.get(&(id, "SPAN_KIND_SERVER".to_string())) {
+            assert_eq!(l["trace_id"], server["trace_id"], "{l}");
+            assert_eq!(l["span_id"], server["span_id"], "{l}");
+            linked += 1;
+        }
+    }
+    assert_eq!(
+        linked, answered,
+        "every answered request's log record is linked"
+    );
     // The first tool call carried the caller's traceparent: its spans continue that trace.
     let first_call = &fx.request_ids[2];
     let server = &spans[&(first_call.clone(), "SPAN_KIND_SERVER".to_string())];

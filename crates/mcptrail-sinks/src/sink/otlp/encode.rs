@@ -347,25 +347,12 @@ pub(crate) struct SpanIds {
 /// upstream is the CLIENT span's id); what is missing is derived from the request's event id,
 /// so sending a batch again yields the same ids.
 pub(crate) fn span_ids(v: &EventView<'_>, request_key: &str) -> SpanIds {
-    let derived = |label: &[u8]| -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(b"mcptrail-otlp/");
-        h.update(label);
-        h.update(b"/");
-        h.update(request_key.as_bytes());
-        h.finalize().into()
-    };
-    let trace = v
-        .trace_id
-        .as_deref()
-        .and_then(hex_id::<16>)
-        .unwrap_or_else(|| first::<16>(&derived(b"trace")));
-    let server = first::<8>(&derived(b"server"));
+    let (trace, server) = trace_and_server_ids(v, request_key);
     let client = v
         .span_id
         .as_deref()
         .and_then(hex_id::<8>)
-        .unwrap_or_else(|| first::<8>(&derived(b"client")));
+        .unwrap_or_else(|| first::<8>(&derived_id(b"client", request_key)));
     let parent = v.parent_span_id.as_deref().and_then(hex_id::<8>);
     SpanIds {
         trace,
@@ -373,6 +360,28 @@ pub(crate) fn span_ids(v: &EventView<'_>, request_key: &str) -> SpanIds {
         client,
         parent,
     }
+}
+
+/// The trace id and the SERVER span's id of [`span_ids`] (what a log record links to),
+/// without deriving the CLIENT span's.
+pub(crate) fn trace_and_server_ids(v: &EventView<'_>, request_key: &str) -> ([u8; 16], [u8; 8]) {
+    let trace = v
+        .trace_id
+        .as_deref()
+        .and_then(hex_id::<16>)
+        .unwrap_or_else(|| first::<16>(&derived_id(b"trace", request_key)));
+    (trace, first::<8>(&derived_id(b"server", request_key)))
+}
+
+/// SHA-256 of `mcptrail-otlp/<label>/<request event id>`: ids that do not change when a
+/// batch is sent again.
+fn derived_id(label: &[u8], request_key: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"mcptrail-otlp/");
+    h.update(label);
+    h.update(b"/");
+    h.update(request_key.as_bytes());
+    h.finalize().into()
 }
 
 fn first<const N: usize>(h: &[u8; 32]) -> [u8; N] {

@@ -11,7 +11,7 @@
 //! - `trace_id`/`span_id` of the request's SERVER span for requests and responses, so a log
 //!   backend links each record to its span.
 
-use super::encode::{span_ids, write_request, Batch, EncodeSettings, Item};
+use super::encode::{trace_and_server_ids, write_request, Batch, EncodeSettings, Item};
 use super::proto::Writer;
 use super::traces::mcp_session_id;
 use super::view::EventView;
@@ -119,9 +119,9 @@ fn write_record(w: &mut Writer, it: &Item<'_>, settings: &EncodeSettings) {
             _ => None,
         };
         if let Some(key) = request_key {
-            let ids = span_ids(v, key);
-            w.bytes(9, &ids.trace);
-            w.bytes(10, &ids.server);
+            let (trace, server) = trace_and_server_ids(v, key);
+            w.bytes(9, &trace);
+            w.bytes(10, &server);
         }
     }
     w.fixed64(11, it.time_ns);

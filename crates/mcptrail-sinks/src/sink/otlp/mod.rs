@@ -168,7 +168,7 @@ impl Sink for OtlpSink {
                 Signal::Logs => logs::encode(&parsed, &self.settings),
             };
             if let Some(body) = body {
-                let answer = self.transport.export(signal, &body);
+                let answer = self.transport.export(signal, body);
                 let failed = match answer {
                     Ok(ps) if ps.rejected > 0 => Some(SendError::new(
                         SendErrorKind::Rejected,
@@ -206,7 +206,7 @@ impl Sink for OtlpSink {
     fn probe(&mut self) -> Result<String, SendError> {
         for &signal in &self.signals {
             // An empty Export*ServiceRequest is zero bytes of protobuf.
-            self.transport.export(signal, &[]).map_err(|mut e| {
+            self.transport.export(signal, Vec::new()).map_err(|mut e| {
                 e.message = format!(
                     "{} {}: {}",
                     self.protocol_name(),
