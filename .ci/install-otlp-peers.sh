@@ -7,18 +7,17 @@
 #     rotel forwards (crates/mcptrail-test-support/peers/otlp_receiver.py)
 #
 # pinned in .ci/peers/otlp-requirements.txt, in their own venv <peers>/otlp-venv.
-# <peers> is .ci/peers, or $MCPTRAIL_PEERS_DIR. Idempotent: a stamp (hash of the requirements
-# + Python version) skips the install when nothing changed. MCPTRAIL_PEERS_FORCE=1 reinstalls.
+# <peers> is .ci/peers, or $MCPTRAIL_PEERS_DIR. Idempotent (.ci/venv.sh): a stamp (hash of the
+# requirements + Python version) skips the install when nothing changed. MCPTRAIL_PEERS_FORCE=1
+# reinstalls.
 set -euo pipefail
 
 script_dir="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd -- "$script_dir/.." && pwd)"
 manifest="$repo_root/.ci/peers/otlp-requirements.txt"
 peers_dir="${MCPTRAIL_PEERS_DIR:-$repo_root/.ci/peers}"
-force="${MCPTRAIL_PEERS_FORCE:-0}"
 python="${PYTHON:-python3}"
 venv="$peers_dir/otlp-venv"
-stamp_file="$venv/.mcptrail-peers-stamp"
 
 log() { printf '[install-otlp-peers] %s\n' "$*" >&2; }
 die() {
@@ -28,8 +27,8 @@ die() {
 
 command -v "$python" >/dev/null 2>&1 || die "$python not found on PATH (CPython >= 3.10 is required)"
 mkdir -p "$peers_dir/bin"
-py_version="$("$python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
-stamp="python $py_version $(sha256sum "$manifest" | cut -d' ' -f1)"
+# shellcheck source=venv.sh
+source "$script_dir/venv.sh"
 
 rotel_path() {
     "$venv/bin/python" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))'
@@ -41,17 +40,6 @@ installed() {
         [[ -x "$(rotel_path 2>/dev/null)" ]]
 }
 
-if [[ "$force" != 1 && -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp" ]] && installed; then
-    log "otlp venv up to date (skipped)"
-else
-    log "creating venv $venv with $python $py_version"
-    rm -rf -- "$venv"
-    "$python" -m venv "$venv"
-    log "pip install -r $manifest"
-    "$venv/bin/python" -m pip install --quiet --no-input --disable-pip-version-check \
-        --require-virtualenv -r "$manifest"
-    installed || die "pip finished but rotel-agent or opentelemetry-proto is missing in $venv"
-    printf '%s\n' "$stamp" >"$stamp_file"
-fi
+peers_venv "otlp" "$venv" "$manifest" installed
 ln -sfn "$(rotel_path)" "$peers_dir/bin/rotel-agent"
 log "rotel $("$peers_dir/bin/rotel-agent" --version | awk '{print $2}') -> $peers_dir/bin/rotel-agent; opentelemetry-proto $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))') in $venv"

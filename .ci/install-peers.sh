@@ -98,52 +98,25 @@ else
     printf '%s\n' "$node_stamp" >"$node_stamp_file"
 fi
 
-# --- Python SDK venv -------------------------------------------------------
-venv="$peers_dir/venv"
-venv_stamp_file="$venv/.mcptrail-peers-stamp"
-[[ -f "$peers_dir/requirements.txt" ]] || die "$peers_dir/requirements.txt is missing"
+# --- Python venvs (.ci/venv.sh: one stamp-and-venv recipe for all of them) --------------
+# shellcheck source=venv.sh
+source "$script_dir/venv.sh"
 py_version="$("$python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
-venv_stamp="$(stamp_of "python $py_version" "$peers_dir/requirements.txt")"
 
+# The official MCP Python SDK.
+venv="$peers_dir/venv"
 venv_installed() {
     [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c 'import mcp.client.stdio' >/dev/null 2>&1
 }
+peers_venv "python SDK" "$venv" "$peers_dir/requirements.txt" venv_installed
 
-if [[ "$force" != 1 && -f "$venv_stamp_file" && "$(cat "$venv_stamp_file")" == "$venv_stamp" ]] && venv_installed; then
-    log "python venv up to date (skipped)"
-else
-    log "creating venv $venv with $python $py_version"
-    rm -rf -- "$venv"
-    "$python" -m venv "$venv"
-    log "pip install -r requirements.txt"
-    "$venv/bin/python" -m pip install --quiet --no-input --disable-pip-version-check \
-        --require-virtualenv -r "$peers_dir/requirements.txt"
-    venv_installed || die "pip finished but 'import mcp.client.stdio' fails in $venv"
-    printf '%s\n' "$venv_stamp" >"$venv_stamp_file"
-fi
-
-# --- moto S3 (Object Lock) for the S3 sink tests: its own venv -------------------------
-# moto's dependencies need not agree with the MCP SDK pins, so it gets <peers>/moto-venv,
-# pinned in .ci/peers/moto/requirements.txt.
+# moto S3 (Object Lock) for the S3 sink tests: moto's dependencies need not agree with the
+# MCP SDK pins, so it gets <peers>/moto-venv, pinned in .ci/peers/moto/requirements.txt.
 moto_venv="$peers_dir/moto-venv"
-moto_reqs="$manifest_dir/moto/requirements.txt"
-moto_stamp_file="$moto_venv/.mcptrail-peers-stamp"
-[[ -f "$moto_reqs" ]] || die "$moto_reqs is missing"
-moto_stamp="$(stamp_of "python $py_version" "$moto_reqs")"
 moto_installed() {
     [[ -x "$moto_venv/bin/python" ]] && "$moto_venv/bin/python" -c 'import moto.server, boto3' >/dev/null 2>&1
 }
-if [[ "$force" != 1 && -f "$moto_stamp_file" && "$(cat "$moto_stamp_file")" == "$moto_stamp" ]] && moto_installed; then
-    log "moto venv up to date (skipped)"
-else
-    log "creating venv $moto_venv for moto[server]"
-    rm -rf -- "$moto_venv"
-    "$python" -m venv "$moto_venv"
-    "$moto_venv/bin/python" -m pip install --quiet --no-input --disable-pip-version-check \
-        --require-virtualenv -r "$moto_reqs"
-    moto_installed || die "pip finished but 'import moto.server, boto3' fails in $moto_venv"
-    printf '%s\n' "$moto_stamp" >"$moto_stamp_file"
-fi
+peers_venv "moto" "$moto_venv" "$manifest_dir/moto/requirements.txt" moto_installed
 log "installed moto==$("$moto_venv/bin/python" -c 'import importlib.metadata as m; print(m.version("moto"))') in $moto_venv"
 
 # --- Summary ---------------------------------------------------------------

@@ -1,6 +1,6 @@
 //! The streaming detector's durable cursor: `<data_dir>/detect/cursor.json` (0600, in a
-//! 0700 directory), written atomically (temporary file, fsync, rename, fsync of the
-//! directory).
+//! 0700 directory), written atomically ([`mcptrail_ledger::write_private_atomic`]: temporary
+//! file, fsync, rename, fsync of the directory).
 //!
 //! ```text
 //! {"format":"mcptrail-detect-cursor v1","seq":4096,"event_id":"019a…","replay_from":3840}
@@ -10,9 +10,8 @@
 //! `event_id` lets a cursor copied next to another ledger be noticed. `replay_from`: where to
 //! start reading again so window and sequence state is rebuilt (see [`crate::detector`]).
 
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -82,11 +81,7 @@ impl DetectCursor {
 
     /// Commit a position durably.
     pub fn store(&self, seq: u64, event_id: &str, replay_from: u64) -> Result<(), DetectError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(DetectError::io(&self.dir))?;
+        mcptrail_ledger::create_private_dir(&self.dir).map_err(private_io)?;
         let state = CursorState {
             format: FORMAT.into(),
             seq,
@@ -95,33 +90,13 @@ impl DetectCursor {
         };
         let mut bytes = serde_json::to_vec(&state).expect("cursor serialises");
         bytes.push(b'\n');
-        let tmp = self.dir.join(".cursor.json.tmp");
-        let mut f = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(DetectError::io(&tmp))?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(DetectError::io(&tmp))?;
-        f.write_all(&bytes).map_err(DetectError::io(&tmp))?;
-        f.sync_data().map_err(DetectError::io(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(DetectError::io(&self.path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(DetectError::io(&self.dir))
+        mcptrail_ledger::write_private_atomic(&self.path, &bytes).map_err(private_io)
     }
 
     /// Take `detect/detector.lock` (held while the file is open), `None` when another
     /// detector holds it: one streaming detector per data directory, the others wait.
     pub fn try_lock(&self) -> Result<Option<File>, DetectError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(DetectError::io(&self.dir))?;
+        mcptrail_ledger::create_private_dir(&self.dir).map_err(private_io)?;
         let path = self.dir.join("detector.lock");
         let file = OpenOptions::new()
             .create(true)
@@ -138,9 +113,17 @@ impl DetectCursor {
     }
 }
 
+fn private_io(e: mcptrail_ledger::PrivateFileError) -> DetectError {
+    DetectError::Io {
+        path: e.path,
+        source: e.source,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn round_trip_private_and_checked() {

@@ -71,6 +71,7 @@ mod error;
 mod flush;
 mod mac;
 mod prepared;
+mod private_file;
 mod reader;
 mod record;
 mod removal;
@@ -93,6 +94,7 @@ pub use consistency::{check_consistency, prove_consistency, ConsistencyProof, CO
 pub use error::LedgerError;
 pub use mac::{default_seed_path, MacPolicy, MAC_SEED_FILE, MAC_STATE_FILE};
 pub use prepared::PreparedEvent;
+pub use private_file::{create_private_dir, write_private_atomic, PrivateFileError};
 pub use reader::{LedgerReader, RawRecord};
 pub use record::record_hash;
 pub use removal::{remove_segments, Removal, RemovalHook, RemovalOptions, RemovalStep, Removed};

@@ -9,9 +9,13 @@
 //! ```
 //!
 //! The OTLP rows (`MCPTRAIL_BENCH_ONLY=otlp`) ship to a private rotel (`.ci/install-peers.sh`)
-//! and print their own table, with the file sink on the same ledger as the baseline.
+//! and print their own table, with the file sink on the same ledger as the baseline;
+//! `MCPTRAIL_BENCH_ONLY=otlp-encode` runs only the baseline and the encoding row (no I/O);
+//! `MCPTRAIL_BENCH_RECEIVER_CPU=1` moves rotel to CPU 1 (with the bench under `taskset -c 0`).
 //!
-//! NATS JetStream must run at 127.0.0.1:4222 (a stream is created for the run and deleted).
+//! NATS JetStream must run at 127.0.0.1:4222 (a stream is created for the run and deleted), or
+//! `MCPTRAIL_BENCH_NATS_PRIVATE=1` starts a private nats-server (pinned to
+//! `MCPTRAIL_BENCH_NATS_CPU` when set) so its CPU per message is its own.
 //! Every figure is the median of 5 runs; nothing here is asserted.
 
 use std::time::{Duration, Instant};
@@ -140,6 +144,21 @@ fn main() {
             assert_eq!(c, n);
         },
     ));
+    // What committing a cursor costs (once per batch): printed per store, not per event.
+    {
+        let c = Cursor::new(&data, "bench-cursor");
+        let stores = 100;
+        let t = Instant::now();
+        let c0 = cpu_secs("self");
+        for i in 1..=stores {
+            c.store(i, "019a0000-0000-7000-8000-000000000000").unwrap();
+        }
+        println!(
+            "cursor store (0600 temp, fdatasync, rename, fsync dir): {:.0} µs wall, {:.0} µs CPU each",
+            t.elapsed().as_secs_f64() * 1e6 / stores as f64,
+            (cpu_secs("self") - c0) * 1e6 / stores as f64
+        );
+    }
     let out = dir.path().join("out/events.jsonl");
     for (label, extra) in [
         ("file json, batch 1000, fdatasync/batch", ""),
@@ -148,7 +167,8 @@ fn main() {
             "format = \"cef\"\n",
         ),
     ] {
-        if !want(label) {
+        // The file json row is every other row's baseline ("vs file"): always measured.
+        if !want(label) && !label.starts_with("file json") {
             continue;
         }
         let cfg = sink(&format!(
@@ -164,11 +184,11 @@ fn main() {
         }));
     }
     if want("nats") {
-        rows.push(bench_nats(&data, n, runs));
+        rows.extend(bench_nats(&data, n, runs));
     }
     rows.extend(bench_siem(&data, n, runs, &want));
-    if want("otlp") {
-        bench_otlp(dir.path(), n, runs);
+    if want("otlp") || only == "otlp-encode" {
+        bench_otlp(dir.path(), n, runs, only == "otlp-encode");
     }
 
     let base = rows[0].wall;
@@ -206,7 +226,7 @@ fn main() {
 /// OTLP into a real collector (rotel, blackhole exporter) on a ledger of MCP request/response
 /// pairs (every response becomes two spans, two histogram observations and a log record; the
 /// requests a log record), against the file sink on the same ledger, in the same run.
-fn bench_otlp(dir: &std::path::Path, n: usize, runs: usize) {
+fn bench_otlp(dir: &std::path::Path, n: usize, runs: usize, encode_only: bool) {
     use mcptrail_test_support::otlp::{write_mcp_session, Rotel};
     let data = dir.join("mcp-data");
     // Each call is a request and a response; the session adds 16 events around them.
@@ -214,6 +234,15 @@ fn bench_otlp(dir: &std::path::Path, n: usize, runs: usize) {
     let events = fx.event_ids.len();
     let rotel = Rotel::start_blackhole();
     let pid = rotel.pid().map(|p| p.to_string());
+    if let (Ok(cpu), Some(pid)) = (std::env::var("MCPTRAIL_BENCH_RECEIVER_CPU"), &pid) {
+        // The collector on a CPU of its own (it inherited the bench's affinity).
+        let ok = std::process::Command::new("taskset")
+            .args(["-a", "-c", "-p", &cpu, pid])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "taskset -a -c -p {cpu} {pid} failed");
+    }
     let out = dir.join("out/mcp.jsonl");
     let mut rows = Vec::new();
     let configs = [
@@ -252,6 +281,12 @@ fn bench_otlp(dir: &std::path::Path, n: usize, runs: usize) {
     ];
     for (label, text, remote) in configs {
         let cfg = sink(&text);
+        if label.starts_with("otlp grpc →") {
+            rows.push(bench_otlp_encode(&data, &cfg, events, runs));
+            if encode_only {
+                break;
+            }
+        }
         let setup = || {
             let _ = std::fs::remove_file(&out);
             Cursor::new(&data, &cfg.name).store(0, "").unwrap();
@@ -284,8 +319,108 @@ fn bench_otlp(dir: &std::path::Path, n: usize, runs: usize) {
     }
 }
 
-/// NATS JetStream: a stream of its own for this run, in memory, deleted afterwards.
-fn bench_nats(data: &std::path::Path, n: usize, runs: usize) -> Row {
+/// The OTLP sink's own work without I/O: read the ledger, batch by 1000, encode the three
+/// export requests (what `send` does before the transport).
+fn bench_otlp_encode(data: &std::path::Path, cfg: &SinkConfig, events: usize, runs: usize) -> Row {
+    let mcptrail_sinks::SinkTarget::Otlp(otlp) = &cfg.target else {
+        unreachable!("an otlp config")
+    };
+    time_runs(
+        "otlp encoding only (no I/O), batch 1000",
+        runs,
+        None,
+        || {},
+        || {
+            let mut sink = mcptrail_sinks::sink::otlp::OtlpSink::new(otlp.clone()).unwrap();
+            let mut t = mcptrail_sinks::LedgerTail::open(data, 1);
+            let (mut batch, mut seen, mut bytes) = (Vec::with_capacity(1000), 0, 0);
+            loop {
+                let next = t.next_record().unwrap();
+                let done = next.is_none();
+                if let Some(r) = next {
+                    batch.push(r);
+                }
+                if batch.len() == 1000 || (done && !batch.is_empty()) {
+                    seen += batch.len();
+                    bytes += sink
+                        .encode(&batch)
+                        .iter()
+                        .map(|(_, b)| b.len())
+                        .sum::<usize>();
+                    batch.clear();
+                }
+                if done {
+                    break;
+                }
+            }
+            assert_eq!(seen, events);
+            assert!(bytes > 0);
+        },
+    )
+}
+
+/// A private nats-server (`MCPTRAIL_BENCH_NATS_PRIVATE=1`): JetStream in a temp dir on a free
+/// loopback port, pinned to `MCPTRAIL_BENCH_NATS_CPU` when set (e.g. the shipper with
+/// `taskset -c 0`, the server on CPU 1), so its CPU per message is measured alone.
+struct PrivateNats {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateNats {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = mcptrail_test_support::free_port();
+        let mut cmd = match std::env::var("MCPTRAIL_BENCH_NATS_CPU") {
+            Ok(cpu) => {
+                let mut c = std::process::Command::new("taskset");
+                c.args(["-c", &cpu, "nats-server"]);
+                c
+            }
+            Err(_) => std::process::Command::new("nats-server"),
+        };
+        let child = cmd
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (Debian nats-server) must be installed");
+        let url = format!("nats://127.0.0.1:{port}");
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "nats-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PrivateNats {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// NATS JetStream: a stream of its own for this run, in memory, deleted afterwards. Besides
+/// the sink's row, two reference rows publish the same payloads from a plain async-nats loop
+/// (not the sink): JetStream without `Nats-Msg-Id` (what duplicate tracking costs the
+/// server) and core NATS without JetStream (the server's cost of just routing a message).
+fn bench_nats(data: &std::path::Path, n: usize, runs: usize) -> Vec<Row> {
+    let private = std::env::var("MCPTRAIL_BENCH_NATS_PRIVATE").is_ok_and(|v| v == "1");
+    let server_proc = private.then(PrivateNats::start);
+    let url = server_proc
+        .as_ref()
+        .map_or("nats://127.0.0.1:4222".to_string(), |s| s.url.clone());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let unique = format!(
         "{}_{}",
@@ -297,12 +432,12 @@ fn bench_nats(data: &std::path::Path, n: usize, runs: usize) -> Row {
     );
     let stream = format!("MCPTRAIL_BENCH_{unique}");
     let subject = format!("mcptrail.bench.{unique}");
+    let client = rt
+        .block_on(async_nats::connect(url.as_str()))
+        .unwrap_or_else(|e| panic!("NATS JetStream must run at {url}: {e}"));
     let js = {
-        let client = rt
-            .block_on(async_nats::connect("nats://127.0.0.1:4222"))
-            .expect("NATS JetStream must run at 127.0.0.1:4222");
         let _in_runtime = rt.enter();
-        async_nats::jetstream::new(client)
+        async_nats::jetstream::new(client.clone())
     };
     rt.block_on(js.create_stream(async_nats::jetstream::stream::Config {
         name: stream.clone(),
@@ -316,22 +451,95 @@ fn bench_nats(data: &std::path::Path, n: usize, runs: usize) -> Row {
     }))
     .unwrap();
     let cfg = sink(&format!(
-        "name = \"nats\"\ntype = \"nats\"\nsubject = \"{subject}\"\nbatch_max_events = 1000\n"
+        "name = \"nats\"\ntype = \"nats\"\nurl = \"{url}\"\nsubject = \"{subject}\"\nbatch_max_events = 1000\n"
     ));
-    let server = nats_server_pid();
+    let server = server_proc
+        .as_ref()
+        .map(|p| p.child.id().to_string())
+        .or_else(nats_server_pid);
     let setup = || {
         std::thread::sleep(Duration::from_millis(1100));
         Cursor::new(data, &cfg.name).store(0, "").unwrap();
     };
-    let row = time_runs(
-        "nats jetstream json, batch 1000, PubAck each",
+    let where_ = if private { "private server" } else { ":4222" };
+    let mut rows = vec![time_runs(
+        &format!("nats jetstream json, batch 1000, PubAck each ({where_})"),
         runs,
         server.as_deref(),
         setup,
         || ship_all(data, &cfg, n as u64),
-    );
+    )];
+    // The same stored lines as payloads, for the reference rows.
+    let mut lines = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
+    let mut t = mcptrail_sinks::LedgerTail::open(data, 1);
+    while let Some(r) = t.next_record().unwrap() {
+        ids.push(r.event_id);
+        lines.push(bytes::Bytes::from(r.line));
+    }
+    rows.push(time_runs(
+        "  ref: jetstream, same payloads and Nats-Msg-Id",
+        runs,
+        server.as_deref(),
+        || std::thread::sleep(Duration::from_millis(1100)),
+        || {
+            rt.block_on(async {
+                for (chunk, ids) in lines.chunks(1000).zip(ids.chunks(1000)) {
+                    let mut acks = Vec::with_capacity(chunk.len());
+                    for (p, id) in chunk.iter().zip(ids) {
+                        let msg = async_nats::jetstream::message::PublishMessage::build()
+                            .payload(p.clone())
+                            .message_id(id.as_str());
+                        acks.push(js.send_publish(subject.clone(), msg).await.unwrap());
+                    }
+                    for a in acks {
+                        a.await.unwrap();
+                    }
+                }
+            })
+        },
+    ));
+    rows.push(time_runs(
+        "  ref: jetstream, same payloads, no Nats-Msg-Id",
+        runs,
+        server.as_deref(),
+        || {},
+        || {
+            rt.block_on(async {
+                for chunk in lines.chunks(1000) {
+                    let mut acks = Vec::with_capacity(chunk.len());
+                    for p in chunk {
+                        acks.push(js.publish(subject.clone(), p.clone()).await.unwrap());
+                    }
+                    for a in acks {
+                        a.await.unwrap();
+                    }
+                }
+            })
+        },
+    ));
+    let core_subject = format!("mcptrail.bench.core.{unique}");
+    rows.push(time_runs(
+        "  ref: core nats publish, no JetStream, flush/1000",
+        runs,
+        server.as_deref(),
+        || {},
+        || {
+            rt.block_on(async {
+                for chunk in lines.chunks(1000) {
+                    for p in chunk {
+                        client
+                            .publish(core_subject.clone(), p.clone())
+                            .await
+                            .unwrap();
+                    }
+                    client.flush().await.unwrap();
+                }
+            })
+        },
+    ));
     let _ = rt.block_on(js.delete_stream(&stream));
-    row
+    rows
 }
 
 /// Splunk HEC (acks on), Elasticsearch `_bulk` (ECS) — the protocol-faithful receivers of

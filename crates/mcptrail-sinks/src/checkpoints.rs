@@ -155,24 +155,15 @@ impl CheckpointProgress {
             .unwrap_or(0)
     }
 
-    /// Record that every note up to `size` was delivered (atomic: temp file + rename).
+    /// Record that every note up to `size` was delivered (atomic and durable, 0600: see
+    /// [`mcptrail_ledger::write_private_atomic`]).
     pub fn store(&self, size: u64) -> Result<(), String> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let dir = self.path.parent().expect("a file in sinks/");
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(format!("{size}\n").as_bytes()))
-            .and_then(|()| std::fs::rename(&tmp, &self.path));
-        written.map_err(|e| format!("{}: {e}", self.path.display()))
+        mcptrail_ledger::create_private_dir(dir)
+            .and_then(|()| {
+                mcptrail_ledger::write_private_atomic(&self.path, format!("{size}\n").as_bytes())
+            })
+            .map_err(|e| e.to_string())
     }
 }
 

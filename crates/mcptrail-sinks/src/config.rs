@@ -12,6 +12,7 @@ use mcptrail_event::EventKind;
 use serde::{Deserialize, Deserializer};
 
 use crate::secret::SecretSource;
+use crate::sink::http::{check_http_url, redact_url};
 use crate::Error;
 
 /// One configured sink.
@@ -276,16 +277,6 @@ impl std::fmt::Debug for NatsSinkConfig {
     }
 }
 
-/// A URL without user info, query or fragment (they may hold credentials), for messages
-/// and `Debug`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let rest = rest.split(['?', '#']).next().unwrap_or("");
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    format!("{scheme}://{host}{path}")
-}
-
 fn yes() -> bool {
     true
 }
@@ -450,9 +441,7 @@ impl SinkConfig {
             }
             "webhook" => {
                 let c: WebhookSinkConfig = specific_value.try_into().map_err(with_common_keys)?;
-                if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
-                    return Err(err(format!("url `{}` must start with http:// or https://", c.url)));
-                }
+                check_http_url("url", &c.url).map_err(err)?;
                 if c.format == PayloadFormat::Cef {
                     return Err(err("format `cef` is for syslog; a webhook carries `json` or `ocsf`".into()));
                 }
@@ -490,9 +479,17 @@ impl SinkConfig {
                 SinkTarget::S3(c)
             }
             "otlp" => {
-                let c: crate::sink::otlp::OtlpSinkConfig =
+                let t: crate::sink::otlp::OtlpSinkToml =
                     specific_value.try_into().map_err(with_common_keys)?;
-                c.check().map_err(err)?;
+                let c = crate::sink::otlp::OtlpSinkConfig::resolve(t, &|k| std::env::var(k).ok())
+                    .map_err(err)?;
+                c.check().map_err(|e| {
+                    err(if c.from_env.is_empty() {
+                        e
+                    } else {
+                        format!("{e} (settings taken from {})", c.from_env.join(", "))
+                    })
+                })?;
                 SinkTarget::Otlp(c)
             }
             other => {
@@ -761,6 +758,35 @@ label_retention_days = { pci = 365 }
         ] {
             let e = parse(&format!("[[sinks]]\nname = \"x\"\n{text}")).unwrap_err();
             assert!(e.contains("sink \"x\"") && e.contains(want), "{want}: {e}");
+        }
+        // Every http(s) URL key is checked the same way, and quoted without credentials.
+        for (text, key) in [
+            (
+                "type = \"webhook\"\nsecret = { env = \"K\" }\nurl = ",
+                "url",
+            ),
+            (
+                "type = \"splunk_hec\"\ntoken = { env = \"T\" }\nurl = ",
+                "url",
+            ),
+            ("type = \"elasticsearch\"\nurl = ", "url"),
+            (
+                "type = \"s3\"\nbucket = \"bucket\"\nendpoint = ",
+                "endpoint",
+            ),
+            ("type = \"otlp\"\nendpoint = ", "endpoint"),
+        ] {
+            let e = parse(&format!(
+                "[[sinks]]\nname = \"x\"\n{text}\"ftp://u:pw1@h/x?token=tok2\"\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.contains(&format!(
+                    "{key} `ftp://h/x` must start with http:// or https://"
+                )),
+                "{text}: {e}"
+            );
+            assert!(!e.contains("pw1") && !e.contains("tok2"), "{e}");
         }
     }
 

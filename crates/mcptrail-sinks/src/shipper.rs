@@ -33,7 +33,7 @@ use mcptrail_ledger::{Ledger, LedgerConfig};
 
 use crate::backoff::{Backoff, SplitMix64};
 use crate::config::SinkConfig;
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, CursorWriter};
 use crate::sink::Sink;
 use crate::tail::{ledger_head, LedgerTail, ShipRecord};
 use crate::Error;
@@ -148,6 +148,8 @@ pub struct Shipper {
     cfg: SinkConfig,
     sink: Box<dyn Sink>,
     cursor: Cursor,
+    /// Writes the cursor off this thread while `run` runs.
+    committer: Option<CursorWriter>,
     alerts: Option<Box<dyn AlertSink>>,
     status: Arc<Mutex<SinkStatus>>,
     lag_alerted: bool,
@@ -186,6 +188,7 @@ impl Shipper {
         Shipper {
             data_dir: data_dir.to_path_buf(),
             cursor: Cursor::new(data_dir, &cfg.name),
+            committer: None,
             cfg,
             sink,
             alerts,
@@ -353,7 +356,7 @@ impl Shipper {
             match self.sink.send(batch) {
                 Ok(()) => {
                     backoff.reset();
-                    self.cursor.store(upto.0, &upto.1)?;
+                    self.commit(upto.0, &upto.1)?;
                     let n = batch.len() as u64;
                     self.update(|s| {
                         s.shipped += n;
@@ -411,13 +414,35 @@ impl Shipper {
         }
     }
 
+    /// Move the cursor to `seq` (acknowledged or filtered): handed to the background writer
+    /// while `run` runs, written in place otherwise.
+    fn commit(&self, seq: u64, event_id: &str) -> Result<(), Error> {
+        match &self.committer {
+            Some(w) => w.commit(&self.cursor, seq, event_id),
+            None => self.cursor.store(seq, event_id),
+        }
+    }
+
     /// Ship until caught up (or, with `follow`, until `stop`). Errors are what stops a sink
     /// for good (a corrupt cursor, an unreadable ledger, another shipper of the same sink);
     /// delivery failures are retried.
+    ///
+    /// The cursor is written by a thread of its own ([`CursorWriter`]): the next batch goes
+    /// out while the last acknowledged position is made durable, and `run` returns only once
+    /// the last one is on disk (the sink's lock is held until then).
     pub fn run(&mut self, opts: &ShipOptions) -> Result<SinkStatus, Error> {
         let Some(_lock) = self.lock(opts)? else {
             return Ok(self.snapshot());
         };
+        self.committer = Some(CursorWriter::start(self.cursor.clone()));
+        let shipped = self.ship(opts);
+        let written = self.committer.take().map_or(Ok(()), CursorWriter::finish);
+        let status = shipped?;
+        written?;
+        Ok(status)
+    }
+
+    fn ship(&mut self, opts: &ShipOptions) -> Result<SinkStatus, Error> {
         let mut tail = self.open_tail()?;
         let mut backoff = Backoff::new(
             self.cfg.backoff,
@@ -500,7 +525,7 @@ impl Shipper {
             {
                 // Only filtered records since the last commit: move the cursor past them.
                 let (seq, id) = upto.clone().expect("filtered records were read");
-                self.cursor.store(seq, &id)?;
+                self.commit(seq, &id)?;
                 self.update(|s| {
                     s.cursor = seq;
                     s.oldest_unshipped = None;

@@ -11,6 +11,7 @@
 //! peer never skip silently.
 
 pub mod destinations;
+pub mod fetch;
 pub mod otlp;
 pub mod siem;
 pub mod sinks;

@@ -131,6 +131,8 @@ pub struct HecLog {
     pub bad_requests: u64,
     /// Ack queries answered.
     pub ack_queries: u64,
+    /// Requests that came gzip-compressed (`Content-Encoding: gzip`).
+    pub gzip_requests: u64,
     /// Failures to inject into the next event POSTs, front first.
     pub fail_next: Vec<HecFailure>,
     /// Answer each new ack id `false` this many times before `true` (indexing takes time).
@@ -205,12 +207,29 @@ fn hec_handle(
     if req.as_reader().read_to_end(&mut body).is_err() {
         return hec_answer(400, json!({"text": "No data", "code": 5}));
     }
+    // HEC takes gzip request bodies; a body that does not decompress is bad data.
+    let gzipped = match header(req, "Content-Encoding").map(str::to_ascii_lowercase) {
+        None => false,
+        Some(e) if e == "gzip" => {
+            let mut plain = Vec::new();
+            let mut gz = flate2::read::GzDecoder::new(&body[..]);
+            if std::io::Read::read_to_end(&mut gz, &mut plain).is_err() {
+                return hec_answer(400, json!({"text": "Invalid data format", "code": 6}));
+            }
+            body = plain;
+            true
+        }
+        Some(_) => return hec_answer(400, json!({"text": "Invalid data format", "code": 6})),
+    };
     let url = req.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
     if path == "/services/collector/health" {
         return hec_answer(200, json!({"text": "HEC is healthy", "code": 17}));
     }
     let mut log = log.lock().unwrap();
+    if gzipped {
+        log.gzip_requests += 1;
+    }
     // Authentication first, as splunkd does.
     match header(req, "Authorization") {
         None => {

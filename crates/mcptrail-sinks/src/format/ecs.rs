@@ -117,7 +117,7 @@ fn ecs_fields(v: &Value) -> Value {
         doc.insert("source".into(), source);
     }
     if let Some(u) = str_at(v, "/server/url") {
-        let shown = crate::config::redact_url(u);
+        let shown = crate::sink::http::redact_url(u);
         let after_scheme = shown.split_once("://").map_or("", |(_, rest)| rest);
         let path = after_scheme
             .find('/')

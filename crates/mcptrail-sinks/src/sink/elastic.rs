@@ -26,11 +26,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::checkpoints::{CheckpointProgress, NOTES_PER_BATCH};
-use crate::config::redact_url;
 use crate::error::{SendError, SendErrorKind};
 use crate::format::ecs::{write_ecs_document, ECS_VERSION};
 use crate::secret::{Secret, SecretSource};
 use crate::sink::http;
+use crate::sink::http::{check_http_url, redact_url};
 use crate::sink::Sink;
 use crate::tail::ShipRecord;
 
@@ -104,12 +104,7 @@ impl std::fmt::Debug for ElasticsearchSinkConfig {
 impl ElasticsearchSinkConfig {
     /// Checks beyond the types (called by the config parser).
     pub(crate) fn validate(&self) -> Result<(), String> {
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(format!(
-                "url `{}` must start with http:// or https://",
-                redact_url(&self.url)
-            ));
-        }
+        check_http_url("url", &self.url)?;
         if self.password.is_some() != self.user.is_some() {
             return Err("`user` and `password` go together".into());
         }

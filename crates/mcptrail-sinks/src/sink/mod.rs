@@ -70,6 +70,10 @@ pub fn build(cfg: &SinkConfig) -> Result<Box<dyn Sink>, Error> {
             Box::new(elastic::ElasticsearchSink::new(&cfg.name, c.clone()).map_err(setup)?)
         }
         SinkTarget::S3(c) => Box::new(s3::S3Sink::new(&cfg.name, c.clone()).map_err(setup)?),
-        SinkTarget::Otlp(c) => Box::new(otlp::OtlpSink::new(c.clone()).map_err(setup)?),
+        SinkTarget::Otlp(c) => Box::new(
+            otlp::OtlpSink::new(c.clone())
+                .map_err(setup)?
+                .with_name(&cfg.name),
+        ),
     })
 }

@@ -175,7 +175,7 @@ impl Sink for NatsSink {
 
     fn probe(&mut self) -> Result<String, SendError> {
         let js = self.context()?;
-        let url = crate::config::redact_url(&self.cfg.url);
+        let url = crate::sink::http::redact_url(&self.cfg.url);
         let subject = self.cfg.subject.clone();
         let expected = self.cfg.stream.clone();
         let timeout = self.timeout();

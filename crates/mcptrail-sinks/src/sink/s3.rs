@@ -38,11 +38,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::checkpoints::{CheckpointProgress, NOTES_PER_BATCH};
-use crate::config::{redact_url, PayloadFormat};
+use crate::config::PayloadFormat;
 use crate::error::{SendError, SendErrorKind};
 use crate::format::encode_into;
 use crate::secret::SecretSource;
 use crate::sink::http;
+use crate::sink::http::{check_http_url, redact_url};
 use crate::sink::sigv4::{self, Credentials};
 use crate::sink::Sink;
 use crate::tail::ShipRecord;
@@ -133,12 +134,7 @@ impl S3SinkConfig {
     /// Checks beyond the types (called by the config parser); `filtered`: the sink has
     /// `kinds`, `labels` or `exclude_labels`.
     pub(crate) fn validate(&self, filtered: bool) -> Result<(), String> {
-        if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
-            return Err(format!(
-                "endpoint `{}` must start with http:// or https://",
-                redact_url(&self.endpoint)
-            ));
-        }
+        check_http_url("endpoint", &self.endpoint)?;
         if self.bucket.len() < 3
             || self.bucket.len() > 63
             || !self

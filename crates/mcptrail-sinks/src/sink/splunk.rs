@@ -36,11 +36,12 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::checkpoints::{CheckpointProgress, NOTES_PER_BATCH};
-use crate::config::{redact_url, PayloadFormat};
+use crate::config::PayloadFormat;
 use crate::error::{SendError, SendErrorKind};
 use crate::format::encode_into;
 use crate::secret::{Secret, SecretSource};
 use crate::sink::http;
+use crate::sink::http::{check_http_url, redact_url};
 use crate::sink::Sink;
 use crate::tail::ShipRecord;
 
@@ -79,6 +80,10 @@ pub struct SplunkHecSinkConfig {
     /// Ship signed checkpoints as `mcptrail:checkpoint` events (default true).
     #[serde(default = "yes")]
     pub checkpoints: bool,
+    /// `none` (default) or `gzip`: event requests go gzip-compressed with
+    /// `Content-Encoding: gzip` (HEC decompresses them; acknowledgement queries stay plain).
+    #[serde(default)]
+    pub compression: crate::sink::otlp::Compression,
     /// PEM file of CAs to trust for https (default: the Mozilla roots).
     pub tls_ca_file: Option<PathBuf>,
     /// Request timeout in seconds (default 10).
@@ -118,6 +123,7 @@ impl std::fmt::Debug for SplunkHecSinkConfig {
             .field("ack_timeout_secs", &self.ack_timeout_secs)
             .field("format", &self.format)
             .field("checkpoints", &self.checkpoints)
+            .field("compression", &self.compression)
             .finish_non_exhaustive()
     }
 }
@@ -125,12 +131,7 @@ impl std::fmt::Debug for SplunkHecSinkConfig {
 impl SplunkHecSinkConfig {
     /// Checks beyond the types (called by the config parser).
     pub(crate) fn validate(&self) -> Result<(), String> {
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(format!(
-                "url `{}` must start with http:// or https://",
-                redact_url(&self.url)
-            ));
-        }
+        check_http_url("url", &self.url)?;
         if self.format == PayloadFormat::Cef {
             return Err("format `cef` is for syslog; HEC carries `json` or `ocsf`".into());
         }
@@ -260,13 +261,33 @@ impl SplunkHecSink {
 
     /// POST `body` to `url`; the parsed HEC answer of a 200, or the mapped error.
     fn post(&self, url: &str, body: &[u8], batch: &[ShipRecord]) -> Result<Vec<u8>, SendError> {
-        let resp = self
+        self.post_encoded(url, body, batch, false)
+    }
+
+    /// [`Self::post`], the body gzip-compressed when `gzip`.
+    fn post_encoded(
+        &self,
+        url: &str,
+        body: &[u8],
+        batch: &[ShipRecord],
+        gzip: bool,
+    ) -> Result<Vec<u8>, SendError> {
+        let compressed;
+        let mut req = self
             .agent
             .post(url)
             .header("Authorization", self.auth().as_str())
             .header("X-Splunk-Request-Channel", self.channel.as_str())
-            .header("Content-Type", "application/json")
-            .send(body)
+            .header("Content-Type", "application/json");
+        let payload = if gzip {
+            compressed = http::gzip(body)?;
+            req = req.header("Content-Encoding", "gzip");
+            &compressed[..]
+        } else {
+            body
+        };
+        let resp = req
+            .send(payload)
             .map_err(|e| http::transport_error(url, &e))?;
         let status = resp.status().as_u16();
         let retry_after = http::retry_after(&resp);
@@ -361,7 +382,8 @@ impl Sink for SplunkHecSink {
         if self.body.is_empty() {
             return Ok(());
         }
-        let answer = self.post(&self.event_url, &self.body, batch)?;
+        let gzip = self.cfg.compression == crate::sink::otlp::Compression::Gzip;
+        let answer = self.post_encoded(&self.event_url, &self.body, batch, gzip)?;
         if self.cfg.ack {
             let a: HecAnswer = serde_json::from_slice(&answer).map_err(|e| {
                 SendError::new(

@@ -22,10 +22,11 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::{redact_url, PayloadFormat, WebhookSinkConfig};
+use crate::config::{PayloadFormat, WebhookSinkConfig};
 use crate::error::{SendError, SendErrorKind};
 use crate::format::encode_into;
 use crate::secret::Secret;
+use crate::sink::http::redact_url;
 use crate::sink::Sink;
 use crate::tail::ShipRecord;
 

@@ -110,6 +110,26 @@ fn check_session(rx: &OtlpCapture, fx: &SessionFixture, calls: usize) {
         assert_eq!(server["attrs"]["jsonrpc.protocol.version"], "2.0");
         assert_eq!(server["attrs"]["mcp.protocol.version"], "2025-06-18");
     }
+    // A request's log record links to the SERVER span of that request.
+    let mut linked = 0;
+    for l in logs
+        .iter()
+        .filter(|l| l["attrs"]["mcptrail.event.kind"] == "mcp.request")
+    {
+        let id = l["attrs"]["mcptrail.event_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if let Some(server) = spans.get(&(id, "SPAN_KIND_SERVER".to_string())) {
+            assert_eq!(l["trace_id"], server["trace_id"], "{l}");
+            assert_eq!(l["span_id"], server["span_id"], "{l}");
+            linked += 1;
+        }
+    }
+    assert_eq!(
+        linked, answered,
+        "every answered request's log record is linked"
+    );
     // The first tool call carried the caller's traceparent: its spans continue that trace.
     let first_call = &fx.request_ids[2];
     let server = &spans[&(first_call.clone(), "SPAN_KIND_SERVER".to_string())];
@@ -215,6 +235,40 @@ fn otlp_http_gzip_to_rotel_in_small_batches() {
     let st = ship(dir.path(), &cfg);
     assert_eq!(st.shipped as usize, fx.event_ids.len(), "{st:?}");
     check_session(&rx, &fx, 20);
+
+    // The sink's own gauges, one point per batch: the records still to ship after it.
+    let total = fx.event_ids.len() as i64;
+    let batches = (total + 6) / 7;
+    let want: HashSet<i64> = (1..=batches).map(|b| (total - 7 * b).max(0)).collect();
+    rx.wait_until("a lag point per batch", Duration::from_secs(20), |rx| {
+        rx.metrics()
+            .iter()
+            .filter(|m| m["name"] == "mcptrail.sink.lag")
+            .count()
+            >= want.len()
+    });
+    let metrics = rx.metrics();
+    let mut got = HashSet::new();
+    for m in metrics.iter().filter(|m| m["name"] == "mcptrail.sink.lag") {
+        assert_eq!(m["unit"], "{record}");
+        assert_eq!(m["resource"]["service.name"], "mcptrail");
+        assert!(m["resource"]["host.name"].is_string(), "{m}");
+        for p in m["gauge"]["data_points"].as_array().unwrap() {
+            let attrs = mcptrail_test_support::otlp::attributes(&p["attributes"]);
+            assert_eq!(attrs["mcptrail.sink.name"], "otel");
+            got.insert(p["as_int"].as_str().unwrap().parse::<i64>().unwrap());
+        }
+    }
+    assert_eq!(got, want, "records behind after each batch of 7");
+    let age = metrics
+        .iter()
+        .find(|m| m["name"] == "mcptrail.sink.lag.age")
+        .expect("the age gauge");
+    assert_eq!(age["unit"], "s");
+    let secs = age["gauge"]["data_points"][0]["as_double"]
+        .as_f64()
+        .unwrap();
+    assert!((0.0..600.0).contains(&secs), "{secs}");
 }
 
 #[test]

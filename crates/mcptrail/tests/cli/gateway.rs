@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mcptrail_event::{Direction, Event, EventKind};
+use mcptrail_test_support::fetch::{fetch_through, McpAt};
 use mcptrail_test_support::{python_peer, workspace_root, HttpPeer};
 use serde_json::{json, Value};
 
@@ -1517,7 +1518,7 @@ fn a_stdio_route_with_egress_records_its_servers_outbound_calls_in_the_session()
     std::fs::create_dir(&site).unwrap();
     std::fs::write(site.join("notes.txt"), "meeting notes\n".repeat(50)).unwrap();
     let web = mcptrail_test_support::destinations::Destination::http_files(&site);
-    let fetch: Vec<String> = mcptrail_test_support::server_fetch_cmd(&["--ignore-robots-txt"])
+    let fetch: Vec<String> = mcptrail_test_support::fetch::fetch_server_cmd()
         .iter()
         .map(|a| format!("{a:?}"))
         .collect();
@@ -1529,14 +1530,10 @@ fn a_stdio_route_with_egress_records_its_servers_outbound_calls_in_the_session()
     );
     let gw = Gateway::start(dir.path(), &config);
     let url = format!("http://wiki.corp.example:{}/notes.txt", web.port);
-    let summary = py_client(&[
-        "--url",
-        &gw.url("/fetch/mcp"),
-        "--no-default-calls",
-        "--no-extras",
-        "--call",
-        &format!("fetch={}", json!({ "url": url, "raw": true })),
-    ]);
+    let summary = fetch_through(
+        McpAt::Http(&gw.url("/fetch/mcp")),
+        &[json!({ "url": url, "raw": true })],
+    );
     assert_eq!(summary["calls"][0]["is_error"], false, "{summary}");
     gw.stop();
     let evs = events(&dir.path().join("data"));

@@ -97,3 +97,60 @@ fn otlp_wrap_then_ship_exports_the_session_to_rotel_and_doctor_probes_it() {
         "exit {code}: {all}"
     );
 }
+
+/// A sink with no endpoint takes it, the protocol, the headers and the timeout from the
+/// standard `OTEL_EXPORTER_OTLP_*` variables; the receiver refuses requests without the
+/// header that came from the environment.
+#[test]
+fn otlp_settings_come_from_the_otel_environment_variables() {
+    let rx = OtlpCapture::start_with(Some("X-Tenant: acme"));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let fx = mcptrail_test_support::otlp::write_mcp_session(&data, 3);
+    let config = dir.path().join("mcptrail.toml");
+    std::fs::write(
+        &config,
+        "[[sinks]]\nname = \"otel\"\ntype = \"otlp\"\nsignals = [\"logs\"]\nbackoff_initial_ms = 50\n",
+    )
+    .unwrap();
+    let out = mcptrail()
+        .args(["--data-dir", data.to_str().unwrap(), "--config"])
+        .arg(&config)
+        .args(["ship", "--give-up-after", "20"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", rx.url())
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme,x-unused=%20")
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "5000")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    let got: HashSet<String> = rx
+        .log_records()
+        .iter()
+        .filter_map(|l| l["attrs"]["mcptrail.event_id"].as_str().map(String::from))
+        .collect();
+    assert!(
+        fx.event_ids.iter().all(|id| got.contains(id)),
+        "every event reached the receiver named by the environment: {all}"
+    );
+
+    // A per-signal variable the sink cannot honour is refused, not ignored.
+    let out = mcptrail()
+        .args(["--data-dir", data.to_str().unwrap(), "--config"])
+        .arg(&config)
+        .args(["ship", "--status"])
+        .env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", rx.url())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT is set, but per-signal"),
+        "{err}"
+    );
+}

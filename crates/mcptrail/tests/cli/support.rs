@@ -16,6 +16,10 @@ pub(crate) fn mcptrail() -> Command {
         .env_remove("MCPTRAIL_CONFIG")
         .env_remove("MCPTRAIL_USER")
         .env_remove("MCPTRAIL_AGENT_ID");
+    // The OTLP sink reads these when its table leaves a setting out.
+    for (var, _) in mcptrail_sinks::sink::otlp::OTEL_ENV_VARS {
+        c.env_remove(var);
+    }
     c
 }
 

@@ -49,6 +49,34 @@ pub(crate) struct ResourceKey {
     pub tool_catalog_hash: Option<String>,
 }
 
+impl ResourceKey {
+    /// The attributes in a fixed order (the order of the struct's fields).
+    fn fields(&self) -> [Option<&str>; 7] {
+        [
+            self.host.as_deref(),
+            self.agent_id.as_deref(),
+            self.tap_version.as_deref(),
+            self.server_name.as_deref(),
+            self.server_version.as_deref(),
+            self.server_transport.as_deref(),
+            self.tool_catalog_hash.as_deref(),
+        ]
+    }
+
+    fn from_fields(f: [Option<&str>; 7]) -> Self {
+        let own = |s: Option<&str>| s.map(str::to_string);
+        ResourceKey {
+            host: own(f[0]),
+            agent_id: own(f[1]),
+            tap_version: own(f[2]),
+            server_name: own(f[3]),
+            server_version: own(f[4]),
+            server_transport: own(f[5]),
+            tool_catalog_hash: own(f[6]),
+        }
+    }
+}
+
 /// A parsed batch.
 pub(crate) struct Batch<'a> {
     pub items: Vec<Item<'a>>,
@@ -165,7 +193,8 @@ pub(crate) fn parse_batch<'a>(
             lo = lo.min(time_ns);
             hi = hi.max(time_ns);
         }
-        let mut key = ResourceKey::default();
+        // The resource's attributes, borrowed: an owned key is made only for a new resource.
+        let mut probe: [Option<&str>; 7] = [None; 7];
         if let Some(v) = &view {
             if let (Some(c), Some(s)) = (&v.catalog, &v.session_id) {
                 if c.list == "tools" {
@@ -177,40 +206,24 @@ pub(crate) fn parse_batch<'a>(
                     memory.arguments.insert(&v.event_id, p.get());
                 }
             }
-            key = ResourceKey {
-                host: v.host.as_deref().map(str::to_string),
-                agent_id: v.agent_id.as_deref().map(str::to_string),
-                tap_version: v
-                    .process
-                    .as_ref()
-                    .and_then(|p| p.tap_version.as_deref())
-                    .map(str::to_string),
-                server_name: v
-                    .server
-                    .as_ref()
-                    .and_then(|s| s.name.as_deref())
-                    .map(str::to_string),
-                server_version: v
-                    .server
-                    .as_ref()
-                    .and_then(|s| s.version.as_deref())
-                    .map(str::to_string),
-                server_transport: v
-                    .server
-                    .as_ref()
-                    .and_then(|s| s.transport.as_deref())
-                    .map(str::to_string),
-                tool_catalog_hash: v
-                    .session_id
+            let server = v.server.as_ref();
+            probe = [
+                v.host.as_deref(),
+                v.agent_id.as_deref(),
+                v.process.as_ref().and_then(|p| p.tap_version.as_deref()),
+                server.and_then(|s| s.name.as_deref()),
+                server.and_then(|s| s.version.as_deref()),
+                server.and_then(|s| s.transport.as_deref()),
+                v.session_id
                     .as_deref()
                     .and_then(|s| memory.catalog_by_session.get(s))
-                    .cloned(),
-            };
+                    .map(String::as_str),
+            ];
         }
-        let resource = match resources.iter().position(|r| *r == key) {
+        let resource = match resources.iter().position(|r| r.fields() == probe) {
             Some(i) => i,
             None => {
-                resources.push(key);
+                resources.push(ResourceKey::from_fields(probe));
                 resources.len() - 1
             }
         };
@@ -334,25 +347,12 @@ pub(crate) struct SpanIds {
 /// upstream is the CLIENT span's id); what is missing is derived from the request's event id,
 /// so sending a batch again yields the same ids.
 pub(crate) fn span_ids(v: &EventView<'_>, request_key: &str) -> SpanIds {
-    let derived = |label: &[u8]| -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(b"mcptrail-otlp/");
-        h.update(label);
-        h.update(b"/");
-        h.update(request_key.as_bytes());
-        h.finalize().into()
-    };
-    let trace = v
-        .trace_id
-        .as_deref()
-        .and_then(hex_id::<16>)
-        .unwrap_or_else(|| first::<16>(&derived(b"trace")));
-    let server = first::<8>(&derived(b"server"));
+    let (trace, server) = trace_and_server_ids(v, request_key);
     let client = v
         .span_id
         .as_deref()
         .and_then(hex_id::<8>)
-        .unwrap_or_else(|| first::<8>(&derived(b"client")));
+        .unwrap_or_else(|| first::<8>(&derived_id(b"client", request_key)));
     let parent = v.parent_span_id.as_deref().and_then(hex_id::<8>);
     SpanIds {
         trace,
@@ -360,6 +360,28 @@ pub(crate) fn span_ids(v: &EventView<'_>, request_key: &str) -> SpanIds {
         client,
         parent,
     }
+}
+
+/// The trace id and the SERVER span's id of [`span_ids`] (what a log record links to),
+/// without deriving the CLIENT span's.
+pub(crate) fn trace_and_server_ids(v: &EventView<'_>, request_key: &str) -> ([u8; 16], [u8; 8]) {
+    let trace = v
+        .trace_id
+        .as_deref()
+        .and_then(hex_id::<16>)
+        .unwrap_or_else(|| first::<16>(&derived_id(b"trace", request_key)));
+    (trace, first::<8>(&derived_id(b"server", request_key)))
+}
+
+/// SHA-256 of `mcptrail-otlp/<label>/<request event id>`: ids that do not change when a
+/// batch is sent again.
+fn derived_id(label: &[u8], request_key: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"mcptrail-otlp/");
+    h.update(label);
+    h.update(b"/");
+    h.update(request_key.as_bytes());
+    h.finalize().into()
 }
 
 fn first<const N: usize>(h: &[u8; 32]) -> [u8; N] {

@@ -11,7 +11,7 @@
 //! - `trace_id`/`span_id` of the request's SERVER span for requests and responses, so a log
 //!   backend links each record to its span.
 
-use super::encode::{span_ids, write_request, Batch, EncodeSettings, Item};
+use super::encode::{trace_and_server_ids, write_request, Batch, EncodeSettings, Item};
 use super::proto::Writer;
 use super::traces::mcp_session_id;
 use super::view::EventView;
@@ -72,12 +72,15 @@ fn write_record(w: &mut Writer, it: &Item<'_>, settings: &EncodeSettings) {
     w.string(3, text);
     w.message(5, |body| match v {
         Some(v) if !settings.include_payloads && v.has_payload() => {
-            match cut_payloads(&it.rec.line, v) {
-                Some(cut) => body.string_always(1, &String::from_utf8_lossy(&cut)),
+            match payload_cuts(&it.rec.line, v) {
+                Some(cuts) => write_cut_line(body, &it.rec.line, &cuts),
                 None => body.string_always(1, &without_payloads(&it.rec.line)),
             }
         }
-        _ => body.string_always(1, &String::from_utf8_lossy(&it.rec.line)),
+        _ => match std::str::from_utf8(&it.rec.line) {
+            Ok(line) => body.string_always(1, line),
+            Err(_) => body.string_always(1, &String::from_utf8_lossy(&it.rec.line)),
+        },
     });
     w.kv_str(6, "mcptrail.event_id", &it.rec.event_id);
     w.kv_int(6, "mcptrail.seq", it.rec.seq as i64);
@@ -118,31 +121,36 @@ fn write_record(w: &mut Writer, it: &Item<'_>, settings: &EncodeSettings) {
             _ => None,
         };
         if let Some(key) = request_key {
-            let ids = span_ids(v, key);
-            w.bytes(9, &ids.trace);
-            w.bytes(10, &ids.server);
+            let (trace, server) = trace_and_server_ids(v, key);
+            w.bytes(9, &trace);
+            w.bytes(10, &server);
         }
     }
     w.fixed64(11, it.time_ns);
-    w.string(12, &format!("mcptrail.{kind}"));
+    w.string_pieces(12, &[b"mcptrail.", kind.as_bytes()]);
 }
 
-/// The stored line with the `parameters_used` and `response_summary.preview` members cut out
-/// by position (the parsed view points into the line), without re-serialising the rest;
-/// `None` when the line is not laid out as the ledger writes it (then [`without_payloads`]).
-fn cut_payloads(line: &[u8], v: &EventView<'_>) -> Option<Vec<u8>> {
+/// Where the `parameters_used` and `response_summary.preview` members sit in the stored line
+/// (the parsed view points into the line), so they can be left out without re-serialising
+/// the rest: sorted, disjoint byte ranges, each with the comma that joined it. `None` when the
+/// line is not laid out as the ledger writes it (then [`without_payloads`]).
+fn payload_cuts(line: &[u8], v: &EventView<'_>) -> Option<[(usize, usize); 2]> {
     if v.malformed.is_some() {
         return None;
     }
     let base = line.as_ptr() as usize;
-    let mut cuts: Vec<(usize, usize)> = Vec::new();
-    for (key, raw) in [
+    // Empty ranges for members that are absent.
+    let mut cuts = [(0usize, 0usize); 2];
+    for (slot, (key, raw)) in [
         (&b"\"parameters_used\":"[..], v.parameters_used),
         (
             &b"\"preview\":"[..],
             v.response_summary.as_ref().and_then(|s| s.preview),
         ),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let Some(raw) = raw else { continue };
         let start = (raw.get().as_ptr() as usize).checked_sub(base)?;
         let end = start + raw.get().len();
@@ -156,20 +164,23 @@ fn cut_payloads(line: &[u8], v: &EventView<'_>) -> Option<Vec<u8>> {
         } else if line.get(to) == Some(&b',') {
             to += 1;
         }
-        cuts.push((from, to));
+        cuts[slot] = (from, to);
     }
     cuts.sort_unstable();
-    let mut out = Vec::with_capacity(line.len());
-    let mut at = 0;
-    for (from, to) in cuts {
-        if from < at {
-            return None;
-        }
-        out.extend_from_slice(&line[at..from]);
-        at = to;
+    // Overlapping cuts (a line not written by the ledger) are refused.
+    let [(_, to0), (from1, _)] = cuts;
+    (to0 <= from1).then_some(cuts)
+}
+
+/// The body's `string_value` (field 1): the line without the `cuts`, written in place.
+fn write_cut_line(body: &mut Writer, line: &[u8], cuts: &[(usize, usize); 2]) {
+    let [(f0, t0), (f1, t1)] = *cuts;
+    let pieces = [&line[..f0], &line[t0..f1], &line[t1..]];
+    match std::str::from_utf8(line) {
+        // Cuts fall on ASCII bytes (`,` and `"`), so the pieces of a UTF-8 line are UTF-8.
+        Ok(_) => body.string_pieces(1, &pieces),
+        Err(_) => body.string_always(1, &String::from_utf8_lossy(&pieces.concat())),
     }
-    out.extend_from_slice(&line[at..]);
-    Some(out)
 }
 
 /// The event JSON without the payload members `include_payloads = false` keeps out.
@@ -194,7 +205,7 @@ mod tests {
 
     #[test]
     fn payload_members_are_removed_and_the_rest_kept() {
-        let line = br#"{"event_id":"e","kind":"mcp.response","parameters_used":{"k":"v"},"response_summary":{"status":"ok","preview":"secret result","size":3}}"#;
+        let line = br#"{"event_id":"e","time":"t","kind":"mcp.response","parameters_used":{"k":"v"},"response_summary":{"status":"ok","preview":"secret result","size":3}}"#;
         let out = without_payloads(line);
         assert!(
             !out.contains("secret result") && !out.contains("\"k\""),
@@ -204,5 +215,27 @@ mod tests {
             out.contains("\"size\":3") && out.contains("\"event_id\":\"e\""),
             "{out}"
         );
+    }
+
+    #[test]
+    fn cutting_by_position_gives_what_re_serialising_gives() {
+        use crate::sink::otlp::proto::{fields, Field};
+        for line in [
+            &br#"{"event_id":"e","time":"t","kind":"mcp.request","parameters_used":{"k":"v\u00e9"},"seq":1}"#[..],
+            br#"{"event_id":"e","time":"t","kind":"mcp.response","response_summary":{"preview":"secret","status":"ok","size":3},"seq":2}"#,
+            br#"{"event_id":"e","time":"t","kind":"mcp.response","parameters_used":[1],"response_summary":{"status":"ok","preview":"p"}}"#,
+        ] {
+            let v: EventView<'_> = serde_json::from_slice(line).unwrap();
+            let cuts = payload_cuts(line, &v).expect("a ledger-shaped line");
+            let mut w = Writer::default();
+            write_cut_line(&mut w, line, &cuts);
+            let Some(&[(1, Field::Len(text))]) = fields(&w.buf).as_deref() else {
+                panic!("one string field: {:?}", w.buf)
+            };
+            let cut: serde_json::Value = serde_json::from_slice(text).unwrap();
+            let reserialised: serde_json::Value =
+                serde_json::from_str(&without_payloads(line)).unwrap();
+            assert_eq!(cut, reserialised, "{}", String::from_utf8_lossy(line));
+        }
     }
 }

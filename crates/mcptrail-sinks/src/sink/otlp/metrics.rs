@@ -10,7 +10,21 @@
 //! - `mcp.server.session.duration`, `mcp.client.session.duration` (histograms, s): from
 //!   `session.end` events;
 //! - `mcptrail.events` (events written to the ledger, by kind), `mcptrail.redactions` (by
-//!   rule), `mcptrail.alerts` (by rule and severity): monotonic sums.
+//!   rule), `mcptrail.alerts` (by rule and severity): monotonic sums;
+//! - the sink's own gauges at export time, in a resource of their own (`service.name`,
+//!   `host.name` of the shipping machine) with `mcptrail.sink.name` on each point:
+//!   `mcptrail.sink.lag` (records in the ledger after the batch, i.e. still to ship) and
+//!   `mcptrail.sink.lag.age` (s, how long the batch's oldest event waited in the ledger).
+//!
+//! Resending: spans and log records carry `mcptrail.event_id` and keep their ids, so a
+//! receiver can drop a batch that arrives twice; metric points cannot be told apart, so a
+//! batch whose metrics were delivered but whose acknowledgement was lost (or a shipper that
+//! died before its cursor was written) counts those events twice in the delta sums and
+//! histograms. Within one run a batch retried after a later signal failed does not resend
+//! its metrics (the sink remembers which signals were accepted), so double counting is
+//! limited to lost acknowledgements and crashes; exact counts come from the log records,
+//! deduplicated by `mcptrail.event_id`. The gauges are idempotent (a resent value replaces
+//! the last).
 
 use std::collections::HashMap;
 
@@ -96,46 +110,150 @@ impl Instrument {
     }
 }
 
-/// Sums by name and attributes.
-type Counts = HashMap<(&'static str, Vec<(&'static str, String)>), u64>;
+/// Histogram points of one instrument, keyed by their encoded attribute bytes: the same
+/// attributes always encode the same way, and encoding is what the export needs anyway.
+type Points = HashMap<Vec<u8>, Histogram>;
 
-/// Write the `ExportMetricsServiceRequest` of a batch (`None`: nothing to report).
-pub(crate) fn encode(batch: &Batch<'_>, settings: &EncodeSettings) -> Option<Vec<u8>> {
+/// The sums of a resource's events, keyed by strings borrowed from the batch (a key is
+/// allocated only for alerts, which are rare).
+#[derive(Default)]
+struct Counts<'b> {
+    events: HashMap<&'b str, u64>,
+    redactions: HashMap<&'b str, u64>,
+    alerts: HashMap<(String, String), u64>,
+}
+
+impl Counts<'_> {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.redactions.is_empty() && self.alerts.is_empty()
+    }
+}
+
+/// Count one observation under the attributes encoded in `attrs` (copied only when new).
+fn observe(points: &mut Points, attrs: &[u8], secs: f64) {
+    if let Some(h) = points.get_mut(attrs) {
+        h.record(secs);
+    } else {
+        let mut h = Histogram::new();
+        h.record(secs);
+        points.insert(attrs.to_vec(), h);
+    }
+}
+
+/// What the sink knows about itself when it exports a batch.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SinkGauges {
+    /// The sink's name (`mcptrail.sink.name`).
+    pub sink: String,
+    /// Records in the ledger after the batch's last one (`None`: the ledger head is unknown).
+    pub records_behind: Option<u64>,
+    /// Now, in Unix nanoseconds (the gauges' time).
+    pub now_ns: u64,
+}
+
+/// Write the sink's gauges as one more `ResourceMetrics` (field 1 of the request; a repeated
+/// field, so appending it to an encoded request is valid protobuf).
+fn write_sink_gauges(
+    buf: &mut Vec<u8>,
+    g: &SinkGauges,
+    batch: &Batch<'_>,
+    settings: &EncodeSettings,
+) {
+    let oldest = batch.span_ns.0;
+    let mut w = Writer {
+        buf: std::mem::take(buf),
+    };
+    w.message(1, |rm| {
+        rm.message(1, |r| {
+            r.kv_str(1, "service.name", &settings.service_name);
+            r.kv_str(1, "service.version", env!("CARGO_PKG_VERSION"));
+            r.kv_str(1, "host.name", &crate::sink::http::hostname());
+        });
+        rm.message(2, |scope| {
+            super::encode::write_scope(scope);
+            let mut gauge = |name: &str, unit: &str, description: &str, value: Value| {
+                // Metric { name = 1; description = 2; unit = 3; gauge = 5 { data_points = 1 } }
+                scope.message(2, |m| {
+                    m.string(1, name);
+                    m.string(2, description);
+                    m.string(3, unit);
+                    m.message(5, |gm| {
+                        // NumberDataPoint { time = 3; as_double = 4; as_int = 6; attributes = 7 }
+                        gm.message(1, |p| {
+                            p.kv_str(7, "mcptrail.sink.name", &g.sink);
+                            p.fixed64(3, g.now_ns);
+                            match value {
+                                Value::Int(v) => p.sfixed64_always(6, v),
+                                Value::Double(v) => p.double_always(4, v),
+                            }
+                        });
+                    });
+                });
+            };
+            if let Some(n) = g.records_behind {
+                gauge(
+                    "mcptrail.sink.lag",
+                    "{record}",
+                    "Ledger records after the batch just exported, still to ship",
+                    Value::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+                );
+            }
+            if oldest != 0 && g.now_ns >= oldest {
+                gauge(
+                    "mcptrail.sink.lag.age",
+                    "s",
+                    "How long the batch's oldest event waited in the ledger before export",
+                    Value::Double((g.now_ns - oldest) as f64 / 1e9),
+                );
+            }
+        });
+    });
+    *buf = w.buf;
+}
+
+/// A gauge value.
+enum Value {
+    Int(i64),
+    Double(f64),
+}
+
+/// Write the `ExportMetricsServiceRequest` of a batch, with the sink's gauges when given
+/// (`None`: nothing to report).
+pub(crate) fn encode(
+    batch: &Batch<'_>,
+    settings: &EncodeSettings,
+    gauges: Option<&SinkGauges>,
+) -> Option<Vec<u8>> {
+    let mut out = encode_events(batch, settings);
+    if let Some(g) = gauges {
+        let mut buf = out.take().unwrap_or_default();
+        write_sink_gauges(&mut buf, g, batch, settings);
+        out = Some(buf);
+    }
+    out
+}
+
+/// The metrics the batch's events make (`None`: none).
+fn encode_events(batch: &Batch<'_>, settings: &EncodeSettings) -> Option<Vec<u8>> {
     let (start, end) = (batch.span_ns.0, batch.span_ns.1 + 1);
+    // Reused for every observation's attributes.
+    let mut attrs = Writer::default();
     write_request(batch, settings, |scope, resource| {
-        // Histograms keyed by their encoded attribute bytes: the same attributes always
-        // encode the same way, and encoding is what the export needs anyway.
-        let mut hist: HashMap<(Instrument, Vec<u8>), Histogram> = HashMap::new();
-        let mut counts: Counts = HashMap::new();
+        let mut hist: [Points; 4] = Default::default();
+        let mut counts = Counts::default();
         for it in batch.items.iter().filter(|it| it.resource == resource) {
-            *counts
-                .entry((
-                    "mcptrail.events",
-                    vec![("mcptrail.event.kind", it.rec.kind.clone())],
-                ))
-                .or_default() += 1;
+            *counts.events.entry(it.rec.kind.as_str()).or_default() += 1;
             let Some(v) = &it.view else { continue };
             for r in &v.redactions {
-                *counts
-                    .entry((
-                        "mcptrail.redactions",
-                        vec![("mcptrail.redaction.rule", r.rule.to_string())],
-                    ))
-                    .or_default() += 1;
+                *counts.redactions.entry(&r.rule).or_default() += 1;
             }
             if v.kind == "alert" {
                 let d = v.alert_detail();
-                let attrs = vec![
-                    (
-                        "mcptrail.alert.rule",
-                        d.rule.as_deref().unwrap_or("unknown").to_string(),
-                    ),
-                    (
-                        "mcptrail.alert.severity",
-                        d.severity.as_deref().unwrap_or("unknown").to_string(),
-                    ),
-                ];
-                *counts.entry(("mcptrail.alerts", attrs)).or_default() += 1;
+                let key = (
+                    d.rule.as_deref().unwrap_or("unknown").to_string(),
+                    d.severity.as_deref().unwrap_or("unknown").to_string(),
+                );
+                *counts.alerts.entry(key).or_default() += 1;
             }
             if is_span_source(v) {
                 let Some(secs) = v.duration_ms.filter(|d| d.is_finite() && *d >= 0.0) else {
@@ -145,18 +263,16 @@ pub(crate) fn encode(batch: &Batch<'_>, settings: &EncodeSettings) -> Option<Vec
                     (Side::Server, Instrument::ServerOperation),
                     (Side::Client, Instrument::ClientOperation),
                 ] {
-                    let mut a = Writer::default();
-                    write_operation_attributes(&mut a, 9, v, side);
+                    attrs.buf.clear();
+                    write_operation_attributes(&mut attrs, 9, v, side);
                     let o = outcome(v, side);
                     if let Some(code) = &o.status_code {
-                        a.kv_str(9, "rpc.response.status_code", code);
+                        attrs.kv_str(9, "rpc.response.status_code", code);
                     }
                     if let Some(t) = &o.error_type {
-                        a.kv_str(9, "error.type", t);
+                        attrs.kv_str(9, "error.type", t);
                     }
-                    hist.entry((instrument, a.buf))
-                        .or_insert_with(Histogram::new)
-                        .record(secs / 1000.0);
+                    observe(&mut hist[instrument as usize], &attrs.buf, secs / 1000.0);
                 }
             } else if v.kind == "session.end" {
                 let transport = v.server.as_ref().and_then(|s| s.transport.as_deref());
@@ -177,47 +293,37 @@ pub(crate) fn encode(batch: &Batch<'_>, settings: &EncodeSettings) -> Option<Vec
                     (Instrument::ServerSession, client_side),
                     (Instrument::ClientSession, server_side),
                 ] {
-                    let mut a = Writer::default();
+                    attrs.buf.clear();
                     if let Some(p) = &v.protocol_version {
-                        a.kv_str(9, "mcp.protocol.version", p);
+                        attrs.kv_str(9, "mcp.protocol.version", p);
                     }
-                    a.kv_str(9, "network.transport", net);
+                    attrs.kv_str(9, "network.transport", net);
                     if net == "tcp" {
-                        a.kv_str(9, "network.protocol.name", "http");
+                        attrs.kv_str(9, "network.protocol.name", "http");
                     }
                     if let Some(r) = failed {
-                        a.kv_str(9, "error.type", r);
+                        attrs.kv_str(9, "error.type", r);
                     }
-                    hist.entry((instrument, a.buf))
-                        .or_insert_with(Histogram::new)
-                        .record(secs / 1000.0);
+                    observe(&mut hist[instrument as usize], &attrs.buf, secs / 1000.0);
                 }
             }
         }
-        if hist.is_empty() && counts.is_empty() {
+        if hist.iter().all(HashMap::is_empty) && counts.is_empty() {
             return false;
         }
         write_histograms(scope, hist, (start, end));
-        write_counts(scope, counts, (start, end));
+        write_counts(scope, &counts, (start, end));
         true
     })
 }
 
-fn write_histograms(
-    scope: &mut Writer,
-    hist: HashMap<(Instrument, Vec<u8>), Histogram>,
-    (start, end): (u64, u64),
-) {
-    let mut points: Vec<_> = hist.into_iter().collect();
-    points.sort_by(|a, b| a.0.cmp(&b.0));
-    for instrument in Instrument::ALL {
-        let mine: Vec<_> = points
-            .iter()
-            .filter(|((i, _), _)| *i == instrument)
-            .collect();
-        if mine.is_empty() {
+fn write_histograms(scope: &mut Writer, hist: [Points; 4], (start, end): (u64, u64)) {
+    for (instrument, points) in Instrument::ALL.into_iter().zip(hist) {
+        if points.is_empty() {
             continue;
         }
+        let mut mine: Vec<_> = points.into_iter().collect();
+        mine.sort_by(|a, b| a.0.cmp(&b.0));
         // ScopeMetrics.metrics = 2; Metric { name = 1; description = 2; unit = 3;
         // histogram = 9 { data_points = 1; aggregation_temporality = 2 } }
         scope.message(2, |m| {
@@ -225,7 +331,7 @@ fn write_histograms(
             m.string(2, instrument.description());
             m.string(3, "s");
             m.message(9, |h| {
-                for ((_, attrs), hg) in &mine {
+                for (attrs, hg) in &mine {
                     // HistogramDataPoint { start = 2; time = 3; count = 4; sum = 5;
                     // bucket_counts = 6; explicit_bounds = 7; attributes = 9; min = 11; max = 12 }
                     h.message(1, |p| {
@@ -246,27 +352,51 @@ fn write_histograms(
     }
 }
 
-fn write_counts(scope: &mut Writer, counts: Counts, (start, end): (u64, u64)) {
-    let mut points: Vec<_> = counts.into_iter().collect();
-    points.sort();
-    for (name, unit, description) in [
+/// The points of one sum: attributes (key, value) and the count, in attribute order.
+type SumPoints<'c> = Vec<(Vec<(&'static str, &'c str)>, u64)>;
+
+/// The sorted points of a sum with one attribute `key`.
+fn single<'c>(key: &'static str, m: &HashMap<&'c str, u64>) -> SumPoints<'c> {
+    let mut v: SumPoints<'c> = m.iter().map(|(val, n)| (vec![(key, *val)], *n)).collect();
+    v.sort();
+    v
+}
+
+fn write_counts(scope: &mut Writer, counts: &Counts<'_>, (start, end): (u64, u64)) {
+    let mut alerts: SumPoints<'_> = counts
+        .alerts
+        .iter()
+        .map(|((rule, severity), n)| {
+            (
+                vec![
+                    ("mcptrail.alert.rule", rule.as_str()),
+                    ("mcptrail.alert.severity", severity.as_str()),
+                ],
+                *n,
+            )
+        })
+        .collect();
+    alerts.sort();
+    for (name, unit, description, mine) in [
         (
             "mcptrail.events",
             "{event}",
             "Events written to the audit ledger",
+            single("mcptrail.event.kind", &counts.events),
         ),
         (
             "mcptrail.redactions",
             "{redaction}",
             "Values redacted from events, by rule",
+            single("mcptrail.redaction.rule", &counts.redactions),
         ),
         (
             "mcptrail.alerts",
             "{alert}",
             "Alerts raised, by rule and severity",
+            alerts,
         ),
     ] {
-        let mine: Vec<_> = points.iter().filter(|((n, _), _)| *n == name).collect();
         if mine.is_empty() {
             continue;
         }
@@ -276,7 +406,7 @@ fn write_counts(scope: &mut Writer, counts: Counts, (start, end): (u64, u64)) {
             m.string(2, description);
             m.string(3, unit);
             m.message(7, |s| {
-                for ((_, attrs), n) in &mine {
+                for (attrs, n) in &mine {
                     // NumberDataPoint { start = 2; time = 3; as_int = 6 (sfixed64); attributes = 7 }
                     s.message(1, |p| {
                         for (k, val) in attrs {

@@ -45,7 +45,8 @@ mod traces;
 mod transport;
 mod view;
 
-pub use config::{Compression, HeaderValue, OtlpProtocol, OtlpSinkConfig, Signal};
+pub(crate) use config::OtlpSinkToml;
+pub use config::{Compression, HeaderValue, OtlpProtocol, OtlpSinkConfig, Signal, OTEL_ENV_VARS};
 
 use crate::error::{SendError, SendErrorKind};
 use crate::sink::Sink;
@@ -65,6 +66,10 @@ pub struct OtlpSink {
     memory: CrossBatch,
     /// Signals of a batch the receiver already accepted, while that batch is being retried.
     accepted: Option<(BatchId, Vec<Signal>)>,
+    /// The sink's name, for its own gauges.
+    name: String,
+    /// The ledger being shipped (for the lag gauge), once attached.
+    ledger: Option<std::path::PathBuf>,
 }
 
 impl OtlpSink {
@@ -84,7 +89,52 @@ impl OtlpSink {
             transport,
             memory: CrossBatch::default(),
             accepted: None,
+            name: String::new(),
+            ledger: None,
         })
+    }
+
+    /// Name the sink (`mcptrail.sink.name` on its gauges).
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// The gauges of `batch` now: records after it in the ledger, if the ledger is known.
+    fn gauges(&self, batch: &[ShipRecord]) -> metrics::SinkGauges {
+        let last = batch.last().map_or(0, |r| r.seq);
+        let records_behind = self
+            .ledger
+            .as_deref()
+            .and_then(|d| crate::tail::ledger_head(d).ok().flatten())
+            .map(|(head, _)| head.saturating_sub(last));
+        metrics::SinkGauges {
+            sink: self.name.clone(),
+            records_behind,
+            now_ns: encode::unix_nanos_now(),
+        }
+    }
+
+    /// The export requests `batch` becomes — one per configured signal that has anything to
+    /// send, in sending order — without sending them: what [`Sink::send`] hands to the
+    /// transport (for benchmarks and tests; the cross-batch memory is updated as by `send`).
+    pub fn encode(&mut self, batch: &[ShipRecord]) -> Vec<(Signal, Vec<u8>)> {
+        let gauges = self.gauges(batch);
+        let parsed = encode::parse_batch(batch, &self.settings, &mut self.memory);
+        let out = self
+            .signals
+            .iter()
+            .filter_map(|&signal| {
+                let body = match signal {
+                    Signal::Traces => traces::encode(&parsed, &self.settings, &self.memory),
+                    Signal::Metrics => metrics::encode(&parsed, &self.settings, Some(&gauges)),
+                    Signal::Logs => logs::encode(&parsed, &self.settings),
+                };
+                body.map(|b| (signal, b))
+            })
+            .collect();
+        encode::forget_answered(&parsed, &mut self.memory);
+        out
     }
 
     fn protocol_name(&self) -> &'static str {
@@ -106,6 +156,7 @@ impl Sink for OtlpSink {
             Some((prev, signals)) if prev == id => signals,
             _ => Vec::new(),
         };
+        let gauges = self.gauges(batch);
         let parsed = encode::parse_batch(batch, &self.settings, &mut self.memory);
         for &signal in &self.signals {
             if accepted.contains(&signal) {
@@ -113,11 +164,11 @@ impl Sink for OtlpSink {
             }
             let body = match signal {
                 Signal::Traces => traces::encode(&parsed, &self.settings, &self.memory),
-                Signal::Metrics => metrics::encode(&parsed, &self.settings),
+                Signal::Metrics => metrics::encode(&parsed, &self.settings, Some(&gauges)),
                 Signal::Logs => logs::encode(&parsed, &self.settings),
             };
             if let Some(body) = body {
-                let answer = self.transport.export(signal, &body);
+                let answer = self.transport.export(signal, body);
                 let failed = match answer {
                     Ok(ps) if ps.rejected > 0 => Some(SendError::new(
                         SendErrorKind::Rejected,
@@ -148,10 +199,14 @@ impl Sink for OtlpSink {
         Ok(())
     }
 
+    fn attach_ledger(&mut self, data_dir: &std::path::Path) {
+        self.ledger = Some(data_dir.to_path_buf());
+    }
+
     fn probe(&mut self) -> Result<String, SendError> {
         for &signal in &self.signals {
             // An empty Export*ServiceRequest is zero bytes of protobuf.
-            self.transport.export(signal, &[]).map_err(|mut e| {
+            self.transport.export(signal, Vec::new()).map_err(|mut e| {
                 e.message = format!(
                     "{} {}: {}",
                     self.protocol_name(),
@@ -164,7 +219,7 @@ impl Sink for OtlpSink {
         Ok(format!(
             "{} {} accepted empty export requests for {}",
             self.protocol_name(),
-            crate::config::redact_url(&self.cfg.endpoint),
+            crate::sink::http::redact_url(&self.cfg.endpoint),
             self.signals
                 .iter()
                 .map(|s| s.as_str())

@@ -62,6 +62,17 @@ impl Writer {
         self.buf.extend_from_slice(b);
     }
 
+    /// A `string` field (even when empty) whose value is `pieces` one after the other, so
+    /// that callers need not build the string first (the caller guarantees they are UTF-8
+    /// together, as `&str` pieces are).
+    pub(crate) fn string_pieces(&mut self, field: u32, pieces: &[&[u8]]) {
+        self.tag(field, LEN);
+        self.varint(pieces.iter().map(|p| p.len() as u64).sum());
+        for p in pieces {
+            self.buf.extend_from_slice(p);
+        }
+    }
+
     /// A `uint32`/`uint64`/enum field, omitted when zero.
     pub(crate) fn uint(&mut self, field: u32, v: u64) {
         if v != 0 {
@@ -140,8 +151,11 @@ impl Writer {
             n += 1;
         }
         v[n] = rest as u8;
-        self.buf[start - 1] = v[0];
-        self.buf.splice(start..start, v[1..=n].iter().copied());
+        // Make room for the n more length bytes and move the body up by n.
+        let end = self.buf.len();
+        self.buf.resize(end + n, 0);
+        self.buf.copy_within(start..end, start + n);
+        self.buf[start - 1..start + n].copy_from_slice(&v[..=n]);
     }
 
     // ---- common.proto: KeyValue { key = 1; AnyValue value = 2 } ----
@@ -290,6 +304,26 @@ mod tests {
         assert_eq!(w.buf.len(), 3 + 200);
         assert_eq!(&w.buf[3..6], &[0x0a, 0xc5, 0x01]);
         assert!(w.buf[6..].iter().all(|b| *b == b'x'));
+    }
+
+    #[test]
+    fn pieces_make_one_string_and_long_bodies_keep_their_bytes() {
+        let mut w = Writer::default();
+        w.string_pieces(12, &[b"mcptrail.", b"alert"]);
+        assert_eq!(w.buf, b"\x62\x0emcptrail.alert");
+        // Nested bodies across the one-, two- and three-byte length boundaries.
+        for n in [126usize, 127, 128, 16_381, 16_382, 16_383, 20_000] {
+            let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            let mut w = Writer::default();
+            w.uint(1, 7);
+            w.message(2, |m| m.buf.extend_from_slice(&body));
+            let f = fields(&w.buf).unwrap();
+            assert_eq!(
+                f,
+                vec![(1, Field::Varint(7)), (2, Field::Len(&body[..]))],
+                "{n}"
+            );
+        }
     }
 
     #[test]

@@ -134,12 +134,12 @@ pub(crate) fn encode(
     })
 }
 
-/// The span name: `{mcp.method.name} {target}`.
-pub(crate) fn span_name(v: &EventView<'_>) -> String {
+/// The span name, `{mcp.method.name} {target}`, as field `field` (written in place).
+fn write_span_name(w: &mut Writer, field: u32, v: &EventView<'_>) {
     let method = v.method.as_deref().unwrap_or("");
     match v.tool_invoked.as_deref().or(v.prompt_name.as_deref()) {
-        Some(t) => format!("{method} {t}"),
-        None => method.to_string(),
+        Some(t) => w.string_pieces(field, &[method.as_bytes(), b" ", t.as_bytes()]),
+        None => w.string(field, method),
     }
 }
 
@@ -161,7 +161,7 @@ fn write_span(
     if let Some(p) = parent {
         w.bytes(4, &p);
     }
-    w.string(5, &span_name(v));
+    write_span_name(w, 5, v);
     w.uint(6, kind);
     w.fixed64(7, start);
     w.fixed64(8, end);

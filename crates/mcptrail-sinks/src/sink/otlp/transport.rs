@@ -16,7 +16,6 @@
 //! sink and is reused across batches; a broken one is replaced at the next export. TLS is
 //! rustls (ALPN `h2` for gRPC). Header values (tokens) are sent, never quoted in errors.
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,8 +23,8 @@ use bytes::Bytes;
 
 use super::config::{Compression, HeaderValue, OtlpProtocol, OtlpSinkConfig, Signal};
 use super::proto::{read_partial_success, PartialSuccess};
-use crate::config::redact_url;
 use crate::error::{SendError, SendErrorKind};
+use crate::sink::http::{gzip, redact_url};
 
 /// Longest receiver text quoted in an error.
 const QUOTE_CHARS: usize = 200;
@@ -60,16 +59,6 @@ pub(crate) fn load_headers(cfg: &OtlpSinkConfig) -> Result<Headers, String> {
         .collect()
 }
 
-fn gzip(body: &[u8]) -> Result<Vec<u8>, SendError> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4 + 64),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(body)
-        .and_then(|()| enc.finish())
-        .map_err(|e| SendError::new(SendErrorKind::Encode, format!("gzip: {e}")))
-}
-
 fn quote(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
         .chars()
@@ -95,14 +84,14 @@ impl Transport {
         })
     }
 
-    /// Deliver one export request of `signal`.
+    /// Deliver one export request of `signal` (taken by value: gRPC sends it without a copy).
     pub(crate) fn export(
         &mut self,
         signal: Signal,
-        body: &[u8],
+        body: Vec<u8>,
     ) -> Result<PartialSuccess, SendError> {
         match self {
-            Transport::Http(t) => t.export(signal, body),
+            Transport::Http(t) => t.export(signal, &body),
             Transport::Grpc(t) => t.export(signal, body),
         }
     }
@@ -366,7 +355,13 @@ impl GrpcTransport {
         Ok(conn)
     }
 
-    fn call(&mut self, signal: Signal, framed: Bytes) -> Result<GrpcAnswer, SendError> {
+    /// One unary call: the 5-byte gRPC message prefix, then the message.
+    fn call(
+        &mut self,
+        signal: Signal,
+        prefix: Bytes,
+        message: Bytes,
+    ) -> Result<GrpcAnswer, SendError> {
         // A cached connection may have been closed by the server while idle (GOAWAY): one
         // fresh connection is tried before the failure counts.
         for attempt in 0..2 {
@@ -397,9 +392,9 @@ impl GrpcTransport {
                 req.headers_mut().append(k.clone(), v.clone());
             }
             let timeout = self.timeout;
-            let body = framed.clone();
+            let (prefix, message) = (prefix.clone(), message.clone());
             let result = self.runtime.block_on(async move {
-                tokio::time::timeout(timeout, unary(conn, req, body))
+                tokio::time::timeout(timeout, unary(conn, req, prefix, message))
                     .await
                     .unwrap_or(Err(CallError::Exchange(
                         "no answer within the timeout".into(),
@@ -422,17 +417,18 @@ impl GrpcTransport {
         unreachable!("the second attempt returns")
     }
 
-    fn export(&mut self, signal: Signal, body: &[u8]) -> Result<PartialSuccess, SendError> {
+    fn export(&mut self, signal: Signal, body: Vec<u8>) -> Result<PartialSuccess, SendError> {
         let (flag, payload) = match self.compression {
-            Compression::None => (0u8, None),
-            Compression::Gzip => (1u8, Some(gzip(body)?)),
+            Compression::None => (0u8, body),
+            Compression::Gzip => (1u8, gzip(&body)?),
         };
-        let payload = payload.as_deref().unwrap_or(body);
-        let mut framed = Vec::with_capacity(payload.len() + 5);
-        framed.push(flag);
-        framed.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        framed.extend_from_slice(payload);
-        let a = self.call(signal, Bytes::from(framed))?;
+        let mut prefix = [flag, 0, 0, 0, 0];
+        prefix[1..].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+        let a = self.call(
+            signal,
+            Bytes::copy_from_slice(&prefix),
+            Bytes::from(payload),
+        )?;
         let shown = &self.shown;
         if a.http_status != 200 {
             // Not a gRPC answer at all (a proxy, or an HTTP/1 server behind h2c).
@@ -535,7 +531,8 @@ enum CallError {
 async fn unary(
     conn: h2::client::SendRequest<Bytes>,
     req: http::Request<()>,
-    body: Bytes,
+    prefix: Bytes,
+    message: Bytes,
 ) -> Result<GrpcAnswer, CallError> {
     let mut ready = conn
         .ready()
@@ -545,7 +542,8 @@ async fn unary(
         .send_request(req, false)
         .map_err(|e| CallError::NotReady(e.to_string()))?;
     stream
-        .send_data(body, true)
+        .send_data(prefix, false)
+        .and_then(|()| stream.send_data(message, true))
         .map_err(|e| CallError::Exchange(e.to_string()))?;
     let response = response
         .await

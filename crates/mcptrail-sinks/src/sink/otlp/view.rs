@@ -4,11 +4,71 @@
 //! of newer minor schema versions.
 
 use std::borrow::Cow;
+use std::fmt;
 
+use serde::de::{Deserializer, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-type Str<'a> = Cow<'a, str>;
+/// A string of the line, borrowed unless it holds escapes. (serde borrows a bare
+/// `Cow<str>` field marked `borrow`, but not one inside `Option` or `Vec`, which is most of
+/// them here: this type borrows wherever it appears, so parsing an event allocates only for
+/// escaped strings.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Str<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Str<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Str<'_> {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Str<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl fmt::Display for Str<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
 
 /// The fields of one event that become spans, metrics and log records.
 #[derive(Debug, Deserialize)]
@@ -193,5 +253,27 @@ impl EventView<'_> {
                 .response_summary
                 .as_ref()
                 .is_some_and(|s| s.preview.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_borrowed_from_the_line_unless_escaped() {
+        let line = r#"{"event_id":"e1","time":"t","kind":"mcp.response","host":"h","session_id":"s\"1","labels":["pii","a\u00e9"],"server":{"name":"srv"},"redactions":[{"rule":"email"}]}"#;
+        let v: EventView<'_> = serde_json::from_str(line).unwrap();
+        let borrowed = |s: &Str<'_>| matches!(s.0, Cow::Borrowed(_));
+        assert!(borrowed(&v.event_id) && borrowed(&v.kind));
+        assert!(borrowed(v.host.as_ref().unwrap()), "inside Option");
+        assert!(borrowed(v.server.as_ref().unwrap().name.as_ref().unwrap()));
+        assert!(borrowed(&v.labels[0]), "inside Vec");
+        assert!(borrowed(&v.redactions[0].rule));
+        let escaped = v.session_id.as_ref().unwrap();
+        assert!(!borrowed(escaped));
+        assert_eq!(&**escaped, "s\"1");
+        assert_eq!(&*v.labels[1], "aé");
+        assert!(v.kind == "mcp.response");
     }
 }
