@@ -29,8 +29,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(lean.detail, full.detail);
         assert_eq!(lean.user_identity, full.user_identity);
         assert_eq!(
-            lean.response_summary.as_ref().map(|r| (r.status, r.size, r.is_error)),
-            full.response_summary.as_ref().map(|r| (r.status, r.size, r.is_error))
+            lean.response_summary
+                .as_ref()
+                .map(|r| (r.status, r.size, r.is_error)),
+            full.response_summary
+                .as_ref()
+                .map(|r| (r.status, r.size, r.is_error))
         );
     }
     let mut det = Detector::new(Engine::new(RuleSet::builtin()));
