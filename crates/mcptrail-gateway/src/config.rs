@@ -83,11 +83,19 @@ pub struct TraceConfig {
     /// set, and a `params._meta.traceparent` the request carried is rewritten in place.
     /// Off: headers and bodies reach the upstream exactly as sent.
     pub propagate: bool,
+    /// With `propagate`: a request or notification without `params._meta.traceparent` gets
+    /// one (the only bytes added to its body), so a server that reads trace context from
+    /// `_meta` only (stdio-minded SDKs) continues the trace too. Off: only the header is set
+    /// where the body had none.
+    pub inject_meta: bool,
 }
 
 impl Default for TraceConfig {
     fn default() -> Self {
-        TraceConfig { propagate: true }
+        TraceConfig {
+            propagate: true,
+            inject_meta: true,
+        }
     }
 }
 

@@ -475,6 +475,11 @@ async fn serve(
             if trace::rewrite_meta_traceparent(&mut b, old, &span.traceparent) {
                 up_body = Bytes::from(b);
             }
+        } else if shared.cfg.trace.inject_meta {
+            if let Some(b) = trace::inject_meta_traceparent(&body, &span.traceparent) {
+                headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+                up_body = Bytes::from(b);
+            }
         }
     }
     let uri = route.upstream_uri(&rest, parts.uri.query());

@@ -1,9 +1,14 @@
 //! W3C trace context at the gateway: read the caller's `traceparent` (HTTP header, or
 //! `params._meta.traceparent` of the JSON-RPC request), open a span per MCP request, and hand
-//! the upstream that span as its parent, in the header and, where the request carried one, in
-//! `_meta` (rewritten in place: same length, so nothing else in the body moves).
+//! the upstream that span as its parent, in the header and in `params._meta.traceparent`:
+//! rewritten in place where the request carried one (same length, so nothing else in the body
+//! moves), inserted where it did not (the only bytes added; everything else stays as sent).
+
+use std::fmt;
 
 use mcptrail_tap::TraceIds;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// A parsed `traceparent` (version 00 layout; later versions are read the same way, as the
@@ -115,6 +120,93 @@ pub fn rewrite_meta_traceparent(body: &mut [u8], old: &str, new: &str) -> bool {
     true
 }
 
+/// Insert `"traceparent":"<tp>"` into `params._meta` of a JSON-RPC request or notification
+/// that has none, and return the new body; `None` (leave the body alone) when the body is not a
+/// single JSON object with a string `method`, when `params` is present but not an object, when
+/// `_meta` is not an object or already names a `traceparent`, or when a key it depends on
+/// occurs twice (a server might read either copy). A message without `params` gets
+/// `"params":{"_meta":{…}}`, which MCP allows on every request and notification.
+pub fn inject_meta_traceparent(body: &[u8], tp: &str) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let top = entries(text)?;
+    let method = unique(&top, "method")?;
+    if !method.map(|m| m.get().starts_with('"'))? {
+        return None;
+    }
+    let tp = serde_json::to_string(tp).ok()?;
+    let (at, insert) = match unique(&top, "params")? {
+        None => {
+            // Before the closing brace of the message (it has at least `method`).
+            let close = text.rfind('}')?;
+            (
+                close,
+                format!(",\"params\":{{\"_meta\":{{\"traceparent\":{tp}}}}}"),
+            )
+        }
+        Some(params) => {
+            let inner = entries(params.get())?;
+            let open = offset_in(text, params.get())? + 1;
+            match unique(&inner, "_meta")? {
+                None => {
+                    let sep = if inner.is_empty() { "" } else { "," };
+                    (open, format!("\"_meta\":{{\"traceparent\":{tp}}}{sep}"))
+                }
+                Some(meta) => {
+                    let fields = entries(meta.get())?;
+                    if fields.iter().any(|(k, _)| k == "traceparent") {
+                        return None;
+                    }
+                    let sep = if fields.is_empty() { "" } else { "," };
+                    let open = offset_in(text, meta.get())? + 1;
+                    (open, format!("\"traceparent\":{tp}{sep}"))
+                }
+            }
+        }
+    };
+    let mut out = Vec::with_capacity(body.len() + insert.len());
+    out.extend_from_slice(&body[..at]);
+    out.extend_from_slice(insert.as_bytes());
+    out.extend_from_slice(&body[at..]);
+    Some(out)
+}
+
+/// The members of a JSON object, in order, duplicates kept; `None` when `text` is not one.
+fn entries(text: &str) -> Option<Vec<(String, &RawValue)>> {
+    struct Entries;
+    impl<'de> Visitor<'de> for Entries {
+        type Value = Vec<(String, &'de RawValue)>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
+                out.push((k, v));
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let out = (&mut de).deserialize_map(Entries).ok()?;
+    de.end().ok()?;
+    Some(out)
+}
+
+/// `Some(None)` when `key` is absent, `Some(Some(v))` when present once, `None` when twice.
+fn unique<'a>(entries: &[(String, &'a RawValue)], key: &str) -> Option<Option<&'a RawValue>> {
+    let mut hits = entries.iter().filter(|(k, _)| k == key).map(|(_, v)| *v);
+    match (hits.next(), hits.next()) {
+        (first, None) => Some(first),
+        _ => None,
+    }
+}
+
+/// Byte offset of `part` (a slice borrowed from `whole`) within `whole`.
+fn offset_in(whole: &str, part: &str) -> Option<usize> {
+    let at = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (at + part.len() <= whole.len()).then_some(at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +269,68 @@ mod tests {
         let mut b = twice.clone().into_bytes();
         assert!(!rewrite_meta_traceparent(&mut b, TP, &span.traceparent));
         assert_eq!(b, twice.into_bytes());
+    }
+
+    fn injected(body: &str) -> Option<String> {
+        inject_meta_traceparent(body.as_bytes(), TP).map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn injects_where_absent_and_changes_nothing_else() {
+        let cases = [
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{}}}"#,
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"_meta":{{"traceparent":"{TP}"}},"name":"x","arguments":{{}}}}}}"#
+                ),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{{"_meta":{{"traceparent":"{TP}"}}}}}}"#
+                ),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":3,"method":"ping","params":{}}"#,
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":3,"method":"ping","params":{{"_meta":{{"traceparent":"{TP}"}}}}}}"#
+                ),
+            ),
+            (
+                r#" { "method" : "x" , "params" : { "_meta" : { "progressToken" : 7 } } } "#,
+                format!(
+                    r#" {{ "method" : "x" , "params" : {{ "_meta" : {{"traceparent":"{TP}", "progressToken" : 7 }} }} }} "#
+                ),
+            ),
+            (
+                r#"{"method":"x","params":{"_meta":{}}}"#,
+                format!(r#"{{"method":"x","params":{{"_meta":{{"traceparent":"{TP}"}}}}}}"#),
+            ),
+        ];
+        for (body, want) in cases {
+            let got = injected(body).unwrap_or_else(|| panic!("not injected: {body}"));
+            assert_eq!(got, want);
+            assert_eq!(meta_traceparent(got.as_bytes()).as_deref(), Some(TP));
+        }
+    }
+
+    #[test]
+    fn leaves_alone_what_it_should_not_touch() {
+        for body in [
+            format!(r#"{{"method":"x","params":{{"_meta":{{"traceparent":"{TP}"}}}}}}"#),
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#.to_string(),
+            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.to_string(),
+            r#"{"method":1}"#.to_string(),
+            r#"{"method":"x","params":[1,2]}"#.to_string(),
+            r#"{"method":"x","params":{"_meta":"nope"}}"#.to_string(),
+            r#"{"method":"x","params":{"_meta":{},"_meta":{}}}"#.to_string(),
+            r#"{"method":"x","method":"y"}"#.to_string(),
+            r#"{"method":"x"} trailing"#.to_string(),
+            r#"{"method":"x""#.to_string(),
+            String::new(),
+        ] {
+            assert_eq!(injected(&body), None, "{body}");
+        }
+        assert_eq!(inject_meta_traceparent(b"{\"method\":\"\xff\"}", TP), None);
     }
 }

@@ -661,6 +661,67 @@ fn trace_context_continues_to_the_upstream_in_header_and_meta() {
 }
 
 #[test]
+fn a_request_without_meta_traceparent_gets_one_and_nothing_else_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = HttpPeer::test_upstream(&[]);
+    let echo = format!("{}/echo", up.base_url());
+    let config = format!(
+        "{}{}",
+        route("on", "/on", &echo),
+        route("off", "/off", &echo)
+    );
+    // Two gateways over one upstream: injection on (the default) and off.
+    let gw = Gateway::start(dir.path(), &config);
+    let off_dir = tempfile::tempdir().unwrap();
+    let gw_off = Gateway::start(
+        off_dir.path(),
+        &format!("[gateway.trace]\ninject_meta = false\n{config}"),
+    );
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let body = json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"t","arguments":{"q":"ü"}}}).to_string();
+    let mut h = mcp_headers();
+    h.push(("traceparent", caller));
+    let seen_by_upstream = |gw: &Gateway, path: &str| {
+        let (st, _, resp) = http(&gw.addr, "POST", path, &h, body.as_bytes());
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&resp));
+        let echoed: Value = serde_json::from_slice(&resp).unwrap();
+        echoed["result"].clone()
+    };
+    let seen = seen_by_upstream(&gw, "/on/mcp");
+    let hdr_tp = seen["headers"]["traceparent"].as_str().unwrap().to_string();
+    let got = seen["body"].as_str().unwrap();
+    let parsed: Value = serde_json::from_str(got).unwrap();
+    assert_eq!(parsed["params"]["_meta"]["traceparent"], hdr_tp.as_str());
+    assert!(hdr_tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+    // The upstream read exactly the new body: Content-Length follows it.
+    assert_eq!(
+        seen["headers"]["content-length"],
+        got.len().to_string().as_str()
+    );
+    // The only bytes added are the _meta member; everything else is as sent.
+    let added = format!("\"_meta\":{{\"traceparent\":\"{hdr_tp}\"}},");
+    assert_eq!(got.replacen(&added, "", 1), body);
+    // Off: the body reaches the upstream byte for byte; only the header carries the span.
+    let seen_off = seen_by_upstream(&gw_off, "/off/mcp");
+    assert_eq!(seen_off["body"].as_str().unwrap(), body);
+    assert!(seen_off["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+    gw.stop();
+    gw_off.stop();
+    // The record keeps what the client sent, with the gateway's span ids.
+    let all = events(&dir.path().join("data"));
+    let req = all
+        .iter()
+        .find(|e| e.kind == EventKind::McpRequest)
+        .unwrap();
+    assert_eq!(req.span_id.as_deref(), Some(&hdr_tp[36..52]));
+    assert_eq!(req.parent_span_id.as_deref(), Some("00f067aa0ba902b7"));
+    assert_eq!(req.parameters_used, Some(json!({"q": "ü"})));
+}
+
+#[test]
 fn upstream_failures_get_a_json_rpc_error_and_an_upstream_error_event() {
     let dir = tempfile::tempdir().unwrap();
     let up = HttpPeer::test_upstream(&["--slow-secs", "5"]);
