@@ -10,14 +10,32 @@
 # targets are stated in (p50 overhead <= 10 % and <= 0.3 ms, throughput >= 90 % of direct).
 # The gateway records to a fresh ledger with the default settings (fsync on, redaction on).
 #
-# Usage: scripts/bench-gateway.sh [CONNECTIONS] [SECONDS]   (defaults 8 and 10)
+# Also prints the CPU time each process spent per request during the measured run (from
+# /proc/PID/stat), so the gateway's own cost is seen apart from what the machine lends it.
+#
+# Usage: scripts/bench-gateway.sh [--pin] [CONNECTIONS] [SECONDS]   (defaults 8 and 10)
+#   --pin   server-everything on CPU 1, wrk and the gateway on CPU 0 (taskset): the gateway no
+#           longer takes its CPU from the single-threaded server, so the p50 difference is
+#           the gateway's own added latency rather than CPU stolen from the server on a
+#           2-core machine. Without it all share both cores (the harder, default case).
+# MCPTRAIL_BENCH_ONLY_A=1 skips part B (supergateway).
 # Needs: wrk (apt-get install wrk; installed here when missing and running as root),
 # the test peers (.ci/install-peers.sh), npm for supergateway (installed under target/).
 set -euo pipefail
 repo="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
+pin=0
+if [[ "${1:-}" == --pin ]]; then pin=1; shift; fi
 conns="${1:-8}"
 secs="${2:-10}"
+on_cpu() { # on_cpu N CMD... : run CMD on CPU N when --pin, else anywhere
+    local cpu="$1"; shift
+    if [[ $pin == 1 ]]; then taskset -c "$cpu" "$@"; else "$@"; fi
+}
+clk_tck="$(getconf CLK_TCK)"
+cpu_ticks() { # utime + stime of PID, in clock ticks
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
 
 if ! command -v wrk >/dev/null; then
     if [[ $(id -u) -eq 0 ]]; then apt-get install -y -qq wrk >/dev/null; else
@@ -54,52 +72,71 @@ open_session() {
     printf '%s' "$sid"
 }
 
-# run NAME URL -> "rps p50_ms p99_ms" on stdout, wrk's report in $bench_dir/NAME.txt
+# run NAME URL SERVER_PID [PROXY_PID] -> "rps p50_ms p99_ms server_us proxy_us" on stdout
+# (CPU µs per request of each process during the measured run; 0 without a proxy), wrk's
+# report in $bench_dir/NAME.txt
 run() {
-    local name="$1" url="$2" sid
+    local name="$1" url="$2" server_pid="$3" proxy_pid="${4:-}" sid s0 s1 p0=0 p1=0
     sid="$(open_session "$url")"
     # Warm up (JIT, connection pools), then measure.
-    MCP_SESSION="$sid" MCP_ID_BASE=0 wrk -t1 -c"$conns" -d2s -s scripts/bench/gateway-post.lua "$url" >/dev/null
-    MCP_SESSION="$sid" MCP_ID_BASE=100000000 wrk -t1 -c"$conns" -d"${secs}s" --latency -s scripts/bench/gateway-post.lua "$url" >"$bench_dir/$name.txt"
-    awk -v name="$name" '
+    MCP_SESSION="$sid" MCP_ID_BASE=0 on_cpu 0 wrk -t1 -c"$conns" -d2s -s scripts/bench/gateway-post.lua "$url" >/dev/null
+    s0="$(cpu_ticks "$server_pid")"
+    [[ -n $proxy_pid ]] && p0="$(cpu_ticks "$proxy_pid")"
+    MCP_SESSION="$sid" MCP_ID_BASE=100000000 on_cpu 0 wrk -t1 -c"$conns" -d"${secs}s" --latency -s scripts/bench/gateway-post.lua "$url" >"$bench_dir/$name.txt"
+    s1="$(cpu_ticks "$server_pid")"
+    [[ -n $proxy_pid ]] && p1="$(cpu_ticks "$proxy_pid")"
+    awk -v name="$name" -v st=$((s1 - s0)) -v pt=$((p1 - p0)) -v hz="$clk_tck" '
         function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
         /Requests\/sec/ { rps=$2 }
+        / requests in / { n=$1 }
         $1=="50%" { p50=ms($2) } $1=="99%" { p99=ms($2) }
         /Non-2xx/ { bad=$NF }
-        END { if (bad>0) { printf "%s: %s non-2xx responses\n", name, bad > "/dev/stderr"; exit 1 } printf "%s %.3f %.3f\n", rps, p50, p99 }
+        END { if (bad>0) { printf "%s: %s non-2xx responses\n", name, bad > "/dev/stderr"; exit 1 }
+              printf "%s %.3f %.3f %.0f %.0f\n", rps, p50, p99, st*1e6/hz/n, pt*1e6/hz/n }
     ' "$bench_dir/$name.txt"
 }
 
 # --- A. HTTP upstream ---------------------------------------------------------
 up_port="$(free_port)"; gw_port="$(free_port)"
-PORT="$up_port" node "$everything" streamableHttp >/dev/null 2>&1 & pids+=($!)
+PORT="$up_port" on_cpu 1 node "$everything" streamableHttp >/dev/null 2>&1 & node_pid=$!; pids+=($!)
 wait_port "$up_port"
 data="$(mktemp -d "$bench_dir/data.XXXXXX")"
-"$mcptrail" gateway --data-dir "$data" --listen "127.0.0.1:$gw_port" \
-    --route "/ev=http://127.0.0.1:$up_port" 2>"$bench_dir/gateway-http.log" & pids+=($!)
+on_cpu 0 "$mcptrail" gateway --data-dir "$data" --listen "127.0.0.1:$gw_port" \
+    --route "/ev=http://127.0.0.1:$up_port" 2>"$bench_dir/gateway-http.log" & gw_pid=$!; pids+=($!)
 wait_port "$gw_port"
-read -r d_rps d_p50 d_p99 < <(run direct "http://127.0.0.1:$up_port/mcp")
-read -r g_rps g_p50 g_p99 < <(run gateway "http://127.0.0.1:$gw_port/ev/mcp")
+read -r d_rps d_p50 d_p99 d_scpu _ < <(run direct "http://127.0.0.1:$up_port/mcp" "$node_pid")
+read -r g_rps g_p50 g_p99 g_scpu g_gcpu < <(run gateway "http://127.0.0.1:$gw_port/ev/mcp" "$node_pid" "$gw_pid")
+if [[ "${MCPTRAIL_BENCH_ONLY_A:-0}" == 1 ]]; then
+    printf '\nmcptrail gateway benchmark (A only%s): wrk -t1 -c%s -d%ss, tools/call echo, %s cores\n\n' \
+        "$([[ $pin == 1 ]] && echo ', pinned')" "$conns" "$secs" "$(nproc)"
+    printf '%-34s %10s %10s %10s %12s %12s\n' target "req/s" "p50 ms" "p99 ms" "server µs/req" "gateway µs/req"
+    printf '%-34s %10.0f %10.3f %10.3f %12s %12s\n' "A  direct (server-everything HTTP)" "$d_rps" "$d_p50" "$d_p99" "$d_scpu" "-"
+    printf '%-34s %10.0f %10.3f %10.3f %12s %12s\n' "A  through mcptrail gateway" "$g_rps" "$g_p50" "$g_p99" "$g_scpu" "$g_gcpu"
+    awk -v d="$d_rps" -v g="$g_rps" -v dp="$d_p50" -v gp="$g_p50" 'BEGIN {
+        printf "\nA: throughput gateway/direct = %.3f (target >= 0.90); p50 overhead = %+.3f ms, %+.1f %% (targets <= 0.3 ms and <= 10 %%)\n", g/d, gp-dp, (gp/dp-1)*100 }'
+    exit 0
+fi
 
 # --- B. stdio upstream over HTTP ----------------------------------------------
 sg_port="$(free_port)"; gs_port="$(free_port)"
 "$bench_dir/node_modules/.bin/supergateway" --stdio "node $everything stdio" \
-    --outputTransport streamableHttp --stateful --port "$sg_port" >"$bench_dir/supergateway.log" 2>&1 & pids+=($!)
+    --outputTransport streamableHttp --stateful --port "$sg_port" >"$bench_dir/supergateway.log" 2>&1 & sg_pid=$!; pids+=($!)
 wait_port "$sg_port"
 cfg="$bench_dir/stdio.toml"
 printf '[[gateway.routes]]\npath = "/st"\ncommand = ["node", "%s", "stdio"]\n' "$everything" >"$cfg"
 data2="$(mktemp -d "$bench_dir/data.XXXXXX")"
 "$mcptrail" --config "$cfg" gateway --data-dir "$data2" --listen "127.0.0.1:$gs_port" \
-    2>"$bench_dir/gateway-stdio.log" & pids+=($!)
+    2>"$bench_dir/gateway-stdio.log" & gs_pid=$!; pids+=($!)
 wait_port "$gs_port"
-read -r s_rps s_p50 s_p99 < <(run supergateway "http://127.0.0.1:$sg_port/mcp")
-read -r t_rps t_p50 t_p99 < <(run gateway-stdio "http://127.0.0.1:$gs_port/st/mcp")
+read -r s_rps s_p50 s_p99 _ < <(run supergateway "http://127.0.0.1:$sg_port/mcp" "$sg_pid")
+read -r t_rps t_p50 t_p99 _ < <(run gateway-stdio "http://127.0.0.1:$gs_port/st/mcp" "$gs_pid")
 
 events="$("$mcptrail" log --data-dir "$data" --method tools/call --kind mcp.request --json 2>/dev/null | wc -l)"
-printf '\nmcptrail gateway benchmark: wrk -t1 -c%s -d%ss, tools/call echo, %s cores\n\n' "$conns" "$secs" "$(nproc)"
+printf '\nmcptrail gateway benchmark%s: wrk -t1 -c%s -d%ss, tools/call echo, %s cores\n\n' \
+    "$([[ $pin == 1 ]] && echo ' (pinned)')" "$conns" "$secs" "$(nproc)"
 printf '%-34s %10s %10s %10s\n' target "req/s" "p50 ms" "p99 ms"
-printf '%-34s %10.0f %10.3f %10.3f\n' "A  direct (server-everything HTTP)" "$d_rps" "$d_p50" "$d_p99"
-printf '%-34s %10.0f %10.3f %10.3f\n' "A  through mcptrail gateway" "$g_rps" "$g_p50" "$g_p99"
+printf '%-34s %10.0f %10.3f %10.3f   (server %s µs CPU/req)\n' "A  direct (server-everything HTTP)" "$d_rps" "$d_p50" "$d_p99" "$d_scpu"
+printf '%-34s %10.0f %10.3f %10.3f   (server %s, gateway %s µs CPU/req)\n' "A  through mcptrail gateway" "$g_rps" "$g_p50" "$g_p99" "$g_scpu" "$g_gcpu"
 printf '%-34s %10.0f %10.3f %10.3f\n' "B  supergateway (stdio -> HTTP)" "$s_rps" "$s_p50" "$s_p99"
 printf '%-34s %10.0f %10.3f %10.3f\n' "B  mcptrail gateway (stdio -> HTTP)" "$t_rps" "$t_p50" "$t_p99"
 awk -v d="$d_rps" -v g="$g_rps" -v dp="$d_p50" -v gp="$g_p50" -v s="$s_rps" -v t="$t_rps" -v sp="$s_p50" -v tp="$t_p50" 'BEGIN {
