@@ -28,6 +28,8 @@ pub struct Search {
     pub until: Option<String>,
     /// Substring of the stored (redacted) event JSON, case-insensitive for ASCII.
     pub text: Option<String>,
+    /// Leave out the kinds starting with this (e.g. `governance.`).
+    pub exclude_kind_prefix: Option<String>,
     /// Only events with a `seq` below this (the cursor of the next page).
     pub before_seq: Option<u64>,
     /// At most this many events.
@@ -115,6 +117,13 @@ impl Index {
             push(
                 &mut sql,
                 " AND json LIKE '%' || ? || '%' ESCAPE '\\'",
+                SqlValue::Text(like_escape(v)),
+            );
+        }
+        if let Some(v) = &s.exclude_kind_prefix {
+            push(
+                &mut sql,
+                " AND kind NOT LIKE ? || '%' ESCAPE '\\'",
                 SqlValue::Text(like_escape(v)),
             );
         }

@@ -271,10 +271,15 @@ impl AppState {
             Err(d) => {
                 self.access_event(&endpoint, None, &d.reason, 401, query);
                 let mut e = ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", d.detail);
-                e.challenge = Some(format!(
-                    "Bearer realm=\"mcptrail\", error=\"invalid_token\", error_description=\"{}\"",
-                    d.reason
-                ));
+                // RFC 6750 §3: no error code when no credentials were sent.
+                e.challenge = Some(if d.reason == "missing_token" {
+                    "Bearer realm=\"mcptrail\"".to_string()
+                } else {
+                    format!(
+                        "Bearer realm=\"mcptrail\", error=\"invalid_token\", error_description=\"{}\"",
+                        d.reason
+                    )
+                });
                 return Err(e);
             }
         };
@@ -617,6 +622,8 @@ async fn events(
         text: text_param("q", q.q)?,
         before_seq: q.before_seq,
         limit: st.limit(q.limit)?,
+        // The meta-audit is the auditor's (GET /api/v1/meta-audit), not the investigator's.
+        exclude_kind_prefix: Some("governance.".into()),
     };
     let page = st.with_index(move |i| i.search(&search)).await?;
     let (n, body) = page_json(page);
