@@ -69,6 +69,25 @@ pub enum EventKind {
     /// policy says; detail: every check with its result.
     #[serde(rename = "governance.selfcheck")]
     GovernanceSelfcheck,
+    /// A governance request (forget, reveal, purge, retention policy change) was made at the
+    /// server; detail: request id, action, who asked, expiry.
+    #[serde(rename = "governance.request")]
+    GovernanceRequest,
+    /// A second principal approved or denied a request (or a self-approval was refused);
+    /// detail: request id, decision, by whom.
+    #[serde(rename = "governance.decision")]
+    GovernanceDecision,
+    /// An approved request was carried out (or failed); detail: request id, outcome.
+    #[serde(rename = "governance.execution")]
+    GovernanceExecution,
+    /// A read of the trail through the server; detail: principal, role, endpoint, query,
+    /// number of events returned.
+    #[serde(rename = "governance.read")]
+    GovernanceRead,
+    /// The server refused a request (no or bad credentials, wrong role); detail: reason,
+    /// endpoint, principal if known (never the token).
+    #[serde(rename = "governance.access")]
+    GovernanceAccess,
     /// The gateway refused a request: no credentials, or credentials that did not verify;
     /// detail says why (never the token itself).
     #[serde(rename = "auth.denied")]
@@ -107,6 +126,11 @@ impl EventKind {
         EventKind::GovernanceArchive,
         EventKind::GovernancePurge,
         EventKind::GovernanceSelfcheck,
+        EventKind::GovernanceRequest,
+        EventKind::GovernanceDecision,
+        EventKind::GovernanceExecution,
+        EventKind::GovernanceRead,
+        EventKind::GovernanceAccess,
         EventKind::AuthDenied,
         EventKind::UpstreamError,
         EventKind::Alert,
@@ -135,6 +159,11 @@ impl EventKind {
             EventKind::GovernanceArchive => "governance.archive",
             EventKind::GovernancePurge => "governance.purge",
             EventKind::GovernanceSelfcheck => "governance.selfcheck",
+            EventKind::GovernanceRequest => "governance.request",
+            EventKind::GovernanceDecision => "governance.decision",
+            EventKind::GovernanceExecution => "governance.execution",
+            EventKind::GovernanceRead => "governance.read",
+            EventKind::GovernanceAccess => "governance.access",
             EventKind::AuthDenied => "auth.denied",
             EventKind::UpstreamError => "upstream.error",
             EventKind::Alert => "alert",

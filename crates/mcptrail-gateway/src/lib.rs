@@ -41,6 +41,8 @@ use tokio::net::TcpListener;
 
 pub use config::{AuthConfig, AuthMode, GatewayConfig, RouteConfig, TlsConfig, TraceConfig};
 pub use metrics::Metrics;
+/// The rustls server config of a `[gateway.tls]`-shaped table (also used by `mcptrail serve`).
+pub use tls::server_config as tls_server_config;
 pub use tls::CertIdentity;
 
 /// Errors of the gateway. Each names what to fix.

@@ -106,7 +106,7 @@ pub(crate) fn cert_identity(der: &[u8]) -> Option<CertIdentity> {
 }
 
 /// The server config for `[gateway.tls]` (HTTP/1.1 by ALPN).
-pub(crate) fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, GatewayError> {
+pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, GatewayError> {
     let certs = read_certs(&cfg.cert_file)?;
     let key = PrivateKeyDer::from_pem_file(&cfg.key_file).map_err(|e| GatewayError::Tls {
         path: cfg.key_file.clone(),

@@ -5,6 +5,7 @@
 //! no longer holds that record (a different ledger, or one restored from backup), the index
 //! rebuilds itself. Deleting `index.sqlite` loses nothing: `mcptrail reindex` recreates it.
 
+mod search;
 mod timeline;
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -14,6 +15,7 @@ use mcptrail_event::Event;
 use mcptrail_ledger::{LedgerError, LedgerReader};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
+pub use search::{Page, Search, SessionSummary};
 pub use timeline::render_timeline;
 
 /// File name of the index inside the data directory.

@@ -41,6 +41,9 @@ pub(crate) struct Config {
     /// `[retention]`: the policy per label, the archive (`mcptrail retention`).
     #[serde(default)]
     pub(crate) retention: mcptrail_retention::RetentionConfig,
+    /// `[serve]`: the governance server (`mcptrail serve`).
+    #[serde(default)]
+    pub(crate) serve: mcptrail_server::ServeConfig,
     /// The directory of the configuration file (relative rule files are taken from there).
     #[serde(skip)]
     pub(crate) base_dir: Option<PathBuf>,
@@ -283,6 +286,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("retension_days"), "{err}");
+    }
+
+    #[test]
+    fn serve_settings_are_checked() {
+        let c = parse("[serve]\nlisten = \"127.0.0.1:0\"\napproval_ttl_secs = 60\n[serve.jwt]\nissuer = \"https://idp\"\nrole_claim = \"roles\"\n").unwrap();
+        assert_eq!(c.serve.approval_ttl_secs, 60);
+        assert_eq!(c.serve.jwt.unwrap().role_claim, "roles");
+        let err = parse("[serve]\nlisten_addr = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_addr"), "{err}");
+        let err = parse("[serve.jwt]\nrole = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("role"), "{err}");
     }
 
     #[test]

@@ -81,6 +81,10 @@ enum Command {
     /// Retention by label: `plan` what would be archived and purged, `run` it (signed
     /// tombstones keep `verify` passing), `selfcheck` that it did what the policy says.
     Retention(commands::retention::Args),
+    /// The governance server: JSON API, live tail and dashboard with roles, dual
+    /// authorisation and a meta-audit of every read (`[serve]`); `serve token add` makes
+    /// API tokens.
+    Serve(commands::serve::Args),
     /// Rebuild the query index from the ledger.
     Reindex,
     /// Print the JSON Schema of audit events (schema v1).
@@ -193,6 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retention(args) => {
             commands::retention::run(args, &data_dir, &cfg, config::path(cli.config.as_deref()))
         }
+        Command::Serve(args) => commands::serve::run(args, &cfg, data_dir),
         Command::Reindex => commands::reindex(&data_dir),
         Command::Schema => {
             println!(

@@ -12,6 +12,7 @@ pub(crate) mod gateway;
 pub(crate) mod log;
 pub(crate) mod privacy;
 pub(crate) mod retention;
+pub(crate) mod serve;
 pub(crate) mod ship;
 pub(crate) mod timeline;
 pub(crate) mod verify;

@@ -1,0 +1,1048 @@
+//! The JSON API under `/api/v1/`, the live tail, the OpenAPI document and the dashboard.
+//!
+//! Every route is in [`ROUTES`] with the roles allowed to call it — one table that the
+//! handlers enforce, the OpenAPI test checks and the role × endpoint test walks. A handler
+//! first authenticates ([`AppState::authorise`]): no or bad credentials → 401 with a
+//! `WWW-Authenticate` challenge, a role not in the route's list → 403; both are recorded as
+//! `governance.access`. Every successful read is recorded as `governance.read` (principal,
+//! role, endpoint, query, how many events it returned). Query parameters are parsed into
+//! typed structs that refuse unknown keys; bad values are a 400 that says what to fix; SQL
+//! sees them only as bound parameters.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path as UrlPath, Query, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use mcptrail_event::{Event, EventKind};
+use mcptrail_index::{Index, Search};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::audit::Recorder;
+use crate::auth::{Authn, Principal, Role};
+use crate::config::ServeConfig;
+use crate::governance::{self, Action, Refusal, Requests};
+use crate::tokens::TokenStore;
+
+use Role::{Admin, Auditor, Investigator, Operator};
+
+/// One route: method, path (axum syntax), roles allowed (empty: public).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSpec {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The path, `{param}` for parameters (as in OpenAPI).
+    pub path: &'static str,
+    /// Roles allowed; empty means no authentication (dashboard, OpenAPI).
+    pub roles: &'static [Role],
+}
+
+const ALL: &[Role] = &[Operator, Investigator, Auditor, Admin];
+
+/// Every route of the server.
+pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        method: "GET",
+        path: "/",
+        roles: &[],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/assets/app.js",
+        roles: &[],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/assets/app.css",
+        roles: &[],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/openapi.json",
+        roles: &[],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/status",
+        roles: ALL,
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/whoami",
+        roles: ALL,
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/counts",
+        roles: &[Operator],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/sinks",
+        roles: &[Operator],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/integrity",
+        roles: &[Operator, Auditor],
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/api/v1/integrity/verify",
+        roles: &[Auditor],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/events",
+        roles: &[Investigator],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/sessions",
+        roles: &[Investigator],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/sessions/{id}/timeline",
+        roles: &[Investigator],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/alerts",
+        roles: &[Investigator],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/tail",
+        roles: &[Investigator],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/meta-audit",
+        roles: &[Auditor],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/requests",
+        roles: &[Investigator, Auditor, Admin],
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/api/v1/requests",
+        roles: &[Investigator, Auditor, Admin],
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/api/v1/requests/{id}/approve",
+        roles: &[Auditor],
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/api/v1/requests/{id}/deny",
+        roles: &[Auditor],
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/api/v1/retention/purge",
+        roles: ALL,
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/config",
+        roles: &[Admin],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/tokens",
+        roles: &[Admin],
+    },
+];
+
+fn route(method: &str, path: &str) -> &'static RouteSpec {
+    ROUTES
+        .iter()
+        .find(|r| r.method == method && r.path == path)
+        .expect("every handler's route is in ROUTES")
+}
+
+/// The OpenAPI document, as kept in the repository.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const APP_JS: &str = include_str!("../assets/app.js");
+const APP_CSS: &str = include_str!("../assets/app.css");
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) cfg: ServeConfig,
+    pub(crate) authn: Authn,
+    pub(crate) tokens: TokenStore,
+    pub(crate) recorder: Recorder,
+    pub(crate) index: Mutex<Index>,
+    pub(crate) requests: Mutex<Requests>,
+    pub(crate) decide: tokio::sync::Mutex<()>,
+    pub(crate) engine: Option<Arc<mcptrail_retention::Engine>>,
+    pub(crate) token_key: Option<mcptrail_redact::TokenKey>,
+    pub(crate) sinks: Vec<mcptrail_sinks::SinkConfig>,
+    pub(crate) verify: mcptrail_ledger::VerifyOptions,
+    pub(crate) last_verify: Mutex<Option<Value>>,
+    pub(crate) started: std::time::Instant,
+}
+
+type St = State<Arc<AppState>>;
+
+/// An API error: status and a JSON body `{error, message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    challenge: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            challenge: None,
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    fn internal(message: impl std::fmt::Display) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            message.to_string(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(json!({"error": self.code, "message": self.message})),
+        )
+            .into_response();
+        if let Some(c) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+        }
+        r
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::bad(format!("malformed query: {}", r.body_text()))
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::bad(format!("malformed JSON body: {}", r.body_text()))
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+impl AppState {
+    /// Authenticate and check the route's roles; refusals are recorded.
+    fn authorise(
+        &self,
+        headers: &HeaderMap,
+        spec: &RouteSpec,
+        query: Option<&str>,
+    ) -> Result<Principal, ApiError> {
+        let endpoint = format!("{} {}", spec.method, spec.path);
+        let p = match self.authn.check(headers) {
+            Ok(p) => p,
+            Err(d) => {
+                self.access_event(&endpoint, None, &d.reason, 401, query);
+                let mut e = ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", d.detail);
+                // RFC 6750 §3: no error code when no credentials were sent.
+                e.challenge = Some(if d.reason == "missing_token" {
+                    "Bearer realm=\"mcptrail\"".to_string()
+                } else {
+                    format!(
+                        "Bearer realm=\"mcptrail\", error=\"invalid_token\", error_description=\"{}\"",
+                        d.reason
+                    )
+                });
+                return Err(e);
+            }
+        };
+        if !p.roles.iter().any(|r| spec.roles.contains(r)) {
+            self.access_event(&endpoint, Some(&p), "wrong_role", 403, query);
+            let allowed: Vec<&str> = spec.roles.iter().map(|r| r.as_str()).collect();
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{endpoint} needs the role {}", allowed.join(" or ")),
+            ));
+        }
+        Ok(p)
+    }
+
+    fn access_event(
+        &self,
+        endpoint: &str,
+        p: Option<&Principal>,
+        reason: &str,
+        status: u16,
+        query: Option<&str>,
+    ) {
+        let mut e = Event::new(EventKind::GovernanceAccess);
+        e.detail = Some(json!({
+            "endpoint": endpoint, "status": status, "reason": reason,
+            "principal": p.map(|p| p.name.clone()),
+            "roles": p.map(|p| p.roles.clone()),
+            "query": query,
+        }));
+        self.recorder.record(e);
+    }
+
+    fn read_event(&self, spec: &RouteSpec, p: &Principal, query: Option<&str>, returned: usize) {
+        let mut e = Event::new(EventKind::GovernanceRead);
+        e.detail = Some(json!({
+            "principal": p.name, "source": p.source, "roles": p.roles,
+            "endpoint": format!("{} {}", spec.method, spec.path),
+            "query": query, "returned": returned,
+        }));
+        self.recorder.record(e);
+    }
+
+    /// Run `f` on the index after bringing it up to date with the ledger.
+    async fn with_index<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Index) -> Result<T, mcptrail_index::IndexError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let st = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut idx = st.index.lock().unwrap_or_else(|p| p.into_inner());
+            idx.sync().map_err(ApiError::internal)?;
+            f(&idx).map_err(ApiError::internal)
+        })
+        .await
+        .map_err(ApiError::internal)?
+    }
+
+    fn limit(&self, asked: Option<u64>) -> Result<u64, ApiError> {
+        let max = self.cfg.max_page_size;
+        match asked {
+            None => Ok(max.min(100)),
+            Some(0) => Err(ApiError::bad("limit must be at least 1")),
+            Some(n) if n > max => Err(ApiError::bad(format!(
+                "limit {n} is above the maximum page size {max}; page with before_seq"
+            ))),
+            Some(n) => Ok(n),
+        }
+    }
+}
+
+/// Build the router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/assets/app.js", get(app_js))
+        .route("/assets/app.css", get(app_css))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/counts", get(counts))
+        .route("/api/v1/sinks", get(sinks))
+        .route("/api/v1/integrity", get(integrity))
+        .route("/api/v1/integrity/verify", post(integrity_verify))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/sessions", get(sessions))
+        .route("/api/v1/sessions/{id}/timeline", get(timeline))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/tail", get(tail))
+        .route("/api/v1/meta-audit", get(meta_audit))
+        .route("/api/v1/requests", get(list_requests).post(create_request))
+        .route("/api/v1/requests/{id}/approve", post(approve))
+        .route("/api/v1/requests/{id}/deny", post(deny))
+        .route("/api/v1/retention/purge", post(direct_purge))
+        .route("/api/v1/config", get(config))
+        .route("/api/v1/tokens", get(tokens))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see /api/v1/openapi.json",
+            )
+        })
+        .with_state(state)
+}
+
+async fn dashboard() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+        )],
+        Html(INDEX_HTML),
+    )
+}
+
+async fn app_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        APP_JS,
+    )
+}
+
+async fn app_css() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS)
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn status(State(st): St, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+    let spec = route("GET", "/api/v1/status");
+    let p = st.authorise(&headers, spec, q.as_deref())?;
+    let range = st.with_index(|i| i.seq_range()).await?;
+    st.read_event(spec, &p, q.as_deref(), 0);
+    Ok(Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": st.started.elapsed().as_secs(),
+        "indexed": range.map(|(a, b)| json!({"first_seq": a, "last_seq": b})),
+    }))
+    .into_response())
+}
+
+async fn whoami(State(st): St, headers: HeaderMap) -> ApiResult {
+    let spec = route("GET", "/api/v1/whoami");
+    let p = st.authorise(&headers, spec, None)?;
+    st.read_event(spec, &p, None, 0);
+    Ok(Json(json!({"name": p.name, "roles": p.roles, "source": p.source})).into_response())
+}
+
+async fn counts(State(st): St, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+    let spec = route("GET", "/api/v1/counts");
+    let p = st.authorise(&headers, spec, q.as_deref())?;
+    let counts = st.with_index(|i| i.counts_by_kind()).await?;
+    st.read_event(spec, &p, q.as_deref(), 0);
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    let by_kind: serde_json::Map<String, Value> =
+        counts.into_iter().map(|(k, n)| (k, json!(n))).collect();
+    Ok(Json(json!({"total": total, "by_kind": by_kind})).into_response())
+}
+
+async fn sinks(State(st): St, headers: HeaderMap) -> ApiResult {
+    let spec = route("GET", "/api/v1/sinks");
+    let p = st.authorise(&headers, spec, None)?;
+    let st2 = st.clone();
+    let list = tokio::task::spawn_blocking(move || {
+        st2.sinks
+            .iter()
+            .map(|s| match mcptrail_sinks::lag(&st2.data_dir, s) {
+                Ok(l) => json!({
+                    "name": l.name, "cursor": l.cursor, "head": l.head,
+                    "lag_records": l.lag_records(),
+                    "lag_secs": l.lag_age().map(|d| d.as_secs_f64()),
+                    "oldest_unshipped": l.oldest_unshipped,
+                }),
+                Err(e) => json!({"name": s.name, "error": e.to_string()}),
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    st.read_event(spec, &p, None, 0);
+    Ok(Json(json!({"sinks": list})).into_response())
+}
+
+async fn integrity(State(st): St, headers: HeaderMap) -> ApiResult {
+    let spec = route("GET", "/api/v1/integrity");
+    let p = st.authorise(&headers, spec, None)?;
+    let tap_verify = st
+        .with_index(|i| {
+            i.search(&Search {
+                kind: Some("system.verify".into()),
+                limit: 1,
+                ..Default::default()
+            })
+        })
+        .await?;
+    let dir = st.data_dir.join(mcptrail_ledger::CHECKPOINT_DIR);
+    let cps = mcptrail_ledger::list_checkpoints(&dir).map_err(ApiError::internal)?;
+    let last_verify = st
+        .last_verify
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    st.read_event(spec, &p, None, 0);
+    // Green only when the last verification run here found the ledger intact.
+    let green = last_verify
+        .as_ref()
+        .is_some_and(|v| v["verdict"] == "intact");
+    Ok(Json(json!({
+        "green": green,
+        "last_server_verify": last_verify,
+        "last_tap_verify": tap_verify.events.first().map(|e| e["detail"].clone()),
+        "checkpoints": {"count": cps.len(), "latest_size": cps.last().map(|c| c.0)},
+    }))
+    .into_response())
+}
+
+async fn integrity_verify(State(st): St, headers: HeaderMap) -> ApiResult {
+    let spec = route("POST", "/api/v1/integrity/verify");
+    let p = st.authorise(&headers, spec, None)?;
+    let st2 = st.clone();
+    let report =
+        tokio::task::spawn_blocking(move || mcptrail_ledger::verify(&st2.data_dir, &st2.verify))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+    let v = json!({
+        "verdict": report.verdict, "records": report.records, "last_seq": report.last_seq,
+        "problems": report.problems.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>(),
+        "unchecked": report.unchecked, "checkpoints_verified": report.checkpoints_verified,
+        "at": mcptrail_event::now_rfc3339_nanos(), "by": p.name,
+    });
+    *st.last_verify.lock().unwrap_or_else(|p| p.into_inner()) = Some(v.clone());
+    let mut e = Event::new(EventKind::SystemVerify);
+    e.detail = Some(
+        json!({"source": "mcptrail serve", "verdict": report.verdict,
+        "records": report.records, "by": p.name}),
+    );
+    st.recorder.record(e);
+    st.read_event(spec, &p, None, 0);
+    Ok(Json(v).into_response())
+}
+
+/// Query of `GET /api/v1/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    session: Option<String>,
+    user: Option<String>,
+    agent: Option<String>,
+    tool: Option<String>,
+    kind: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    q: Option<String>,
+    before_seq: Option<u64>,
+    limit: Option<u64>,
+}
+
+fn time_param(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+    v.map(|s| {
+        let t = mcptrail_event::parse_rfc3339(&s).map_err(|_| {
+            ApiError::bad(format!(
+                "{name}={s:?} is not an RFC 3339 time (e.g. 2026-11-25T10:00:00Z)"
+            ))
+        })?;
+        Ok(mcptrail_event::format_rfc3339_nanos(t))
+    })
+    .transpose()
+}
+
+fn text_param(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(s) if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) => Err(
+            ApiError::bad(format!("{name} must be 1–256 printable characters")),
+        ),
+        v => Ok(v),
+    }
+}
+
+fn kind_param(v: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(k) = v else { return Ok(None) };
+    let prefix = k.ends_with('*') || k.ends_with('.');
+    let known = EventKind::ALL.iter().any(|e| {
+        if prefix {
+            e.as_str().starts_with(k.trim_end_matches('*'))
+        } else {
+            e.as_str() == k
+        }
+    });
+    if !known {
+        return Err(ApiError::bad(format!(
+            "kind={k:?} is no event kind (e.g. mcp.request, or a prefix like session.*)"
+        )));
+    }
+    Ok(Some(k))
+}
+
+impl AppState {
+    fn users(&self, u: Option<String>) -> Vec<String> {
+        match u {
+            None => Vec::new(),
+            Some(u) => {
+                // Principals are pseudonymised by default: look for the token as well.
+                let token = self.token_key.as_ref().map(|k| k.pseudonym("user", &u));
+                std::iter::once(u).chain(token).collect()
+            }
+        }
+    }
+}
+
+fn page_json(page: mcptrail_index::Page) -> (usize, Value) {
+    let n = page.events.len();
+    (
+        n,
+        json!({"events": page.events, "next_before_seq": page.next_before_seq}),
+    )
+}
+
+async fn events(
+    State(st): St,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult {
+    let spec = route("GET", "/api/v1/events");
+    let p = st.authorise(&headers, spec, raw.as_deref())?;
+    let Query(q) = q?;
+    let search = Search {
+        session: text_param("session", q.session)?,
+        agent: text_param("agent", q.agent)?,
+        users: st.users(text_param("user", q.user)?),
+        tool: text_param("tool", q.tool)?,
+        kind: kind_param(q.kind)?,
+        since: time_param("since", q.since)?,
+        until: time_param("until", q.until)?,
+        text: text_param("q", q.q)?,
+        before_seq: q.before_seq,
+        limit: st.limit(q.limit)?,
+        // The meta-audit is the auditor's (GET /api/v1/meta-audit), not the investigator's.
+        exclude_kind_prefix: Some("governance.".into()),
+    };
+    let page = st.with_index(move |i| i.search(&search)).await?;
+    let (n, body) = page_json(page);
+    st.read_event(spec, &p, raw.as_deref(), n);
+    Ok(Json(body).into_response())
+}
+
+/// Query of the paged lists.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    before_seq: Option<u64>,
+    limit: Option<u64>,
+}
+
+async fn sessions(
+    State(st): St,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult {
+    let spec = route("GET", "/api/v1/sessions");
+    let p = st.authorise(&headers, spec, raw.as_deref())?;
+    let Query(q) = q?;
+    let limit = st.limit(q.limit)?;
+    let list = st
+        .with_index(move |i| i.sessions(q.before_seq, limit))
+        .await?;
+    let next = (list.len() as u64 == limit)
+        .then(|| list.last().map(|s| s.last_seq))
+        .flatten();
+    st.read_event(spec, &p, raw.as_deref(), 0);
+    Ok(Json(json!({"sessions": list, "next_before_seq": next})).into_response())
+}
+
+fn valid_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'))
+        || id.contains("..")
+    {
+        return Err(ApiError::bad(
+            "an id is 1–128 characters of letters, digits, '-', '_', ':' or '.'",
+        ));
+    }
+    Ok(())
+}
+
+async fn timeline(
+    State(st): St,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    RawQuery(raw): RawQuery,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult {
+    let spec = route("GET", "/api/v1/sessions/{id}/timeline");
+    let p = st.authorise(&headers, spec, raw.as_deref())?;
+    valid_id(&id)?;
+    let Query(q) = q?;
+    let search = Search {
+        session: Some(id.clone()),
+        before_seq: q.before_seq,
+        limit: st.limit(q.limit)?,
+        ..Default::default()
+    };
+    let mut page = st.with_index(move |i| i.search(&search)).await?;
+    page.events.reverse(); // a timeline reads oldest first
+    let (n, mut body) = page_json(page);
+    body["session_id"] = json!(id);
+    st.read_event(spec, &p, raw.as_deref(), n);
+    Ok(Json(body).into_response())
+}
+
+async fn kind_page(
+    st: Arc<AppState>,
+    headers: HeaderMap,
+    raw: Option<String>,
+    q: Result<Query<PageQuery>, QueryRejection>,
+    spec: &'static RouteSpec,
+    kind: &'static str,
+) -> ApiResult {
+    let p = st.authorise(&headers, spec, raw.as_deref())?;
+    let Query(q) = q?;
+    let search = Search {
+        kind: Some(kind.into()),
+        before_seq: q.before_seq,
+        limit: st.limit(q.limit)?,
+        ..Default::default()
+    };
+    let page = st.with_index(move |i| i.search(&search)).await?;
+    let (n, body) = page_json(page);
+    st.read_event(spec, &p, raw.as_deref(), n);
+    Ok(Json(body).into_response())
+}
+
+async fn alerts(
+    State(st): St,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult {
+    kind_page(st, headers, raw, q, route("GET", "/api/v1/alerts"), "alert").await
+}
+
+async fn meta_audit(
+    State(st): St,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult {
+    kind_page(
+        st,
+        headers,
+        raw,
+        q,
+        route("GET", "/api/v1/meta-audit"),
+        "governance.*",
+    )
+    .await
+}
+
+/// Query of the live tail.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TailQuery {
+    /// Start at this seq (default: after the current head).
+    from_seq: Option<u64>,
+}
+
+async fn tail(
+    State(st): St,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    q: Result<Query<TailQuery>, QueryRejection>,
+) -> ApiResult {
+    let spec = route("GET", "/api/v1/tail");
+    let p = st.authorise(&headers, spec, raw.as_deref())?;
+    let Query(q) = q?;
+    let from = match q.from_seq {
+        Some(s) => s.max(1),
+        None => {
+            let dir = st.data_dir.clone();
+            tokio::task::spawn_blocking(move || mcptrail_sinks::ledger_head(&dir))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(ApiError::internal)?
+                .map_or(1, |h| h.0 + 1)
+        }
+    };
+    st.read_event(spec, &p, raw.as_deref(), 0);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<SseEvent, Infallible>>(256);
+    let dir = st.data_dir.clone();
+    // Follow the ledger like the sinks do, on a blocking thread; stop when the client goes.
+    tokio::task::spawn_blocking(move || {
+        let mut t = mcptrail_sinks::LedgerTail::open(&dir, from);
+        loop {
+            match t.next_record() {
+                Ok(Some(r)) => {
+                    let data = String::from_utf8_lossy(&r.line).into_owned();
+                    let ev = SseEvent::default()
+                        .id(r.seq.to_string())
+                        .event(r.kind)
+                        .data(data);
+                    if tx.blocking_send(Ok(ev)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => {
+                    let _ = tx
+                        .blocking_send(Ok(SseEvent::default().event("error").data(e.to_string())));
+                    return;
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+async fn list_requests(State(st): St, headers: HeaderMap) -> ApiResult {
+    let spec = route("GET", "/api/v1/requests");
+    let p = st.authorise(&headers, spec, None)?;
+    let now = time::OffsetDateTime::now_utc();
+    let list = st
+        .requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .list(now);
+    st.read_event(spec, &p, None, 0);
+    Ok(Json(json!({"requests": list})).into_response())
+}
+
+/// Body of `POST /api/v1/requests`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+enum NewRequest {
+    Forget { subject: String, reason: String },
+    Reveal {},
+    Purge { through_seq: u64, reason: String },
+    RetentionPolicy { policy: mcptrail_retention::Policy },
+}
+
+async fn create_request(
+    State(st): St,
+    headers: HeaderMap,
+    body: Result<Json<NewRequest>, JsonRejection>,
+) -> ApiResult {
+    let spec = route("POST", "/api/v1/requests");
+    let p = st.authorise(&headers, spec, None)?;
+    let Json(body) = body?;
+    let reason_ok = |r: &str| {
+        if r.trim().is_empty() || r.len() > 1000 {
+            Err(ApiError::bad(
+                "reason must say why (1–1000 characters); it is recorded",
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let action = match body {
+        NewRequest::Forget { subject, reason } => {
+            reason_ok(&reason)?;
+            if subject.trim().is_empty() || subject.len() > 512 {
+                return Err(ApiError::bad("subject must name the principal (1–512 characters)"));
+            }
+            let key = st.token_key.as_ref().ok_or_else(|| {
+                ApiError::new(StatusCode::CONFLICT, "no_key", "no pseudonym key in this data directory: nothing was ever encrypted, there is nothing to forget")
+            })?;
+            Action::Forget {
+                subject_token: mcptrail_redact::Vault::subject_token(key, &subject),
+                reason,
+            }
+        }
+        NewRequest::Reveal {} => {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_built",
+                "reveal through the server is not built yet; use `mcptrail reveal` (recorded as governance.reveal)",
+            ))
+        }
+        NewRequest::Purge { through_seq, reason } => {
+            reason_ok(&reason)?;
+            if through_seq == 0 {
+                return Err(ApiError::bad("through_seq must be the last seq of a sealed segment"));
+            }
+            Action::Purge { through_seq, reason }
+        }
+        NewRequest::RetentionPolicy { policy } => {
+            policy.validate().map_err(|e| ApiError::bad(e.to_string()))?;
+            Action::RetentionPolicy { policy }
+        }
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let now = time::OffsetDateTime::now_utc();
+    let ttl =
+        time::Duration::seconds(i64::try_from(st.cfg.approval_ttl_secs).unwrap_or(i64::MAX / 2));
+    let expires = mcptrail_event::format_rfc3339_nanos(now + ttl);
+    let role = p.roles.first().map_or("", |r| r.as_str());
+    let mut ev = governance::request_event(&id, &action, &p.name, role, &expires);
+    st.recorder
+        .record_durable(ev.clone())
+        .await
+        .map_err(ApiError::internal)?;
+    ev.time = mcptrail_event::format_rfc3339_nanos(now);
+    let req = {
+        let mut rs = st.requests.lock().unwrap_or_else(|p| p.into_inner());
+        rs.apply(&ev);
+        rs.get(&id, now)
+    };
+    Ok((StatusCode::CREATED, Json(json!(req))).into_response())
+}
+
+async fn decide(st: Arc<AppState>, headers: HeaderMap, id: String, approve: bool) -> ApiResult {
+    let spec = route(
+        "POST",
+        if approve {
+            "/api/v1/requests/{id}/approve"
+        } else {
+            "/api/v1/requests/{id}/deny"
+        },
+    );
+    let p = st.authorise(&headers, spec, None)?;
+    valid_id(&id)?;
+    let _one_at_a_time = st.decide.lock().await;
+    let now = time::OffsetDateTime::now_utc();
+    let checked = st
+        .requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .check_decision(&id, &p.name, now);
+    let req = match checked {
+        Ok(r) => r,
+        Err(Refusal::NotFound) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such request",
+            ))
+        }
+        Err(refusal) => {
+            let why = refusal.why();
+            let ev = governance::decision_event(&id, "refused", &p.name, Some(&why));
+            st.recorder
+                .record_durable(ev.clone())
+                .await
+                .map_err(ApiError::internal)?;
+            st.requests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply(&ev);
+            let (status, code) = match refusal {
+                Refusal::SelfApproval => (StatusCode::FORBIDDEN, "self_approval"),
+                Refusal::Expired => (StatusCode::CONFLICT, "expired"),
+                _ => (StatusCode::CONFLICT, "already_decided"),
+            };
+            return Err(ApiError::new(status, code, why));
+        }
+    };
+    let decision = if approve { "approved" } else { "denied" };
+    let ev = governance::decision_event(&id, decision, &p.name, None);
+    st.recorder
+        .record_durable(ev.clone())
+        .await
+        .map_err(ApiError::internal)?;
+    st.requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .apply(&ev);
+    if approve {
+        let st2 = st.clone();
+        let by = p.name.clone();
+        let x = tokio::task::spawn_blocking(move || {
+            governance::execute(&st2.data_dir, st2.engine.as_deref(), &req, &by)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        for e in x.events.clone() {
+            st.recorder
+                .record_durable(e)
+                .await
+                .map_err(ApiError::internal)?;
+        }
+        let ev = governance::execution_event(&id, &x, &p.name);
+        st.recorder
+            .record_durable(ev.clone())
+            .await
+            .map_err(ApiError::internal)?;
+        st.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(&ev);
+    }
+    let r = st
+        .requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id, now);
+    Ok(Json(json!(r)).into_response())
+}
+
+async fn approve(State(st): St, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> ApiResult {
+    decide(st, headers, id, true).await
+}
+
+async fn deny(State(st): St, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> ApiResult {
+    decide(st, headers, id, false).await
+}
+
+/// A purge asked for directly, without a request: refused, and the refusal recorded.
+async fn direct_purge(State(st): St, headers: HeaderMap) -> ApiResult {
+    let spec = route("POST", "/api/v1/retention/purge");
+    let p = st.authorise(&headers, spec, None)?;
+    st.access_event(
+        "POST /api/v1/retention/purge",
+        Some(&p),
+        "purge_without_approval",
+        403,
+        None,
+    );
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "approval_required",
+        "a purge needs a request (POST /api/v1/requests, action \"purge\") approved by a second principal with the auditor role",
+    ))
+}
+
+async fn config(State(st): St, headers: HeaderMap) -> ApiResult {
+    let spec = route("GET", "/api/v1/config");
+    let p = st.authorise(&headers, spec, None)?;
+    st.read_event(spec, &p, None, 0);
+    Ok(Json(json!({
+        "serve": st.cfg,
+        "data_dir": st.data_dir,
+        "retention_configured": st.engine.is_some(),
+        "sinks": st.sinks.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+async fn tokens(State(st): St, headers: HeaderMap) -> ApiResult {
+    let spec = route("GET", "/api/v1/tokens");
+    let p = st.authorise(&headers, spec, None)?;
+    let list = st.tokens.list().map_err(ApiError::internal)?;
+    st.read_event(spec, &p, None, 0);
+    let list: Vec<Value> = list
+        .into_iter()
+        .map(|t| json!({"name": t.name, "role": t.role, "created": t.created}))
+        .collect();
+    Ok(Json(json!({"tokens": list})).into_response())
+}

@@ -1,0 +1,421 @@
+//! Roles × endpoints, the meta-audit of every read and refusal, bad input, the live tail,
+//! JWT bearer tokens.
+
+use std::io::{BufRead, BufReader};
+
+use mcptrail_server::api::ROUTES;
+use mcptrail_server::{Role, ServeConfig};
+use serde_json::{json, Value};
+
+use crate::harness::{ledger_events, wait_for_ledger, Server, ROLES};
+
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "sess-1")
+}
+
+fn body_for(path: &str) -> Value {
+    if path == "/api/v1/requests" {
+        json!({"action": "purge", "through_seq": 1, "reason": "matrix test"})
+    } else {
+        json!({})
+    }
+}
+
+/// Every authenticated route, with every role: allowed roles get past authorisation
+/// (whatever the handler then says), the others get 403 `forbidden`; no token gets 401 with
+/// a challenge.
+#[test]
+fn every_role_on_every_endpoint() {
+    let s = Server::start(ServeConfig::default());
+    let mut checked = 0;
+    for r in ROUTES.iter().filter(|r| !r.roles.is_empty()) {
+        let path = concrete(r.path);
+        if r.path == "/api/v1/tail" {
+            continue; // streams; checked below with a bounded read
+        }
+        for (name, role) in ROLES {
+            let (status, body) = if r.method == "GET" {
+                s.get(Some(name), &path)
+            } else {
+                s.post(Some(name), &path, &body_for(r.path))
+            };
+            let allowed = r.roles.contains(&role);
+            if allowed {
+                assert!(
+                    status != 401 && !(status == 403 && body["error"] == "forbidden"),
+                    "{} {path} as {name} ({role:?}) should be allowed: {status} {body}",
+                    r.method
+                );
+            } else {
+                assert_eq!(
+                    (status, body["error"].as_str()),
+                    (403, Some("forbidden")),
+                    "{} {path} as {name} ({role:?}) should be refused: {body}",
+                    r.method
+                );
+            }
+            checked += 1;
+        }
+        let (status, _) = if r.method == "GET" {
+            s.get(None, &path)
+        } else {
+            s.post(None, &path, &body_for(r.path))
+        };
+        assert_eq!(status, 401, "{} {path} without a token", r.method);
+        let (status, body) = s.get(Some("mct_00000000"), &path);
+        if r.method == "GET" {
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (401, Some("unauthenticated"))
+            );
+        }
+    }
+    assert_eq!(
+        checked,
+        (ROUTES.iter().filter(|r| !r.roles.is_empty()).count() - 1) * ROLES.len()
+    );
+    // The tail: allowed for investigators only.
+    for (name, role) in ROLES {
+        let resp = s
+            .agent
+            .get(format!("{}/api/v1/tail", s.base))
+            .header("Authorization", format!("Bearer {}", s.token(name)))
+            .call()
+            .unwrap();
+        let want = if role == Role::Investigator { 200 } else { 403 };
+        assert_eq!(resp.status().as_u16(), want, "tail as {name}");
+    }
+    // The challenge.
+    let resp = s
+        .agent
+        .get(format!("{}/api/v1/events", s.base))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let ch = resp
+        .headers()
+        .get("www-authenticate")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(ch.starts_with("Bearer realm=\"mcptrail\""), "{ch}");
+}
+
+#[test]
+fn every_read_and_every_refusal_is_in_the_ledger() {
+    let s = Server::start(ServeConfig::default());
+    let reads = [
+        ("oscar", "/api/v1/status"),
+        ("oscar", "/api/v1/counts"),
+        ("oscar", "/api/v1/sinks"),
+        ("audrey", "/api/v1/integrity"),
+        ("ivy", "/api/v1/events?tool=read_file"),
+        ("ivy", "/api/v1/sessions"),
+        ("ivy", "/api/v1/sessions/sess-1/timeline"),
+        ("ivy", "/api/v1/alerts"),
+        ("audrey", "/api/v1/meta-audit"),
+        ("audrey", "/api/v1/requests"),
+        ("ada", "/api/v1/config"),
+        ("ada", "/api/v1/tokens"),
+    ];
+    let mut returned = Vec::new();
+    for (who, path) in reads {
+        let (status, body) = s.get(Some(who), path);
+        assert_eq!(status, 200, "{path}: {body}");
+        returned.push(body["events"].as_array().map_or(0, Vec::len));
+    }
+    let (st, _) = s.get(Some("oscar"), "/api/v1/events");
+    assert_eq!(st, 403);
+    let (st, _) = s.get(None, "/api/v1/alerts");
+    assert_eq!(st, 401);
+    let evs = wait_for_ledger(&s.data_dir(), "all reads", |evs| {
+        evs.iter()
+            .filter(|e| e["kind"] == "governance.read")
+            .count()
+            >= reads.len()
+            && evs
+                .iter()
+                .filter(|e| e["kind"] == "governance.access")
+                .count()
+                >= 2
+    });
+    for ((who, path), n) in reads.iter().zip(returned) {
+        let (p, query) = path
+            .split_once('?')
+            .map_or((*path, None), |(p, q)| (p, Some(q)));
+        let spec_path = p.replace("sess-1", "{id}");
+        let found = evs.iter().find(|e| {
+            e["kind"] == "governance.read"
+                && e["detail"]["endpoint"] == format!("GET {spec_path}")
+                && e["detail"]["principal"] == *who
+        });
+        let d = &found.unwrap_or_else(|| panic!("no governance.read for {path}"))["detail"];
+        assert_eq!(d["query"].as_str(), query, "{path}");
+        assert_eq!(d["returned"], n, "{path}");
+        assert!(d["roles"].is_array());
+    }
+    // The tool query returned the one request.
+    let d = evs
+        .iter()
+        .find(|e| e["detail"]["query"] == "tool=read_file")
+        .unwrap();
+    assert_eq!(d["detail"]["returned"], 1);
+    let denied: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["kind"] == "governance.access")
+        .collect();
+    assert!(denied.iter().any(|e| e["detail"]["reason"] == "wrong_role"
+        && e["detail"]["principal"] == "oscar"
+        && e["detail"]["status"] == 403));
+    assert!(denied
+        .iter()
+        .any(|e| e["detail"]["reason"] == "missing_token" && e["detail"]["status"] == 401));
+    // The token itself is never written anywhere in the ledger.
+    let all = serde_json::to_string(&ledger_events(&s.data_dir())).unwrap();
+    for t in s.tokens.values() {
+        assert!(!all.contains(t.as_str()));
+    }
+}
+
+#[test]
+fn search_filters_pagination_and_redacted_content() {
+    let s = Server::start(ServeConfig::default());
+    let (_, b) = s.get(Some("ivy"), "/api/v1/events?session=sess-1&limit=2");
+    let evs = b["events"].as_array().unwrap();
+    assert_eq!(evs.len(), 2);
+    assert!(
+        evs[0]["seq"].as_u64() > evs[1]["seq"].as_u64(),
+        "newest first"
+    );
+    let next = b["next_before_seq"].as_u64().expect("a next page");
+    let (_, b2) = s.get(
+        Some("ivy"),
+        &format!("/api/v1/events?session=sess-1&limit=2&before_seq={next}"),
+    );
+    assert_eq!(b2["events"].as_array().unwrap().len(), 2);
+    assert!(b2["next_before_seq"].is_null());
+    let (_, b) = s.get(Some("ivy"), "/api/v1/events?user=alice@example.com");
+    assert_eq!(b["events"].as_array().unwrap().len(), 1);
+    let (_, b) = s.get(Some("ivy"), "/api/v1/events?q=REDACTED:EMAIL");
+    assert_eq!(
+        b["events"].as_array().unwrap().len(),
+        1,
+        "full text over the stored form"
+    );
+    let (_, b) = s.get(Some("ivy"), "/api/v1/events?kind=session.*");
+    assert_eq!(b["events"].as_array().unwrap().len(), 1);
+    let (_, b) = s.get(
+        Some("ivy"),
+        "/api/v1/events?since=2000-01-01T00:00:00Z&until=2001-01-01T00:00:00Z",
+    );
+    assert_eq!(b["events"].as_array().unwrap().len(), 0);
+    // The meta-audit is not the investigator's.
+    let (_, b) = s.get(Some("ivy"), "/api/v1/events?limit=500");
+    assert!(b["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| !e["kind"].as_str().unwrap().starts_with("governance.")));
+    let (_, b) = s.get(Some("ivy"), "/api/v1/sessions/sess-1/timeline");
+    let kinds: Vec<&str> = b["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["session.start", "mcp.request", "mcp.response", "alert"],
+        "oldest first"
+    );
+    let (_, b) = s.get(Some("ivy"), "/api/v1/sessions");
+    assert_eq!(b["sessions"][0]["session_id"], "sess-1");
+    assert_eq!(b["sessions"][0]["events"], 4);
+    let (_, b) = s.get(Some("ivy"), "/api/v1/alerts");
+    assert_eq!(b["events"][0]["detail"]["evidence"][0], "/etc/hosts");
+    let (_, b) = s.get(Some("oscar"), "/api/v1/counts");
+    assert_eq!(b["by_kind"]["mcp.request"], 1);
+    assert!(b.get("events").is_none(), "no payloads for operators");
+}
+
+#[test]
+fn bad_input_is_a_clear_400_and_never_reaches_sql_as_text() {
+    let s = Server::start(ServeConfig::default());
+    for (path, needle) in [
+        ("/api/v1/events?limit=0", "at least 1"),
+        ("/api/v1/events?limit=1000000", "maximum page size"),
+        ("/api/v1/events?limit=-1", "limit"),
+        ("/api/v1/events?limit=abc", "limit"),
+        ("/api/v1/events?since=yesterday", "RFC 3339"),
+        ("/api/v1/events?kind=drop.table", "no event kind"),
+        ("/api/v1/events?sessoin=x", "unknown field"),
+        ("/api/v1/events?before_seq=x", "before_seq"),
+        ("/api/v1/sessions?limit=99999999999999999999999", "limit"),
+        (
+            "/api/v1/sessions/..%2F..%2Fetc%2Fpasswd/timeline",
+            "an id is",
+        ),
+        ("/api/v1/sessions/a%00b/timeline", "an id is"),
+    ] {
+        let (status, body) = s.get(Some("ivy"), path);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"], "bad_request");
+        assert!(
+            body["message"].as_str().unwrap().contains(needle),
+            "{path}: {body}"
+        );
+    }
+    for inj in [
+        "' OR 1=1 --",
+        "x'; DROP TABLE events; --",
+        "%",
+        "\\",
+        "\" OR \"\"=\"",
+    ] {
+        let enc: String = url_encode(inj);
+        // An unescaped `%` would match every event; `_` is left out of `q` because the
+        // stored JSON holds literal underscores (event_id).
+        for param in ["q", "session", "tool", "user", "agent"] {
+            let (status, body) = s.get(Some("ivy"), &format!("/api/v1/events?{param}={enc}"));
+            assert_eq!(status, 200, "{param}={inj}: {body}");
+            assert_eq!(
+                body["events"].as_array().unwrap().len(),
+                0,
+                "{param}={inj} matched something"
+            );
+        }
+    }
+    let (status, b) = s.get(Some("ivy"), "/api/v1/events");
+    assert_eq!(status, 200);
+    assert_eq!(
+        b["events"].as_array().unwrap().len(),
+        4,
+        "the table is still there"
+    );
+    let (status, body) = s.post(
+        Some("audrey"),
+        "/api/v1/requests",
+        &json!({"action": "format_disk"}),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = s.post(
+        Some("audrey"),
+        "/api/v1/requests",
+        &json!({"action": "forget", "subject": "a", "reason": ""}),
+    );
+    assert_eq!(status, 400);
+    let (status, body) = s.get(None, "/api/v1/nope");
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn live_tail_streams_new_records() {
+    let s = Server::start(ServeConfig::default());
+    let resp = s
+        .agent
+        .get(format!("{}/api/v1/tail", s.base))
+        .header("Authorization", format!("Bearer {}", s.token("ivy")))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+    let dir = s.data_dir();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut l = mcptrail_ledger::Ledger::open(&dir, crate::harness::ledger_cfg()).unwrap();
+        let mut e = mcptrail_event::Event::new(mcptrail_event::EventKind::McpRequest);
+        e.tool_invoked = Some("tail_marker_tool".into());
+        l.append(&mut [e]).unwrap();
+    });
+    let mut reader = BufReader::new(resp.into_body().into_reader());
+    let mut line = String::new();
+    let mut saw = false;
+    for _ in 0..200 {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if line.starts_with("data:") && line.contains("tail_marker_tool") {
+            saw = true;
+            break;
+        }
+    }
+    writer.join().unwrap();
+    assert!(saw, "the appended record never came down the tail");
+}
+
+#[test]
+fn jwt_bearer_with_role_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "0123456789abcdef0123456789abcdef-secret";
+    let secret_file = dir.path().join("hs256");
+    std::fs::write(&secret_file, secret).unwrap();
+    let cfg = ServeConfig {
+        jwt: Some(mcptrail_server::config::JwtSettings {
+            hs256_secret_file: Some(secret_file),
+            issuer: Some("https://idp.test".into()),
+            audience: vec!["mcptrail".into()],
+            role_claim: "roles".into(),
+            ..Default::default()
+        }),
+        ..ServeConfig::default()
+    };
+    let s = Server::start(cfg);
+    let mint = |roles: Value, aud: &str| {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &json!({"sub": "carol@idp", "iss": "https://idp.test", "aud": aud, "exp": exp, "roles": roles}),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let (st, b) = s.get(
+        Some(&mint(json!(["investigator"]), "mcptrail")),
+        "/api/v1/whoami",
+    );
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["name"], "carol@idp");
+    assert_eq!(b["source"], "jwt");
+    let (st, _) = s.get(
+        Some(&mint(json!("investigator"), "mcptrail")),
+        "/api/v1/events",
+    );
+    assert_eq!(st, 200);
+    let (st, _) = s.get(Some(&mint(json!("operator"), "mcptrail")), "/api/v1/events");
+    assert_eq!(st, 403);
+    let (st, b) = s.get(
+        Some(&mint(json!("superuser"), "mcptrail")),
+        "/api/v1/events",
+    );
+    assert_eq!(st, 401, "{b}");
+    assert!(b["message"].as_str().unwrap().contains("roles"), "{b}");
+    let (st, _) = s.get(
+        Some(&mint(json!("investigator"), "other-service")),
+        "/api/v1/events",
+    );
+    assert_eq!(st, 401);
+}
