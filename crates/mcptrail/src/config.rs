@@ -41,6 +41,9 @@ pub(crate) struct Config {
     /// `[retention]`: the policy per label, the archive (`mcptrail retention`).
     #[serde(default)]
     pub(crate) retention: mcptrail_retention::RetentionConfig,
+    /// `[collector]`: NATS JetStream to PostgreSQL (`mcptrail collector`).
+    #[serde(default)]
+    pub(crate) collector: Option<mcptrail_collector::CollectorConfig>,
     /// The directory of the configuration file (relative rule files are taken from there).
     #[serde(skip)]
     pub(crate) base_dir: Option<PathBuf>,

@@ -81,6 +81,10 @@ enum Command {
     /// Retention by label: `plan` what would be archived and purged, `run` it (signed
     /// tombstones keep `verify` passing), `selfcheck` that it did what the policy says.
     Retention(commands::retention::Args),
+    /// Consume the fleet's records and checkpoints from NATS JetStream, check every source's
+    /// chain and signed checkpoints, store the events in PostgreSQL (`[collector]`). Runs
+    /// until SIGINT or SIGTERM; run several on one consumer to scale out.
+    Collector,
     /// Rebuild the query index from the ledger.
     Reindex,
     /// Print the JSON Schema of audit events (schema v1).
@@ -193,6 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retention(args) => {
             commands::retention::run(args, &data_dir, &cfg, config::path(cli.config.as_deref()))
         }
+        Command::Collector => commands::collector::run(&cfg),
         Command::Reindex => commands::reindex(&data_dir),
         Command::Schema => {
             println!(
