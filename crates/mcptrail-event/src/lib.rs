@@ -23,7 +23,7 @@ pub use kind::EventKind;
 pub use time_fmt::{format_rfc3339_nanos, now_rfc3339_nanos, parse_rfc3339};
 
 /// The schema version written into every event.
-pub const SCHEMA_VERSION: &str = "1.1";
+pub const SCHEMA_VERSION: &str = "1.2";
 
 /// The `prev_hash` of the very first record of a ledger: 64 hex zeros.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";

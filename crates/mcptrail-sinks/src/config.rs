@@ -230,8 +230,14 @@ pub struct NatsSinkConfig {
     /// Server URL (default `nats://127.0.0.1:4222`).
     #[serde(default = "default_nats_url")]
     pub url: String,
-    /// Subject to publish to; a JetStream stream must capture it.
+    /// Subject to publish to; a JetStream stream must capture it. Empty (the default) when
+    /// `fleet` is set: the subjects are then derived from it.
+    #[serde(default)]
     pub subject: String,
+    /// Fleet publishing (issue 9): records verbatim to `<prefix>.<tenant>.<source>.events`
+    /// and signed checkpoints to `<prefix>.<tenant>.<source>.checkpoints`, for
+    /// `mcptrail collector`.
+    pub fleet: Option<FleetConfig>,
     /// The stream expected to capture `subject`: `doctor` checks that it is the one that does
     /// (without it, `doctor` only checks that some stream does).
     pub stream: Option<String>,
@@ -247,6 +253,72 @@ pub struct NatsSinkConfig {
     /// Seconds to wait for a connection and for the acknowledgements of a batch (default 10).
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
+}
+
+/// `fleet = { tenant = "acme", source = "laptop-17" }` in a NATS sink.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The organisation (one subject token: letters, digits, `-`, `_`).
+    pub tenant: String,
+    /// This tap (one subject token), unique within the tenant.
+    pub source: String,
+    /// First subject token (default `mcptrail`).
+    #[serde(default = "default_fleet_prefix")]
+    pub prefix: String,
+}
+
+impl FleetConfig {
+    /// `<prefix>.<tenant>.<source>.events`.
+    pub fn events_subject(&self) -> String {
+        format!("{}.{}.{}.events", self.prefix, self.tenant, self.source)
+    }
+
+    /// `<prefix>.<tenant>.<source>.checkpoints`.
+    pub fn checkpoints_subject(&self) -> String {
+        format!(
+            "{}.{}.{}.checkpoints",
+            self.prefix, self.tenant, self.source
+        )
+    }
+
+    /// Every name must be one plain subject token.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, v) in [
+            ("tenant", &self.tenant),
+            ("source", &self.source),
+            ("prefix", &self.prefix),
+        ] {
+            if !is_subject_token(v) {
+                return Err(format!(
+                    "fleet.{key} = {v:?} must be one NATS subject token (letters, digits, `-`, `_`)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A non-empty NATS subject token without wildcards or separators.
+pub fn is_subject_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl NatsSinkConfig {
+    /// Where events go: `subject`, or the fleet events subject.
+    pub fn events_subject(&self) -> String {
+        match &self.fleet {
+            Some(f) => f.events_subject(),
+            None => self.subject.clone(),
+        }
+    }
+}
+
+fn default_fleet_prefix() -> String {
+    "mcptrail".into()
 }
 
 impl std::fmt::Debug for WebhookSinkConfig {
@@ -267,6 +339,7 @@ impl std::fmt::Debug for NatsSinkConfig {
         f.debug_struct("NatsSinkConfig")
             .field("url", &redact_url(&self.url))
             .field("subject", &self.subject)
+            .field("fleet", &self.fleet)
             .field("stream", &self.stream)
             .field("token", &self.token)
             .field("user", &self.user)
@@ -454,6 +527,21 @@ impl SinkConfig {
                 }
                 if c.password.is_some() && c.user.is_none() {
                     return Err(err("`password` needs `user`".into()));
+                }
+                match &c.fleet {
+                    Some(f) => {
+                        f.validate().map_err(err)?;
+                        if !c.subject.is_empty() {
+                            return Err(err("set `subject` or `fleet`, not both: `fleet` derives the subjects".into()));
+                        }
+                        if c.format != PayloadFormat::Json {
+                            return Err(err("`fleet` publishes the ledger lines verbatim: `format` must be `json`".into()));
+                        }
+                    }
+                    None if c.subject.is_empty() => {
+                        return Err(err("`subject` (or `fleet`) is required".into()));
+                    }
+                    None => {}
                 }
                 SinkTarget::Nats(c)
             }

@@ -25,7 +25,7 @@ pub mod sink;
 pub mod tail;
 mod tls;
 
-pub use config::{validate_all, PayloadFormat, SinkConfig, SinkTarget};
+pub use config::{validate_all, FleetConfig, PayloadFormat, SinkConfig, SinkTarget};
 pub use cursor::{Cursor, SINKS_DIR};
 pub use error::{Error, SendError, SendErrorKind};
 pub use shipper::{

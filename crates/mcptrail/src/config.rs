@@ -44,6 +44,9 @@ pub(crate) struct Config {
     /// `[serve]`: the governance server (`mcptrail serve`).
     #[serde(default)]
     pub(crate) serve: mcptrail_server::ServeConfig,
+    /// `[collector]`: NATS JetStream to PostgreSQL (`mcptrail collector`).
+    #[serde(default)]
+    pub(crate) collector: Option<mcptrail_collector::CollectorConfig>,
     /// The directory of the configuration file (relative rule files are taken from there).
     #[serde(skip)]
     pub(crate) base_dir: Option<PathBuf>,

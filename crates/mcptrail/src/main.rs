@@ -85,6 +85,10 @@ enum Command {
     /// authorisation and a meta-audit of every read (`[serve]`); `serve token add` makes
     /// API tokens.
     Serve(commands::serve::Args),
+    /// Consume the fleet's records and checkpoints from NATS JetStream, check every source's
+    /// chain and signed checkpoints, store the events in PostgreSQL (`[collector]`). Runs
+    /// until SIGINT or SIGTERM; run several on one consumer to scale out.
+    Collector,
     /// Rebuild the query index from the ledger.
     Reindex,
     /// Print the JSON Schema of audit events (schema v1).
@@ -198,6 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::retention::run(args, &data_dir, &cfg, config::path(cli.config.as_deref()))
         }
         Command::Serve(args) => commands::serve::run(args, &cfg, data_dir),
+        Command::Collector => commands::collector::run(&cfg),
         Command::Reindex => commands::reindex(&data_dir),
         Command::Schema => {
             println!(

@@ -62,7 +62,11 @@ pub fn build(cfg: &SinkConfig) -> Result<Box<dyn Sink>, Error> {
         SinkTarget::Webhook(c) => {
             Box::new(webhook::WebhookSink::new(&cfg.name, c.clone()).map_err(setup)?)
         }
-        SinkTarget::Nats(c) => Box::new(nats::NatsSink::new(c.clone()).map_err(setup)?),
+        SinkTarget::Nats(c) => Box::new(
+            nats::NatsSink::new(c.clone())
+                .map_err(setup)?
+                .with_name(&cfg.name),
+        ),
         SinkTarget::SplunkHec(c) => {
             Box::new(splunk::SplunkHecSink::new(&cfg.name, c.clone()).map_err(setup)?)
         }

@@ -4,6 +4,15 @@
 //! duplicate window (2 minutes by default), so a batch sent again after a lost
 //! acknowledgement is not stored twice; older duplicates are removable by `event_id`.
 //!
+//! With `fleet = { tenant, source }` (issue 9) the subjects are
+//! `<prefix>.<tenant>.<source>.events` (each record verbatim: the exact ledger line, so a
+//! collector can recompute its hash and check the chain) and
+//! `<prefix>.<tenant>.<source>.checkpoints` (each new signed checkpoint note verbatim, sent
+//! after the batch's events were acknowledged, `Nats-Msg-Id` = the note's stable
+//! [`CheckpointNote::record_id`](crate::checkpoints::CheckpointNote::record_id); progress in
+//! `sinks/<name>.checkpoints`). The sink does not create the stream: `mcptrail collector`
+//! creates (or checks) it, so a tap cannot widen what the stream captures.
+//!
 //! The client is async-nats on a one-worker tokio runtime owned by the sink; the shipper's
 //! thread blocks on it, so nothing of this reaches the tap's relay.
 
@@ -11,6 +20,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
+use crate::checkpoints::{CheckpointProgress, NOTES_PER_BATCH};
 use crate::config::NatsSinkConfig;
 use crate::error::{SendError, SendErrorKind};
 use crate::format::encode_into;
@@ -25,6 +35,8 @@ pub struct NatsSink {
     password: Option<Secret>,
     runtime: tokio::runtime::Runtime,
     js: Option<jetstream::Context>,
+    name: String,
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl NatsSink {
@@ -53,7 +65,31 @@ impl NatsSink {
             password,
             runtime,
             js: None,
+            name: "nats".into(),
+            data_dir: None,
         })
+    }
+
+    /// The sink's name (where its checkpoint progress is kept).
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// Fleet mode: the checkpoint notes newer than the last shipped, as
+    /// `(subject, msg id, note, size)`.
+    fn pending_checkpoints(&self) -> Result<Vec<(String, String, String, u64)>, SendError> {
+        let (Some(fleet), Some(dir)) = (&self.cfg.fleet, &self.data_dir) else {
+            return Ok(Vec::new());
+        };
+        let after = CheckpointProgress::new(dir, &self.name).load();
+        let notes = crate::checkpoints::pending(dir, after, NOTES_PER_BATCH)
+            .map_err(|e| SendError::new(SendErrorKind::Encode, e))?;
+        let subject = fleet.checkpoints_subject();
+        Ok(notes
+            .into_iter()
+            .map(|n| (subject.clone(), n.record_id(), n.note, n.size))
+            .collect())
     }
 
     fn timeout(&self) -> Duration {
@@ -118,7 +154,9 @@ fn publish_error(subject: &str, e: &jetstream::context::PublishError) -> SendErr
 impl Sink for NatsSink {
     fn send(&mut self, batch: &[ShipRecord]) -> Result<(), SendError> {
         let js = self.context()?;
-        let subject = async_nats::Subject::from(self.cfg.subject.as_str());
+        let subject = async_nats::Subject::from(self.cfg.events_subject());
+        let notes = self.pending_checkpoints()?;
+        let newest_note = notes.last().map(|n| n.3);
         let format = self.cfg.format;
         let timeout = self.timeout();
         let mut payloads = Vec::with_capacity(batch.len());
@@ -146,6 +184,23 @@ impl Sink for NatsSink {
                 for ack in acks {
                     ack.await.map_err(|e| publish_error(&subject, &e))?;
                 }
+                // Checkpoints only after every event they may cover was acknowledged.
+                let mut acks = Vec::with_capacity(notes.len());
+                for (cp_subject, id, note, _) in notes {
+                    let msg = jetstream::message::PublishMessage::build()
+                        .payload(note.into_bytes().into())
+                        .message_id(id);
+                    let cp_subject = async_nats::Subject::from(cp_subject);
+                    acks.push((
+                        js.send_publish(cp_subject.clone(), msg)
+                            .await
+                            .map_err(|e| publish_error(&cp_subject, &e))?,
+                        cp_subject,
+                    ));
+                }
+                for (ack, cp_subject) in acks {
+                    ack.await.map_err(|e| publish_error(&cp_subject, &e))?;
+                }
                 Ok::<(), SendError>(())
             };
             tokio::time::timeout(timeout * 2, work)
@@ -170,13 +225,22 @@ impl Sink for NatsSink {
             // Start over with a fresh connection next time.
             self.js = None;
         }
+        if let (Ok(()), Some(size), Some(dir)) = (&result, newest_note, &self.data_dir) {
+            CheckpointProgress::new(dir, &self.name)
+                .store(size)
+                .map_err(|e| SendError::new(SendErrorKind::Transport, e))?;
+        }
         result
+    }
+
+    fn attach_ledger(&mut self, data_dir: &std::path::Path) {
+        self.data_dir = Some(data_dir.to_path_buf());
     }
 
     fn probe(&mut self) -> Result<String, SendError> {
         let js = self.context()?;
         let url = crate::sink::http::redact_url(&self.cfg.url);
-        let subject = self.cfg.subject.clone();
+        let subject = self.cfg.events_subject();
         let expected = self.cfg.stream.clone();
         let timeout = self.timeout();
         self.runtime.block_on(async move {

@@ -3,6 +3,7 @@
 pub(crate) mod baseline;
 pub(crate) mod checkpoint;
 pub(crate) mod clients;
+pub(crate) mod collector;
 pub(crate) mod detect;
 pub(crate) mod doctor;
 pub(crate) mod drill;

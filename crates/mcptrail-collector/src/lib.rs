@@ -1,0 +1,46 @@
+//! `mcptrail collector` (issue 9): the fleet's taps publish their ledger records verbatim and
+//! their signed checkpoints to NATS JetStream (the NATS sink's `fleet` mode); collectors
+//! consume them with one durable pull consumer (scale out: run more collectors on the same
+//! consumer), check each source's hash chain and checkpoints as records arrive, and store the
+//! events in PostgreSQL.
+//!
+//! - [`config`]: the `[collector]` table.
+//! - [`schema`]: numbered migrations, applied under an advisory lock.
+//! - [`parse`]: what the collector reads from a record (hash via `mcptrail_ledger::record_hash`).
+//! - [`store`]: one transaction per pulled batch: chain checks, inserts, chain state, quarantine,
+//!   alerts.
+//! - [`run`]: the consume loop (ack after commit, nak with delay for held records, reconnects).
+
+pub mod config;
+pub mod parse;
+pub mod run;
+pub mod schema;
+pub mod store;
+
+pub use config::CollectorConfig;
+pub use run::{ensure_stream, run, RunStats};
+
+/// What can go wrong in the collector (messages say what to fix; never a password).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration cannot work.
+    #[error("{0}")]
+    Config(String),
+    /// NATS or JetStream failed.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// PostgreSQL failed (connection, statement).
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The Display of a db error is terse; the source carries the server's message.
+        let detail = e
+            .as_db_error()
+            .map(|d| format!("{}: {}", d.code().code(), d.message()))
+            .unwrap_or_else(|| e.to_string());
+        Error::Postgres(detail)
+    }
+}

@@ -1,0 +1,273 @@
+//! The consume loop: one durable pull consumer (explicit acks) shared by every collector,
+//! batches of `batch_size` messages, one PostgreSQL transaction per batch, acks after the
+//! commit, negative acks with a delay for held messages. A lost PostgreSQL connection or NATS
+//! connection is re-established with backoff; the batch in flight is negatively acknowledged
+//! (or, if the process dies, redelivered after `ack_wait`), and the stored chain state makes
+//! the redelivery harmless.
+//!
+//! The collector creates the stream when it is missing (subjects `<prefix>.*.*.events` and
+//! `<prefix>.*.*.checkpoints`, file storage, 2-minute duplicate window) and the consumer; the
+//! taps' sinks never create streams.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream, AckKind};
+use futures_util::StreamExt;
+
+use crate::config::{redact_pg, CollectorConfig};
+use crate::store::{self, Checks, Incoming, Verdict};
+use crate::Error;
+
+/// How long JetStream waits for an ack before redelivering (a collector killed mid-batch).
+pub const ACK_WAIT: Duration = Duration::from_secs(10);
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Batches committed.
+    pub batches: u64,
+    /// Counts summed over the batches.
+    pub counts: store::BatchCounts,
+    /// PostgreSQL reconnections.
+    pub pg_reconnects: u64,
+}
+
+/// Create the fleet stream if missing, or check that the existing one captures the subjects.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    cfg: &CollectorConfig,
+) -> Result<stream::Stream, Error> {
+    let subjects = cfg.subjects();
+    let mut s = js
+        .get_or_create_stream(stream::Config {
+            name: cfg.stream.clone(),
+            subjects: subjects.clone(),
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::Nats(format!("stream `{}`: {e}", cfg.stream)))?;
+    let info = s
+        .info()
+        .await
+        .map_err(|e| Error::Nats(format!("stream `{}`: {e}", cfg.stream)))?;
+    for want in &subjects {
+        if !info.config.subjects.contains(want) {
+            return Err(Error::Config(format!(
+                "stream `{}` exists but does not capture `{want}` (it captures {:?}): add the subject or name another stream",
+                cfg.stream, info.config.subjects
+            )));
+        }
+    }
+    Ok(s)
+}
+
+async fn connect_pg(cfg: &CollectorConfig) -> Result<tokio_postgres::Client, Error> {
+    let (mut client, conn) = tokio_postgres::connect(&cfg.postgres_url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| {
+            Error::Postgres(format!(
+                "cannot connect to {}: {}",
+                redact_pg(&cfg.postgres_url),
+                Error::from(e)
+            ))
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            eprintln!("mcptrail collector: PostgreSQL connection closed: {e}");
+        }
+    });
+    crate::schema::migrate(&mut client, &cfg.schema).await?;
+    Ok(client)
+}
+
+async fn consumer_of(
+    cfg: &CollectorConfig,
+) -> Result<consumer::Consumer<consumer::pull::Config>, Error> {
+    let client = async_nats::ConnectOptions::new()
+        .name("mcptrail-collector")
+        .connection_timeout(Duration::from_secs(5))
+        .connect(cfg.nats_url.as_str())
+        .await
+        .map_err(|e| Error::Nats(format!("{}: {e}", cfg.nats_url)))?;
+    let js = jetstream::new(client);
+    let stream = ensure_stream(&js, cfg).await?;
+    stream
+        .get_or_create_consumer(
+            &cfg.consumer,
+            consumer::pull::Config {
+                durable_name: Some(cfg.consumer.clone()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_ack_pending: 100_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| Error::Nats(format!("consumer `{}`: {e}", cfg.consumer)))
+}
+
+/// Run until `stop` is set. Errors only for what retrying cannot fix (configuration).
+pub fn run(cfg: &CollectorConfig, stop: Arc<AtomicBool>) -> Result<RunStats, Error> {
+    cfg.validate()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("mcptrail-collector")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(run_async(cfg, stop))
+}
+
+async fn backoff(stop: &AtomicBool, attempt: &mut u32) {
+    let ms = (100u64 << (*attempt).min(5)).min(3000);
+    *attempt += 1;
+    let mut waited = 0;
+    while waited < ms && !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 50;
+    }
+}
+
+async fn run_async(cfg: &CollectorConfig, stop: Arc<AtomicBool>) -> Result<RunStats, Error> {
+    let checks = Checks {
+        prefix: cfg.prefix.clone(),
+        schema: cfg.schema.clone(),
+        verifiers: cfg.verifiers()?,
+        hold_max_deliveries: cfg.hold_max_deliveries,
+    };
+    let hold_delay = Duration::from_millis(cfg.hold_delay_ms.max(1));
+    let mut stats = RunStats::default();
+    let mut attempt = 0;
+    let consumer = loop {
+        match consumer_of(cfg).await {
+            Ok(c) => break c,
+            Err(e @ Error::Config(_)) => return Err(e),
+            Err(e) => {
+                eprintln!("mcptrail collector: {e}; retrying");
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(stats);
+                }
+                backoff(&stop, &mut attempt).await;
+            }
+        }
+    };
+    let mut pg: Option<tokio_postgres::Client> = None;
+    let mut partitions: HashSet<time::Date> = HashSet::new();
+    let mut attempt = 0;
+    eprintln!(
+        "mcptrail collector: consuming `{}` with `{}` into PostgreSQL {} schema {}",
+        cfg.stream,
+        cfg.consumer,
+        redact_pg(&cfg.postgres_url),
+        cfg.schema
+    );
+    while !stop.load(Ordering::Relaxed) {
+        let client = match &mut pg {
+            Some(c) if !c.is_closed() => c,
+            _ => match connect_pg(cfg).await {
+                Ok(c) => {
+                    if stats.batches > 0 || attempt > 0 {
+                        stats.pg_reconnects += 1;
+                    }
+                    attempt = 0;
+                    partitions.clear();
+                    pg.insert(c)
+                }
+                Err(e) => {
+                    eprintln!("mcptrail collector: {e}; retrying");
+                    pg = None;
+                    backoff(&stop, &mut attempt).await;
+                    continue;
+                }
+            },
+        };
+        let mut batch = match consumer
+            .batch()
+            .max_messages(cfg.batch_size)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!(
+                    "mcptrail collector: pull from `{}`: {e}; retrying",
+                    cfg.consumer
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let mut msgs = Vec::with_capacity(cfg.batch_size);
+        while let Some(m) = batch.next().await {
+            match m {
+                Ok(m) => msgs.push(m),
+                Err(e) => {
+                    eprintln!("mcptrail collector: pull: {e}");
+                    break;
+                }
+            }
+        }
+        if msgs.is_empty() {
+            continue;
+        }
+        let incoming: Vec<Incoming> = msgs
+            .iter()
+            .map(|m| Incoming {
+                subject: m.subject.to_string(),
+                payload: m.payload.to_vec(),
+                delivered: m.info().map(|i| i.delivered).unwrap_or(1),
+            })
+            .collect();
+        let result = async {
+            for day in store::days(&incoming) {
+                if !partitions.contains(&day) {
+                    crate::schema::ensure_partition(client, &cfg.schema, day).await?;
+                    partitions.insert(day);
+                }
+            }
+            store::process(client, &checks, &incoming).await
+        }
+        .await;
+        match result {
+            Ok((verdicts, counts)) => {
+                stats.batches += 1;
+                stats.counts.stored += counts.stored;
+                stats.counts.duplicates += counts.duplicates;
+                stats.counts.quarantined += counts.quarantined;
+                stats.counts.held += counts.held;
+                stats.counts.checkpoints += counts.checkpoints;
+                for (m, v) in msgs.iter().zip(verdicts) {
+                    let r = match v {
+                        Verdict::Ack => m.ack().await,
+                        Verdict::Hold => m.ack_with(AckKind::Nak(Some(hold_delay))).await,
+                    };
+                    if let Err(e) = r {
+                        eprintln!("mcptrail collector: ack: {e} (the message is redelivered; it is stored once)");
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "mcptrail collector: batch of {} not stored: {e}; redelivering",
+                    msgs.len()
+                );
+                for m in &msgs {
+                    let _ = m
+                        .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+                        .await;
+                }
+                if client.is_closed() {
+                    pg = None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    Ok(stats)
+}

@@ -1,0 +1,192 @@
+//! The PostgreSQL schema, managed by numbered migrations.
+//!
+//! `schema_migrations(version, applied_at)` lists what was applied. [`migrate`] runs in one
+//! transaction under `pg_advisory_xact_lock` (a key derived from the schema name), so
+//! collectors starting together apply each migration once and the others wait, then see it.
+//!
+//! Tables (migration 1):
+//! - `sources`: per tenant/source chain state — last seq, last record hash, the Merkle
+//!   frontier (tree size and subtree roots), whether the chain is anchored (starts at seq 1,
+//!   or mid-chain: "unanchored", see [`crate::store`]), the origin of its checkpoints.
+//! - `records`: `(source_id, seq)` primary key, `event_id` unique, the record hash. Not
+//!   partitioned: it is what makes inserts idempotent. A unique constraint on the partitioned
+//!   `events` table must include the partition key (`time`), so it could not stop the same
+//!   `event_id` stored twice under two times; this narrow table (≈ 100 B/row) can, and it is
+//!   also the leaf list a checkpoint is recomputed from.
+//! - `events`: the searchable copy, `PARTITION BY RANGE (time)` with one partition per UTC
+//!   day (`events_pYYYYMMDD`, created on demand by [`ensure_partition`]); primary key
+//!   `(time, event_id)`; indexes for the investigator queries (session, user + time,
+//!   tool + time, kind + time, source + seq). `line` is the record verbatim (text: the
+//!   collector does not pay for `jsonb`; cast `line::jsonb` to query other members).
+//! - `tree_snapshots`: the frontier after each committed batch, so a checkpoint of any size
+//!   is checked from the nearest snapshot below it plus the leaves in between.
+//! - `checkpoints`: the verified (or, for unanchored sources, unverifiable) signed notes.
+//! - `quarantine`: what failed a check, verbatim, with the reason.
+//! - `alerts`: one row per break (the collector stores alerts here; it does not publish them).
+
+use tokio_postgres::Client;
+
+use crate::Error;
+
+/// The migrations, in order. Never edit one that shipped: add the next.
+pub const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE sources (
+    source_id bigserial PRIMARY KEY,
+    tenant text NOT NULL,
+    source text NOT NULL,
+    first_seq bigint,
+    last_seq bigint NOT NULL DEFAULT 0,
+    last_hash bytea,
+    tree_size bigint NOT NULL DEFAULT 0,
+    tree_roots bytea NOT NULL DEFAULT ''::bytea,
+    anchored boolean NOT NULL DEFAULT true,
+    origin text,
+    checkpoint_size bigint NOT NULL DEFAULT 0,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    last_seen timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (tenant, source)
+);
+CREATE TABLE records (
+    source_id bigint NOT NULL REFERENCES sources,
+    seq bigint NOT NULL,
+    event_id uuid NOT NULL UNIQUE,
+    record_hash bytea NOT NULL,
+    time timestamptz NOT NULL,
+    PRIMARY KEY (source_id, seq)
+);
+CREATE TABLE events (
+    time timestamptz NOT NULL,
+    event_id uuid NOT NULL,
+    source_id bigint NOT NULL,
+    seq bigint NOT NULL,
+    kind text NOT NULL,
+    session_id text,
+    user_principal text,
+    tool text,
+    line text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (time, event_id)
+) PARTITION BY RANGE (time);
+CREATE INDEX events_session ON events (session_id, time);
+CREATE INDEX events_user_time ON events (user_principal, time);
+CREATE INDEX events_tool_time ON events (tool, time);
+CREATE INDEX events_kind_time ON events (kind, time);
+CREATE INDEX events_source_seq ON events (source_id, seq);
+CREATE TABLE tree_snapshots (
+    source_id bigint NOT NULL REFERENCES sources,
+    size bigint NOT NULL,
+    roots bytea NOT NULL,
+    PRIMARY KEY (source_id, size)
+);
+CREATE TABLE checkpoints (
+    source_id bigint NOT NULL REFERENCES sources,
+    size bigint NOT NULL,
+    root bytea NOT NULL,
+    verified boolean NOT NULL,
+    note text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_id, size)
+);
+CREATE TABLE quarantine (
+    id bigserial PRIMARY KEY,
+    tenant text,
+    source text,
+    subject text NOT NULL,
+    seq bigint,
+    reason text NOT NULL,
+    payload bytea NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE alerts (
+    id bigserial PRIMARY KEY,
+    time timestamptz NOT NULL DEFAULT now(),
+    tenant text,
+    source text,
+    kind text NOT NULL,
+    severity text NOT NULL,
+    seq bigint,
+    message text NOT NULL
+);
+CREATE INDEX alerts_source_time ON alerts (tenant, source, time);
+"#,
+)];
+
+/// The advisory lock key of a schema (stable across processes).
+pub fn lock_key(schema: &str) -> i64 {
+    // FNV-1a: a stable hash (std's is randomised per process).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("mcptrail-collector/{schema}").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// Create the schema if needed, point `search_path` at it, and apply every migration not yet
+/// applied. Returns how many were applied now.
+pub async fn migrate(client: &mut Client, schema: &str) -> Result<usize, Error> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(schema)])
+        .await?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema};
+         CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());"
+    ))
+    .await?;
+    let done: Vec<i32> = tx
+        .query("SELECT version FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut applied = 0;
+    for (version, sql) in MIGRATIONS {
+        if done.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| Error::Postgres(format!("migration {version}: {}", Error::from(e))))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[version],
+        )
+        .await?;
+        applied += 1;
+    }
+    tx.commit().await?;
+    client
+        .batch_execute(&format!("SET search_path TO {schema}"))
+        .await?;
+    Ok(applied)
+}
+
+/// The partition of `events` for the UTC day of `day` (`events_pYYYYMMDD`), created if
+/// missing, in its own transaction under the schema's advisory lock (two collectors creating
+/// the same partition would otherwise race).
+pub async fn ensure_partition(
+    client: &mut Client,
+    schema: &str,
+    day: time::Date,
+) -> Result<String, Error> {
+    let name = format!(
+        "events_p{:04}{:02}{:02}",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
+    );
+    let next = day
+        .next_day()
+        .ok_or_else(|| Error::Config(format!("no day after {day}")))?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(schema)])
+        .await?;
+    tx.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {schema}.{name} PARTITION OF {schema}.events FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')"
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(name)
+}
