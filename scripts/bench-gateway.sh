@@ -32,6 +32,10 @@ on_cpu() { # on_cpu N CMD... : run CMD on CPU N when --pin, else anywhere
     local cpu="$1"; shift
     if [[ $pin == 1 ]]; then taskset -c "$cpu" "$@"; else "$@"; fi
 }
+bg_on_cpu() { # bg_on_cpu N CMD... & : like on_cpu, but exec'd, so that $! is CMD's own pid
+    local cpu="$1"; shift
+    if [[ $pin == 1 ]]; then exec taskset -c "$cpu" "$@"; else exec "$@"; fi
+}
 clk_tck="$(getconf CLK_TCK)"
 cpu_ticks() { # utime + stime of PID, in clock ticks
     awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
@@ -98,10 +102,10 @@ run() {
 
 # --- A. HTTP upstream ---------------------------------------------------------
 up_port="$(free_port)"; gw_port="$(free_port)"
-PORT="$up_port" on_cpu 1 node "$everything" streamableHttp >/dev/null 2>&1 & node_pid=$!; pids+=($!)
+PORT="$up_port" bg_on_cpu 1 node "$everything" streamableHttp >/dev/null 2>&1 & node_pid=$!; pids+=($!)
 wait_port "$up_port"
 data="$(mktemp -d "$bench_dir/data.XXXXXX")"
-on_cpu 0 "$mcptrail" gateway --data-dir "$data" --listen "127.0.0.1:$gw_port" \
+bg_on_cpu 0 "$mcptrail" gateway --data-dir "$data" --listen "127.0.0.1:$gw_port" \
     --route "/ev=http://127.0.0.1:$up_port" 2>"$bench_dir/gateway-http.log" & gw_pid=$!; pids+=($!)
 wait_port "$gw_port"
 read -r d_rps d_p50 d_p99 d_scpu _ < <(run direct "http://127.0.0.1:$up_port/mcp" "$node_pid")
