@@ -36,15 +36,26 @@ pub struct CollectorConfig {
     /// Messages per pull (default 1000).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// A record whose predecessor has not arrived (or a checkpoint ahead of the stored
-    /// chain) is redelivered after this delay (default 250 ms) ...
-    #[serde(default = "default_hold_delay_ms")]
-    pub hold_delay_ms: u64,
-    /// ... at most this many times (default 40, ≈ 10 s); then the gap is a break: quarantine
-    /// and alert. A new source whose first record is not seq 1 is accepted as "unanchored"
-    /// after the same wait.
-    #[serde(default = "default_hold_max_deliveries")]
-    pub hold_max_deliveries: i64,
+    /// A new source whose first record is not seq 1 waits this long for seq 1 (default 60 s;
+    /// more than JetStream's ack wait of a killed collector's batch), then it is accepted as
+    /// "unanchored" from its lowest seq.
+    #[serde(default = "default_hold_secs")]
+    pub hold_secs: u64,
+    /// A gap in a source's chain (records waiting for a predecessor), or a signed checkpoint
+    /// ahead of the chain, older than this is an alert (default 60 s).
+    #[serde(default = "default_gap_alert_secs")]
+    pub gap_alert_secs: u64,
+    /// A source with open sessions that sent no record for this long is an alert (default
+    /// 120 s: taps write a heartbeat every 30 s while they run).
+    #[serde(default = "default_silence_secs")]
+    pub silence_secs: u64,
+    /// How often the sweep for the above runs (default 1000 ms).
+    #[serde(default = "default_sweep_interval_ms")]
+    pub sweep_interval_ms: u64,
+    /// Publish each alert on NATS at `<prefix>.<tenant>.alerts` (default true; they are in
+    /// PostgreSQL's `alerts` table either way).
+    #[serde(default = "default_true")]
+    pub publish_alerts: bool,
 }
 
 impl std::fmt::Debug for CollectorConfig {
@@ -58,6 +69,9 @@ impl std::fmt::Debug for CollectorConfig {
             .field("schema", &self.schema)
             .field("trusted_keys", &self.trusted_keys.len())
             .field("batch_size", &self.batch_size)
+            .field("hold_secs", &self.hold_secs)
+            .field("gap_alert_secs", &self.gap_alert_secs)
+            .field("silence_secs", &self.silence_secs)
             .finish()
     }
 }
@@ -93,6 +107,18 @@ impl CollectorConfig {
         if self.batch_size == 0 || self.batch_size > 10_000 {
             return bad("[collector] batch_size must be 1..=10000".into());
         }
+        for (key, v) in [
+            ("hold_secs", self.hold_secs),
+            ("gap_alert_secs", self.gap_alert_secs),
+            ("silence_secs", self.silence_secs),
+        ] {
+            if v == 0 || v > 30 * 86_400 {
+                return bad(format!("[collector] {key} = {v}: use 1..=2592000 seconds"));
+            }
+        }
+        if !(10..=600_000).contains(&self.sweep_interval_ms) {
+            return bad("[collector] sweep_interval_ms must be 10..=600000".into());
+        }
         if self.trusted_keys.is_empty() {
             return bad("[collector] trusted_keys is empty: list the taps' checkpoint keys (`<data_dir>/keys/checkpoint.vkey`), or no checkpoint can be verified".into());
         }
@@ -109,6 +135,15 @@ impl CollectorConfig {
                     .map_err(|e| Error::Config(format!("[collector] trusted_keys: {e}")))
             })
             .collect()
+    }
+
+    /// The sweep's time limits.
+    pub fn limits(&self) -> crate::sweep::Limits {
+        crate::sweep::Limits {
+            hold_secs: self.hold_secs,
+            gap_alert_secs: self.gap_alert_secs,
+            silence_secs: self.silence_secs,
+        }
     }
 
     /// `<prefix>.*.*.events` and `<prefix>.*.*.checkpoints`.
@@ -159,11 +194,20 @@ fn default_schema() -> String {
 fn default_batch_size() -> usize {
     1000
 }
-fn default_hold_delay_ms() -> u64 {
-    250
+fn default_hold_secs() -> u64 {
+    60
 }
-fn default_hold_max_deliveries() -> i64 {
-    40
+fn default_gap_alert_secs() -> u64 {
+    60
+}
+fn default_silence_secs() -> u64 {
+    120
+}
+fn default_sweep_interval_ms() -> u64 {
+    1000
+}
+fn default_true() -> bool {
+    true
 }
 
 #[cfg(test)]

@@ -9,13 +9,16 @@
 //! - [`parse`]: what the collector reads from a record (hash via `mcptrail_ledger::record_hash`).
 //! - [`store`]: one transaction per pulled batch: chain checks, inserts, chain state, quarantine,
 //!   alerts.
-//! - [`run`]: the consume loop (ack after commit, nak with delay for held records, reconnects).
+//! - [`sweep`]: what time decides — unanchored sources, gaps, checkpoints ahead of the chain,
+//!   silent sources.
+//! - [`run`]: the consume loop (ack after commit, reconnects, the sweep, alerts on NATS).
 
 pub mod config;
 pub mod parse;
 pub mod run;
 pub mod schema;
 pub mod store;
+pub mod sweep;
 
 pub use config::CollectorConfig;
 pub use run::{ensure_stream, run, RunStats};

@@ -1,9 +1,12 @@
 //! The consume loop: one durable pull consumer (explicit acks) shared by every collector,
-//! batches of `batch_size` messages, one PostgreSQL transaction per batch, acks after the
-//! commit, negative acks with a delay for held messages. A lost PostgreSQL connection or NATS
-//! connection is re-established with backoff; the batch in flight is negatively acknowledged
-//! (or, if the process dies, redelivered after `ack_wait`), and the stored chain state makes
-//! the redelivery harmless.
+//! batches of `batch_size` messages, one PostgreSQL transaction per batch, every message
+//! acknowledged after the commit (stored, duplicate, pending or quarantined: all durable in
+//! PostgreSQL). A lost PostgreSQL or NATS connection is re-established with backoff; the batch
+//! in flight is negatively acknowledged (or, if the process dies, redelivered after
+//! [`ACK_WAIT`]), and the stored chain state makes the redelivery harmless. Between batches,
+//! every `sweep_interval_ms`, the [`crate::sweep`] runs. Alerts are published after their
+//! commit on `<prefix>.<tenant>.alerts` (core NATS, JSON; at most once — the `alerts` table
+//! is the record).
 //!
 //! The collector creates the stream when it is missing (subjects `<prefix>.*.*.events` and
 //! `<prefix>.*.*.checkpoints`, file storage, 2-minute duplicate window) and the consumer; the
@@ -18,7 +21,7 @@ use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures_util::StreamExt;
 
 use crate::config::{redact_pg, CollectorConfig};
-use crate::store::{self, Checks, Incoming, Verdict};
+use crate::store::{self, Alert, Checks, Incoming};
 use crate::Error;
 
 /// How long JetStream waits for an ack before redelivering (a collector killed mid-batch).
@@ -33,6 +36,8 @@ pub struct RunStats {
     pub counts: store::BatchCounts,
     /// PostgreSQL reconnections.
     pub pg_reconnects: u64,
+    /// Sweeps run.
+    pub sweeps: u64,
 }
 
 /// Create the fleet stream if missing, or check that the existing one captures the subjects.
@@ -67,15 +72,22 @@ pub async fn ensure_stream(
 }
 
 async fn connect_pg(cfg: &CollectorConfig) -> Result<tokio_postgres::Client, Error> {
-    let (mut client, conn) = tokio_postgres::connect(&cfg.postgres_url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| {
-            Error::Postgres(format!(
-                "cannot connect to {}: {}",
-                redact_pg(&cfg.postgres_url),
-                Error::from(e)
-            ))
-        })?;
+    let mut pg_cfg: tokio_postgres::Config = cfg.postgres_url.parse().map_err(|e| {
+        Error::Config(format!(
+            "[collector] postgres_url {}: {e}",
+            redact_pg(&cfg.postgres_url)
+        ))
+    })?;
+    if pg_cfg.get_application_name().is_none() {
+        pg_cfg.application_name("mcptrail-collector");
+    }
+    let (mut client, conn) = pg_cfg.connect(tokio_postgres::NoTls).await.map_err(|e| {
+        Error::Postgres(format!(
+            "cannot connect to {}: {}",
+            redact_pg(&cfg.postgres_url),
+            Error::from(e)
+        ))
+    })?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             eprintln!("mcptrail collector: PostgreSQL connection closed: {e}");
@@ -85,18 +97,23 @@ async fn connect_pg(cfg: &CollectorConfig) -> Result<tokio_postgres::Client, Err
     Ok(client)
 }
 
-async fn consumer_of(
-    cfg: &CollectorConfig,
-) -> Result<consumer::Consumer<consumer::pull::Config>, Error> {
+struct Nats {
+    client: async_nats::Client,
+    consumer: consumer::Consumer<consumer::pull::Config>,
+}
+
+async fn connect_nats(cfg: &CollectorConfig) -> Result<Nats, Error> {
     let client = async_nats::ConnectOptions::new()
         .name("mcptrail-collector")
         .connection_timeout(Duration::from_secs(5))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
         .connect(cfg.nats_url.as_str())
         .await
         .map_err(|e| Error::Nats(format!("{}: {e}", cfg.nats_url)))?;
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     let stream = ensure_stream(&js, cfg).await?;
-    stream
+    let consumer = stream
         .get_or_create_consumer(
             &cfg.consumer,
             consumer::pull::Config {
@@ -108,7 +125,8 @@ async fn consumer_of(
             },
         )
         .await
-        .map_err(|e| Error::Nats(format!("consumer `{}`: {e}", cfg.consumer)))
+        .map_err(|e| Error::Nats(format!("consumer `{}`: {e}", cfg.consumer)))?;
+    Ok(Nats { client, consumer })
 }
 
 /// Run until `stop` is set. Errors only for what retrying cannot fix (configuration).
@@ -133,19 +151,33 @@ async fn backoff(stop: &AtomicBool, attempt: &mut u32) {
     }
 }
 
+/// Publish alerts on `<prefix>.<tenant>.alerts` (best effort: they are stored already).
+async fn publish(client: &async_nats::Client, cfg: &CollectorConfig, alerts: &[Alert]) {
+    if !cfg.publish_alerts || alerts.is_empty() {
+        return;
+    }
+    for a in alerts {
+        let tenant = a.tenant.as_deref().unwrap_or("_");
+        let subject = format!("{}.{tenant}.alerts", cfg.prefix);
+        let body = serde_json::to_vec(a).expect("an alert serialises");
+        if let Err(e) = client.publish(subject, body.into()).await {
+            eprintln!("mcptrail collector: publish alert: {e} (it is in the alerts table)");
+        }
+    }
+}
+
 async fn run_async(cfg: &CollectorConfig, stop: Arc<AtomicBool>) -> Result<RunStats, Error> {
     let checks = Checks {
         prefix: cfg.prefix.clone(),
         schema: cfg.schema.clone(),
         verifiers: cfg.verifiers()?,
-        hold_max_deliveries: cfg.hold_max_deliveries,
     };
-    let hold_delay = Duration::from_millis(cfg.hold_delay_ms.max(1));
+    let sweep_every = Duration::from_millis(cfg.sweep_interval_ms);
     let mut stats = RunStats::default();
     let mut attempt = 0;
-    let consumer = loop {
-        match consumer_of(cfg).await {
-            Ok(c) => break c,
+    let mut nats = loop {
+        match connect_nats(cfg).await {
+            Ok(n) => break n,
             Err(e @ Error::Config(_)) => return Err(e),
             Err(e) => {
                 eprintln!("mcptrail collector: {e}; retrying");
@@ -159,6 +191,7 @@ async fn run_async(cfg: &CollectorConfig, stop: Arc<AtomicBool>) -> Result<RunSt
     let mut pg: Option<tokio_postgres::Client> = None;
     let mut partitions: HashSet<time::Date> = HashSet::new();
     let mut attempt = 0;
+    let mut last_sweep = tokio::time::Instant::now();
     eprintln!(
         "mcptrail collector: consuming `{}` with `{}` into PostgreSQL {} schema {}",
         cfg.stream,
@@ -186,86 +219,100 @@ async fn run_async(cfg: &CollectorConfig, stop: Arc<AtomicBool>) -> Result<RunSt
                 }
             },
         };
-        let mut batch = match consumer
+        let mut msgs = Vec::with_capacity(cfg.batch_size);
+        match nats
+            .consumer
             .batch()
             .max_messages(cfg.batch_size)
             .expires(Duration::from_millis(500))
             .messages()
             .await
         {
-            Ok(b) => b,
+            Ok(mut batch) => {
+                while let Some(m) = batch.next().await {
+                    match m {
+                        Ok(m) => msgs.push(m),
+                        Err(e) => {
+                            eprintln!("mcptrail collector: pull: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
             Err(e) => {
                 eprintln!(
                     "mcptrail collector: pull from `{}`: {e}; retrying",
                     cfg.consumer
                 );
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        let mut msgs = Vec::with_capacity(cfg.batch_size);
-        while let Some(m) = batch.next().await {
-            match m {
-                Ok(m) => msgs.push(m),
-                Err(e) => {
-                    eprintln!("mcptrail collector: pull: {e}");
-                    break;
-                }
             }
         }
-        if msgs.is_empty() {
-            continue;
-        }
-        let incoming: Vec<Incoming> = msgs
-            .iter()
-            .map(|m| Incoming {
-                subject: m.subject.to_string(),
-                payload: m.payload.to_vec(),
-                delivered: m.info().map(|i| i.delivered).unwrap_or(1),
-            })
-            .collect();
-        let result = async {
-            for day in store::days(&incoming) {
-                if !partitions.contains(&day) {
-                    crate::schema::ensure_partition(client, &cfg.schema, day).await?;
-                    partitions.insert(day);
-                }
-            }
-            store::process(client, &checks, &incoming).await
-        }
-        .await;
-        match result {
-            Ok((verdicts, counts)) => {
-                stats.batches += 1;
-                stats.counts.stored += counts.stored;
-                stats.counts.duplicates += counts.duplicates;
-                stats.counts.quarantined += counts.quarantined;
-                stats.counts.held += counts.held;
-                stats.counts.checkpoints += counts.checkpoints;
-                for (m, v) in msgs.iter().zip(verdicts) {
-                    let r = match v {
-                        Verdict::Ack => m.ack().await,
-                        Verdict::Hold => m.ack_with(AckKind::Nak(Some(hold_delay))).await,
-                    };
-                    if let Err(e) = r {
-                        eprintln!("mcptrail collector: ack: {e} (the message is redelivered; it is stored once)");
+        if !msgs.is_empty() {
+            let incoming: Vec<Incoming> = msgs
+                .iter()
+                .map(|m| Incoming {
+                    subject: m.subject.to_string(),
+                    payload: m.payload.to_vec(),
+                })
+                .collect();
+            let result = async {
+                for day in store::days(&incoming) {
+                    if !partitions.contains(&day) {
+                        crate::schema::ensure_partition(client, &cfg.schema, day).await?;
+                        partitions.insert(day);
                     }
                 }
+                store::process(client, &checks, &incoming).await
             }
-            Err(e) => {
-                eprintln!(
-                    "mcptrail collector: batch of {} not stored: {e}; redelivering",
-                    msgs.len()
-                );
-                for m in &msgs {
-                    let _ = m
-                        .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
-                        .await;
+            .await;
+            match result {
+                Ok((counts, alerts)) => {
+                    stats.batches += 1;
+                    stats.counts += counts;
+                    for m in &msgs {
+                        if let Err(e) = m.ack().await {
+                            eprintln!("mcptrail collector: ack: {e} (the message is redelivered; it is stored once)");
+                        }
+                    }
+                    publish(&nats.client, cfg, &alerts).await;
                 }
-                if client.is_closed() {
-                    pg = None;
+                Err(e) => {
+                    eprintln!(
+                        "mcptrail collector: batch of {} not stored: {e}; redelivering",
+                        msgs.len()
+                    );
+                    for m in &msgs {
+                        let _ = m
+                            .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+                            .await;
+                    }
+                    if client.is_closed() {
+                        pg = None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if last_sweep.elapsed() >= sweep_every {
+            last_sweep = tokio::time::Instant::now();
+            // Caught up: what the stream still holds for this consumer fits in one batch.
+            let caught_up = match nats.consumer.info().await {
+                Ok(i) => i.num_pending < cfg.batch_size as u64,
+                Err(_) => false,
+            };
+            match crate::sweep::sweep(client, &checks, cfg.limits(), caught_up).await {
+                Ok((counts, alerts)) => {
+                    stats.sweeps += 1;
+                    stats.counts += counts;
+                    publish(&nats.client, cfg, &alerts).await;
+                }
+                Err(e) => {
+                    eprintln!("mcptrail collector: sweep: {e}");
+                    if client.is_closed() {
+                        pg = None;
+                    }
+                }
             }
         }
     }

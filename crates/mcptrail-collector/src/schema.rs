@@ -22,16 +22,25 @@
 //!   is checked from the nearest snapshot below it plus the leaves in between.
 //! - `checkpoints`: the verified (or, for unanchored sources, unverifiable) signed notes.
 //! - `quarantine`: what failed a check, verbatim, with the reason.
-//! - `alerts`: one row per break (the collector stores alerts here; it does not publish them).
+//! - `alerts`: one row per break or silence (also published on NATS, see [`crate::run`]).
+//!
+//! Migration 2:
+//! - `pending`: records that arrived before their predecessor (acknowledged, durable, not
+//!   searchable until they chain; see [`crate::store`]).
+//! - `pending_checkpoints`: signed checkpoints ahead of the stored chain.
+//! - `open_sessions`: sessions of a source with a `session.start` and no `session.end` yet,
+//!   so a source that goes silent while they are open is an alert ([`crate::sweep`]).
+//! - `sources` gains `gap_alerted_seq`, `silent_alerted`, `last_record_at`.
 
 use tokio_postgres::Client;
 
 use crate::Error;
 
 /// The migrations, in order. Never edit one that shipped: add the next.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE sources (
     source_id bigserial PRIMARY KEY,
     tenant text NOT NULL,
@@ -111,7 +120,43 @@ CREATE TABLE alerts (
 );
 CREATE INDEX alerts_source_time ON alerts (tenant, source, time);
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE pending (
+    source_id bigint NOT NULL REFERENCES sources,
+    seq bigint NOT NULL,
+    record_hash bytea NOT NULL,
+    subject text NOT NULL,
+    line text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_id, seq, record_hash)
+);
+CREATE INDEX pending_source_received ON pending (source_id, received_at);
+CREATE TABLE pending_checkpoints (
+    source_id bigint NOT NULL REFERENCES sources,
+    size bigint NOT NULL,
+    root bytea NOT NULL,
+    subject text NOT NULL,
+    note text NOT NULL,
+    alerted boolean NOT NULL DEFAULT false,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_id, size, root)
+);
+CREATE TABLE open_sessions (
+    source_id bigint NOT NULL REFERENCES sources,
+    session_id text NOT NULL,
+    started_at timestamptz NOT NULL,
+    PRIMARY KEY (source_id, session_id)
+);
+ALTER TABLE sources
+    ADD COLUMN gap_alerted_seq bigint NOT NULL DEFAULT 0,
+    ADD COLUMN silent_alerted boolean NOT NULL DEFAULT false,
+    ADD COLUMN last_record_at timestamptz;
+"#,
+    ),
+];
 
 /// The advisory lock key of a schema (stable across processes).
 pub fn lock_key(schema: &str) -> i64 {

@@ -1,37 +1,43 @@
 //! One PostgreSQL transaction per pulled batch: check every record against its source's chain
-//! state, every checkpoint against the stored chain, and store what passed, what failed
-//! (quarantine) and the alerts, with the new chain state, in the same transaction. The caller
-//! acknowledges the messages only after the commit.
+//! state, every checkpoint against the stored chain, and store what passed, what waits for
+//! its predecessor (`pending`), what failed (`quarantine`) and the alerts, with the new chain
+//! state, in the same transaction. The caller acknowledges every message only after the
+//! commit: once acknowledged, a message is in PostgreSQL in one of those tables, so a crash, a
+//! redelivery or a second collector never loses or doubles it.
 //!
 //! Per source (rows of `sources` are locked `FOR UPDATE` in (tenant, source) order, so two
 //! collectors serialise per source and never deadlock), records sorted by seq:
-//! - `seq ≤ last_seq`: the same record hash as stored → a redelivery, acknowledged; another
-//!   hash → a modified or forged record: quarantine + alert `chain_conflict`.
-//! - `seq = last_seq + 1` and `prev_hash` = the stored last hash → stored. Another
-//!   `prev_hash` → quarantine + alert `chain_break`.
-//! - `seq > last_seq + 1`: its predecessor has not arrived (another collector holds it, or it
-//!   is still in the stream): *held* — negatively acknowledged with a delay, redelivered —
-//!   and so is every later record of the source in the batch. After
-//!   `hold_max_deliveries` the gap is a break: quarantine + alert `chain_gap`.
-//! - A new source whose first record is seq 1 must link to the genesis hash (anchored). One
-//!   whose first record is later (retention purged its first segments under a signed
-//!   tombstone, or the collector joined late) is held the same way, then accepted as
-//!   **unanchored**: the chain is checked from there on, but its checkpoints cover leaves the
-//!   collector never saw, so they are stored as `verified = false` and an alert
-//!   `unanchored_source` (severity info) says so.
+//! - `seq ≤ last_seq`: the same record hash as stored → a redelivery, counted and dropped;
+//!   another hash → a modified or forged record: quarantine + alert `chain_conflict`.
+//! - Otherwise the record is a *candidate*. Candidates of this batch and those waiting in
+//!   `pending` (from earlier batches, maybe another collector's) are chained in seq order from
+//!   `last_seq + 1`: a candidate whose `prev_hash` is the stored last hash is stored; one that
+//!   names another predecessor is quarantined (`chain_break`) — no later arrival can make it
+//!   right, the predecessor's hash is fixed. The first missing seq stops the chain; candidates
+//!   after it wait in `pending` (acknowledged, durable, not searchable). JetStream redelivers a
+//!   killed collector's batch only after its ack wait, so records routinely arrive out of
+//!   order with two collectors; nothing is held in NATS and nothing is redelivered in a loop.
+//! - A new source's first record must be seq 1 and link to the genesis hash (anchored). A
+//!   source whose records start later (retention purged its first segments under a signed
+//!   tombstone, or it was shipped from the middle) waits in `pending` until
+//!   [`crate::sweep`] accepts it as **unanchored** after `hold_secs`: the chain is checked
+//!   from there on, but its checkpoints cover leaves the collector never saw, so they are
+//!   stored as `verified = false` and an alert `unanchored_source` (severity info) says so.
+//! - A gap that does not fill within `gap_alert_secs` is an alert (`chain_gap`, by the sweep);
+//!   the records after it stay pending and are stored if the missing ones ever arrive.
 //!
 //! Checkpoints (after the batch's records are inserted): the note's signature must verify
 //! with a trusted key (else quarantine + `checkpoint_signature`), its origin must be the one
 //! the source used before (`checkpoint_origin`), and its root must equal the Merkle root of
 //! the stored records `1..=size` — from the nearest `tree_snapshots` row at or below the size
 //! plus the leaves after it (else `checkpoint_mismatch`). A checkpoint beyond the stored chain
-//! is held like a record.
+//! waits in `pending_checkpoints` and is checked when the chain reaches it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use mcptrail_integrity::merkle::Frontier;
 use mcptrail_integrity::{Checkpoint, NoteVerifier};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use crate::parse::{self, Record};
 use crate::Error;
@@ -43,20 +49,9 @@ pub struct Incoming {
     pub subject: String,
     /// Its payload.
     pub payload: Vec<u8>,
-    /// How many times JetStream delivered it (1 the first time).
-    pub delivered: i64,
 }
 
-/// What to answer JetStream for one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Stored, a duplicate, or quarantined: acknowledge.
-    Ack,
-    /// Waiting for its predecessor: negative acknowledgement with a delay.
-    Hold,
-}
-
-/// Counts of one batch.
+/// Counts of one batch (or sweep).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchCounts {
     /// Records stored in `events`.
@@ -65,10 +60,23 @@ pub struct BatchCounts {
     pub duplicates: u64,
     /// Messages quarantined.
     pub quarantined: u64,
-    /// Messages held.
-    pub held: u64,
+    /// Records and checkpoints that went to `pending` (waiting for a predecessor).
+    pub pending: u64,
     /// Checkpoints verified.
     pub checkpoints: u64,
+    /// Alerts raised.
+    pub alerts: u64,
+}
+
+impl std::ops::AddAssign for BatchCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.stored += o.stored;
+        self.duplicates += o.duplicates;
+        self.quarantined += o.quarantined;
+        self.pending += o.pending;
+        self.checkpoints += o.checkpoints;
+        self.alerts += o.alerts;
+    }
 }
 
 /// What the checks need.
@@ -79,8 +87,23 @@ pub struct Checks {
     pub schema: String,
     /// Trusted checkpoint keys.
     pub verifiers: Vec<NoteVerifier>,
-    /// Deliveries before a gap is a break.
-    pub hold_max_deliveries: i64,
+}
+
+/// An alert raised by the collector (stored in `alerts`, published on NATS after the commit).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Alert {
+    /// The source's tenant, when known.
+    pub tenant: Option<String>,
+    /// The source, when known.
+    pub source: Option<String>,
+    /// What broke (`chain_break`, `source_silent`, …).
+    pub kind: &'static str,
+    /// `info`, `medium`, `high`, `critical`.
+    pub severity: &'static str,
+    /// The record seq (or checkpoint size) it is about.
+    pub seq: Option<i64>,
+    /// What happened, for a person.
+    pub message: String,
 }
 
 struct Quarantined {
@@ -92,33 +115,181 @@ struct Quarantined {
     payload: Vec<u8>,
 }
 
-struct Alert {
-    tenant: Option<String>,
-    source: Option<String>,
-    kind: &'static str,
-    severity: &'static str,
-    seq: Option<i64>,
-    message: String,
-}
-
+/// What one transaction produced besides its rows.
 #[derive(Default)]
-struct Group {
-    records: Vec<(usize, Record)>,
-    checkpoints: Vec<(usize, String)>,
+pub(crate) struct Outcome {
+    quarantine: Vec<Quarantined>,
+    pub(crate) alerts: Vec<Alert>,
+    pub(crate) counts: BatchCounts,
 }
 
-struct SourceState {
-    id: i64,
-    first_seq: Option<i64>,
-    last_seq: i64,
-    last_hash: Option<Vec<u8>>,
+impl Outcome {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn reject(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        subject: &str,
+        payload: &[u8],
+        seq: Option<i64>,
+        kind: &'static str,
+        severity: &'static str,
+        reason: String,
+    ) {
+        self.quarantine.push(Quarantined {
+            tenant: Some(tenant.into()),
+            source: Some(source.into()),
+            subject: subject.into(),
+            seq,
+            reason: reason.clone(),
+            payload: payload.to_vec(),
+        });
+        self.alert(tenant, source, kind, severity, seq, reason);
+        self.counts.quarantined += 1;
+    }
+
+    pub(crate) fn alert(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        kind: &'static str,
+        severity: &'static str,
+        seq: Option<i64>,
+        message: String,
+    ) {
+        self.alerts.push(Alert {
+            tenant: Some(tenant.into()),
+            source: Some(source.into()),
+            kind,
+            severity,
+            seq,
+            message,
+        });
+        self.counts.alerts += 1;
+    }
+
+    /// Insert the quarantined messages and the alerts (inside the caller's transaction).
+    pub(crate) async fn write(&self, tx: &Transaction<'_>) -> Result<(), Error> {
+        if !self.quarantine.is_empty() {
+            let q = &self.quarantine;
+            let tenants: Vec<Option<String>> = q.iter().map(|x| x.tenant.clone()).collect();
+            let sources: Vec<Option<String>> = q.iter().map(|x| x.source.clone()).collect();
+            let subjects: Vec<&str> = q.iter().map(|x| x.subject.as_str()).collect();
+            let seqs: Vec<Option<i64>> = q.iter().map(|x| x.seq).collect();
+            let reasons: Vec<&str> = q.iter().map(|x| x.reason.as_str()).collect();
+            let payloads: Vec<&[u8]> = q.iter().map(|x| x.payload.as_slice()).collect();
+            tx.execute(
+                "INSERT INTO quarantine (tenant, source, subject, seq, reason, payload)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::bytea[])",
+                &[&tenants, &sources, &subjects, &seqs, &reasons, &payloads],
+            )
+            .await?;
+        }
+        if !self.alerts.is_empty() {
+            let a = &self.alerts;
+            let tenants: Vec<Option<String>> = a.iter().map(|x| x.tenant.clone()).collect();
+            let sources: Vec<Option<String>> = a.iter().map(|x| x.source.clone()).collect();
+            let kinds: Vec<&str> = a.iter().map(|x| x.kind).collect();
+            let sev: Vec<&str> = a.iter().map(|x| x.severity).collect();
+            let seqs: Vec<Option<i64>> = a.iter().map(|x| x.seq).collect();
+            let msgs: Vec<&str> = a.iter().map(|x| x.message.as_str()).collect();
+            tx.execute(
+                "INSERT INTO alerts (tenant, source, kind, severity, seq, message)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[])",
+                &[&tenants, &sources, &kinds, &sev, &seqs, &msgs],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A record that may extend a source's chain: from this batch, or waiting in `pending`.
+struct Candidate {
+    rec: Record,
+    subject: String,
+    /// Read from `pending` (to be deleted there once decided).
+    pending: bool,
+}
+
+/// A source's chain state, as in its `sources` row.
+pub(crate) struct SourceState {
+    pub(crate) id: i64,
+    pub(crate) tenant: String,
+    pub(crate) source: String,
+    pub(crate) first_seq: Option<i64>,
+    pub(crate) last_seq: i64,
+    pub(crate) last_hash: Option<Vec<u8>>,
     tree: Frontier,
-    anchored: bool,
+    pub(crate) anchored: bool,
     origin: Option<String>,
     checkpoint_size: i64,
+    pub(crate) gap_alerted_seq: i64,
+    pub(crate) silent_alerted: bool,
+    /// Records stored in this transaction.
+    stored: u64,
     changed: bool,
 }
 
+impl SourceState {
+    /// Lock and read the row of `(tenant, source)`, creating it first when missing.
+    pub(crate) async fn lock(
+        tx: &Transaction<'_>,
+        tenant: &str,
+        source: &str,
+    ) -> Result<Self, Error> {
+        tx.execute(
+            "INSERT INTO sources (tenant, source) VALUES ($1, $2) ON CONFLICT (tenant, source) DO NOTHING",
+            &[&tenant, &source],
+        )
+        .await?;
+        let row = tx
+            .query_one(
+                "SELECT source_id, first_seq, last_seq, last_hash, tree_size, tree_roots, anchored, origin,
+                        checkpoint_size, gap_alerted_seq, silent_alerted
+                 FROM sources WHERE tenant = $1 AND source = $2 FOR UPDATE",
+                &[&tenant, &source],
+            )
+            .await?;
+        let tree_size: i64 = row.get(4);
+        let tree_roots: Vec<u8> = row.get(5);
+        Ok(SourceState {
+            id: row.get(0),
+            tenant: tenant.into(),
+            source: source.into(),
+            first_seq: row.get(1),
+            last_seq: row.get(2),
+            last_hash: row.get(3),
+            tree: frontier_of(tree_size, &tree_roots).ok_or_else(|| {
+                Error::Postgres(format!(
+                    "sources row of {tenant}/{source}: tree_roots does not fit tree_size {tree_size}"
+                ))
+            })?,
+            anchored: row.get(6),
+            origin: row.get(7),
+            checkpoint_size: row.get(8),
+            gap_alerted_seq: row.get(9),
+            silent_alerted: row.get(10),
+            stored: 0,
+            changed: false,
+        })
+    }
+
+    /// Begin an unanchored chain just before `seq`, whose record names `prev_hash`.
+    pub(crate) fn start_unanchored(&mut self, seq: i64, prev_hash: [u8; 32]) {
+        self.first_seq = Some(seq);
+        self.last_seq = seq - 1;
+        self.last_hash = Some(prev_hash.to_vec());
+        self.anchored = false;
+        self.changed = true;
+    }
+
+    pub(crate) fn mark_changed(&mut self) {
+        self.changed = true;
+    }
+}
+
+/// Rows to insert into `records` and `events`.
 #[derive(Default)]
 struct Rows {
     source_id: Vec<i64>,
@@ -131,50 +302,65 @@ struct Rows {
     user: Vec<Option<String>>,
     tool: Vec<Option<String>>,
     line: Vec<String>,
+    starts: Vec<(String, time::OffsetDateTime)>,
+    ends: Vec<String>,
 }
 
-struct Batch<'a> {
-    msgs: &'a [Incoming],
-    verdicts: Vec<Verdict>,
-    quarantine: Vec<Quarantined>,
-    alerts: Vec<Alert>,
-    counts: BatchCounts,
-}
-
-impl Batch<'_> {
-    #[allow(clippy::too_many_arguments)]
-    fn reject(
-        &mut self,
-        idx: usize,
-        tenant: &str,
-        source: &str,
-        seq: Option<i64>,
-        kind: &'static str,
-        severity: &'static str,
-        reason: String,
-    ) {
-        self.quarantine.push(Quarantined {
-            tenant: Some(tenant.into()),
-            source: Some(source.into()),
-            subject: self.msgs[idx].subject.clone(),
-            seq,
-            reason: reason.clone(),
-            payload: self.msgs[idx].payload.clone(),
-        });
-        self.alerts.push(Alert {
-            tenant: Some(tenant.into()),
-            source: Some(source.into()),
-            kind,
-            severity,
-            seq,
-            message: reason,
-        });
-        self.counts.quarantined += 1;
+impl Rows {
+    fn push(&mut self, source_id: i64, rec: Record) {
+        if let Some(s) = &rec.session_id {
+            match rec.kind.as_str() {
+                "session.start" => self.starts.push((s.clone(), rec.time)),
+                "session.end" => self.ends.push(s.clone()),
+                _ => {}
+            }
+        }
+        self.source_id.push(source_id);
+        self.seq.push(rec.seq as i64);
+        self.event_id.push(rec.event_id);
+        self.hash.push(rec.hash.to_vec());
+        self.time.push(rec.time);
+        self.kind.push(rec.kind);
+        self.session.push(rec.session_id);
+        self.user.push(rec.user);
+        self.tool.push(rec.tool);
+        self.line.push(rec.line);
     }
 
-    fn hold(&mut self, idx: usize) {
-        self.verdicts[idx] = Verdict::Hold;
-        self.counts.held += 1;
+    async fn insert(&self, tx: &Transaction<'_>, source_id: i64) -> Result<(), Error> {
+        if self.seq.is_empty() {
+            return Ok(());
+        }
+        tx.execute(
+            "INSERT INTO records (source_id, seq, event_id, record_hash, time)
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::uuid[], $4::bytea[], $5::timestamptz[])",
+            &[&self.source_id, &self.seq, &self.event_id, &self.hash, &self.time],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO events (time, event_id, source_id, seq, kind, session_id, user_principal, tool, line)
+             SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])",
+            &[&self.time, &self.event_id, &self.source_id, &self.seq, &self.kind, &self.session, &self.user, &self.tool, &self.line],
+        )
+        .await?;
+        if !self.starts.is_empty() {
+            let ids: Vec<&str> = self.starts.iter().map(|(s, _)| s.as_str()).collect();
+            let times: Vec<time::OffsetDateTime> = self.starts.iter().map(|(_, t)| *t).collect();
+            tx.execute(
+                "INSERT INTO open_sessions (source_id, session_id, started_at)
+                 SELECT $1, * FROM UNNEST($2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING",
+                &[&source_id, &ids, &times],
+            )
+            .await?;
+        }
+        if !self.ends.is_empty() {
+            tx.execute(
+                "DELETE FROM open_sessions WHERE source_id = $1 AND session_id = ANY($2)",
+                &[&source_id, &self.ends],
+            )
+            .await?;
+        }
+        Ok(())
     }
 }
 
@@ -199,27 +385,28 @@ fn roots_bytes(f: &Frontier) -> Vec<u8> {
     f.subtree_roots().flat_map(|r| r.iter().copied()).collect()
 }
 
-/// Check and store one batch in one transaction; the verdict of each message, in order.
+#[derive(Default)]
+struct Group {
+    records: Vec<(Record, String)>,
+    checkpoints: Vec<(String, Vec<u8>, String)>,
+}
+
+/// Check and store one batch in one transaction. Every message is decided (stored, a
+/// duplicate, pending or quarantined) when this returns `Ok`: acknowledge them all.
 pub async fn process(
     client: &mut Client,
     checks: &Checks,
     msgs: &[Incoming],
-) -> Result<(Vec<Verdict>, BatchCounts), Error> {
-    let mut b = Batch {
-        msgs,
-        verdicts: vec![Verdict::Ack; msgs.len()],
-        quarantine: Vec::new(),
-        alerts: Vec::new(),
-        counts: BatchCounts::default(),
-    };
+) -> Result<(BatchCounts, Vec<Alert>), Error> {
+    let mut out = Outcome::default();
     let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
-    for (idx, m) in msgs.iter().enumerate() {
+    for m in msgs {
         let Some(parts) = parse::subject(&checks.prefix, &m.subject) else {
             let reason = format!(
                 "subject `{}` is not {}.<tenant>.<source>.events|checkpoints",
                 m.subject, checks.prefix
             );
-            b.quarantine.push(Quarantined {
+            out.quarantine.push(Quarantined {
                 tenant: None,
                 source: None,
                 subject: m.subject.clone(),
@@ -227,7 +414,7 @@ pub async fn process(
                 reason: reason.clone(),
                 payload: m.payload.clone(),
             });
-            b.alerts.push(Alert {
+            out.alerts.push(Alert {
                 tenant: None,
                 source: None,
                 kind: "bad_subject",
@@ -235,19 +422,24 @@ pub async fn process(
                 seq: None,
                 message: reason,
             });
-            b.counts.quarantined += 1;
+            out.counts.quarantined += 1;
+            out.counts.alerts += 1;
             continue;
         };
         let g = groups
             .entry((parts.tenant.clone(), parts.source.clone()))
             .or_default();
         if parts.checkpoint {
-            match String::from_utf8(m.payload.clone()) {
-                Ok(note) => g.checkpoints.push((idx, note)),
-                Err(_) => b.reject(
-                    idx,
+            match std::str::from_utf8(&m.payload) {
+                Ok(note) => {
+                    g.checkpoints
+                        .push((note.to_string(), m.payload.clone(), m.subject.clone()))
+                }
+                Err(_) => out.reject(
                     &parts.tenant,
                     &parts.source,
+                    &m.subject,
+                    &m.payload,
                     None,
                     "checkpoint_malformed",
                     "high",
@@ -256,11 +448,12 @@ pub async fn process(
             }
         } else {
             match parse::record(&m.payload) {
-                Ok(r) => g.records.push((idx, r)),
-                Err(reason) => b.reject(
-                    idx,
+                Ok(r) => g.records.push((r, m.subject.clone())),
+                Err(reason) => out.reject(
                     &parts.tenant,
                     &parts.source,
+                    &m.subject,
+                    &m.payload,
                     None,
                     "record_malformed",
                     "high",
@@ -271,394 +464,452 @@ pub async fn process(
     }
 
     let tx = client.transaction().await?;
-    let mut states: Vec<((String, String), SourceState)> = Vec::new();
-    let mut rows = Rows::default();
-    let mut batch_ids: HashSet<uuid::Uuid> = HashSet::new();
-    for ((tenant, source), g) in groups.iter_mut() {
-        tx.execute(
-            "INSERT INTO sources (tenant, source) VALUES ($1, $2) ON CONFLICT (tenant, source) DO NOTHING",
-            &[tenant, source],
-        )
-        .await?;
-        let row = tx
-            .query_one(
-                "SELECT source_id, first_seq, last_seq, last_hash, tree_size, tree_roots, anchored, origin, checkpoint_size
-                 FROM sources WHERE tenant = $1 AND source = $2 FOR UPDATE",
-                &[tenant, source],
+    for ((tenant, source), g) in groups {
+        let mut st = SourceState::lock(&tx, &tenant, &source).await?;
+        settle(&tx, checks, &mut st, g.records, g.checkpoints, &mut out).await?;
+    }
+    out.write(&tx).await?;
+    tx.commit().await?;
+    Ok((out.counts, out.alerts))
+}
+
+/// Everything for one locked source: repeated records, chaining (fresh and pending
+/// candidates), pending inserts, row inserts, checkpoints, and the new chain state.
+pub(crate) async fn settle(
+    tx: &Transaction<'_>,
+    checks: &Checks,
+    st: &mut SourceState,
+    mut fresh: Vec<(Record, String)>,
+    checkpoints: Vec<(String, Vec<u8>, String)>,
+    out: &mut Outcome,
+) -> Result<(), Error> {
+    let (tenant, source) = (st.tenant.clone(), st.source.clone());
+    fresh.sort_by_key(|(r, _)| r.seq);
+    // Repeats of stored seqs: redeliveries or tampering.
+    let repeated: Vec<i64> = fresh
+        .iter()
+        .map(|(r, _)| r.seq as i64)
+        .filter(|s| *s <= st.last_seq)
+        .collect();
+    let mut stored: HashMap<i64, Vec<u8>> = HashMap::new();
+    if !repeated.is_empty() {
+        for r in tx
+            .query(
+                "SELECT seq, record_hash FROM records WHERE source_id = $1 AND seq = ANY($2)",
+                &[&st.id, &repeated],
             )
-            .await?;
-        let tree_size: i64 = row.get(4);
-        let tree_roots: Vec<u8> = row.get(5);
-        let mut st = SourceState {
-            id: row.get(0),
-            first_seq: row.get(1),
-            last_seq: row.get(2),
-            last_hash: row.get(3),
-            tree: frontier_of(tree_size, &tree_roots).ok_or_else(|| {
-                Error::Postgres(format!(
-                    "sources row of {tenant}/{source}: tree_roots does not fit tree_size {tree_size}"
-                ))
-            })?,
-            anchored: row.get(6),
-            origin: row.get(7),
-            checkpoint_size: row.get(8),
-            changed: false,
-        };
-        g.records.sort_by_key(|(_, r)| r.seq);
-        // What is already stored for the seqs this batch repeats, and whether any event id is
-        // already stored elsewhere.
-        let repeated: Vec<i64> = g
-            .records
-            .iter()
-            .map(|(_, r)| r.seq as i64)
-            .filter(|s| *s <= st.last_seq)
-            .collect();
-        let mut stored: HashMap<i64, Vec<u8>> = HashMap::new();
-        if !repeated.is_empty() {
-            for r in tx
-                .query(
-                    "SELECT seq, record_hash FROM records WHERE source_id = $1 AND seq = ANY($2)",
-                    &[&st.id, &repeated],
-                )
-                .await?
-            {
-                stored.insert(r.get(0), r.get(1));
-            }
+            .await?
+        {
+            stored.insert(r.get(0), r.get(1));
         }
-        let ids: Vec<uuid::Uuid> = g
-            .records
-            .iter()
-            .filter(|(_, r)| r.seq as i64 > st.last_seq)
-            .map(|(_, r)| r.event_id)
-            .collect();
-        let mut known_ids: HashSet<uuid::Uuid> = HashSet::new();
-        if !ids.is_empty() {
-            for r in tx
-                .query(
-                    "SELECT event_id FROM records WHERE event_id = ANY($1)",
-                    &[&ids],
-                )
-                .await?
-            {
-                known_ids.insert(r.get(0));
+    }
+    let mut map: BTreeMap<i64, Vec<Candidate>> = BTreeMap::new();
+    for (rec, subject) in fresh {
+        let seq = rec.seq as i64;
+        if seq <= st.last_seq {
+            match stored.get(&seq) {
+                Some(h) if h[..] == rec.hash[..] => out.counts.duplicates += 1,
+                Some(_) => out.reject(
+                    &tenant, &source, &subject, rec.line.as_bytes(), Some(seq), "chain_conflict", "critical",
+                    format!("record seq {seq} differs from the stored record of that seq (modified or forged in transit)"),
+                ),
+                None => out.reject(
+                    &tenant, &source, &subject, rec.line.as_bytes(), Some(seq), "chain_conflict", "high",
+                    format!("record seq {seq} is before the first record stored for this source (seq {})", st.first_seq.unwrap_or(0)),
+                ),
             }
+            continue;
         }
-        let mut blocked = false;
-        let mut prev_in_batch: Option<(u64, [u8; 32])> = None;
-        for (idx, rec) in &g.records {
-            let (idx, seq) = (*idx, rec.seq as i64);
-            // The same record twice in one batch: the second is a redelivery.
-            if prev_in_batch == Some((rec.seq, rec.hash)) {
-                b.counts.duplicates += 1;
-                continue;
+        map.entry(seq).or_default().push(Candidate {
+            rec,
+            subject,
+            pending: false,
+        });
+    }
+
+    // Chain from last_seq + 1, loading pending candidates chunk by chunk.
+    const CHUNK: i64 = 2000;
+    let mut rows = Rows::default();
+    let mut known_ids: HashSet<uuid::Uuid> = HashSet::new();
+    let mut new_ids: HashSet<uuid::Uuid> = HashSet::new();
+    let fresh_ids: Vec<uuid::Uuid> = map.values().flatten().map(|c| c.rec.event_id).collect();
+    known_ids.extend(known_event_ids(tx, &fresh_ids).await?);
+    let mut pending_loaded_to = st.last_seq; // pending rows with seq ≤ this are in `map`
+    let mut pending_more = true;
+    let mut drop_pending: (Vec<i64>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
+    loop {
+        let next = st.last_seq + 1;
+        if pending_more && next > pending_loaded_to {
+            let loaded = tx
+                .query(
+                    "SELECT seq, subject, line FROM pending WHERE source_id = $1 AND seq > $2
+                     ORDER BY seq, received_at LIMIT $3",
+                    &[&st.id, &pending_loaded_to, &CHUNK],
+                )
+                .await?;
+            pending_more = loaded.len() as i64 == CHUNK;
+            let mut ids = Vec::new();
+            for row in &loaded {
+                let seq: i64 = row.get(0);
+                pending_loaded_to = pending_loaded_to.max(seq);
+                let line: String = row.get(2);
+                let Ok(rec) = parse::record(line.as_bytes()) else {
+                    continue; // checked before it was stored; cannot happen
+                };
+                ids.push(rec.event_id);
+                // Pending rows are older than this batch's: they go first.
+                let at = map.entry(seq).or_default();
+                let pos = at.iter().position(|c| !c.pending).unwrap_or(at.len());
+                at.insert(
+                    pos,
+                    Candidate {
+                        rec,
+                        subject: row.get(1),
+                        pending: true,
+                    },
+                );
             }
-            prev_in_batch = Some((rec.seq, rec.hash));
-            if blocked {
-                b.hold(idx);
-                continue;
-            }
-            if seq <= st.last_seq {
-                match stored.get(&seq) {
-                    Some(h) if h[..] == rec.hash[..] => b.counts.duplicates += 1,
-                    Some(_) => b.reject(
-                        idx, tenant, source, Some(seq), "chain_conflict", "critical",
-                        format!("record seq {seq} differs from the stored record of that seq (modified or forged in transit)"),
-                    ),
-                    None => b.reject(
-                        idx, tenant, source, Some(seq), "chain_conflict", "high",
-                        format!("record seq {seq} is before the first record stored for this source (seq {})", st.first_seq.unwrap_or(0)),
-                    ),
+            // The last seq of a full chunk may have more candidates in the next one: load
+            // them all then (unless the whole chunk is that one seq).
+            let first_loaded = loaded.first().map(|r| r.get::<_, i64>(0));
+            if pending_more && first_loaded != Some(pending_loaded_to) {
+                pending_loaded_to -= 1;
+                if let Some(last) = map.range(pending_loaded_to + 1..).next().map(|(k, _)| *k) {
+                    map.get_mut(&last).expect("present").retain(|c| !c.pending);
                 }
+            }
+            known_ids.extend(known_event_ids(tx, &ids).await?);
+        }
+        let Some(cands) = map.remove(&next) else {
+            break;
+        };
+        let want: Vec<u8> = match &st.last_hash {
+            Some(h) => h.clone(),
+            None => vec![0u8; 32], // the genesis hash
+        };
+        let mut accepted: Option<[u8; 32]> = None;
+        for c in cands {
+            let Candidate {
+                rec,
+                subject,
+                pending,
+            } = c;
+            if pending {
+                drop_pending.0.push(next);
+                drop_pending.1.push(rec.hash.to_vec());
+            }
+            if accepted == Some(rec.hash) {
+                out.counts.duplicates += 1;
                 continue;
             }
-            if known_ids.contains(&rec.event_id) || batch_ids.contains(&rec.event_id) {
-                b.reject(
-                    idx,
-                    tenant,
-                    source,
-                    Some(seq),
+            let line = rec.line.as_bytes();
+            if accepted.is_some() {
+                out.reject(
+                    &tenant, &source, &subject, line, Some(next), "chain_conflict", "critical",
+                    format!("record seq {next} differs from the stored record of that seq (modified or forged in transit)"),
+                );
+                continue;
+            }
+            if rec.prev_hash[..] != want[..] {
+                let reason = if next == 1 && st.first_seq.is_none() {
+                    "record seq 1 does not link to the genesis hash".to_string()
+                } else {
+                    format!("record seq {next}: prev_hash does not match the stored record seq {} (modified, forged or reordered)", st.last_seq)
+                };
+                out.reject(
+                    &tenant,
+                    &source,
+                    &subject,
+                    line,
+                    Some(next),
+                    "chain_break",
+                    "critical",
+                    reason,
+                );
+                continue;
+            }
+            if known_ids.contains(&rec.event_id) || new_ids.contains(&rec.event_id) {
+                out.reject(
+                    &tenant,
+                    &source,
+                    &subject,
+                    line,
+                    Some(next),
                     "event_id_reused",
                     "critical",
                     format!(
-                        "record seq {seq} reuses event_id {} of a stored record",
+                        "record seq {next} reuses event_id {} of a stored record",
                         rec.event_id
                     ),
                 );
                 continue;
             }
-            let delivered = msgs[idx].delivered;
+            // Stored.
             if st.first_seq.is_none() {
-                if seq == 1 {
-                    if rec.prev_hash != [0u8; 32] {
-                        b.reject(
-                            idx,
-                            tenant,
-                            source,
-                            Some(seq),
-                            "chain_break",
-                            "critical",
-                            "record seq 1 does not link to the genesis hash".into(),
-                        );
-                        continue;
-                    }
-                    st.anchored = true;
-                } else if delivered >= checks.hold_max_deliveries {
-                    st.anchored = false;
-                    b.alerts.push(Alert {
-                        tenant: Some(tenant.clone()),
-                        source: Some(source.clone()),
-                        kind: "unanchored_source",
-                        severity: "info",
-                        seq: Some(seq),
-                        message: format!("the first record of this source is seq {seq}, not 1 (earlier records purged or never shipped): its chain is checked from there, its checkpoints cannot be"),
-                    });
-                } else {
-                    blocked = true;
-                    b.hold(idx);
-                    continue;
-                }
-                st.first_seq = Some(seq);
-            } else if seq == st.last_seq + 1 {
-                if st.last_hash.as_deref() != Some(&rec.prev_hash[..]) {
-                    b.reject(
-                        idx, tenant, source, Some(seq), "chain_break", "critical",
-                        format!("record seq {seq}: prev_hash does not match the stored record seq {} (modified, forged or reordered)", st.last_seq),
-                    );
-                    continue;
-                }
-            } else if delivered >= checks.hold_max_deliveries {
-                b.reject(
-                    idx,
-                    tenant,
-                    source,
-                    Some(seq),
-                    "chain_gap",
-                    "high",
-                    format!(
-                        "record seq {seq}: seqs {}..{} never arrived",
-                        st.last_seq + 1,
-                        seq - 1
-                    ),
-                );
-                continue;
-            } else {
-                blocked = true;
-                b.hold(idx);
-                continue;
+                st.first_seq = Some(next);
+                st.anchored = true;
             }
-            // Accept.
-            st.last_seq = seq;
+            accepted = Some(rec.hash);
+            st.last_seq = next;
             st.last_hash = Some(rec.hash.to_vec());
             if st.anchored {
                 st.tree.push(rec.hash);
             }
             st.changed = true;
-            batch_ids.insert(rec.event_id);
-            rows.source_id.push(st.id);
-            rows.seq.push(seq);
-            rows.event_id.push(rec.event_id);
-            rows.hash.push(rec.hash.to_vec());
-            rows.time.push(rec.time);
-            rows.kind.push(rec.kind.clone());
-            rows.session.push(rec.session_id.clone());
-            rows.user.push(rec.user.clone());
-            rows.tool.push(rec.tool.clone());
-            rows.line.push(rec.line.clone());
-            b.counts.stored += 1;
+            st.stored += 1;
+            new_ids.insert(rec.event_id);
+            rows.push(st.id, rec);
+            out.counts.stored += 1;
         }
-        states.push(((tenant.clone(), source.clone()), st));
+        if accepted.is_none() {
+            break; // every candidate was wrong: the chain waits for the right one
+        }
     }
-
-    if !rows.seq.is_empty() {
+    // Whatever of this batch did not chain waits for its predecessor.
+    let mut p_seq = Vec::new();
+    let mut p_hash = Vec::new();
+    let mut p_subject = Vec::new();
+    let mut p_line = Vec::new();
+    for (seq, cands) in map {
+        for c in cands.into_iter().filter(|c| !c.pending) {
+            p_seq.push(seq);
+            p_hash.push(c.rec.hash.to_vec());
+            p_subject.push(c.subject);
+            p_line.push(c.rec.line);
+        }
+    }
+    if !p_seq.is_empty() {
+        let n = tx
+            .execute(
+                "INSERT INTO pending (source_id, seq, record_hash, subject, line)
+                 SELECT $1, * FROM UNNEST($2::int8[], $3::bytea[], $4::text[], $5::text[]) ON CONFLICT DO NOTHING",
+                &[&st.id, &p_seq, &p_hash, &p_subject, &p_line],
+            )
+            .await?;
+        out.counts.pending += n;
+        out.counts.duplicates += p_seq.len() as u64 - n;
+    }
+    if !drop_pending.0.is_empty() {
         tx.execute(
-            "INSERT INTO records (source_id, seq, event_id, record_hash, time)
-             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::uuid[], $4::bytea[], $5::timestamptz[])",
-            &[&rows.source_id, &rows.seq, &rows.event_id, &rows.hash, &rows.time],
+            "DELETE FROM pending p USING UNNEST($2::int8[], $3::bytea[]) AS d(seq, h)
+             WHERE p.source_id = $1 AND p.seq = d.seq AND p.record_hash = d.h",
+            &[&st.id, &drop_pending.0, &drop_pending.1],
         )
         .await?;
+    }
+    rows.insert(tx, st.id).await?;
+
+    // Checkpoints of this batch, then those that waited for the chain to reach them.
+    for (note, payload, subject) in checkpoints {
+        check_checkpoint(tx, checks, st, &note, &payload, &subject, out).await?;
+    }
+    let due = tx
+        .query(
+            "DELETE FROM pending_checkpoints WHERE source_id = $1 AND size <= $2 RETURNING note, subject",
+            &[&st.id, &st.last_seq],
+        )
+        .await?;
+    for row in due {
+        let (note, subject): (String, String) = (row.get(0), row.get(1));
+        check_checkpoint(tx, checks, st, &note, note.as_bytes(), &subject, out).await?;
+    }
+    save(tx, st).await
+}
+
+async fn known_event_ids(
+    tx: &Transaction<'_>,
+    ids: &[uuid::Uuid],
+) -> Result<Vec<uuid::Uuid>, Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(tx
+        .query(
+            "SELECT event_id FROM records WHERE event_id = ANY($1)",
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Write the chain state back (and a tree snapshot for anchored sources).
+pub(crate) async fn save(tx: &Transaction<'_>, st: &mut SourceState) -> Result<(), Error> {
+    if !st.changed {
+        return Ok(());
+    }
+    let size = st.tree.size() as i64;
+    let roots = roots_bytes(&st.tree);
+    let records_arrived = st.stored > 0;
+    if records_arrived {
+        // The source is not silent (any more).
+        st.silent_alerted = false;
+    }
+    tx.execute(
+        "UPDATE sources SET first_seq = $2, last_seq = $3, last_hash = $4, tree_size = $5, tree_roots = $6,
+         anchored = $7, origin = $8, checkpoint_size = $9, gap_alerted_seq = $10, silent_alerted = $11,
+         last_seen = now(), last_record_at = CASE WHEN $12 THEN now() ELSE last_record_at END
+         WHERE source_id = $1",
+        &[&st.id, &st.first_seq, &st.last_seq, &st.last_hash, &size, &roots, &st.anchored, &st.origin,
+          &st.checkpoint_size, &st.gap_alerted_seq, &st.silent_alerted, &records_arrived],
+    )
+    .await?;
+    if st.anchored && size > 0 && st.stored > 0 {
         tx.execute(
-            "INSERT INTO events (time, event_id, source_id, seq, kind, session_id, user_principal, tool, line)
-             SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])",
-            &[&rows.time, &rows.event_id, &rows.source_id, &rows.seq, &rows.kind, &rows.session, &rows.user, &rows.tool, &rows.line],
+            "INSERT INTO tree_snapshots (source_id, size, roots) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&st.id, &size, &roots],
         )
         .await?;
     }
+    st.changed = false;
+    st.stored = 0;
+    Ok(())
+}
 
-    // Checkpoints, against the chain including this batch's records.
-    for ((tenant, source), st) in states.iter_mut() {
-        let g = groups
-            .get_mut(&(tenant.clone(), source.clone()))
-            .expect("a state per group");
-        let mut cps: Vec<(usize, Checkpoint, String)> = Vec::new();
-        for (idx, note) in &g.checkpoints {
-            let text = match mcptrail_integrity::note::open(note, &checks.verifiers) {
-                Ok(t) => t,
-                Err(e) => {
-                    b.reject(
-                        *idx,
-                        tenant,
-                        source,
-                        None,
-                        "checkpoint_signature",
-                        "critical",
-                        format!("checkpoint not signed by a trusted key: {e}"),
-                    );
-                    continue;
-                }
-            };
-            match Checkpoint::parse(text) {
-                Ok(cp) => cps.push((*idx, cp, note.clone())),
-                Err(e) => b.reject(
-                    *idx,
-                    tenant,
-                    source,
-                    None,
-                    "checkpoint_malformed",
-                    "high",
-                    format!("signed checkpoint does not parse: {e}"),
+/// One signed checkpoint note against the source's stored chain.
+#[allow(clippy::too_many_arguments)]
+async fn check_checkpoint(
+    tx: &Transaction<'_>,
+    checks: &Checks,
+    st: &mut SourceState,
+    note: &str,
+    payload: &[u8],
+    subject: &str,
+    out: &mut Outcome,
+) -> Result<(), Error> {
+    let (tenant, source) = (st.tenant.clone(), st.source.clone());
+    let text = match mcptrail_integrity::note::open(note, &checks.verifiers) {
+        Ok(t) => t,
+        Err(e) => {
+            out.reject(
+                &tenant,
+                &source,
+                subject,
+                payload,
+                None,
+                "checkpoint_signature",
+                "critical",
+                format!("checkpoint not signed by a trusted key: {e}"),
+            );
+            return Ok(());
+        }
+    };
+    let cp = match Checkpoint::parse(text) {
+        Ok(cp) => cp,
+        Err(e) => {
+            out.reject(
+                &tenant,
+                &source,
+                subject,
+                payload,
+                None,
+                "checkpoint_malformed",
+                "high",
+                format!("signed checkpoint does not parse: {e}"),
+            );
+            return Ok(());
+        }
+    };
+    let size = cp.size as i64;
+    match &st.origin {
+        Some(o) if *o != cp.origin => {
+            out.reject(
+                &tenant,
+                &source,
+                subject,
+                payload,
+                Some(size),
+                "checkpoint_origin",
+                "critical",
+                format!(
+                    "checkpoint origin `{}` is not this source's `{o}`",
+                    cp.origin
                 ),
-            }
+            );
+            return Ok(());
         }
-        cps.sort_by_key(|(_, cp, _)| cp.size);
-        for (idx, cp, note) in cps {
-            let size = cp.size as i64;
-            match &st.origin {
-                Some(o) if *o != cp.origin => {
-                    b.reject(
-                        idx,
-                        tenant,
-                        source,
-                        Some(size),
-                        "checkpoint_origin",
-                        "critical",
-                        format!(
-                            "checkpoint origin `{}` is not this source's `{o}`",
-                            cp.origin
-                        ),
-                    );
-                    continue;
-                }
-                Some(_) => {}
-                None => {
-                    st.origin = Some(cp.origin.clone());
-                    st.changed = true;
-                }
-            }
-            let existing = tx
-                .query_opt(
-                    "SELECT root FROM checkpoints WHERE source_id = $1 AND size = $2",
-                    &[&st.id, &size],
-                )
-                .await?;
-            if let Some(row) = existing {
-                let root: Vec<u8> = row.get(0);
-                if root[..] == cp.root[..] {
-                    b.counts.duplicates += 1;
-                } else {
-                    b.reject(
-                        idx,
-                        tenant,
-                        source,
-                        Some(size),
-                        "checkpoint_conflict",
-                        "critical",
-                        format!("a second signed checkpoint of size {size} with another root"),
-                    );
-                }
-                continue;
-            }
-            if size > st.last_seq {
-                if b.msgs[idx].delivered >= checks.hold_max_deliveries {
-                    b.reject(
-                        idx, tenant, source, Some(size), "checkpoint_ahead", "high",
-                        format!("checkpoint of size {size}, but the chain stored for this source ends at seq {}", st.last_seq),
-                    );
-                } else {
-                    b.hold(idx);
-                }
-                continue;
-            }
-            let verified = if st.anchored {
-                let root = root_at(&tx, st, size).await?;
-                if root != Some(cp.root) {
-                    b.reject(
-                        idx, tenant, source, Some(size), "checkpoint_mismatch", "critical",
-                        format!("signed checkpoint of size {size} does not match the stored chain (its Merkle root differs)"),
-                    );
-                    continue;
-                }
-                b.counts.checkpoints += 1;
-                true
-            } else {
-                false
-            };
-            tx.execute(
-                "INSERT INTO checkpoints (source_id, size, root, verified, note) VALUES ($1, $2, $3, $4, $5)",
-                &[&st.id, &size, &cp.root.to_vec(), &verified, &note],
-            )
-            .await?;
-            if verified && size > st.checkpoint_size {
-                st.checkpoint_size = size;
-                st.changed = true;
-            }
-        }
-        if st.changed {
-            let size = st.tree.size() as i64;
-            let roots = roots_bytes(&st.tree);
-            tx.execute(
-                "UPDATE sources SET first_seq = $2, last_seq = $3, last_hash = $4, tree_size = $5, tree_roots = $6,
-                 anchored = $7, origin = $8, checkpoint_size = $9, last_seen = now() WHERE source_id = $1",
-                &[&st.id, &st.first_seq, &st.last_seq, &st.last_hash, &size, &roots, &st.anchored, &st.origin, &st.checkpoint_size],
-            )
-            .await?;
-            if st.anchored && size > 0 {
-                tx.execute(
-                    "INSERT INTO tree_snapshots (source_id, size, roots) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    &[&st.id, &size, &roots],
-                )
-                .await?;
-            }
+        Some(_) => {}
+        None => {
+            st.origin = Some(cp.origin.clone());
+            st.changed = true;
         }
     }
-
-    if !b.quarantine.is_empty() {
-        let q = &b.quarantine;
-        let tenants: Vec<Option<String>> = q.iter().map(|x| x.tenant.clone()).collect();
-        let sources: Vec<Option<String>> = q.iter().map(|x| x.source.clone()).collect();
-        let subjects: Vec<String> = q.iter().map(|x| x.subject.clone()).collect();
-        let seqs: Vec<Option<i64>> = q.iter().map(|x| x.seq).collect();
-        let reasons: Vec<String> = q.iter().map(|x| x.reason.clone()).collect();
-        let payloads: Vec<Vec<u8>> = q.iter().map(|x| x.payload.clone()).collect();
-        tx.execute(
-            "INSERT INTO quarantine (tenant, source, subject, seq, reason, payload)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::bytea[])",
-            &[&tenants, &sources, &subjects, &seqs, &reasons, &payloads],
+    let existing = tx
+        .query_opt(
+            "SELECT root FROM checkpoints WHERE source_id = $1 AND size = $2",
+            &[&st.id, &size],
         )
         .await?;
+    if let Some(row) = existing {
+        let root: Vec<u8> = row.get(0);
+        if root[..] == cp.root[..] {
+            out.counts.duplicates += 1;
+        } else {
+            out.reject(
+                &tenant,
+                &source,
+                subject,
+                payload,
+                Some(size),
+                "checkpoint_conflict",
+                "critical",
+                format!("a second signed checkpoint of size {size} with another root"),
+            );
+        }
+        return Ok(());
     }
-    if !b.alerts.is_empty() {
-        let a = &b.alerts;
-        let tenants: Vec<Option<String>> = a.iter().map(|x| x.tenant.clone()).collect();
-        let sources: Vec<Option<String>> = a.iter().map(|x| x.source.clone()).collect();
-        let kinds: Vec<&str> = a.iter().map(|x| x.kind).collect();
-        let sev: Vec<&str> = a.iter().map(|x| x.severity).collect();
-        let seqs: Vec<Option<i64>> = a.iter().map(|x| x.seq).collect();
-        let msgs_: Vec<String> = a.iter().map(|x| x.message.clone()).collect();
-        tx.execute(
-            "INSERT INTO alerts (tenant, source, kind, severity, seq, message)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[])",
-            &[&tenants, &sources, &kinds, &sev, &seqs, &msgs_],
-        )
-        .await?;
+    if size > st.last_seq || st.first_seq.is_none() {
+        let n = tx
+            .execute(
+                "INSERT INTO pending_checkpoints (source_id, size, root, subject, note) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT DO NOTHING",
+                &[&st.id, &size, &cp.root.to_vec(), &subject, &note],
+            )
+            .await?;
+        if n == 1 {
+            out.counts.pending += 1;
+        } else {
+            out.counts.duplicates += 1;
+        }
+        return Ok(());
     }
-    tx.commit().await?;
-    Ok((b.verdicts, b.counts))
+    let verified = if st.anchored {
+        let root = root_at(tx, st, size).await?;
+        if root != Some(cp.root) {
+            out.reject(
+                &tenant,
+                &source,
+                subject,
+                payload,
+                Some(size),
+                "checkpoint_mismatch",
+                "critical",
+                format!("signed checkpoint of size {size} does not match the stored chain (its Merkle root differs)"),
+            );
+            return Ok(());
+        }
+        out.counts.checkpoints += 1;
+        true
+    } else {
+        false
+    };
+    tx.execute(
+        "INSERT INTO checkpoints (source_id, size, root, verified, note) VALUES ($1, $2, $3, $4, $5)",
+        &[&st.id, &size, &cp.root.to_vec(), &verified, &note],
+    )
+    .await?;
+    if verified && size > st.checkpoint_size {
+        st.checkpoint_size = size;
+        st.changed = true;
+    }
+    Ok(())
 }
 
 /// The Merkle root of the stored records `1..=size` of an anchored source: from the nearest
 /// snapshot at or below `size` plus the leaves after it. `None` when leaves are missing.
 async fn root_at(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Transaction<'_>,
     st: &SourceState,
     size: i64,
 ) -> Result<Option<[u8; 32]>, Error> {

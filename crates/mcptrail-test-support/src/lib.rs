@@ -12,6 +12,7 @@
 
 pub mod destinations;
 pub mod fetch;
+pub mod fleet;
 pub mod otlp;
 pub mod siem;
 pub mod sinks;

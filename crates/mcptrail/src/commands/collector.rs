@@ -17,11 +17,13 @@ pub(crate) fn run(cfg: &crate::config::Config) -> anyhow::Result<ExitCode> {
     }
     let stats = mcptrail_collector::run(c, stop)?;
     eprintln!(
-        "mcptrail collector: stopped after {} batches: {} stored, {} duplicates, {} quarantined, {} checkpoints verified, {} PostgreSQL reconnects",
+        "mcptrail collector: stopped after {} batches: {} stored, {} duplicates, {} pending, {} quarantined, {} alerts, {} checkpoints verified, {} PostgreSQL reconnects",
         stats.batches,
         stats.counts.stored,
         stats.counts.duplicates,
+        stats.counts.pending,
         stats.counts.quarantined,
+        stats.counts.alerts,
         stats.counts.checkpoints,
         stats.pg_reconnects
     );

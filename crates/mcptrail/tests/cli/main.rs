@@ -7,6 +7,7 @@ mod detect;
 mod doctor;
 mod egress;
 mod export;
+mod fleet;
 mod gateway;
 mod integrity;
 mod lifecycle;
