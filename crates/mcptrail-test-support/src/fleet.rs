@@ -196,3 +196,82 @@ impl Drop for LogsOnPanic {
         }
     }
 }
+
+/// A tap's ledger as the fleet sink publishes it: each record line verbatim, the signed
+/// checkpoint notes, and the public key to trust.
+pub struct FixtureSource {
+    /// Record lines, `lines[i]` is seq `i + 1`.
+    pub lines: Vec<String>,
+    /// (size, signed note) of each checkpoint, in order.
+    pub checkpoints: Vec<(u64, String)>,
+    /// The checkpoint key (`name+id+key`) to list in `trusted_keys`.
+    pub vkey: String,
+}
+
+impl FixtureSource {
+    /// A ledger in `dir` with a `session.start` (session `session`) and then `n` fixture
+    /// events ([`crate::sinks::write_ledger`]), and a `session.end` after them when
+    /// `close_session`; a checkpoint is signed after the first `k` records for each `k` in
+    /// `checkpoint_after`, and one at the end.
+    pub fn build(
+        dir: &Path,
+        n: usize,
+        session: &str,
+        close_session: bool,
+        checkpoint_after: &[usize],
+    ) -> Self {
+        use mcptrail_event::{Event, EventKind};
+        use mcptrail_ledger::{Ledger, LedgerConfig};
+        let cfg = LedgerConfig {
+            fsync: false,
+            ..LedgerConfig::default()
+        };
+        {
+            let mut ledger = Ledger::open(dir, cfg.clone()).expect("open the fixture ledger");
+            let mut start = Event::new(EventKind::SessionStart);
+            start.session_id = Some(session.into());
+            start.agent_id = Some("fixture-agent".into());
+            ledger.append(&mut [start]).expect("append session.start");
+        }
+        let mut written = 1;
+        let mut cuts: Vec<usize> = checkpoint_after.to_vec();
+        cuts.push(n + 1);
+        for cut in cuts {
+            if cut > written {
+                crate::sinks::write_ledger(dir, cut - written);
+                written = cut;
+            }
+            let mut ledger = Ledger::open(dir, cfg.clone()).expect("open the fixture ledger");
+            if close_session && cut == n + 1 {
+                let mut end = Event::new(EventKind::SessionEnd);
+                end.session_id = Some(session.into());
+                ledger.append(&mut [end]).expect("append session.end");
+            }
+            ledger.checkpoint_now().expect("sign a checkpoint");
+        }
+        let lines = mcptrail_ledger::LedgerReader::open(dir, 1)
+            .expect("read the fixture ledger")
+            .map(|r| String::from_utf8(r.expect("a record").line).expect("UTF-8"))
+            .collect();
+        let checkpoints =
+            mcptrail_ledger::list_checkpoints(&dir.join(mcptrail_ledger::CHECKPOINT_DIR))
+                .expect("list checkpoints")
+                .into_iter()
+                .map(|(size, path)| {
+                    (
+                        size,
+                        std::fs::read_to_string(path).expect("a checkpoint note"),
+                    )
+                })
+                .collect();
+        let vkey = mcptrail_ledger::local_verifier(dir)
+            .expect("the checkpoint key")
+            .expect("a checkpoint key")
+            .to_vkey();
+        FixtureSource {
+            lines,
+            checkpoints,
+            vkey,
+        }
+    }
+}
