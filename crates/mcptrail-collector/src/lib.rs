@@ -35,6 +35,26 @@ pub enum Error {
     /// PostgreSQL failed (connection, statement).
     #[error("PostgreSQL: {0}")]
     Postgres(String),
+    /// A record reuses the event id of another stored record (the store redoes the source's
+    /// transaction with an explicit check, which quarantines it).
+    #[error("a record reuses a stored event id")]
+    UniqueEventId,
+}
+
+impl Error {
+    /// A failed insert into `records`: [`Error::UniqueEventId`] when the unique index on
+    /// `event_id` refused it.
+    pub(crate) fn from_insert(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(d)
+                if d.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+                    && d.constraint() == Some("records_event_id_key") =>
+            {
+                Error::UniqueEventId
+            }
+            _ => e.into(),
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for Error {

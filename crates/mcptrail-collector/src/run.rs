@@ -97,9 +97,69 @@ async fn connect_pg(cfg: &CollectorConfig) -> Result<tokio_postgres::Client, Err
     Ok(client)
 }
 
+/// The pulled messages, fetched ahead: JetStream keeps the next batch coming while the
+/// current one is in PostgreSQL.
+type Messages = consumer::pull::Stream;
+
 struct Nats {
     client: async_nats::Client,
     consumer: consumer::Consumer<consumer::pull::Config>,
+    messages: Option<Messages>,
+}
+
+impl Nats {
+    /// Up to `max` messages: waits up to `wait` for the first, then takes what arrives within
+    /// `linger` (a fuller batch is cheaper per event in PostgreSQL).
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        linger: Duration,
+    ) -> Vec<jetstream::Message> {
+        let mut out = Vec::new();
+        if self.messages.is_none() {
+            match self
+                .consumer
+                .stream()
+                .max_messages_per_batch(max)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+            {
+                Ok(m) => self.messages = Some(m),
+                Err(e) => {
+                    eprintln!("mcptrail collector: pull: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return out;
+                }
+            }
+        }
+        let messages = self.messages.as_mut().expect("just set");
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut linger_until = None;
+        while out.len() < max {
+            let until = linger_until.unwrap_or(deadline);
+            match tokio::time::timeout_at(until, messages.next()).await {
+                Ok(Some(Ok(m))) => {
+                    out.push(m);
+                    linger_until.get_or_insert(tokio::time::Instant::now() + linger);
+                }
+                Ok(Some(Err(e))) => {
+                    // Missed heartbeats, a reconnect: start a fresh pull.
+                    eprintln!("mcptrail collector: pull: {e}");
+                    self.messages = None;
+                    break;
+                }
+                Ok(None) => {
+                    self.messages = None;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        out
+    }
 }
 
 async fn connect_nats(cfg: &CollectorConfig) -> Result<Nats, Error> {
@@ -126,7 +186,11 @@ async fn connect_nats(cfg: &CollectorConfig) -> Result<Nats, Error> {
         )
         .await
         .map_err(|e| Error::Nats(format!("consumer `{}`: {e}", cfg.consumer)))?;
-    Ok(Nats { client, consumer })
+    Ok(Nats {
+        client,
+        consumer,
+        messages: None,
+    })
 }
 
 /// Run until `stop` is set. Errors only for what retrying cannot fix (configuration).
@@ -219,34 +283,13 @@ async fn run_async(cfg: &CollectorConfig, stop: Arc<AtomicBool>) -> Result<RunSt
                 }
             },
         };
-        let mut msgs = Vec::with_capacity(cfg.batch_size);
-        match nats
-            .consumer
-            .batch()
-            .max_messages(cfg.batch_size)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await
-        {
-            Ok(mut batch) => {
-                while let Some(m) = batch.next().await {
-                    match m {
-                        Ok(m) => msgs.push(m),
-                        Err(e) => {
-                            eprintln!("mcptrail collector: pull: {e}");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                eprintln!(
-                    "mcptrail collector: pull from `{}`: {e}; retrying",
-                    cfg.consumer
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+        let msgs = nats
+            .next_batch(
+                cfg.batch_size,
+                Duration::from_millis(500),
+                Duration::from_millis(20),
+            )
+            .await;
         if !msgs.is_empty() {
             let incoming: Vec<Incoming> = msgs
                 .iter()
@@ -255,43 +298,33 @@ async fn run_async(cfg: &CollectorConfig, stop: Arc<AtomicBool>) -> Result<RunSt
                     payload: m.payload.to_vec(),
                 })
                 .collect();
-            let result = async {
-                for day in store::days(&incoming) {
-                    if !partitions.contains(&day) {
-                        crate::schema::ensure_partition(client, &cfg.schema, day).await?;
-                        partitions.insert(day);
-                    }
+            let done = store::process(client, &checks, &incoming, &mut partitions).await;
+            stats.batches += 1;
+            stats.counts += done.counts;
+            let mut acked = vec![false; msgs.len()];
+            for &i in &done.committed {
+                acked[i] = true;
+                if let Err(e) = msgs[i].ack().await {
+                    eprintln!("mcptrail collector: ack: {e} (the message is redelivered; it is stored once)");
                 }
-                store::process(client, &checks, &incoming).await
             }
-            .await;
-            match result {
-                Ok((counts, alerts)) => {
-                    stats.batches += 1;
-                    stats.counts += counts;
-                    for m in &msgs {
-                        if let Err(e) = m.ack().await {
-                            eprintln!("mcptrail collector: ack: {e} (the message is redelivered; it is stored once)");
-                        }
-                    }
-                    publish(&nats.client, cfg, &alerts).await;
+            publish(&nats.client, cfg, &done.alerts).await;
+            if let Some(e) = done.error {
+                let left = acked.iter().filter(|a| !**a).count();
+                eprintln!(
+                    "mcptrail collector: {left} of a batch of {} not stored: {e}; redelivering",
+                    msgs.len()
+                );
+                for (m, _) in msgs.iter().zip(&acked).filter(|(_, a)| !**a) {
+                    let _ = m
+                        .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+                        .await;
                 }
-                Err(e) => {
-                    eprintln!(
-                        "mcptrail collector: batch of {} not stored: {e}; redelivering",
-                        msgs.len()
-                    );
-                    for m in &msgs {
-                        let _ = m
-                            .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
-                            .await;
-                    }
-                    if client.is_closed() {
-                        pg = None;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                if client.is_closed() {
+                    pg = None;
                 }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
         }
         if last_sweep.elapsed() >= sweep_every {

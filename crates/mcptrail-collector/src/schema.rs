@@ -16,7 +16,7 @@
 //! - `events`: the searchable copy, `PARTITION BY RANGE (time)` with one partition per UTC
 //!   day (`events_pYYYYMMDD`, created on demand by [`ensure_partition`]); primary key
 //!   `(time, event_id)`; indexes for the investigator queries (session, user + time,
-//!   tool + time, kind + time, source + seq). `line` is the record verbatim (text: the
+//!   tool + time, kind + time; source + seq until migration 3 dropped it: `records` has it). `line` is the record verbatim (text: the
 //!   collector does not pay for `jsonb`; cast `line::jsonb` to query other members).
 //! - `tree_snapshots`: the frontier after each committed batch, so a checkpoint of any size
 //!   is checked from the nearest snapshot below it plus the leaves in between.
@@ -155,6 +155,13 @@ ALTER TABLE sources
     ADD COLUMN silent_alerted boolean NOT NULL DEFAULT false,
     ADD COLUMN last_record_at timestamptz;
 "#,
+    ),
+    (
+        3,
+        // `records (source_id, seq)` (the primary key) answers "a source's records by seq",
+        // and leads to `events` by its primary key (time, event_id): one index fewer to
+        // maintain per stored event.
+        "DROP INDEX IF EXISTS events_source_seq;",
     ),
 ];
 

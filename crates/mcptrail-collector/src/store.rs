@@ -336,7 +336,8 @@ impl Rows {
              SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::uuid[], $4::bytea[], $5::timestamptz[])",
             &[&self.source_id, &self.seq, &self.event_id, &self.hash, &self.time],
         )
-        .await?;
+        .await
+        .map_err(Error::from_insert)?;
         tx.execute(
             "INSERT INTO events (time, event_id, source_id, seq, kind, session_id, user_principal, tool, line)
              SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])",
@@ -364,15 +365,6 @@ impl Rows {
     }
 }
 
-/// The UTC days the records of `msgs` fall on (their partitions must exist before
-/// [`process`]).
-pub fn days(msgs: &[Incoming]) -> HashSet<time::Date> {
-    msgs.iter()
-        .filter_map(|m| parse::record(&m.payload).ok())
-        .map(|r| r.time.to_offset(time::UtcOffset::UTC).date())
-        .collect()
-}
-
 fn frontier_of(size: i64, roots: &[u8]) -> Option<Frontier> {
     let roots: Vec<[u8; 32]> = roots
         .chunks_exact(32)
@@ -389,24 +381,45 @@ fn roots_bytes(f: &Frontier) -> Vec<u8> {
 struct Group {
     records: Vec<(Record, String)>,
     checkpoints: Vec<(String, Vec<u8>, String)>,
+    /// Payloads that are not what their subject says: (subject, payload, alert kind, reason).
+    rejected: Vec<(String, Vec<u8>, &'static str, String)>,
 }
 
-/// Check and store one batch in one transaction. Every message is decided (stored, a
-/// duplicate, pending or quarantined) when this returns `Ok`: acknowledge them all.
+/// What [`process`] did with a batch.
+#[derive(Debug, Default)]
+pub struct Processed {
+    /// Counts over the committed transactions.
+    pub counts: BatchCounts,
+    /// Alerts raised by the committed transactions (to publish).
+    pub alerts: Vec<Alert>,
+    /// Indices (into the batch) of the messages whose transaction committed: acknowledge
+    /// them. The others are to be redelivered.
+    pub committed: Vec<usize>,
+    /// The error that stopped the batch, if one did (the rest of it was not stored).
+    pub error: Option<Error>,
+}
+
+/// Check and store one batch: one transaction per source (so collectors sharing a consumer
+/// pipeline across sources instead of queueing behind one lock), in (tenant, source) order.
+/// Every message of a committed transaction is decided (stored, a duplicate, pending or
+/// quarantined): acknowledge those in [`Processed::committed`].
 pub async fn process(
     client: &mut Client,
     checks: &Checks,
     msgs: &[Incoming],
-) -> Result<(BatchCounts, Vec<Alert>), Error> {
-    let mut out = Outcome::default();
-    let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
-    for m in msgs {
+    partitions: &mut HashSet<time::Date>,
+) -> Processed {
+    let mut done = Processed::default();
+    let mut bad = Outcome::default();
+    let mut bad_idx = Vec::new();
+    let mut by_source: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for (idx, m) in msgs.iter().enumerate() {
         let Some(parts) = parse::subject(&checks.prefix, &m.subject) else {
             let reason = format!(
                 "subject `{}` is not {}.<tenant>.<source>.events|checkpoints",
                 m.subject, checks.prefix
             );
-            out.quarantine.push(Quarantined {
+            bad.quarantine.push(Quarantined {
                 tenant: None,
                 source: None,
                 subject: m.subject.clone(),
@@ -414,7 +427,7 @@ pub async fn process(
                 reason: reason.clone(),
                 payload: m.payload.clone(),
             });
-            out.alerts.push(Alert {
+            bad.alerts.push(Alert {
                 tenant: None,
                 source: None,
                 kind: "bad_subject",
@@ -422,55 +435,144 @@ pub async fn process(
                 seq: None,
                 message: reason,
             });
-            out.counts.quarantined += 1;
-            out.counts.alerts += 1;
+            bad.counts.quarantined += 1;
+            bad.counts.alerts += 1;
+            bad_idx.push(idx);
             continue;
         };
-        let g = groups
-            .entry((parts.tenant.clone(), parts.source.clone()))
-            .or_default();
-        if parts.checkpoint {
+        by_source
+            .entry((parts.tenant, parts.source))
+            .or_default()
+            .push(idx);
+    }
+    let groups: Vec<((String, String), Group, Vec<usize>)> = by_source
+        .into_iter()
+        .map(|(key, idxs)| {
+            let g = group_of(checks, msgs, &idxs);
+            (key, g, idxs)
+        })
+        .collect();
+    // The day partitions of `events` the records need (each in its own short transaction).
+    let days: HashSet<time::Date> = groups
+        .iter()
+        .flat_map(|(_, g, _)| g.records.iter())
+        .map(|(r, _)| r.time.to_offset(time::UtcOffset::UTC).date())
+        .filter(|d| !partitions.contains(d))
+        .collect();
+    for day in days {
+        if let Err(e) = crate::schema::ensure_partition(client, &checks.schema, day).await {
+            done.error = Some(e);
+            return done;
+        }
+        partitions.insert(day);
+    }
+    if !bad_idx.is_empty() {
+        let r: Result<(), Error> = async {
+            let tx = client.transaction().await?;
+            bad.write(&tx).await?;
+            Ok(tx.commit().await?)
+        }
+        .await;
+        match r {
+            Ok(()) => {
+                done.counts += bad.counts;
+                done.alerts.extend(bad.alerts);
+                done.committed.extend(bad_idx);
+            }
+            Err(e) => {
+                done.error = Some(e);
+                return done;
+            }
+        }
+    }
+    for ((tenant, source), g, idxs) in groups {
+        // The fast path lets the unique index on records.event_id catch a reused event id;
+        // if it does, the source's transaction is redone with an explicit check (from the
+        // messages again: the fast path consumed the parsed group).
+        let mut result = one_source(client, checks, &tenant, &source, g, false).await;
+        if let Err(Error::UniqueEventId) = result {
+            let again = group_of(checks, msgs, &idxs);
+            result = one_source(client, checks, &tenant, &source, again, true).await;
+        }
+        match result {
+            Ok(out) => {
+                done.counts += out.counts;
+                done.alerts.extend(out.alerts);
+                done.committed.extend(idxs);
+            }
+            Err(e) => {
+                done.error = Some(e);
+                return done;
+            }
+        }
+    }
+    done
+}
+
+/// The messages `idxs` of one source, parsed.
+fn group_of(checks: &Checks, msgs: &[Incoming], idxs: &[usize]) -> Group {
+    let mut g = Group::default();
+    for &i in idxs {
+        let m = &msgs[i];
+        let checkpoint = parse::subject(&checks.prefix, &m.subject).is_some_and(|p| p.checkpoint);
+        if checkpoint {
             match std::str::from_utf8(&m.payload) {
                 Ok(note) => {
                     g.checkpoints
                         .push((note.to_string(), m.payload.clone(), m.subject.clone()))
                 }
-                Err(_) => out.reject(
-                    &parts.tenant,
-                    &parts.source,
-                    &m.subject,
-                    &m.payload,
-                    None,
+                Err(_) => g.rejected.push((
+                    m.subject.clone(),
+                    m.payload.clone(),
                     "checkpoint_malformed",
-                    "high",
                     "the checkpoint is not UTF-8 text".into(),
-                ),
+                )),
             }
         } else {
             match parse::record(&m.payload) {
                 Ok(r) => g.records.push((r, m.subject.clone())),
-                Err(reason) => out.reject(
-                    &parts.tenant,
-                    &parts.source,
-                    &m.subject,
-                    &m.payload,
-                    None,
+                Err(reason) => g.rejected.push((
+                    m.subject.clone(),
+                    m.payload.clone(),
                     "record_malformed",
-                    "high",
                     reason,
-                ),
+                )),
             }
         }
     }
+    g
+}
 
+/// One source's part of a batch, in its own transaction.
+async fn one_source(
+    client: &mut Client,
+    checks: &Checks,
+    tenant: &str,
+    source: &str,
+    g: Group,
+    check_ids: bool,
+) -> Result<Outcome, Error> {
+    let mut out = Outcome::default();
     let tx = client.transaction().await?;
-    for ((tenant, source), g) in groups {
-        let mut st = SourceState::lock(&tx, &tenant, &source).await?;
-        settle(&tx, checks, &mut st, g.records, g.checkpoints, &mut out).await?;
+    let mut st = SourceState::lock(&tx, tenant, source).await?;
+    for (subject, payload, kind, reason) in g.rejected {
+        out.reject(
+            tenant, source, &subject, &payload, None, kind, "high", reason,
+        );
     }
+    settle(
+        &tx,
+        checks,
+        &mut st,
+        g.records,
+        g.checkpoints,
+        check_ids,
+        &mut out,
+    )
+    .await?;
     out.write(&tx).await?;
-    tx.commit().await?;
-    Ok((out.counts, out.alerts))
+    tx.commit().await.map_err(Error::from_insert)?;
+    Ok(out)
 }
 
 /// Everything for one locked source: repeated records, chaining (fresh and pending
@@ -481,6 +583,7 @@ pub(crate) async fn settle(
     st: &mut SourceState,
     mut fresh: Vec<(Record, String)>,
     checkpoints: Vec<(String, Vec<u8>, String)>,
+    check_ids: bool,
     out: &mut Outcome,
 ) -> Result<(), Error> {
     let (tenant, source) = (st.tenant.clone(), st.source.clone());
@@ -532,8 +635,10 @@ pub(crate) async fn settle(
     let mut rows = Rows::default();
     let mut known_ids: HashSet<uuid::Uuid> = HashSet::new();
     let mut new_ids: HashSet<uuid::Uuid> = HashSet::new();
-    let fresh_ids: Vec<uuid::Uuid> = map.values().flatten().map(|c| c.rec.event_id).collect();
-    known_ids.extend(known_event_ids(tx, &fresh_ids).await?);
+    if check_ids {
+        let fresh_ids: Vec<uuid::Uuid> = map.values().flatten().map(|c| c.rec.event_id).collect();
+        known_ids.extend(known_event_ids(tx, &fresh_ids).await?);
+    }
     let mut pending_loaded_to = st.last_seq; // pending rows with seq ≤ this are in `map`
     let mut pending_more = true;
     let mut drop_pending: (Vec<i64>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
@@ -578,7 +683,9 @@ pub(crate) async fn settle(
                     map.get_mut(&last).expect("present").retain(|c| !c.pending);
                 }
             }
-            known_ids.extend(known_event_ids(tx, &ids).await?);
+            if check_ids {
+                known_ids.extend(known_event_ids(tx, &ids).await?);
+            }
         }
         let Some(cands) = map.remove(&next) else {
             break;

@@ -140,7 +140,7 @@ async fn sweep_source(
                         &tenant, &source, "unanchored_source", "info", Some(seq),
                         format!("the first record of this source is seq {seq}, not 1 (earlier records purged or never shipped): its chain is checked from there, its checkpoints cannot be"),
                     );
-                    store::settle(tx, checks, st, Vec::new(), Vec::new(), out).await?;
+                    store::settle(tx, checks, st, Vec::new(), Vec::new(), true, out).await?;
                 }
             }
         } else if seq > st.last_seq + 1 && oldest_waiting && st.gap_alerted_seq != st.last_seq + 1 {

@@ -130,6 +130,11 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether it is running.
     pub fn is_running(&self) -> bool {
         self.child.is_some()
@@ -139,7 +144,16 @@ impl NatsServer {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the private nats-server runs already");
         std::fs::create_dir_all(&self.store).unwrap();
-        let child = Command::new("nats-server")
+        // MCPTRAIL_NATS_CPU=N pins it to CPU N (benchmarks); taskset execs, the pid stays.
+        let mut cmd = match std::env::var("MCPTRAIL_NATS_CPU") {
+            Ok(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu, "nats-server"]);
+                c
+            }
+            Err(_) => Command::new("nats-server"),
+        };
+        let child = cmd
             .args([
                 "-a",
                 "127.0.0.1",

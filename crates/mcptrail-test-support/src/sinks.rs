@@ -42,7 +42,8 @@ pub fn write_ledger(data_dir: &Path, n: usize) -> Vec<String> {
     ids
 }
 
-fn fixture_event(i: usize) -> Event {
+/// Fixture event `i` of [`write_ledger`] (time: now).
+pub fn fixture_event(i: usize) -> Event {
     let kind = if i % 3 == 2 {
         EventKind::McpResponse
     } else {

@@ -85,6 +85,19 @@ fn out_of_order_gaps_mid_chain_starts_and_bad_checkpoints_are_stored_checked_or_
     assert_eq!(f.events_of("d"), d.lines.len() as u64, "its records chain");
     wait_until("e quarantined", 30, || !f.alert_kinds("e").is_empty());
     assert_eq!(f.alert_kinds("e"), ["record_malformed"]);
+    // g: a first record that chains (genesis) but reuses the event id of one of c's.
+    let g = FixtureSource::build(&f.dir.path().join("g"), 1, "sg", true, &[]);
+    let c2: serde_json::Value = serde_json::from_str(&c.lines[1]).unwrap();
+    let mut g1: serde_json::Value = serde_json::from_str(&g.lines[0]).unwrap();
+    g1["event_id"] = c2["event_id"].clone();
+    f.publish_raw(
+        &format!("{}.acme.g.events", f.names.prefix),
+        "g-1-reused",
+        g1.to_string().as_bytes(),
+    );
+    wait_until("g quarantined", 30, || !f.alert_kinds("g").is_empty());
+    assert_eq!(f.alert_kinds("g"), ["event_id_reused"]);
+    assert_eq!(f.events_of("g"), 0);
 
     // The missing record arrives late: everything after it is stored, the waiting
     // checkpoint verified, and an older checkpoint of a size inside the chain too.
@@ -99,8 +112,8 @@ fn out_of_order_gaps_mid_chain_starts_and_bad_checkpoints_are_stored_checked_or_
     assert_eq!(f.pg("SELECT count(*) FROM pending_checkpoints"), "0");
     assert_eq!(
         f.pg("SELECT count(*) FROM quarantine"),
-        "2",
-        "d's checkpoint and e's junk"
+        "3",
+        "d's checkpoint, e's junk, g's reused id"
     );
     // Redeliveries change nothing (new message ids, so JetStream does not drop them).
     for seq in [1, 4, 11] {
@@ -115,7 +128,7 @@ fn out_of_order_gaps_mid_chain_starts_and_bad_checkpoints_are_stored_checked_or_
     let stats = f.stop_collectors();
     assert!(stats[0].counts.duplicates >= 3, "{:?}", stats[0]);
     assert_eq!(f.events_of("a"), 11);
-    assert_eq!(f.pg("SELECT count(*) FROM quarantine"), "2");
+    assert_eq!(f.pg("SELECT count(*) FROM quarantine"), "3");
 
     // Every alert also came on NATS, once.
     let mut on_nats: Vec<String> = f
@@ -137,7 +150,8 @@ fn out_of_order_gaps_mid_chain_starts_and_bad_checkpoints_are_stored_checked_or_
             "a:checkpoint_ahead",
             "b:unanchored_source",
             "d:checkpoint_signature",
-            "e:record_malformed"
+            "e:record_malformed",
+            "g:event_id_reused"
         ]
     );
 }
