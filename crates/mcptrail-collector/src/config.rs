@@ -56,6 +56,14 @@ pub struct CollectorConfig {
     /// PostgreSQL's `alerts` table either way).
     #[serde(default = "default_true")]
     pub publish_alerts: bool,
+    /// Run the detection engine (the `[detect]` rules) across every source's stored events
+    /// (default true; one collector at a time, see `crate::detect`).
+    #[serde(default = "default_true")]
+    pub detect: bool,
+    /// After a restart or a takeover, the detector replays at most this much of the rules'
+    /// lookback to rebuild windows and sequences (default 3600 s).
+    #[serde(default = "default_detect_replay_secs")]
+    pub detect_replay_secs: u64,
 }
 
 impl std::fmt::Debug for CollectorConfig {
@@ -208,6 +216,9 @@ fn default_sweep_interval_ms() -> u64 {
 }
 fn default_true() -> bool {
     true
+}
+fn default_detect_replay_secs() -> u64 {
+    3600
 }
 
 #[cfg(test)]

@@ -11,9 +11,11 @@
 //!   alerts.
 //! - [`sweep`]: what time decides — unanchored sources, gaps, checkpoints ahead of the chain,
 //!   silent sources.
+//! - [`detect`]: the detection engine across every source (one collector at a time).
 //! - [`run`]: the consume loop (ack after commit, reconnects, the sweep, alerts on NATS).
 
 pub mod config;
+pub mod detect;
 pub mod parse;
 pub mod run;
 pub mod schema;

@@ -38,6 +38,8 @@ pub struct RunStats {
     pub pg_reconnects: u64,
     /// Sweeps run.
     pub sweeps: u64,
+    /// Alerts raised by detection across sources (by this collector).
+    pub detected: u64,
 }
 
 /// Create the fleet stream if missing, or check that the existing one captures the subjects.
@@ -71,7 +73,7 @@ pub async fn ensure_stream(
     Ok(s)
 }
 
-async fn connect_pg(cfg: &CollectorConfig) -> Result<tokio_postgres::Client, Error> {
+pub(crate) async fn connect_pg(cfg: &CollectorConfig) -> Result<tokio_postgres::Client, Error> {
     let mut pg_cfg: tokio_postgres::Config = cfg.postgres_url.parse().map_err(|e| {
         Error::Config(format!(
             "[collector] postgres_url {}: {e}",
@@ -194,7 +196,13 @@ async fn connect_nats(cfg: &CollectorConfig) -> Result<Nats, Error> {
 }
 
 /// Run until `stop` is set. Errors only for what retrying cannot fix (configuration).
-pub fn run(cfg: &CollectorConfig, stop: Arc<AtomicBool>) -> Result<RunStats, Error> {
+/// `rules`: the detection rules to run across every source (with `[collector] detect`), or
+/// `None` for no detection.
+pub fn run(
+    cfg: &CollectorConfig,
+    rules: Option<mcptrail_detect::RuleSet>,
+    stop: Arc<AtomicBool>,
+) -> Result<RunStats, Error> {
     cfg.validate()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -202,7 +210,40 @@ pub fn run(cfg: &CollectorConfig, stop: Arc<AtomicBool>) -> Result<RunStats, Err
         .enable_all()
         .build()
         .map_err(|e| Error::Config(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(run_async(cfg, stop))
+    let detection = match rules.filter(|_| cfg.detect) {
+        Some(rules) => {
+            let (cfg, stop) = (cfg.clone(), stop.clone());
+            Some(rt.spawn(async move {
+                let client = match async_nats::ConnectOptions::new()
+                    .name("mcptrail-collector-detect")
+                    .retry_on_initial_connect()
+                    .max_reconnects(None)
+                    .connect(cfg.nats_url.as_str())
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("mcptrail collector: detection: {e}");
+                        return crate::detect::DetectStats::default();
+                    }
+                };
+                let cfg2 = cfg.clone();
+                crate::detect::run(&cfg, rules, &stop, move |alerts| {
+                    let (client, cfg) = (client.clone(), cfg2.clone());
+                    async move { publish(&client, &cfg, &alerts).await }
+                })
+                .await
+            }))
+        }
+        None => None,
+    };
+    let mut stats = rt.block_on(run_async(cfg, stop))?;
+    if let Some(d) = detection {
+        if let Ok(d) = rt.block_on(d) {
+            stats.detected = d.alerts;
+        }
+    }
+    Ok(stats)
 }
 
 async fn backoff(stop: &AtomicBool, attempt: &mut u32) {

@@ -31,6 +31,11 @@
 //! - `open_sessions`: sessions of a source with a `session.start` and no `session.end` yet,
 //!   so a source that goes silent while they are open is an alert ([`crate::sweep`]).
 //! - `sources` gains `gap_alerted_seq`, `silent_alerted`, `last_record_at`.
+//!
+//! Migration 3 drops `events_source_seq` (`records` has the key). Migration 4: the fleet
+//! detector's per-source cursors (`detect_cursors`), and `alerts.alert_id` (unique: the
+//! detection engine's deterministic id, so an alert is stored once) and `alerts.detail`
+//! (rule, evidence, group, values as JSON); see [`crate::detect`].
 
 use tokio_postgres::Client;
 
@@ -162,6 +167,16 @@ ALTER TABLE sources
         // and leads to `events` by its primary key (time, event_id): one index fewer to
         // maintain per stored event.
         "DROP INDEX IF EXISTS events_source_seq;",
+    ),
+    (
+        4,
+        r#"
+CREATE TABLE detect_cursors (
+    source_id bigint PRIMARY KEY REFERENCES sources,
+    seq bigint NOT NULL
+);
+ALTER TABLE alerts ADD COLUMN alert_id text UNIQUE, ADD COLUMN detail jsonb;
+"#,
     ),
 ];
 

@@ -104,6 +104,39 @@ pub struct Alert {
     pub seq: Option<i64>,
     /// What happened, for a person.
     pub message: String,
+    /// Detection alerts: the rule that fired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Detection alerts: the deterministic alert id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<String>,
+    /// Detection alerts: the event ids that triggered it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+}
+
+impl Alert {
+    /// An alert without rule or evidence.
+    pub fn new(
+        tenant: Option<String>,
+        source: Option<String>,
+        kind: &'static str,
+        severity: &'static str,
+        seq: Option<i64>,
+        message: String,
+    ) -> Self {
+        Alert {
+            tenant,
+            source,
+            kind,
+            severity,
+            seq,
+            message,
+            rule: None,
+            alert_id: None,
+            evidence: Vec::new(),
+        }
+    }
 }
 
 struct Quarantined {
@@ -157,14 +190,14 @@ impl Outcome {
         seq: Option<i64>,
         message: String,
     ) {
-        self.alerts.push(Alert {
-            tenant: Some(tenant.into()),
-            source: Some(source.into()),
+        self.alerts.push(Alert::new(
+            Some(tenant.into()),
+            Some(source.into()),
             kind,
             severity,
             seq,
             message,
-        });
+        ));
         self.counts.alerts += 1;
     }
 
@@ -427,14 +460,14 @@ pub async fn process(
                 reason: reason.clone(),
                 payload: m.payload.clone(),
             });
-            bad.alerts.push(Alert {
-                tenant: None,
-                source: None,
-                kind: "bad_subject",
-                severity: "medium",
-                seq: None,
-                message: reason,
-            });
+            bad.alerts.push(Alert::new(
+                None,
+                None,
+                "bad_subject",
+                "medium",
+                None,
+                reason,
+            ));
             bad.counts.quarantined += 1;
             bad.counts.alerts += 1;
             bad_idx.push(idx);

@@ -24,6 +24,8 @@ pub(crate) struct Fleet {
     pub(crate) dir: tempfile::TempDir,
     collectors: Vec<Collector>,
     alerts: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// Detection rules the collectors run (none by default).
+    pub(crate) rules: Option<mcptrail_detect::RuleSet>,
 }
 
 impl Fleet {
@@ -57,6 +59,7 @@ impl Fleet {
             dir: tempfile::tempdir().unwrap(),
             collectors: Vec::new(),
             alerts,
+            rules: None,
         }
     }
 
@@ -77,7 +80,8 @@ impl Fleet {
     pub(crate) fn start_collector(&mut self, cfg: &CollectorConfig) {
         let stop = Arc::new(AtomicBool::new(false));
         let (cfg, flag) = (cfg.clone(), stop.clone());
-        let handle = std::thread::spawn(move || mcptrail_collector::run(&cfg, flag));
+        let rules = self.rules.clone();
+        let handle = std::thread::spawn(move || mcptrail_collector::run(&cfg, rules, flag));
         self.collectors.push((stop, handle));
         let (js, stream) = (self.js.clone(), self.names.stream.clone());
         wait_until("the collector to create the stream", 60, || {

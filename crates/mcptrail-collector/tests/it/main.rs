@@ -5,5 +5,6 @@
 //! PostgreSQL holds and which alerts came on NATS. Neither service is optional.
 
 mod chain;
+mod detect;
 mod faults;
 mod harness;

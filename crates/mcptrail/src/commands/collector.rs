@@ -15,9 +15,11 @@ pub(crate) fn run(cfg: &crate::config::Config) -> anyhow::Result<ExitCode> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
-    let stats = mcptrail_collector::run(c, stop)?;
+    let rules = mcptrail_detect::RuleSet::load(&cfg.detect, &[], cfg.base_dir.as_deref())
+        .context("the [detect] rules")?;
+    let stats = mcptrail_collector::run(c, Some(rules), stop)?;
     eprintln!(
-        "mcptrail collector: stopped after {} batches: {} stored, {} duplicates, {} pending, {} quarantined, {} alerts, {} checkpoints verified, {} PostgreSQL reconnects",
+        "mcptrail collector: stopped after {} batches: {} stored, {} duplicates, {} pending, {} quarantined, {} alerts, {} checkpoints verified, {} alerts from detection, {} PostgreSQL reconnects",
         stats.batches,
         stats.counts.stored,
         stats.counts.duplicates,
@@ -25,6 +27,7 @@ pub(crate) fn run(cfg: &crate::config::Config) -> anyhow::Result<ExitCode> {
         stats.counts.quarantined,
         stats.counts.alerts,
         stats.counts.checkpoints,
+        stats.detected,
         stats.pg_reconnects
     );
     Ok(ExitCode::SUCCESS)
