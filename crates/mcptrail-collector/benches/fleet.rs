@@ -207,34 +207,66 @@ fn start_collectors(
         .collect()
 }
 
-fn stored(schema: &str) -> u64 {
-    psql(&format!(
-        "SELECT coalesce(sum(last_seq), 0) FROM {schema}.sources"
-    ))
-    .parse()
-    .unwrap_or(0)
+/// A PostgreSQL connection kept open for polling (a `psql` per poll would fork a client and
+/// a backend twenty times a second and show up as noise).
+struct Poller {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
 }
 
-fn wait_stored(schema: &str, total: u64, limit: Duration) {
-    let start = Instant::now();
-    // Until the schema exists.
-    while psql(&format!(
-        "SELECT to_regclass('{schema}.sources') IS NOT NULL"
-    )) != "t"
-    {
-        assert!(
-            start.elapsed() < limit,
-            "the collector never created {schema}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+impl Poller {
+    fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(PG_URL, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+        });
+        Poller { rt, client }
     }
-    while stored(schema) < total {
-        assert!(
-            start.elapsed() < limit,
-            "{schema}: only {} of {total} stored after {limit:?}",
-            stored(schema)
-        );
-        std::thread::sleep(Duration::from_millis(50));
+
+    fn exists(&self, schema: &str) -> bool {
+        self.rt
+            .block_on(self.client.query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&format!("{schema}.sources")],
+            ))
+            .unwrap()
+            .get(0)
+    }
+
+    /// Records stored (every source starts at seq 1 here).
+    fn stored(&self, schema: &str) -> u64 {
+        let n: i64 = self
+            .rt
+            .block_on(self.client.query_one(
+                &format!("SELECT coalesce(sum(last_seq), 0)::int8 FROM {schema}.sources"),
+                &[],
+            ))
+            .unwrap()
+            .get(0);
+        n as u64
+    }
+
+    fn wait_stored(&self, schema: &str, total: u64, limit: Duration) {
+        let start = Instant::now();
+        while !self.exists(schema) {
+            assert!(start.elapsed() < limit, "the collector never created {schema}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        while self.stored(schema) < total {
+            assert!(
+                start.elapsed() < limit,
+                "{schema}: only {} of {total} stored after {limit:?}",
+                self.stored(schema)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -285,6 +317,7 @@ fn main() {
     let nats = NatsServer::start(dir.path());
     let names = FleetNames::new("bench");
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let poller = Poller::new();
 
     // Taps with their ledgers.
     let t0 = Instant::now();
@@ -491,7 +524,7 @@ fn main() {
             let c0 = cpu_now(&nats);
             let t = Instant::now();
             let threads = start_collectors(&cfg, c, &stop);
-            wait_stored(&schema, total, Duration::from_secs(600));
+            poller.wait_stored(&schema, total, Duration::from_secs(600));
             let wall = t.elapsed();
             let c1 = cpu_now(&nats);
             stop.store(true, Ordering::Relaxed);
@@ -530,11 +563,7 @@ fn main() {
     let cfg = collector_config(&nats, &live, &live.schema, "live", &live_keys);
     let stop = Arc::new(AtomicBool::new(false));
     let collectors = start_collectors(&cfg, live_collectors, &stop);
-    while psql(&format!(
-        "SELECT to_regclass('{}.sources') IS NOT NULL",
-        live.schema
-    )) != "t"
-    {
+    while !poller.exists(&live.schema) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let handles: Vec<_> = live_taps
@@ -582,7 +611,7 @@ fn main() {
     }
     let offered_wall = t_start.elapsed();
     let n_live = written.load(Ordering::Relaxed) + taps as u64; // + each tap's first event
-    wait_stored(&live.schema, n_live, Duration::from_secs(300));
+    poller.wait_stored(&live.schema, n_live, Duration::from_secs(300));
     let drained_wall = t_start.elapsed();
     let c1 = cpu_now(&nats);
     for h in handles {
