@@ -256,7 +256,10 @@ impl Poller {
     fn wait_stored(&self, schema: &str, total: u64, limit: Duration) {
         let start = Instant::now();
         while !self.exists(schema) {
-            assert!(start.elapsed() < limit, "the collector never created {schema}");
+            assert!(
+                start.elapsed() < limit,
+                "the collector never created {schema}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         while self.stored(schema) < total {

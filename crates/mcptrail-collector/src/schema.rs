@@ -35,7 +35,9 @@
 //! Migration 3 drops `events_source_seq` (`records` has the key). Migration 4: the fleet
 //! detector's per-source cursors (`detect_cursors`), and `alerts.alert_id` (unique: the
 //! detection engine's deterministic id, so an alert is stored once) and `alerts.detail`
-//! (rule, evidence, group, values as JSON); see [`crate::detect`].
+//! (rule, evidence, group, values as JSON); see [`crate::detect`]. Migration 5: the sources'
+//! retention `tombstones` (signed notes of records removed on the tap; see
+//! [`crate::store`]).
 
 use tokio_postgres::Client;
 
@@ -176,6 +178,20 @@ CREATE TABLE detect_cursors (
     seq bigint NOT NULL
 );
 ALTER TABLE alerts ADD COLUMN alert_id text UNIQUE, ADD COLUMN detail jsonb;
+"#,
+    ),
+    (
+        5,
+        r#"
+CREATE TABLE tombstones (
+    source_id bigint NOT NULL REFERENCES sources,
+    first_seq bigint NOT NULL,
+    last_seq bigint NOT NULL,
+    state text NOT NULL,
+    note text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_id, first_seq, state)
+);
 "#,
     ),
 ];

@@ -416,7 +416,12 @@ struct Group {
     checkpoints: Vec<(String, Vec<u8>, String)>,
     /// Payloads that are not what their subject says: (subject, payload, alert kind, reason).
     rejected: Vec<(String, Vec<u8>, &'static str, String)>,
+    /// Retention tombstones (on the checkpoints subject): (note, subject).
+    tombstones: Vec<(String, String)>,
 }
+
+/// The extension line that makes a signed checkpoint note a retention tombstone.
+const TOMBSTONE_MAGIC: &str = "\nmcptrail-tombstone v1\n";
 
 /// What [`process`] did with a batch.
 #[derive(Debug, Default)]
@@ -550,6 +555,9 @@ fn group_of(checks: &Checks, msgs: &[Incoming], idxs: &[usize]) -> Group {
         let checkpoint = parse::subject(&checks.prefix, &m.subject).is_some_and(|p| p.checkpoint);
         if checkpoint {
             match std::str::from_utf8(&m.payload) {
+                Ok(note) if note.contains(TOMBSTONE_MAGIC) => {
+                    g.tombstones.push((note.to_string(), m.subject.clone()))
+                }
                 Ok(note) => {
                     g.checkpoints
                         .push((note.to_string(), m.payload.clone(), m.subject.clone()))
@@ -591,6 +599,43 @@ async fn one_source(
     for (subject, payload, kind, reason) in g.rejected {
         out.reject(
             tenant, source, &subject, &payload, None, kind, "high", reason,
+        );
+    }
+    // Tombstones in order; records removed before the fleet saw them make one alert per
+    // batch (a removal of several segments comes as several contiguous tombstones).
+    let mut tombstones: Vec<(u64, String, String)> = g
+        .tombstones
+        .into_iter()
+        .map(|(note, subject)| {
+            let size = mcptrail_ledger::Tombstone::read_unverified(&note)
+                .map(|t| t.last_seq)
+                .unwrap_or(0);
+            (size, note, subject)
+        })
+        .collect();
+    tombstones.sort_by_key(|t| t.0);
+    let mut skipped: Option<(i64, i64, &'static str)> = None;
+    for (_, note, subject) in tombstones {
+        if let Some((from, to, state)) =
+            apply_tombstone(&tx, checks, &mut st, &note, &subject, &mut out).await?
+        {
+            skipped = Some(match skipped {
+                Some((f, _, _)) => (f, to, state),
+                None => (from, to, state),
+            });
+        }
+    }
+    if let Some((from, to, state)) = skipped {
+        out.alert(
+            tenant,
+            source,
+            "purged_before_shipped",
+            "medium",
+            Some(from),
+            format!(
+                "records seq {from}..={to} were removed on the tap by retention (signed tombstones, {state}) before the fleet received them; the chain continues at seq {}",
+                to + 1
+            ),
         );
     }
     settle(
@@ -856,6 +901,184 @@ pub(crate) async fn settle(
     save(tx, st).await
 }
 
+/// A retention tombstone of the source (records `first..=P` removed on the tap under a
+/// signed note carrying the hash of record P and the Merkle frontier at P):
+/// - nothing stored yet: the chain continues at `P + 1`, anchored (the frontier gives every
+///   later root, so the source's checkpoints are verified as if 1..=P had been seen);
+/// - P within the stored chain: it must agree with it (record hash at P, and the root for an
+///   anchored chain), else quarantine + `tombstone_mismatch`;
+/// - an unanchored chain that starts at `P + 1` and links to the tombstone's last hash
+///   becomes anchored;
+/// - P beyond the stored chain: when only tombstones came before (nothing stored), the next
+///   removed range; otherwise the records after the chain's end up to P were removed on the
+///   tap before they reached the fleet — returned as `(from, to, state)` for the caller's
+///   alert (`purged_before_shipped`). Either way the chain continues at `P + 1`.
+///
+/// Every tombstone accepted is kept in `tombstones`.
+async fn apply_tombstone(
+    tx: &Transaction<'_>,
+    checks: &Checks,
+    st: &mut SourceState,
+    note: &str,
+    subject: &str,
+    out: &mut Outcome,
+) -> Result<Option<(i64, i64, &'static str)>, Error> {
+    let (tenant, source) = (st.tenant.clone(), st.source.clone());
+    let t = checks
+        .verifiers
+        .iter()
+        .find_map(|v| mcptrail_ledger::Tombstone::open(note, v).ok());
+    let Some(t) = t else {
+        out.reject(
+            &tenant,
+            &source,
+            subject,
+            note.as_bytes(),
+            None,
+            "tombstone_signature",
+            "critical",
+            "retention tombstone not signed by a trusted key".into(),
+        );
+        return Ok(None);
+    };
+    let p = t.last_seq as i64;
+    let mut skipped = None;
+    let last_hash = t.last_hash_bytes();
+    let mismatch = |out: &mut Outcome, why: String| {
+        out.reject(
+            &tenant,
+            &source,
+            subject,
+            note.as_bytes(),
+            Some(p),
+            "tombstone_mismatch",
+            "critical",
+            why,
+        );
+    };
+    if st.origin.as_deref().is_some_and(|o| o != t.origin) {
+        mismatch(
+            out,
+            format!(
+                "tombstone origin `{}` is not this source's `{}`",
+                t.origin,
+                st.origin.as_deref().unwrap_or("")
+            ),
+        );
+        return Ok(None);
+    }
+    if st.first_seq.is_none() {
+        // Nothing stored: continue after the removed records.
+        st.first_seq = Some(p + 1);
+        st.last_seq = p;
+        st.last_hash = Some(last_hash.to_vec());
+        st.tree = t.tree();
+        st.anchored = true;
+        st.origin = Some(t.origin.clone());
+        st.mark_changed();
+        snapshot(tx, st).await?;
+    } else if p <= st.last_seq {
+        if p >= st.first_seq.unwrap_or(1) {
+            let stored: Option<Vec<u8>> = tx
+                .query_opt(
+                    "SELECT record_hash FROM records WHERE source_id = $1 AND seq = $2",
+                    &[&st.id, &p],
+                )
+                .await?
+                .map(|r| r.get(0));
+            if stored.as_deref() != Some(&last_hash[..]) {
+                mismatch(
+                    out,
+                    format!("the tombstone's record hash at seq {p} is not the stored record's"),
+                );
+                return Ok(None);
+            }
+            if st.anchored && root_at(tx, st, p).await? != Some(t.tree().root()) {
+                mismatch(
+                    out,
+                    format!("the tombstone's Merkle root at seq {p} is not the stored chain's"),
+                );
+                return Ok(None);
+            }
+        } else if !st.anchored && p + 1 == st.first_seq.unwrap_or(0) {
+            // The removed prefix of an unanchored chain: anchor it if it links.
+            let prev: Option<String> = tx
+                .query_opt(
+                    "SELECT e.line FROM records r JOIN events e ON e.time = r.time AND e.event_id = r.event_id
+                     WHERE r.source_id = $1 AND r.seq = $2",
+                    &[&st.id, &(p + 1)],
+                )
+                .await?
+                .map(|r| r.get(0));
+            let links = prev
+                .and_then(|l| parse::record(l.as_bytes()).ok())
+                .is_some_and(|r| r.prev_hash == last_hash);
+            if !links {
+                mismatch(
+                    out,
+                    format!(
+                        "the tombstone ends at seq {p}, but the stored seq {} does not link to it",
+                        p + 1
+                    ),
+                );
+                return Ok(None);
+            }
+            let mut tree = t.tree();
+            for r in tx
+                .query(
+                    "SELECT record_hash FROM records WHERE source_id = $1 ORDER BY seq",
+                    &[&st.id],
+                )
+                .await?
+            {
+                let h: Vec<u8> = r.get(0);
+                tree.push(h.as_slice().try_into().expect("32-byte record hashes"));
+            }
+            let mut at_p = t.tree();
+            std::mem::swap(&mut st.tree, &mut at_p);
+            snapshot(tx, st).await?; // the frontier at P, where the stored leaves begin
+            st.tree = tree;
+            st.anchored = true;
+            st.first_seq = Some(p + 1);
+            st.mark_changed();
+            snapshot(tx, st).await?;
+        }
+    } else {
+        // Nothing stored but tombstones: the next removed range. Else removed on the tap
+        // before they reached the fleet.
+        if st.first_seq == Some(st.last_seq + 1) {
+            st.first_seq = Some(p + 1);
+        } else {
+            skipped = Some((st.last_seq + 1, p, t.state.as_str()));
+        }
+        st.last_seq = p;
+        st.last_hash = Some(last_hash.to_vec());
+        if st.anchored {
+            st.tree = t.tree();
+            snapshot(tx, st).await?;
+        }
+        st.mark_changed();
+    }
+    tx.execute(
+        "INSERT INTO tombstones (source_id, first_seq, last_seq, state, note) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT DO NOTHING",
+        &[&st.id, &(t.first_seq as i64), &p, &t.state.as_str(), &note],
+    )
+    .await?;
+    Ok(skipped)
+}
+
+/// Keep the source's current tree frontier as a snapshot (checkpoints of later sizes are
+/// recomputed from the nearest one below them).
+async fn snapshot(tx: &Transaction<'_>, st: &SourceState) -> Result<(), Error> {
+    tx.execute(
+        "INSERT INTO tree_snapshots (source_id, size, roots) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        &[&st.id, &(st.tree.size() as i64), &roots_bytes(&st.tree)],
+    )
+    .await?;
+    Ok(())
+}
+
 async fn known_event_ids(
     tx: &Transaction<'_>,
     ids: &[uuid::Uuid],
@@ -1016,7 +1239,11 @@ async fn check_checkpoint(
     }
     let verified = if st.anchored {
         let root = root_at(tx, st, size).await?;
-        if root != Some(cp.root) {
+        if root.is_none() {
+            // Leaves of 1..=size are missing: records removed on the tap under tombstones
+            // before the fleet saw them. Kept, unverifiable.
+            false
+        } else if root != Some(cp.root) {
             out.reject(
                 &tenant,
                 &source,
@@ -1028,9 +1255,10 @@ async fn check_checkpoint(
                 format!("signed checkpoint of size {size} does not match the stored chain (its Merkle root differs)"),
             );
             return Ok(());
+        } else {
+            out.counts.checkpoints += 1;
+            true
         }
-        out.counts.checkpoints += 1;
-        true
     } else {
         false
     };

@@ -167,6 +167,71 @@ impl CheckpointProgress {
     }
 }
 
+/// Which retention tombstones a sink has delivered: their file names, one a line, in
+/// `sinks/<name>.tombstones` (written atomically, 0600, after the receiver acknowledged).
+/// Losing the file only means they are sent again: receivers dedupe them.
+pub struct TombstoneProgress {
+    path: PathBuf,
+}
+
+impl TombstoneProgress {
+    /// The tombstone progress of sink `name` in `data_dir`.
+    pub fn new(data_dir: &Path, name: &str) -> Self {
+        TombstoneProgress {
+            path: data_dir.join(SINKS_DIR).join(format!("{name}.tombstones")),
+        }
+    }
+
+    /// The tombstones of the ledger in `data_dir` not delivered yet, oldest first:
+    /// (file name, signed note).
+    pub fn pending(&self, data_dir: &Path) -> Result<Vec<(String, String)>, String> {
+        let done = self.done();
+        let files =
+            mcptrail_ledger::list_tombstones(&data_dir.join(mcptrail_ledger::TOMBSTONE_DIR))
+                .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for path in files {
+            let name = path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if done.contains(&name) {
+                continue;
+            }
+            let note =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            out.push((name, note));
+        }
+        Ok(out)
+    }
+
+    fn done(&self) -> std::collections::BTreeSet<String> {
+        std::fs::read_to_string(&self.path)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Record that the tombstones `names` were delivered (besides those recorded before).
+    pub fn store<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+        let mut done = self.done();
+        done.extend(names.into_iter().map(String::from));
+        let text: String = done.iter().map(|n| format!("{n}\n")).collect();
+        let dir = self.path.parent().expect("a file in sinks/");
+        mcptrail_ledger::create_private_dir(dir)
+            .and_then(|()| mcptrail_ledger::write_private_atomic(&self.path, text.as_bytes()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A tombstone's delivery id across sends and hosts:
+/// `tombstone-<16 hex of SHA-256(origin)>-<file name>`.
+pub fn tombstone_id(origin: &str, file_name: &str) -> String {
+    let h = Sha256::digest(origin.as_bytes());
+    format!("tombstone-{}-{file_name}", hex::encode(&h[..8]))
+}
+
 /// The checkpoint anchors of the configured sinks, for `verify`: every S3 sink with
 /// `checkpoints = true`. A sink whose anchor cannot be set up (missing credentials) is still
 /// returned, as an anchor that fails to fetch with the reason, so the report says what was not

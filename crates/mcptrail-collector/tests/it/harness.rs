@@ -87,6 +87,16 @@ impl Fleet {
         wait_until("the collector to create the stream", 60, || {
             self.rt.block_on(js.get_stream(&stream)).is_ok()
         });
+        let newest = mcptrail_collector::schema::MIGRATIONS.last().unwrap().0;
+        let schema = self.names.schema.clone();
+        wait_until("the collector's migrations", 60, || {
+            psql(&format!(
+                "SELECT to_regclass('{schema}.schema_migrations') IS NOT NULL"
+            )) == "t"
+                && psql(&format!(
+                    "SELECT max(version) FROM {schema}.schema_migrations"
+                )) == newest.to_string()
+        });
     }
 
     /// Stop every collector; their run statistics.

@@ -8,3 +8,4 @@ mod chain;
 mod detect;
 mod faults;
 mod harness;
+mod tombstones;

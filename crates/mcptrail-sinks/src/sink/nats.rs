@@ -7,7 +7,8 @@
 //! With `fleet = { tenant, source }` (issue 9) the subjects are
 //! `<prefix>.<tenant>.<source>.events` (each record verbatim: the exact ledger line, so a
 //! collector can recompute its hash and check the chain) and
-//! `<prefix>.<tenant>.<source>.checkpoints` (each new signed checkpoint note verbatim, sent
+//! `<prefix>.<tenant>.<source>.checkpoints` (retention tombstones, before the events, and
+//! each new signed checkpoint note verbatim, sent
 //! after the batch's events were acknowledged, `Nats-Msg-Id` = the note's stable
 //! [`CheckpointNote::record_id`](crate::checkpoints::CheckpointNote::record_id); progress in
 //! `sinks/<name>.checkpoints`). The sink does not create the stream: `mcptrail collector`
@@ -92,6 +93,33 @@ impl NatsSink {
             .collect())
     }
 
+    /// Fleet mode: the retention tombstones not published yet, as `(subject, msg id, note,
+    /// file name)`. They go on the checkpoints subject (a tombstone is a signed checkpoint
+    /// with extension lines) *before* the batch's events, so a collector meeting this source
+    /// for the first time continues its chain after the removed records instead of waiting
+    /// for a seq 1 that no longer exists.
+    fn pending_tombstones(&self) -> Result<Vec<(String, String, String, String)>, SendError> {
+        let (Some(fleet), Some(dir)) = (&self.cfg.fleet, &self.data_dir) else {
+            return Ok(Vec::new());
+        };
+        let pending = crate::checkpoints::TombstoneProgress::new(dir, &self.name)
+            .pending(dir)
+            .map_err(|e| SendError::new(SendErrorKind::Encode, e))?;
+        let subject = fleet.checkpoints_subject();
+        Ok(pending
+            .into_iter()
+            .map(|(name, note)| {
+                let origin = note.lines().next().unwrap_or("").to_string();
+                (
+                    subject.clone(),
+                    crate::checkpoints::tombstone_id(&origin, &name),
+                    note,
+                    name,
+                )
+            })
+            .collect())
+    }
+
     fn timeout(&self) -> Duration {
         Duration::from_secs(self.cfg.timeout_secs.max(1))
     }
@@ -157,6 +185,8 @@ impl Sink for NatsSink {
         let subject = async_nats::Subject::from(self.cfg.events_subject());
         let notes = self.pending_checkpoints()?;
         let newest_note = notes.last().map(|n| n.3);
+        let tombstones = self.pending_tombstones()?;
+        let tombstone_names: Vec<String> = tombstones.iter().map(|t| t.3.clone()).collect();
         let format = self.cfg.format;
         let timeout = self.timeout();
         let mut payloads = Vec::with_capacity(batch.len());
@@ -169,6 +199,18 @@ impl Sink for NatsSink {
         // runs on, so each publish is not a wake-up across threads.
         let task = self.runtime.spawn(async move {
             let work = async {
+                // Tombstones first, each acknowledged before the events after them go out.
+                for (t_subject, id, note, _) in tombstones {
+                    let msg = jetstream::message::PublishMessage::build()
+                        .payload(note.into_bytes().into())
+                        .message_id(id);
+                    let t_subject = async_nats::Subject::from(t_subject);
+                    js.send_publish(t_subject.clone(), msg)
+                        .await
+                        .map_err(|e| publish_error(&t_subject, &e))?
+                        .await
+                        .map_err(|e| publish_error(&t_subject, &e))?;
+                }
                 // Publish the whole batch, then collect the acknowledgements (pipelined).
                 let mut acks = Vec::with_capacity(payloads.len());
                 for (id, payload) in payloads {
@@ -224,6 +266,11 @@ impl Sink for NatsSink {
         if matches!(&result, Err(e) if e.kind == SendErrorKind::Transport) {
             // Start over with a fresh connection next time.
             self.js = None;
+        }
+        if let (Ok(()), false, Some(dir)) = (&result, tombstone_names.is_empty(), &self.data_dir) {
+            crate::checkpoints::TombstoneProgress::new(dir, &self.name)
+                .store(tombstone_names.iter().map(String::as_str))
+                .map_err(|e| SendError::new(SendErrorKind::Transport, e))?;
         }
         if let (Ok(()), Some(size), Some(dir)) = (&result, newest_note, &self.data_dir) {
             CheckpointProgress::new(dir, &self.name)

@@ -598,57 +598,16 @@ impl S3Sink {
     /// the names uploaded, one a line, in `sinks/<name>.tombstones`.
     fn ship_tombstones(&self, dir: &Path) -> Result<(), SendError> {
         let err = |e: String| SendError::new(SendErrorKind::Transport, e);
-        let files = mcptrail_ledger::list_tombstones(&dir.join(mcptrail_ledger::TOMBSTONE_DIR))
-            .map_err(|e| err(e.to_string()))?;
-        if files.is_empty() {
-            return Ok(());
-        }
-        let sinks = dir.join(crate::cursor::SINKS_DIR);
-        let progress = sinks.join(format!("{}.tombstones", self.name));
-        let mut done: std::collections::BTreeSet<String> = std::fs::read_to_string(&progress)
-            .unwrap_or_default()
-            .lines()
-            .map(String::from)
-            .collect();
-        for path in files {
-            let name = path
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if done.contains(&name) {
-                continue;
-            }
-            let bytes =
-                std::fs::read(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let progress = crate::checkpoints::TombstoneProgress::new(dir, &self.name);
+        for (name, note) in progress.pending(dir).map_err(err)? {
             self.client.put_locked(
                 &format!("{}tombstones/{name}", self.prefix),
-                &bytes,
+                note.as_bytes(),
                 "text/plain; charset=utf-8",
                 self.cfg.lock_mode,
                 self.cfg.longest_retention(),
             )?;
-            done.insert(name);
-            let text: String = done.iter().map(|n| format!("{n}\n")).collect();
-            let tmp = sinks.join(format!(".{}.tombstones.tmp", self.name));
-            {
-                use std::io::Write;
-                use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&sinks)
-                    .and_then(|()| {
-                        std::fs::OpenOptions::new()
-                            .write(true)
-                            .create(true)
-                            .truncate(true)
-                            .mode(0o600)
-                            .open(&tmp)
-                    })
-                    .and_then(|mut f| f.write_all(text.as_bytes()))
-                    .and_then(|()| std::fs::rename(&tmp, &progress))
-                    .map_err(|e| err(format!("{}: {e}", progress.display())))?;
-            }
+            progress.store([name.as_str()]).map_err(err)?;
         }
         Ok(())
     }
