@@ -20,7 +20,8 @@ Fault injection, like a collector under pressure (``POST /control`` with a JSON 
     answer the next requests with these statuses (and ``Retry-After``); nothing is stored.
 ``{"reject_next": 2}``
     the next export request is stored but answered with ``partial_success`` naming 2 rejected
-    items (what a collector does when it refuses some of them).
+    items (what a collector does when it refuses some of them); with ``"reject_signal":
+    "traces"`` the next request of that signal (senders export a batch's signals at once).
 
 Each output line: ``{"signal": "traces", "request": {...}}`` with the request as
 ``MessageToDict(preserving_proto_field_name=True)`` and trace/span ids turned to lowercase hex.
@@ -87,6 +88,7 @@ class State:
         self.fail_next: list[int] = []
         self.retry_after = None
         self.reject_next = 0
+        self.reject_signal = None
         self.counters = {"requests": 0, "stored": 0, "injected": 0, "unauthorized": 0, "bad": 0}
 
 
@@ -127,6 +129,7 @@ class Handler(BaseHTTPRequestHandler):
                 st.fail_next = list(cmd.get("fail_next", st.fail_next))
                 st.retry_after = cmd.get("retry_after", st.retry_after)
                 st.reject_next = int(cmd.get("reject_next", st.reject_next))
+                st.reject_signal = cmd.get("reject_signal", None)
             self.reply(200, b"{}", "application/json")
             return
         route = SIGNALS.get(self.path)
@@ -168,7 +171,7 @@ class Handler(BaseHTTPRequestHandler):
             st.out.write(json.dumps({"signal": signal, "request": doc}) + "\n")
             st.out.flush()
             st.counters["stored"] += 1
-            if st.reject_next:
+            if st.reject_next and st.reject_signal in (None, signal):
                 setattr(resp.partial_success, rejected_field, st.reject_next)
                 resp.partial_success.error_message = "test receiver refused some items"
                 st.reject_next = 0

@@ -310,7 +310,9 @@ fn otlp_receiver_down_then_up_loses_nothing() {
 #[test]
 fn otlp_throttling_and_partial_success_are_retried_and_resends_keep_their_ids() {
     let rx = OtlpCapture::start();
-    rx.control(&serde_json::json!({"fail_next": [503, 429], "retry_after": 1}));
+    // The three signals of a batch go out at once: the first attempt meets 503, 429 and 503,
+    // the second one 429 (the two others accepted), the third succeeds.
+    rx.control(&serde_json::json!({"fail_next": [503, 429, 503, 429], "retry_after": 1}));
     let dir = tempfile::tempdir().unwrap();
     let fx = write_mcp_session(dir.path(), 10);
     let cfg = otlp_config(&rx.url(), "http/protobuf", "");
@@ -332,7 +334,7 @@ fn otlp_throttling_and_partial_success_are_retried_and_resends_keep_their_ids() 
     // batch is sent again; the spans come back with the same ids (receivers can dedupe).
     let dir2 = tempfile::tempdir().unwrap();
     let fx2 = write_mcp_session(dir2.path(), 5);
-    rx.control(&serde_json::json!({"reject_next": 2}));
+    rx.control(&serde_json::json!({"reject_next": 2, "reject_signal": "traces"}));
     let sink = mcptrail_sinks::build(&cfg).unwrap();
     let mut shipper = Shipper::new(dir2.path(), cfg.clone(), sink, None);
     let st = shipper

@@ -158,6 +158,9 @@ impl Sink for OtlpSink {
         };
         let gauges = self.gauges(batch);
         let parsed = encode::parse_batch(batch, &self.settings, &mut self.memory);
+        // Encode every signal the receiver has not taken yet, then send them together (see
+        // `Transport::export_all`): the receiver works on all three at once.
+        let mut requests = Vec::new();
         for &signal in &self.signals {
             if accepted.contains(&signal) {
                 continue;
@@ -167,33 +170,47 @@ impl Sink for OtlpSink {
                 Signal::Metrics => metrics::encode(&parsed, &self.settings, Some(&gauges)),
                 Signal::Logs => logs::encode(&parsed, &self.settings),
             };
-            if let Some(body) = body {
-                let answer = self.transport.export(signal, body);
-                let failed = match answer {
-                    Ok(ps) if ps.rejected > 0 => Some(SendError::new(
-                        SendErrorKind::Rejected,
-                        format!(
-                            "the receiver refused {} of the {} it was sent (partial success): {}",
-                            ps.rejected,
-                            signal.as_str(),
-                            ps.message.chars().take(200).collect::<String>()
-                        ),
-                    )),
-                    Ok(_) => None,
-                    Err(e) => Some(e),
-                };
-                if let Some(mut e) = failed {
-                    e.message = format!(
-                        "{} {}: {}",
-                        self.protocol_name(),
+            match body {
+                Some(body) => requests.push((signal, body)),
+                None => accepted.push(signal),
+            }
+        }
+        let sent: Vec<Signal> = requests.iter().map(|r| r.0).collect();
+        let answers = self.transport.export_all(requests);
+        let mut first_error = None;
+        for (signal, answer) in sent.into_iter().zip(answers) {
+            let failed = match answer {
+                Ok(ps) if ps.rejected > 0 => Some(SendError::new(
+                    SendErrorKind::Rejected,
+                    format!(
+                        "the receiver refused {} of the {} it was sent (partial success): {}",
+                        ps.rejected,
                         signal.as_str(),
-                        e.message
-                    );
-                    self.accepted = Some((id, accepted));
-                    return Err(e);
+                        ps.message.chars().take(200).collect::<String>()
+                    ),
+                )),
+                Ok(_) => None,
+                Err(e) => Some(e),
+            };
+            match failed {
+                // Accepted signals are not sent again with the retry of this batch.
+                None => accepted.push(signal),
+                Some(mut e) => {
+                    if first_error.is_none() {
+                        e.message = format!(
+                            "{} {}: {}",
+                            self.protocol_name(),
+                            signal.as_str(),
+                            e.message
+                        );
+                        first_error = Some(e);
+                    }
                 }
             }
-            accepted.push(signal);
+        }
+        if let Some(e) = first_error {
+            self.accepted = Some((id, accepted));
+            return Err(e);
         }
         encode::forget_answered(&parsed, &mut self.memory);
         Ok(())

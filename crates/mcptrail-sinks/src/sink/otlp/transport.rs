@@ -95,6 +95,43 @@ impl Transport {
             Transport::Grpc(t) => t.export(signal, body),
         }
     }
+
+    /// Deliver the export requests of several signals at once (a batch's traces, metrics and
+    /// logs): concurrent streams on the one HTTP/2 connection for gRPC, one connection each
+    /// for OTLP/HTTP, so the receiver works on all of them while none waits for another.
+    /// One answer per request, in order.
+    pub(crate) fn export_all(
+        &mut self,
+        requests: Vec<(Signal, Vec<u8>)>,
+    ) -> Vec<Result<PartialSuccess, SendError>> {
+        if requests.len() == 1 {
+            let (signal, body) = requests.into_iter().next().expect("one");
+            return vec![self.export(signal, body)];
+        }
+        match self {
+            Transport::Http(t) => {
+                let t = &*t;
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = requests
+                        .iter()
+                        .map(|(signal, body)| scope.spawn(move || t.export(*signal, body)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(SendError::new(
+                                    SendErrorKind::Transport,
+                                    "an OTLP/HTTP export thread panicked".to_string(),
+                                ))
+                            })
+                        })
+                        .collect()
+                })
+            }
+            Transport::Grpc(t) => t.export_all(requests),
+        }
+    }
 }
 
 /// OTLP/HTTP with protobuf bodies.
@@ -140,7 +177,7 @@ impl HttpTransport {
         })
     }
 
-    fn export(&mut self, signal: Signal, body: &[u8]) -> Result<PartialSuccess, SendError> {
+    fn export(&self, signal: Signal, body: &[u8]) -> Result<PartialSuccess, SendError> {
         let url = format!("{}/v1/{}", self.base, signal.as_str());
         let shown = redact_url(&url);
         let compressed;
@@ -355,80 +392,174 @@ impl GrpcTransport {
         Ok(conn)
     }
 
-    /// One unary call: the 5-byte gRPC message prefix, then the message.
-    fn call(
+    fn request(&self, signal: Signal) -> Result<http::Request<()>, SendError> {
+        let mut req = http::Request::post(format!(
+            "{}://{}{}",
+            self.scheme,
+            self.authority,
+            grpc_path(signal)
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header(
+            "user-agent",
+            concat!("mcptrail/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(())
+        .map_err(|e| SendError::new(SendErrorKind::Encode, e.to_string()))?;
+        if self.compression == Compression::Gzip {
+            req.headers_mut()
+                .insert("grpc-encoding", http::HeaderValue::from_static("gzip"));
+        }
+        for (k, v) in &self.headers {
+            req.headers_mut().append(k.clone(), v.clone());
+        }
+        Ok(req)
+    }
+
+    /// Unary calls, all in flight at once on one connection: for each, the 5-byte gRPC
+    /// message prefix, then the message. A cached connection may have been closed by the
+    /// server while idle (GOAWAY): the calls it refused are tried once on a fresh connection
+    /// before the failure counts.
+    fn call_all(
         &mut self,
-        signal: Signal,
-        prefix: Bytes,
-        message: Bytes,
-    ) -> Result<GrpcAnswer, SendError> {
-        // A cached connection may have been closed by the server while idle (GOAWAY): one
-        // fresh connection is tried before the failure counts.
+        calls: Vec<(Signal, Bytes, Bytes)>,
+    ) -> Vec<Result<GrpcAnswer, SendError>> {
+        let mut results: Vec<Option<Result<GrpcAnswer, SendError>>> =
+            calls.iter().map(|_| None).collect();
         for attempt in 0..2 {
+            let todo: Vec<usize> = (0..calls.len()).filter(|&i| results[i].is_none()).collect();
+            if todo.is_empty() {
+                break;
+            }
             let reused = self.conn.is_some();
             let conn = match self.conn.clone() {
                 Some(c) => c,
-                None => self.connect()?,
+                None => match self.connect() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        for i in todo {
+                            results[i] = Some(Err(e.clone()));
+                        }
+                        break;
+                    }
+                },
             };
-            let mut req = http::Request::post(format!(
-                "{}://{}{}",
-                self.scheme,
-                self.authority,
-                grpc_path(signal)
-            ))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .header(
-                "user-agent",
-                concat!("mcptrail/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(())
-            .map_err(|e| SendError::new(SendErrorKind::Encode, e.to_string()))?;
-            if self.compression == Compression::Gzip {
-                req.headers_mut()
-                    .insert("grpc-encoding", http::HeaderValue::from_static("gzip"));
-            }
-            for (k, v) in &self.headers {
-                req.headers_mut().append(k.clone(), v.clone());
+            let mut pending = Vec::new();
+            for &i in &todo {
+                match self.request(calls[i].0) {
+                    Ok(req) => pending.push((i, req)),
+                    Err(e) => results[i] = Some(Err(e)),
+                }
             }
             let timeout = self.timeout;
-            let (prefix, message) = (prefix.clone(), message.clone());
-            let result = self.runtime.block_on(async move {
-                tokio::time::timeout(timeout, unary(conn, req, prefix, message))
-                    .await
-                    .unwrap_or(Err(CallError::Exchange(
-                        "no answer within the timeout".into(),
-                    )))
-            });
-            match result {
-                Ok(a) => return Ok(a),
-                Err(CallError::NotReady(_)) if reused && attempt == 0 => {
-                    self.conn = None;
-                }
-                Err(CallError::NotReady(m) | CallError::Exchange(m)) => {
-                    self.conn = None;
-                    return Err(SendError::new(
-                        SendErrorKind::Transport,
-                        format!("{}: {m}", self.shown),
-                    ));
+            let flights: Vec<_> = pending
+                .into_iter()
+                .map(|(i, req)| {
+                    let (conn, prefix, message) =
+                        (conn.clone(), calls[i].1.clone(), calls[i].2.clone());
+                    (i, async move {
+                        tokio::time::timeout(timeout, unary(conn, req, prefix, message))
+                            .await
+                            .unwrap_or(Err(CallError::Exchange(
+                                "no answer within the timeout".into(),
+                            )))
+                    })
+                })
+                .collect();
+            let answers: Vec<(usize, Result<GrpcAnswer, CallError>)> =
+                self.runtime.block_on(async move {
+                    let handles: Vec<_> = flights
+                        .into_iter()
+                        .map(|(i, f)| (i, tokio::spawn(f)))
+                        .collect();
+                    let mut out = Vec::new();
+                    for (i, h) in handles {
+                        out.push((
+                            i,
+                            h.await.unwrap_or_else(|e| {
+                                Err(CallError::Exchange(format!("the call failed: {e}")))
+                            }),
+                        ));
+                    }
+                    out
+                });
+            for (i, a) in answers {
+                match a {
+                    Ok(a) => results[i] = Some(Ok(a)),
+                    Err(CallError::NotReady(_)) if reused && attempt == 0 => {
+                        self.conn = None;
+                    }
+                    Err(CallError::NotReady(m) | CallError::Exchange(m)) => {
+                        self.conn = None;
+                        results[i] = Some(Err(SendError::new(
+                            SendErrorKind::Transport,
+                            format!("{}: {m}", self.shown),
+                        )));
+                    }
                 }
             }
         }
-        unreachable!("the second attempt returns")
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(SendError::new(
+                        SendErrorKind::Transport,
+                        format!("{}: the connection closed twice", self.shown),
+                    ))
+                })
+            })
+            .collect()
     }
 
-    fn export(&mut self, signal: Signal, body: Vec<u8>) -> Result<PartialSuccess, SendError> {
+    /// The 5-byte prefix and the (maybe compressed) message of one export.
+    fn framed(&self, body: Vec<u8>) -> Result<(Bytes, Bytes), SendError> {
         let (flag, payload) = match self.compression {
             Compression::None => (0u8, body),
             Compression::Gzip => (1u8, gzip(&body)?),
         };
         let mut prefix = [flag, 0, 0, 0, 0];
         prefix[1..].copy_from_slice(&(payload.len() as u32).to_be_bytes());
-        let a = self.call(
-            signal,
-            Bytes::copy_from_slice(&prefix),
-            Bytes::from(payload),
-        )?;
+        Ok((Bytes::copy_from_slice(&prefix), Bytes::from(payload)))
+    }
+
+    fn export(&mut self, signal: Signal, body: Vec<u8>) -> Result<PartialSuccess, SendError> {
+        self.export_all(vec![(signal, body)])
+            .pop()
+            .expect("one answer")
+    }
+
+    fn export_all(
+        &mut self,
+        requests: Vec<(Signal, Vec<u8>)>,
+    ) -> Vec<Result<PartialSuccess, SendError>> {
+        let mut framed: Vec<Option<SendError>> = Vec::new();
+        let mut calls = Vec::new();
+        for (signal, body) in requests {
+            match self.framed(body) {
+                Ok((prefix, message)) => {
+                    calls.push((signal, prefix, message));
+                    framed.push(None);
+                }
+                Err(e) => framed.push(Some(e)),
+            }
+        }
+        let mut answers = self.call_all(calls).into_iter();
+        framed
+            .into_iter()
+            .map(|f| match f {
+                Some(e) => Err(e),
+                None => answers
+                    .next()
+                    .expect("an answer per call")
+                    .and_then(|a| self.decode(a)),
+            })
+            .collect()
+    }
+
+    /// A gRPC answer as an export result.
+    fn decode(&self, a: GrpcAnswer) -> Result<PartialSuccess, SendError> {
         let shown = &self.shown;
         if a.http_status != 200 {
             // Not a gRPC answer at all (a proxy, or an HTTP/1 server behind h2c).
