@@ -11,12 +11,14 @@
 //!   alerts.
 //! - [`sweep`]: what time decides — unanchored sources, gaps, checkpoints ahead of the chain,
 //!   silent sources.
+//! - [`query`]: the read side for `mcptrail serve` on the fleet store.
 //! - [`detect`]: the detection engine across every source (one collector at a time).
 //! - [`run`]: the consume loop (ack after commit, reconnects, the sweep, alerts on NATS).
 
 pub mod config;
 pub mod detect;
 pub mod parse;
+pub mod query;
 pub mod run;
 pub mod schema;
 pub mod store;

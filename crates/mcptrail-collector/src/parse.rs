@@ -44,6 +44,7 @@ struct Wire<'a> {
     time: &'a str,
     kind: String,
     session_id: Option<String>,
+    agent_id: Option<String>,
     user_identity: Option<User>,
     tool_invoked: Option<String>,
     #[serde(borrow)]
@@ -68,6 +69,8 @@ pub struct Record {
     pub kind: String,
     /// `session_id`.
     pub session_id: Option<String>,
+    /// `agent_id`.
+    pub agent: Option<String>,
     /// `user_identity.principal`.
     pub user: Option<String>,
     /// `tool_invoked`.
@@ -102,6 +105,7 @@ pub fn record(payload: &[u8]) -> Result<Record, String> {
         time,
         kind: w.kind,
         session_id: w.session_id,
+        agent: w.agent_id,
         user: w.user_identity.map(|u| u.principal),
         tool: w.tool_invoked,
         prev_hash,

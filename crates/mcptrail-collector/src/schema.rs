@@ -37,7 +37,9 @@
 //! detection engine's deterministic id, so an alert is stored once) and `alerts.detail`
 //! (rule, evidence, group, values as JSON); see [`crate::detect`]. Migration 5: the sources'
 //! retention `tombstones` (signed notes of records removed on the tap; see
-//! [`crate::store`]).
+//! [`crate::store`]). Migration 6: `events.agent_id`, and the summaries the governance
+//! server pages through (`sessions` per source and session, `kind_counts`), kept by the
+//! collector with every stored batch ([`crate::query`] reads them).
 
 use tokio_postgres::Client;
 
@@ -192,6 +194,33 @@ CREATE TABLE tombstones (
     received_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (source_id, first_seq, state)
 );
+"#,
+    ),
+    (
+        6,
+        r#"
+ALTER TABLE events ADD COLUMN agent_id text;
+CREATE TABLE sessions (
+    source_id bigint NOT NULL REFERENCES sources,
+    session_id text NOT NULL,
+    first_time timestamptz NOT NULL,
+    last_time timestamptz NOT NULL,
+    events bigint NOT NULL,
+    agent_id text,
+    user_principal text,
+    PRIMARY KEY (source_id, session_id)
+);
+CREATE INDEX sessions_last_time ON sessions (last_time);
+INSERT INTO sessions
+    SELECT source_id, session_id, min(time), max(time), count(*), NULL, max(user_principal)
+    FROM events WHERE session_id IS NOT NULL GROUP BY source_id, session_id;
+CREATE TABLE kind_counts (
+    source_id bigint NOT NULL REFERENCES sources,
+    kind text NOT NULL,
+    events bigint NOT NULL,
+    PRIMARY KEY (source_id, kind)
+);
+INSERT INTO kind_counts SELECT source_id, kind, count(*) FROM events GROUP BY source_id, kind;
 "#,
     ),
 ];

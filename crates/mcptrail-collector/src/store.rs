@@ -332,6 +332,7 @@ struct Rows {
     time: Vec<time::OffsetDateTime>,
     kind: Vec<String>,
     session: Vec<Option<String>>,
+    agent: Vec<Option<String>>,
     user: Vec<Option<String>>,
     tool: Vec<Option<String>>,
     line: Vec<String>,
@@ -355,6 +356,7 @@ impl Rows {
         self.time.push(rec.time);
         self.kind.push(rec.kind);
         self.session.push(rec.session_id);
+        self.agent.push(rec.agent);
         self.user.push(rec.user);
         self.tool.push(rec.tool);
         self.line.push(rec.line);
@@ -372,9 +374,31 @@ impl Rows {
         .await
         .map_err(Error::from_insert)?;
         tx.execute(
-            "INSERT INTO events (time, event_id, source_id, seq, kind, session_id, user_principal, tool, line)
-             SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])",
-            &[&self.time, &self.event_id, &self.source_id, &self.seq, &self.kind, &self.session, &self.user, &self.tool, &self.line],
+            "INSERT INTO events (time, event_id, source_id, seq, kind, session_id, user_principal, tool, line, agent_id)
+             SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])",
+            &[&self.time, &self.event_id, &self.source_id, &self.seq, &self.kind, &self.session, &self.user, &self.tool, &self.line, &self.agent],
+        )
+        .await?;
+        // The summaries investigators page through (sessions, counts per kind).
+        tx.execute(
+            "INSERT INTO sessions (source_id, session_id, first_time, last_time, events, agent_id, user_principal)
+             SELECT $1, s, min(t), max(t), count(*), max(a), max(u)
+             FROM UNNEST($2::text[], $3::timestamptz[], $4::text[], $5::text[]) AS x(s, t, a, u)
+             WHERE s IS NOT NULL GROUP BY s
+             ON CONFLICT (source_id, session_id) DO UPDATE SET
+               first_time = least(sessions.first_time, excluded.first_time),
+               last_time = greatest(sessions.last_time, excluded.last_time),
+               events = sessions.events + excluded.events,
+               agent_id = coalesce(sessions.agent_id, excluded.agent_id),
+               user_principal = coalesce(sessions.user_principal, excluded.user_principal)",
+            &[&source_id, &self.session, &self.time, &self.agent, &self.user],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO kind_counts (source_id, kind, events)
+             SELECT $1, k, count(*) FROM UNNEST($2::text[]) AS x(k) GROUP BY k
+             ON CONFLICT (source_id, kind) DO UPDATE SET events = kind_counts.events + excluded.events",
+            &[&source_id, &self.kind],
         )
         .await?;
         if !self.starts.is_empty() {

@@ -8,4 +8,5 @@ mod chain;
 mod detect;
 mod faults;
 mod harness;
+mod query;
 mod tombstones;
