@@ -783,6 +783,9 @@ async fn tail(
         let mut t = mcptrail_sinks::LedgerTail::open(&dir, from);
         loop {
             match t.next_record() {
+                // The meta-audit is the auditor's (GET /api/v1/meta-audit): investigators do not
+                // watch who reads what, here any more than in the search.
+                Ok(Some(r)) if r.kind.starts_with("governance.") => {}
                 Ok(Some(r)) => {
                     let data = String::from_utf8_lossy(&r.line).into_owned();
                     let ev = SseEvent::default()

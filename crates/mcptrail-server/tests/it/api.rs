@@ -342,9 +342,12 @@ fn live_tail_streams_new_records() {
     let writer = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(300));
         let mut l = mcptrail_ledger::Ledger::open(&dir, crate::harness::ledger_cfg()).unwrap();
+        // A meta-audit record first: the tail leaves governance.* out, as the search does.
+        let mut g = mcptrail_event::Event::new(mcptrail_event::EventKind::GovernanceRead);
+        g.detail = Some(json!({"principal": "governance_marker"}));
         let mut e = mcptrail_event::Event::new(mcptrail_event::EventKind::McpRequest);
         e.tool_invoked = Some("tail_marker_tool".into());
-        l.append(&mut [e]).unwrap();
+        l.append(&mut [g, e]).unwrap();
     });
     let mut reader = BufReader::new(resp.into_body().into_reader());
     let mut line = String::new();
@@ -354,6 +357,10 @@ fn live_tail_streams_new_records() {
         if reader.read_line(&mut line).unwrap() == 0 {
             break;
         }
+        assert!(
+            !line.contains("governance_marker") && !line.contains("governance."),
+            "a governance record came down the investigator's tail: {line}"
+        );
         if line.starts_with("data:") && line.contains("tail_marker_tool") {
             saw = true;
             break;
