@@ -932,7 +932,8 @@ mod tests {
                 .collect()
         };
         // Every driving index gives what a plain filter over all rows gives, page by page.
-        let cases: Vec<(Search, Box<dyn Fn(&Value) -> bool>)> = vec![
+        type Case = (Search, Box<dyn Fn(&Value) -> bool>);
+        let cases: Vec<Case> = vec![
             (
                 Search {
                     users: vec!["alice".into(), "[tok:user:abc]".into()],
