@@ -96,11 +96,29 @@ async function timeline(id, evidence = []) {
       if (isEvidence) tr.className = "evidence";
       cell(tr, isEvidence ? "evidence" : "", "mark");
       cell(tr, e.seq); cell(tr, e.time); cell(tr, e.kind); cell(tr, e.method); cell(tr, e.tool_invoked);
-      cell(tr, JSON.stringify(e.parameters_used || e.response_summary || e.detail || ""), "detail");
+      const td = cell(tr, JSON.stringify(e.parameters_used || e.response_summary || e.detail || ""), "detail");
+      // Encrypted fields: a reveal is a request that a second principal approves.
+      for (const r of (e.redactions || []).filter((r) => r.action === "encrypt")) {
+        const b = document.createElement("button");
+        b.className = "ask-reveal";
+        b.dataset.field = r.path;
+        b.textContent = "Request reveal of " + r.path;
+        b.addEventListener("click", () => askReveal(e.event_id, r.path));
+        td.append(document.createElement("br"), b);
+      }
     });
     const first = $("#timeline tr.evidence");
     if (first) first.scrollIntoView({ block: "center" });
   } catch (e) { showError(e); }
+}
+
+function askReveal(eventId, field) {
+  show("requests");
+  $("#req-action").value = "reveal";
+  $("#req-action").dispatchEvent(new Event("change"));
+  $("#req-event").value = eventId;
+  $("#req-field").value = field;
+  $("#req-reason").focus();
 }
 
 async function alerts() {
@@ -169,9 +187,28 @@ async function requests() {
     const r = await api("/api/v1/requests");
     fill("#requests", r.requests, (tr, x) => {
       tr.dataset.request = x.id;
-      cell(tr, x.created); cell(tr, x.action + (x.reason ? ": " + x.reason : "")); cell(tr, x.requested_by);
+      const what = x.action === "reveal" ? "reveal " + x.field + " of " + x.event_id : x.action;
+      cell(tr, x.created); cell(tr, what + (x.reason ? ": " + x.reason : "")); cell(tr, x.requested_by);
       cell(tr, (x.expired ? "expired" : x.state) + (x.decided_by ? " by " + x.decided_by : ""), "state"); cell(tr, x.expires_at);
       const td = cell(tr, "");
+      // An approved reveal is collected once, by whoever asked for it.
+      if (x.action === "reveal" && x.state === "approved" && x.requested_by === me.name) {
+        const b = document.createElement("button");
+        b.textContent = "Collect value";
+        b.className = "collect";
+        b.addEventListener("click", async () => {
+          let failed = null;
+          try {
+            const v = await api("/api/v1/requests/" + encodeURIComponent(x.id) + "/reveal", { method: "POST", body: "{}" });
+            $("#revealed").textContent = v.value;
+            $("#revealed-box").hidden = false;
+            notice("Revealed " + v.field + " of " + v.event_id + " (recorded as governance.reveal)");
+          } catch (e) { failed = e; }
+          await requests();
+          showError(failed);
+        });
+        td.appendChild(b);
+      }
       // Approving is the auditor's, and never of one's own request (the server refuses both).
       if (x.state === "pending" && !x.expired && has("auditor") && x.requested_by !== me.name) {
         for (const [label, verb] of [["Approve", "approve"], ["Deny", "deny"]]) {
@@ -205,6 +242,7 @@ function requestBody() {
   const reason = $("#req-reason").value;
   if (action === "forget") return { action, subject: $("#req-subject").value, reason };
   if (action === "purge") return { action, through_seq: Number($("#req-through").value), reason };
+  if (action === "reveal") return { action, event_id: $("#req-event").value.trim(), field: $("#req-field").value.trim(), reason };
   return { action, reason };
 }
 
@@ -219,6 +257,10 @@ const roleViews = {
 };
 
 function show(name) {
+  // Neither a notice nor a revealed value outlives the view it was shown in.
+  notice(null);
+  $("#revealed").textContent = "";
+  $("#revealed-box").hidden = true;
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-" + name;
   for (const b of document.querySelectorAll("nav button")) b.classList.toggle("active", b.dataset.view === name);
   showError(null);
@@ -269,6 +311,10 @@ $("#verify-now").addEventListener("click", async () => {
   await overview();
   showError(failed);
 });
+$("#revealed-hide").addEventListener("click", () => {
+  $("#revealed").textContent = "";
+  $("#revealed-box").hidden = true;
+});
 $("#req-action").addEventListener("change", () => {
   for (const l of document.querySelectorAll(".req-field")) l.hidden = l.dataset.action !== $("#req-action").value;
 });
@@ -278,7 +324,7 @@ $("#request-form").addEventListener("submit", async (ev) => {
   try {
     const r = await api("/api/v1/requests", { method: "POST", body: JSON.stringify(requestBody()) });
     notice("Request " + r.id + " made: waiting for a second principal with the auditor role");
-    for (const f of ["#req-subject", "#req-through", "#req-reason"]) $(f).value = "";
+    for (const f of ["#req-subject", "#req-through", "#req-event", "#req-field", "#req-reason"]) $(f).value = "";
   } catch (e) { failed = e; notice(null); }
   await requests();
   showError(failed);

@@ -8,7 +8,9 @@
 //     timeline, opens an alert and its evidence, watches the live tail while a new session
 //     is recorded, asks for a `forget`;
 //   audrey (auditor), in a second browser with its own profile: sees the request, approves
-//     it, and verifies the ledger ("Verify now").
+//     it, and verifies the ledger ("Verify now");
+//   then ivy asks to reveal an encrypted field from the timeline, audrey approves without
+//     seeing it, ivy collects the value once.
 //
 // Every step asserts what the page shows; a screenshot of each step goes to
 // $MCPTRAIL_ARTIFACTS. Any page error, or an HTTP error the step did not expect, fails the
@@ -20,7 +22,8 @@
 // Environment: MCPTRAIL_BASE_URL, MCPTRAIL_TOKEN_IVY, MCPTRAIL_TOKEN_AUDREY,
 // MCPTRAIL_ARTIFACTS, MCPTRAIL_PEERS_DIR (holds node_modules/playwright-core),
 // MCPTRAIL_CHROMIUM (default /usr/bin/chromium), MCPTRAIL_TAIL_TOOL (the tool the new
-// session calls), MCPTRAIL_SECRET (a value the trail must never show).
+// session calls), MCPTRAIL_SECRET (a value the trail must never show),
+// MCPTRAIL_REVEAL_EXPECT (the clear value of the encrypted field).
 
 import { createRequire } from "node:module";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -41,6 +44,7 @@ const peers = need("MCPTRAIL_PEERS_DIR");
 const chromiumPath = process.env.MCPTRAIL_CHROMIUM || "/usr/bin/chromium";
 const tailTool = need("MCPTRAIL_TAIL_TOOL");
 const secret = need("MCPTRAIL_SECRET");
+const revealExpect = need("MCPTRAIL_REVEAL_EXPECT");
 const TIMEOUT = 15_000;
 
 let chromium;
@@ -232,9 +236,43 @@ try {
   await p.waitForFunction((sel) => document.querySelector(sel + " td.state").textContent === "executed by audrey", row);
   await screenshot(p, "request-executed-seen-by-requester");
 
+  // A reveal: ivy asks from the timeline, audrey approves, ivy collects the value once.
+  await p.click("nav button[data-view=sessions]");
+  await p.click(`#sessions tbody tr[data-session="${sessionIds[0]}"]`);
+  const askRow = "#timeline tbody tr:has(button.ask-reveal)";
+  await p.waitForSelector(askRow);
+  check((await p.textContent(askRow + " td:nth-child(6)")) === "read_text_file", "the encrypted path is on the read_text_file call");
+  check(!(await p.textContent("#timeline")).includes(revealExpect), "the timeline shows the path encrypted");
+  await p.click(askRow + " button.ask-reveal");
+  check((await p.inputValue("#req-field")) === "/parameters_used/path", "the form is filled from the timeline");
+  await p.fill("#req-reason", "incident 2026-118: which file was read");
+  await p.click("#request-form button[type=submit]");
+  await p.waitForFunction(() => document.querySelector("#notice").textContent.includes("waiting for a second principal"));
+  const revealId = (await p.textContent("#notice")).match(/Request (\S+) made/)[1];
+  const revealRow = `#requests tbody tr[data-request="${revealId}"]`;
+  await p.waitForSelector(revealRow);
+  check((await p.$$(revealRow + " button")).length === 0, "nothing to collect before approval");
+  await screenshot(p, "reveal-requested");
+  await a.click("nav button[data-view=requests]");
+  await a.waitForSelector(revealRow + " button.approve");
+  await a.click(revealRow + " button.approve");
+  await a.waitForFunction((sel) => document.querySelector(sel + " td.state").textContent === "approved by audrey", revealRow);
+  check(!(await a.content()).includes(revealExpect), "the approver never sees the value");
+  await screenshot(a, "reveal-approved");
+  await p.click("nav button[data-view=requests]");
+  await p.waitForSelector(revealRow + " button.collect");
+  await p.click(revealRow + " button.collect");
+  await p.waitForSelector("#revealed-box:not([hidden])");
+  check((await p.textContent("#revealed")) === revealExpect, `the revealed value: ${await p.textContent("#revealed")}`);
+  await p.waitForFunction((sel) => document.querySelector(sel + " td.state").textContent === "executed by audrey", revealRow);
+  check((await p.$$(revealRow + " button.collect")).length === 0, "a value is collected once");
+  await screenshot(p, "reveal-collected");
+  await p.click("nav button[data-view=alerts]");
+  check(!(await p.content()).includes(revealExpect), "the value is gone from the page when the view changes");
+
   check(expected.length === 0, `expected HTTP errors that never happened: ${JSON.stringify(expected)}`);
   if (problems.length) throw new Error("the browsers reported:\n  " + problems.join("\n  "));
-  console.log("BROWSER_OK " + JSON.stringify({ request: reqId, own_request: ownId, screenshots: shot }));
+  console.log("BROWSER_OK " + JSON.stringify({ request: reqId, own_request: ownId, reveal: revealId, screenshots: shot }));
 } catch (e) {
   for (const [who, b] of [["ivy", ivy], ["audrey", audrey]]) {
     if (b) await b.page.screenshot({ path: join(artifacts, `failure-${who}.png`), fullPage: true }).catch(() => {});

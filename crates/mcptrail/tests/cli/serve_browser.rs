@@ -127,9 +127,14 @@ impl Drop for Serve {
     }
 }
 
-/// `mcptrail --data-dir DATA serve token add --name NAME --role ROLE` → the token.
-pub(crate) fn add_token(data: &Path, name: &str, role: &str) -> String {
-    let out = mcptrail()
+/// `mcptrail [--config CFG] --data-dir DATA serve token add --name NAME --role ROLE` → the
+/// token.
+pub(crate) fn add_token(data: &Path, config: Option<&Path>, name: &str, role: &str) -> String {
+    let mut cmd = mcptrail();
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let out = cmd
         .arg("--data-dir")
         .arg(data)
         .args(["serve", "token", "add", "--name", name, "--role", role])
@@ -159,10 +164,18 @@ fn files(dir: &Path) -> PathBuf {
 }
 
 /// One agent session through `mcptrail wrap`: `calls` are (tool, arguments).
-fn record_session(data: &Path, root: &Path, client: &str, calls: &[(&str, serde_json::Value)]) {
+fn record_session(
+    data: &Path,
+    config: &Path,
+    root: &Path,
+    client: &str,
+    calls: &[(&str, serde_json::Value)],
+) {
     let server = server_filesystem_cmd(root);
     let mut cmd = mcptrail();
-    cmd.arg("wrap")
+    cmd.arg("--config")
+        .arg(config)
+        .arg("wrap")
         .arg("--data-dir")
         .arg(data)
         .arg("--")
@@ -256,20 +269,42 @@ fn serve_dashboard_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let root = files(dir.path());
     let data = dir.path().join("data");
+    // Tool paths are encrypted in the trail (a custom rule), with a master key the server has.
+    let master = dir.path().join("master.key");
+    std::fs::write(&master, "5a".repeat(32)).unwrap();
+    let config = dir.path().join("mcptrail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[redact]\nmaster_key_file = \"{}\"\n[[redact.rules]]\nname = \"file_path\"\nkey = \"path\"\naction = \"encrypt\"\n",
+            master.display()
+        ),
+    )
+    .unwrap();
+    let secret_file = root.join(".env");
+    let revealed = secret_file.display().to_string();
     record_session(
         &data,
+        &config,
         &root,
         "browser-test-agent",
         &[
-            ("read_text_file", json!({"path": root.join(".env")})),
+            ("read_text_file", json!({"path": secret_file})),
             ("exec_shell", json!({"cmd": "id"})),
         ],
     );
-    let (code, _, err) = run(&["--data-dir", data.to_str().unwrap(), "detect", "--append"]);
+    let (code, _, err) = run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "detect",
+        "--append",
+    ]);
     assert_eq!(code, 0, "{err}");
-    let ivy = add_token(&data, "ivy", "investigator");
-    let audrey = add_token(&data, "audrey", "auditor");
-    let serve = Serve::start(&data, None);
+    let ivy = add_token(&data, Some(&config), "ivy", "investigator");
+    let audrey = add_token(&data, Some(&config), "audrey", "auditor");
+    let serve = Serve::start(&data, Some(&config));
     let artifacts = artifacts_dir("serve_browser");
 
     let mut tail_sent = false;
@@ -282,6 +317,7 @@ fn serve_dashboard_in_chromium() {
             ("MCPTRAIL_ARTIFACTS", artifacts.display().to_string()),
             ("MCPTRAIL_TAIL_TOOL", "list_directory".into()),
             ("MCPTRAIL_SECRET", SECRET.into()),
+            ("MCPTRAIL_REVEAL_EXPECT", revealed.clone()),
         ],
         Duration::from_secs(240),
         |line, stdin| {
@@ -289,6 +325,7 @@ fn serve_dashboard_in_chromium() {
                 // A second agent session while ivy watches the live tail.
                 record_session(
                     &data,
+                    &config,
                     &root,
                     "tail-agent",
                     &[("list_directory", json!({"path": root}))],
@@ -390,6 +427,31 @@ fn serve_dashboard_in_chromium() {
             "a token is in the server's output"
         );
     }
+    // The reveal: recorded with who, approver and why, never with the value; the value is
+    // in no line the server wrote and nowhere in the ledger.
+    let reveal_id = ok["reveal"].as_str().unwrap();
+    let reveal = evs
+        .iter()
+        .find(|e| {
+            e.kind == EventKind::GovernanceReveal
+                && e.detail.as_ref().unwrap()["request_id"] == reveal_id
+        })
+        .expect("a governance.reveal event");
+    let d = reveal.detail.as_ref().unwrap();
+    assert_eq!(
+        (d["by"].as_str(), d["approved_by"].as_str()),
+        (Some("ivy"), Some("audrey"))
+    );
+    assert_eq!(d["field"], "/parameters_used/path");
+    assert_eq!(d["values"][0]["result"], "revealed");
+    assert!(
+        !log.contains(&revealed),
+        "the revealed value is in the server's output"
+    );
+    assert!(
+        !ledger_text.contains(&revealed),
+        "the revealed value is in the ledger"
+    );
 }
 
 /// Every event (chain and schema checked) once the verification is recorded: the meta-audit
