@@ -119,6 +119,9 @@ wrk_rps() { # wrk_rps PATH [auth] -> "rps p50 p99"
     local non2xx
     non2xx="$(grep -o 'Non-2xx or 3xx responses: [0-9]*' <<<"$out" | awk '{print $NF}' || true)"
     [[ -z "$non2xx" ]] || die "wrk $path: $non2xx non-2xx responses"
+    local errors
+    errors="$(grep -o 'Socket errors:.*' <<<"$out" || true)"
+    [[ -z "$errors" ]] || log "wrk $path: $errors"
     printf '%s %s %s\n' \
         "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
         "$(awk '$1 == "50%" {print $2}' <<<"$out")" \

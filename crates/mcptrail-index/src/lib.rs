@@ -307,8 +307,10 @@ impl Index {
 
     /// The lowest and highest seq indexed (`None`: nothing is).
     pub fn seq_range(&self) -> Result<Option<(u64, u64)>, IndexError> {
+        // Two subqueries: SQLite answers a lone MIN or MAX of the rowid from the b-tree's
+        // ends, but MIN and MAX in one SELECT scan the table (1 s at 10M rows).
         let r: (Option<i64>, Option<i64>) = self.sql(self.conn.query_row(
-            "SELECT MIN(seq), MAX(seq) FROM events",
+            "SELECT (SELECT MIN(seq) FROM events), (SELECT MAX(seq) FROM events)",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         ))?;
@@ -880,9 +882,11 @@ mod tests {
             )
         };
         assert_eq!(find("REVENUE report"), vec![2]);
-        assert_eq!(find("revenue rep"), vec![2]);
-        assert!(find("quarterly rep").is_empty(), "adjacent words only");
-        assert_eq!(find("invoice-0421").len(), 6);
+        assert_eq!(find("revenue rep*"), vec![2], "a trailing * makes a prefix");
+        assert!(find("revenue rep").is_empty(), "whole words without it");
+        assert!(find("quarterly rep*").is_empty(), "adjacent words only");
+        assert_eq!(find("invoice-0421*").len(), 6);
+        assert_eq!(find("invoice-042117").len(), 6);
         assert!(find("preview").is_empty(), "field names are not text");
         assert!(find("revenue quarterly").is_empty(), "a phrase, in order");
         // A different ledger under the same index: rebuilt, not mixed.

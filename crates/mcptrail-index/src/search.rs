@@ -77,13 +77,20 @@ fn prefix_upper(p: &str) -> Option<String> {
     None
 }
 
-/// `q` as an FTS5 query: its words as one phrase, the last word a prefix (`invoice-0421`
-/// finds `invoice-042117`). `None` when it holds no word (letters or digits).
+/// `q` as an FTS5 query: its words as one phrase (adjacent, in order); a `*` at the end makes
+/// the last word a prefix (`invoice-0421*` finds `invoice-042117`). Prefixes are opt-in: a
+/// prefix query merges the posting lists of every word that starts with it, which for a
+/// short, common prefix is most of the index. `None` when it holds no word.
 pub(crate) fn fts_query(q: &str) -> Option<String> {
-    if !q.chars().any(char::is_alphanumeric) {
+    let (words, prefix) = match q.trim_end().strip_suffix('*') {
+        Some(w) => (w, true),
+        None => (q, false),
+    };
+    if !words.chars().any(char::is_alphanumeric) {
         return None;
     }
-    Some(format!("\"{}\" *", q.replace('"', "\"\"")))
+    let phrase = format!("\"{}\"", words.replace('"', "\"\""));
+    Some(if prefix { phrase + " *" } else { phrase })
 }
 
 /// SQL text and its bound values.
@@ -171,7 +178,7 @@ impl Index {
                 (Some(q), _) => {
                     // The FTS table drives, newest first (CROSS JOIN keeps it the outer loop).
                     sql.text.push_str(
-                        "SELECT e.json AS json, e.seq AS seq FROM events_fts f CROSS JOIN events e \
+                        "SELECT f.rowid AS seq FROM events_fts f CROSS JOIN events e \
                          ON e.seq = f.rowid WHERE 1=1",
                     );
                     sql.push(" AND events_fts MATCH ?", SqlValue::Text(q.clone()));
@@ -184,12 +191,12 @@ impl Index {
                 }
                 (None, Some(ix)) => {
                     sql.text.push_str(&format!(
-                        "SELECT e.json AS json, e.seq AS seq FROM events e INDEXED BY {ix} WHERE 1=1"
+                        "SELECT e.seq AS seq FROM events e INDEXED BY {ix} WHERE 1=1"
                     ));
                 }
                 (None, None) => sql
                     .text
-                    .push_str("SELECT e.json AS json, e.seq AS seq FROM events e WHERE 1=1"),
+                    .push_str("SELECT e.seq AS seq FROM events e WHERE 1=1"),
             }
             if let Some(v) = &s.session {
                 sql.prefix("e.session_id", v);
@@ -240,20 +247,26 @@ impl Index {
             );
             arms.push(sql.text.split_off(start));
         }
-        let text = if arms.len() == 1 {
+        // The arms select seqs only: a sort over a time range then reads the index alone, and
+        // only the rows of the page are fetched (SQLite would otherwise read the JSON of every
+        // candidate into its sorter).
+        let seqs = if arms.len() == 1 {
             arms.pop().unwrap_or_default()
         } else {
             let merged: Vec<String> = arms
                 .iter()
-                .map(|a| format!("SELECT json, seq FROM ({a})"))
+                .map(|a| format!("SELECT seq FROM ({a})"))
                 .collect();
             sql.args.push(SqlValue::Integer(limit));
             format!(
-                "SELECT json, seq FROM ({}) ORDER BY seq DESC LIMIT ?{}",
+                "SELECT seq FROM ({}) ORDER BY seq DESC LIMIT ?{}",
                 merged.join(" UNION ALL "),
                 sql.args.len()
             )
         };
+        let text = format!(
+            "SELECT p.json, p.seq FROM ({seqs}) k CROSS JOIN events p ON p.seq = k.seq ORDER BY p.seq DESC"
+        );
         let mut stmt = self.sql(self.conn.prepare(&text))?;
         let rows = self.sql(stmt.query_map(params_from_iter(sql.args.iter()), |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
@@ -347,10 +360,15 @@ mod tests {
         assert_eq!(prefix_upper("governance.").as_deref(), Some("governance/"));
         assert_eq!(prefix_upper(""), None);
         assert_eq!(
-            fts_query("invoice-0421").as_deref(),
+            fts_query("invoice-0421*").as_deref(),
             Some("\"invoice-0421\" *")
         );
-        assert_eq!(fts_query("a \" OR b").as_deref(), Some("\"a \"\" OR b\" *"));
+        assert_eq!(
+            fts_query("invoice-0421").as_deref(),
+            Some("\"invoice-0421\"")
+        );
+        assert_eq!(fts_query("a \" OR b").as_deref(), Some("\"a \"\" OR b\""));
         assert_eq!(fts_query("%_\\"), None);
+        assert_eq!(fts_query(" * "), None);
     }
 }
