@@ -10,7 +10,9 @@
 //! - `events`: one row per record, the stored JSON as is, `seq` as the rowid; secondary
 //!   indexes end in `seq` (newest first walks the index, keyset pagination by `before_seq`
 //!   needs no sort) or, for time ranges, in `time, kind` (the range is scanned in the index
-//!   alone, `governance.*` left out without reading rows);
+//!   alone, `governance.*` left out without reading rows); a partial index of the seqs that
+//!   are not `governance.*` pages through everything an investigator may see without walking
+//!   over the meta-audit (which every read grows);
 //! - `events_fts`: a contentless FTS5 table (rowid = `seq`) over the searchable text of each
 //!   record — tool, method, URIs, the string values of the redacted parameters, the redacted
 //!   preview and error message, the strings of `detail` (alert summaries) and labels;
@@ -40,6 +42,10 @@ pub use timeline::render_timeline;
 /// File name of the index inside the data directory.
 pub const INDEX_FILE: &str = "index.sqlite";
 const SCHEMA_VERSION: i64 = 3;
+/// The records an investigator sees (the meta-audit is the auditor's): the condition of the
+/// partial index `events_visible`, written the same way in the queries that use it (SQLite
+/// uses a partial index only when the query states its condition literally).
+pub(crate) const NOT_GOVERNANCE: &str = "NOT (kind >= 'governance.' AND kind < 'governance/')";
 /// Records per transaction while syncing (bounds the write-ahead log during a rebuild).
 pub const SYNC_COMMIT_EVERY: u64 = 100_000;
 
@@ -237,6 +243,10 @@ impl Index {
             ))?;
             self.set_meta("schema_version", &SCHEMA_VERSION.to_string())?;
         }
+        // Indexes added within a schema version are created when missing.
+        self.sql(self.conn.execute_batch(&format!(
+            "CREATE INDEX IF NOT EXISTS events_visible ON events(seq) WHERE {NOT_GOVERNANCE};"
+        )))?;
         Ok(())
     }
 
@@ -985,6 +995,14 @@ mod tests {
                     ..Default::default()
                 },
                 Box::new(|e: &Value| e["kind"] == "mcp.response"),
+            ),
+            (
+                // No driving filter: the partial index of what is not governance.*.
+                Search {
+                    exclude_kind_prefix: Some("governance.".into()),
+                    ..Default::default()
+                },
+                Box::new(|e: &Value| e["kind"] != "governance.read"),
             ),
             (
                 Search {

@@ -170,6 +170,8 @@ impl Index {
                 Some("events_kind")
             } else if ranged {
                 Some("events_time")
+            } else if s.exclude_kind_prefix.as_deref() == Some("governance.") {
+                Some("events_visible")
             } else {
                 None
             };
@@ -223,7 +225,12 @@ impl Index {
                 Some(k) => sql.push(" AND e.kind = ?", SqlValue::Text(k.to_string())),
                 None => {}
             }
-            if let Some(v) = &s.exclude_kind_prefix {
+            if s.exclude_kind_prefix.as_deref() == Some("governance.") {
+                // Literally the condition of the partial index `events_visible`.
+                sql.text.push_str(" AND ");
+                sql.text
+                    .push_str(&crate::NOT_GOVERNANCE.replace("kind", "e.kind"));
+            } else if let Some(v) = &s.exclude_kind_prefix {
                 match prefix_upper(v) {
                     Some(hi) => {
                         sql.push(" AND NOT (e.kind >= ?", SqlValue::Text(v.clone()));

@@ -628,7 +628,7 @@ fn query(dir: &Path, base: &str, token: &str) -> BoxResult<()> {
     let client = Client {
         agent: ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
+            .timeout_global(Some(Duration::from_secs(900)))
             .build()
             .new_agent(),
         base: base.trim_end_matches('/').to_string(),
@@ -746,7 +746,7 @@ fn query(dir: &Path, base: &str, token: &str) -> BoxResult<()> {
     });
     for (word, n) in &manifest.words {
         let name: &'static str =
-            Box::leak(format!("q, word in {n} records (100)").into_boxed_str());
+            Box::leak(format!("q, a word in ~{n} records (100)").into_boxed_str());
         let w = word.clone();
         mk(name, &mut |_| {
             (
