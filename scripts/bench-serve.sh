@@ -82,7 +82,8 @@ log "sizes: ledger $(du -sh "$data/ledger" | cut -f1), index $(du -ch "$data"/in
 mct serve token revoke --name bench-investigator >/dev/null 2>&1 || true
 token="$(mct serve token add --name bench-investigator --role investigator 2>/dev/null)"
 serve_log="$bench_dir/serve.log"
-mct serve --listen 127.0.0.1:0 2>"$serve_log" &
+# Not through the mct function: $! must be the server's own pid for the trap to stop it.
+"$mcptrail" --config "$config" --data-dir "$data" serve --listen 127.0.0.1:0 2>"$serve_log" &
 serve_pid=$!
 trap 'kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true' EXIT
 base=""
