@@ -36,7 +36,7 @@ use mcptrail_event::Event;
 use mcptrail_ledger::{LedgerError, LedgerReader, RawRecord, LEDGER_DIR};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
-pub use search::{Page, Search, SessionSummary};
+pub use search::{AgentActivity, Page, Search, SessionSummary};
 pub use timeline::render_timeline;
 
 /// File name of the index inside the data directory.
@@ -878,6 +878,16 @@ mod tests {
         let s1 = sessions.iter().find(|s| s.session_id == "s-1").unwrap();
         assert_eq!((s1.events, s1.user.as_deref()), (8, Some("bob")));
         assert_eq!(sessions[0].last_seq, 12, "most recently active first");
+        let agents = idx.agents(10).unwrap();
+        assert_eq!(agents.len(), 1);
+        assert_eq!(
+            (
+                agents[0].agent_id.as_str(),
+                agents[0].sessions,
+                agents[0].events
+            ),
+            ("agent-a", 2, 12)
+        );
         let counts: HashMap<String, u64> = idx.counts_by_kind().unwrap().into_iter().collect();
         assert_eq!(counts["mcp.request"], 6);
         // Words of the preview and the parameters, the last one a prefix; not field names.

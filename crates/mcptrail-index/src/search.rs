@@ -65,6 +65,21 @@ pub struct SessionSummary {
     pub last_seq: u64,
 }
 
+/// What one agent did, from the session summaries.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentActivity {
+    /// The agent id.
+    pub agent_id: String,
+    /// Sessions it appeared in.
+    pub sessions: u64,
+    /// Events of those sessions.
+    pub events: u64,
+    /// Time of its first indexed event.
+    pub first_time: String,
+    /// Time of its last indexed event.
+    pub last_time: String,
+}
+
 /// The smallest string above every string starting with `p` (`None`: no such string).
 fn prefix_upper(p: &str) -> Option<String> {
     let mut chars: Vec<char> = p.chars().collect();
@@ -339,6 +354,27 @@ impl Index {
                 agent_id: r.get(4)?,
                 user: r.get(5)?,
                 last_seq: r.get::<_, i64>(6)? as u64,
+            })
+        }))?;
+        rows.map(|r| self.sql(r)).collect()
+    }
+
+    /// Activity per agent (sessions, their events, first and last time), the busiest first;
+    /// read from the session summaries, not the events.
+    pub fn agents(&self, limit: u64) -> Result<Vec<AgentActivity>, IndexError> {
+        let mut stmt = self.sql(self.conn.prepare(
+            "SELECT agent_id, COUNT(*), SUM(events), MIN(first_time), MAX(last_time)
+             FROM sessions WHERE agent_id IS NOT NULL
+             GROUP BY agent_id ORDER BY SUM(events) DESC, agent_id LIMIT ?1",
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.sql(stmt.query_map([limit], |r| {
+            Ok(AgentActivity {
+                agent_id: r.get(0)?,
+                sessions: r.get::<_, i64>(1)? as u64,
+                events: r.get::<_, i64>(2)? as u64,
+                first_time: r.get(3)?,
+                last_time: r.get(4)?,
             })
         }))?;
         rows.map(|r| self.sql(r)).collect()

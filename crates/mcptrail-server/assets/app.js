@@ -63,13 +63,33 @@ async function overview() {
     const s = await api("/api/v1/sinks");
     fill("#sinks", s.sinks, (tr, x) => { cell(tr, x.name); cell(tr, x.cursor); cell(tr, x.head); cell(tr, x.lag_records); cell(tr, x.lag_secs == null ? "" : x.lag_secs.toFixed(1)); });
   } catch (e) { fill("#sinks", [], () => {}); showError(e); }
+  agentActivity("#agents-overview");
   try {
     const c = await api("/api/v1/counts");
     fill("#counts", Object.entries(c.by_kind), (tr, [k, n]) => { cell(tr, k); cell(tr, n); });
   } catch (e) { fill("#counts", [], () => {}); showError(e); }
 }
 
+// Activity per agent as a table with a bar (a <meter>, no inline style: the CSP forbids it).
+async function agentActivity(tableSel) {
+  try {
+    const a = await api("/api/v1/agents?limit=50");
+    const max = Math.max(1, ...a.agents.map((x) => x.events));
+    fill(tableSel, a.agents, (tr, x) => {
+      tr.dataset.agent = x.agent_id;
+      cell(tr, x.agent_id); cell(tr, x.sessions); cell(tr, x.events);
+      const td = cell(tr, "");
+      const m = document.createElement("meter");
+      m.min = 0; m.max = max; m.value = x.events;
+      m.title = x.events + " events";
+      td.appendChild(m);
+      cell(tr, x.first_time); cell(tr, x.last_time);
+    });
+  } catch (e) { fill(tableSel, [], () => {}); showError(e); }
+}
+
 async function sessions() {
+  agentActivity("#agents-sessions");
   try {
     const s = await api("/api/v1/sessions?limit=100");
     fill("#sessions", s.sessions, (tr, x) => {

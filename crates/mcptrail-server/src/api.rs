@@ -91,6 +91,11 @@ pub const ROUTES: &[RouteSpec] = &[
     },
     RouteSpec {
         method: "GET",
+        path: "/api/v1/agents",
+        roles: &[Operator, Investigator],
+    },
+    RouteSpec {
+        method: "GET",
         path: "/api/v1/integrity",
         roles: &[Operator, Auditor],
     },
@@ -368,6 +373,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/counts", get(counts))
         .route("/api/v1/sinks", get(sinks))
+        .route("/api/v1/agents", get(agents))
         .route("/api/v1/integrity", get(integrity))
         .route("/api/v1/integrity/verify", post(integrity_verify))
         .route("/api/v1/events", get(events))
@@ -448,6 +454,30 @@ async fn counts(State(st): St, headers: HeaderMap, RawQuery(q): RawQuery) -> Api
     let by_kind: serde_json::Map<String, Value> =
         counts.into_iter().map(|(k, n)| (k, json!(n))).collect();
     Ok(Json(json!({"total": total, "by_kind": by_kind})).into_response())
+}
+
+/// Query of `GET /api/v1/agents`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentsQuery {
+    limit: Option<u64>,
+}
+
+/// Activity per agent: counts only (sessions, events, first and last time), so operators may
+/// read it too.
+async fn agents(
+    State(st): St,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    q: Result<Query<AgentsQuery>, QueryRejection>,
+) -> ApiResult {
+    let spec = route("GET", "/api/v1/agents");
+    let p = st.authorise(&headers, spec, raw.as_deref())?;
+    let Query(q) = q?;
+    let limit = st.limit(q.limit)?;
+    let list = st.with_index(move |i| i.agents(limit)).await?;
+    st.read_event(spec, &p, raw.as_deref(), 0);
+    Ok(Json(json!({"agents": list})).into_response())
 }
 
 async fn sinks(State(st): St, headers: HeaderMap) -> ApiResult {

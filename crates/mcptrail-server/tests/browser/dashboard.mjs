@@ -140,7 +140,11 @@ try {
   check((await p.textContent("#who")) === "ivy (investigator)", "whoami shows the principal and role");
   check(await p.isHidden("nav button[data-view=overview]"), "an investigator has no operator overview");
 
-  // A session and its timeline.
+  // Activity per agent, then a session and its timeline.
+  const agentRow = '#agents-sessions tbody tr[data-agent="browser-test-agent"]';
+  await p.waitForSelector(agentRow);
+  check(Number(await p.textContent(agentRow + " td:nth-child(3)")) >= 10, "the agent's events are counted");
+  check((await p.$$(agentRow + " meter")).length === 1, "the agent's activity bar is drawn");
   await p.waitForSelector("#sessions tbody tr");
   const sessionIds = await p.$$eval("#sessions tbody tr", (rows) => rows.map((r) => r.dataset.session));
   check(sessionIds.length >= 1, "the recorded session is listed");
@@ -172,8 +176,10 @@ try {
   await screenshot(p, "alert-evidence");
 
   // The live tail, while a new session is recorded.
+  // Wait for the stream's response registered before the click: it can come back at once.
+  const tailOpen = p.waitForResponse((r) => r.url().includes("/api/v1/tail") && r.status() === 200);
   await p.click("nav button[data-view=tail]");
-  await p.waitForResponse((r) => r.url().includes("/api/v1/tail") && r.status() === 200);
+  await tailOpen;
   console.log("TAIL_OPEN");
   await waitFor("TAIL_SENT");
   await p.waitForFunction((tool) => [...document.querySelectorAll("#tail li .head")].some((h) => h.textContent.includes(tool)), tailTool);

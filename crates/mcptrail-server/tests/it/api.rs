@@ -236,6 +236,23 @@ fn search_filters_pagination_and_redacted_content() {
     let (_, b) = s.get(Some("oscar"), "/api/v1/counts");
     assert_eq!(b["by_kind"]["mcp.request"], 1);
     assert!(b.get("events").is_none(), "no payloads for operators");
+    // Activity per agent: counts only, for operators and investigators.
+    let (st, b) = s.get(Some("oscar"), "/api/v1/agents");
+    assert_eq!(st, 200, "{b}");
+    let a = &b["agents"][0];
+    assert_eq!(
+        (
+            a["agent_id"].as_str(),
+            a["sessions"].as_u64(),
+            a["events"].as_u64()
+        ),
+        (Some("claude-desktop"), Some(1), Some(4))
+    );
+    assert_eq!(b["agents"].as_array().unwrap().len(), 1);
+    let (st, _) = s.get(Some("ivy"), "/api/v1/agents?limit=5");
+    assert_eq!(st, 200);
+    let (st, _) = s.get(Some("ivy"), "/api/v1/agents?limit=0");
+    assert_eq!(st, 400);
 }
 
 #[test]
