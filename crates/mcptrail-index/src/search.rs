@@ -1,10 +1,10 @@
 //! Paged searches for the governance server (`mcptrail serve`): keyset pagination by `seq`
-//! (newest first), a substring search over the stored event JSON — which is the redacted
-//! form, as written by the taps, so the search never sees a value the redactor removed —
-//! session summaries and counts per kind. Every value reaches SQLite as a bound parameter;
-//! the SQL text is built only from fixed fragments.
+//! (newest first), a word search (FTS5) over the searchable text of the stored events —
+//! which is the redacted form, as written by the taps, so the search never sees a value the
+//! redactor removed — session summaries and counts per kind. Every value reaches SQLite as a
+//! bound parameter; the SQL text is built only from fixed fragments.
 
-use rusqlite::{params_from_iter, types::Value as SqlValue};
+use rusqlite::{params_from_iter, types::Value as SqlValue, OptionalExtension};
 use serde::Serialize;
 
 use crate::{Index, IndexError};
@@ -26,7 +26,8 @@ pub struct Search {
     pub since: Option<String>,
     /// Exclusive upper bound on `time`.
     pub until: Option<String>,
-    /// Substring of the stored (redacted) event JSON, case-insensitive for ASCII.
+    /// Words of the searchable (redacted) text, as a phrase, the last word a prefix
+    /// ([`crate::search_text`]); case-insensitive. No letter or digit in it: no match.
     pub text: Option<String>,
     /// Leave out the kinds starting with this (e.g. `governance.`).
     pub exclude_kind_prefix: Option<String>,
@@ -64,98 +65,245 @@ pub struct SessionSummary {
     pub last_seq: u64,
 }
 
-/// Escape `%`, `_` and `\` for `LIKE … ESCAPE '\'`.
-fn like_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
+/// What one agent did, from the session summaries.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentActivity {
+    /// The agent id.
+    pub agent_id: String,
+    /// Sessions it appeared in.
+    pub sessions: u64,
+    /// Events of those sessions.
+    pub events: u64,
+    /// Time of its first indexed event.
+    pub first_time: String,
+    /// Time of its last indexed event.
+    pub last_time: String,
+}
+
+/// The smallest string above every string starting with `p` (`None`: no such string).
+fn prefix_upper(p: &str) -> Option<String> {
+    let mut chars: Vec<char> = p.chars().collect();
+    while let Some(c) = chars.pop() {
+        if let Some(n) = char::from_u32(c as u32 + 1) {
+            chars.push(n);
+            return Some(chars.into_iter().collect());
         }
-        out.push(c);
     }
-    out
+    None
+}
+
+/// `q` as an FTS5 query: its words as one phrase (adjacent, in order); a `*` at the end makes
+/// the last word a prefix (`invoice-0421*` finds `invoice-042117`). Prefixes are opt-in: a
+/// prefix query merges the posting lists of every word that starts with it, which for a
+/// short, common prefix is most of the index. `None` when it holds no word.
+pub(crate) fn fts_query(q: &str) -> Option<String> {
+    let (words, prefix) = match q.trim_end().strip_suffix('*') {
+        Some(w) => (w, true),
+        None => (q, false),
+    };
+    if !words.chars().any(char::is_alphanumeric) {
+        return None;
+    }
+    let phrase = format!("\"{}\"", words.replace('"', "\"\""));
+    Some(if prefix { phrase + " *" } else { phrase })
+}
+
+/// SQL text and its bound values.
+#[derive(Default)]
+struct Sql {
+    text: String,
+    args: Vec<SqlValue>,
+}
+
+impl Sql {
+    fn push(&mut self, clause: &str, v: SqlValue) {
+        self.args.push(v);
+        self.text
+            .push_str(&clause.replace('?', &format!("?{}", self.args.len())));
+    }
+
+    /// `col` starts with `p`: a range the index can walk (case-sensitive).
+    fn prefix(&mut self, col: &str, p: &str) {
+        self.push(&format!(" AND {col} >= ?"), SqlValue::Text(p.to_string()));
+        if let Some(hi) = prefix_upper(p) {
+            self.push(&format!(" AND {col} < ?"), SqlValue::Text(hi));
+        }
+    }
 }
 
 impl Index {
     /// One page of events matching `s`, newest first.
+    ///
+    /// Each filter is a bound parameter. Which index drives the search is chosen here, not
+    /// left to the planner: the most selective filter given (session, user, tool, agent,
+    /// kind, time range, in that order; the words of `text` through the FTS table), in an
+    /// index that ends in `seq` — or in `time, kind` when a time range is given — so a page
+    /// is read newest first without sorting the whole match.
     pub fn search(&self, s: &Search) -> Result<Page, IndexError> {
-        let mut sql = String::from("SELECT json, seq FROM events WHERE 1=1");
-        let mut args: Vec<SqlValue> = Vec::new();
-        let mut push = |sql: &mut String, clause: &str, v: SqlValue| {
-            args.push(v);
-            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        let fts = match &s.text {
+            Some(t) => match fts_query(t) {
+                Some(q) => Some(q),
+                None => {
+                    return Ok(Page {
+                        events: Vec::new(),
+                        next_before_seq: None,
+                    })
+                }
+            },
+            None => None,
         };
-        if let Some(v) = &s.session {
-            push(
-                &mut sql,
-                " AND session_id LIKE ? || '%' ESCAPE '\\'",
-                SqlValue::Text(like_escape(v)),
-            );
-        }
-        if let Some(v) = &s.agent {
-            push(&mut sql, " AND agent_id = ?", SqlValue::Text(v.clone()));
-        }
-        if let Some(v) = &s.tool {
-            push(&mut sql, " AND tool = ?", SqlValue::Text(v.clone()));
-        }
-        if let Some(v) = &s.since {
-            push(&mut sql, " AND time >= ?", SqlValue::Text(v.clone()));
-        }
-        if let Some(v) = &s.until {
-            push(&mut sql, " AND time < ?", SqlValue::Text(v.clone()));
-        }
-        match s.kind.as_deref() {
-            Some(k) if k.ends_with('*') || k.ends_with('.') => push(
-                &mut sql,
-                " AND kind LIKE ? || '%' ESCAPE '\\'",
-                SqlValue::Text(like_escape(k.trim_end_matches('*'))),
-            ),
-            Some(k) => push(&mut sql, " AND kind = ?", SqlValue::Text(k.to_string())),
-            None => {}
-        }
-        if let Some(v) = &s.text {
-            push(
-                &mut sql,
-                " AND json LIKE '%' || ? || '%' ESCAPE '\\'",
-                SqlValue::Text(like_escape(v)),
-            );
-        }
-        if let Some(v) = &s.exclude_kind_prefix {
-            push(
-                &mut sql,
-                " AND kind NOT LIKE ? || '%' ESCAPE '\\'",
-                SqlValue::Text(like_escape(v)),
-            );
-        }
-        if let Some(v) = s.before_seq {
-            push(
-                &mut sql,
-                " AND seq < ?",
-                SqlValue::Integer(i64::try_from(v).unwrap_or(i64::MAX)),
-            );
-        }
-        if !s.users.is_empty() {
-            let mut marks = Vec::new();
-            for u in &s.users {
-                args.push(SqlValue::Text(u.clone()));
-                marks.push(format!("?{}", args.len()));
+        let limit = i64::try_from(s.limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let ranged = s.since.is_some() || s.until.is_some();
+        // One arm per user value (a principal and its pseudonym), merged by seq.
+        let users: Vec<Option<&String>> = if s.users.is_empty() {
+            vec![None]
+        } else {
+            s.users.iter().map(Some).collect()
+        };
+        let mut sql = Sql::default();
+        let mut arms = Vec::new();
+        for user in &users {
+            let index = if fts.is_some() {
+                None
+            } else if s.session.is_some() {
+                Some("events_session")
+            } else if user.is_some() {
+                Some(if ranged {
+                    "events_user_time"
+                } else {
+                    "events_user"
+                })
+            } else if s.tool.is_some() {
+                Some(if ranged {
+                    "events_tool_time"
+                } else {
+                    "events_tool"
+                })
+            } else if s.agent.is_some() {
+                Some("events_agent")
+            } else if s.kind.is_some() {
+                Some("events_kind")
+            } else if ranged {
+                Some("events_time")
+            } else if s.exclude_kind_prefix.as_deref() == Some("governance.") {
+                Some("events_visible")
+            } else {
+                None
+            };
+            let start = sql.text.len();
+            match (&fts, index) {
+                (Some(q), _) => {
+                    // The FTS table drives, newest first (CROSS JOIN keeps it the outer loop).
+                    sql.text.push_str(
+                        "SELECT f.rowid AS seq FROM events_fts f CROSS JOIN events e \
+                         ON e.seq = f.rowid WHERE 1=1",
+                    );
+                    sql.push(" AND events_fts MATCH ?", SqlValue::Text(q.clone()));
+                    if let Some(v) = s.before_seq {
+                        sql.push(
+                            " AND f.rowid < ?",
+                            SqlValue::Integer(i64::try_from(v).unwrap_or(i64::MAX)),
+                        );
+                    }
+                }
+                (None, Some(ix)) => {
+                    sql.text.push_str(&format!(
+                        "SELECT e.seq AS seq FROM events e INDEXED BY {ix} WHERE 1=1"
+                    ));
+                }
+                (None, None) => sql
+                    .text
+                    .push_str("SELECT e.seq AS seq FROM events e WHERE 1=1"),
             }
-            sql.push_str(&format!(" AND user IN ({})", marks.join(",")));
+            if let Some(v) = &s.session {
+                sql.prefix("e.session_id", v);
+            }
+            if let Some(u) = user {
+                sql.push(" AND e.user = ?", SqlValue::Text((*u).clone()));
+            }
+            if let Some(v) = &s.agent {
+                sql.push(" AND e.agent_id = ?", SqlValue::Text(v.clone()));
+            }
+            if let Some(v) = &s.tool {
+                sql.push(" AND e.tool = ?", SqlValue::Text(v.clone()));
+            }
+            if let Some(v) = &s.since {
+                sql.push(" AND e.time >= ?", SqlValue::Text(v.clone()));
+            }
+            if let Some(v) = &s.until {
+                sql.push(" AND e.time < ?", SqlValue::Text(v.clone()));
+            }
+            match s.kind.as_deref() {
+                Some(k) if k.ends_with('*') || k.ends_with('.') => {
+                    sql.prefix("e.kind", k.trim_end_matches('*'));
+                }
+                Some(k) => sql.push(" AND e.kind = ?", SqlValue::Text(k.to_string())),
+                None => {}
+            }
+            if s.exclude_kind_prefix.as_deref() == Some("governance.") {
+                // Literally the condition of the partial index `events_visible`.
+                sql.text.push_str(" AND ");
+                sql.text
+                    .push_str(&crate::NOT_GOVERNANCE.replace("kind", "e.kind"));
+            } else if let Some(v) = &s.exclude_kind_prefix {
+                match prefix_upper(v) {
+                    Some(hi) => {
+                        sql.push(" AND NOT (e.kind >= ?", SqlValue::Text(v.clone()));
+                        sql.push(" AND e.kind < ?)", SqlValue::Text(hi));
+                    }
+                    None => sql.push(" AND e.kind < ?", SqlValue::Text(v.clone())),
+                }
+            }
+            if let Some(v) = s.before_seq {
+                sql.push(
+                    " AND e.seq < ?",
+                    SqlValue::Integer(i64::try_from(v).unwrap_or(i64::MAX)),
+                );
+            }
+            // The FTS table yields rowids newest first without a sort; so does an index
+            // ending in seq.
+            let order = if fts.is_some() { "f.rowid" } else { "e.seq" };
+            sql.push(
+                &format!(" ORDER BY {order} DESC LIMIT ?"),
+                SqlValue::Integer(limit),
+            );
+            arms.push(sql.text.split_off(start));
         }
-        // One more than asked, to know whether there is a next page.
-        args.push(SqlValue::Integer(
-            i64::try_from(s.limit.saturating_add(1)).unwrap_or(i64::MAX),
-        ));
-        sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", args.len()));
-        let mut stmt = self.sql(self.conn.prepare(&sql))?;
-        let rows = self.sql(stmt.query_map(params_from_iter(args.iter()), |r| {
+        // The arms select seqs only: a sort over a time range then reads the index alone, and
+        // only the rows of the page are fetched (SQLite would otherwise read the JSON of every
+        // candidate into its sorter).
+        let seqs = if arms.len() == 1 {
+            arms.pop().unwrap_or_default()
+        } else {
+            let merged: Vec<String> = arms
+                .iter()
+                .map(|a| format!("SELECT seq FROM ({a})"))
+                .collect();
+            sql.args.push(SqlValue::Integer(limit));
+            format!(
+                "SELECT seq FROM ({}) ORDER BY seq DESC LIMIT ?{}",
+                merged.join(" UNION ALL "),
+                sql.args.len()
+            )
+        };
+        let text = format!(
+            "SELECT p.json, p.seq FROM ({seqs}) k CROSS JOIN events p ON p.seq = k.seq ORDER BY p.seq DESC"
+        );
+        let mut stmt = self.sql(self.conn.prepare(&text))?;
+        let rows = self.sql(stmt.query_map(params_from_iter(sql.args.iter()), |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
         }))?;
         let mut events = Vec::new();
         let mut last_seq = None;
         let mut more = false;
+        let mut previous = None;
         for row in rows {
             let (json, seq) = self.sql(row)?;
+            // A principal and its pseudonym never name the same record, but be exact.
+            if previous == Some(seq) {
+                continue;
+            }
+            previous = Some(seq);
             if events.len() as u64 == s.limit {
                 more = true;
                 break;
@@ -171,6 +319,20 @@ impl Index {
         })
     }
 
+    /// The stored event with this `event_id`, if indexed.
+    pub fn event_by_id(&self, event_id: &str) -> Result<Option<serde_json::Value>, IndexError> {
+        let json: Option<String> = self.sql(
+            self.conn
+                .query_row(
+                    "SELECT json FROM events WHERE event_id = ?1",
+                    [event_id],
+                    |r| r.get(0),
+                )
+                .optional(),
+        )?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
     /// Sessions, the most recently active first; `before_seq` pages on their last seq.
     pub fn sessions(
         &self,
@@ -178,9 +340,8 @@ impl Index {
         limit: u64,
     ) -> Result<Vec<SessionSummary>, IndexError> {
         let mut stmt = self.sql(self.conn.prepare(
-            "SELECT session_id, MIN(time), MAX(time), COUNT(*), MAX(agent_id), MAX(user), MAX(seq) AS last
-             FROM events WHERE session_id IS NOT NULL
-             GROUP BY session_id HAVING last < ?1 ORDER BY last DESC LIMIT ?2",
+            "SELECT session_id, first_time, last_time, events, agent_id, user, last_seq
+             FROM sessions WHERE last_seq < ?1 ORDER BY last_seq DESC LIMIT ?2",
         ))?;
         let before = before_seq.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -198,11 +359,32 @@ impl Index {
         rows.map(|r| self.sql(r)).collect()
     }
 
+    /// Activity per agent (sessions, their events, first and last time), the busiest first;
+    /// read from the session summaries, not the events.
+    pub fn agents(&self, limit: u64) -> Result<Vec<AgentActivity>, IndexError> {
+        let mut stmt = self.sql(self.conn.prepare(
+            "SELECT agent_id, COUNT(*), SUM(events), MIN(first_time), MAX(last_time)
+             FROM sessions WHERE agent_id IS NOT NULL
+             GROUP BY agent_id ORDER BY SUM(events) DESC, agent_id LIMIT ?1",
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.sql(stmt.query_map([limit], |r| {
+            Ok(AgentActivity {
+                agent_id: r.get(0)?,
+                sessions: r.get::<_, i64>(1)? as u64,
+                events: r.get::<_, i64>(2)? as u64,
+                first_time: r.get(3)?,
+                last_time: r.get(4)?,
+            })
+        }))?;
+        rows.map(|r| self.sql(r)).collect()
+    }
+
     /// Indexed events per kind.
     pub fn counts_by_kind(&self) -> Result<Vec<(String, u64)>, IndexError> {
         let mut stmt = self.sql(
             self.conn
-                .prepare("SELECT kind, COUNT(*) FROM events GROUP BY kind ORDER BY kind"),
+                .prepare("SELECT kind, n FROM kind_counts WHERE n > 0 ORDER BY kind"),
         )?;
         let rows = self.sql(stmt.query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
@@ -213,11 +395,23 @@ impl Index {
 
 #[cfg(test)]
 mod tests {
-    use super::like_escape;
+    use super::{fts_query, prefix_upper};
 
     #[test]
-    fn like_wildcards_are_escaped() {
-        assert_eq!(like_escape("50%_a\\b"), "50\\%\\_a\\\\b");
-        assert_eq!(like_escape("plain"), "plain");
+    fn prefixes_and_fts_queries() {
+        assert_eq!(prefix_upper("sess-1").as_deref(), Some("sess-2"));
+        assert_eq!(prefix_upper("governance.").as_deref(), Some("governance/"));
+        assert_eq!(prefix_upper(""), None);
+        assert_eq!(
+            fts_query("invoice-0421*").as_deref(),
+            Some("\"invoice-0421\" *")
+        );
+        assert_eq!(
+            fts_query("invoice-0421").as_deref(),
+            Some("\"invoice-0421\"")
+        );
+        assert_eq!(fts_query("a \" OR b").as_deref(), Some("\"a \"\" OR b\""));
+        assert_eq!(fts_query("%_\\"), None);
+        assert_eq!(fts_query(" * "), None);
     }
 }

@@ -5,6 +5,8 @@
 const $ = (sel) => document.querySelector(sel);
 let token = sessionStorage.getItem("mcptrail_token") || "";
 let tailAbort = null;
+let me = { name: "", roles: [] };
+const has = (...roles) => roles.some((r) => me.roles.includes(r));
 
 async function api(path, opts = {}) {
   const r = await fetch(path, {
@@ -42,25 +44,52 @@ function showError(e) {
   $("#error").textContent = e ? (e.status === 403 ? "Your role cannot see this: " : "") + e.message : "";
 }
 
+// Each panel only for the roles that may read it: a refused call is a recorded refusal.
 async function overview() {
-  try {
-    const i = await api("/api/v1/integrity");
-    const b = $("#integrity");
-    const v = i.last_server_verify;
-    b.className = "badge " + (v ? (i.green ? "green" : "red") : "");
-    b.textContent = v ? (i.green ? "intact" : v.verdict) + " — " + v.records + " records, verified " + v.at : "not verified by this server yet";
-  } catch (e) { $("#integrity").textContent = e.message; }
+  if (has("operator", "auditor")) {
+    try {
+      const i = await api("/api/v1/integrity");
+      const b = $("#integrity");
+      const v = i.last_server_verify;
+      b.className = "badge " + (v ? (i.green ? "green" : "red") : "");
+      b.textContent = v ? (i.green ? "intact" : v.verdict) + " — " + v.records + " records, verified " + v.at + " by " + v.by : "not verified by this server yet";
+      $("#integrity-problems").textContent = v && v.problems && v.problems.length ? v.problems.join("\n") : "";
+    } catch (e) { $("#integrity").textContent = e.message; }
+  }
+  $("#verify-now").hidden = !has("auditor");
+  $("#operator-panels").hidden = !has("operator");
+  if (!has("operator")) return;
   try {
     const s = await api("/api/v1/sinks");
     fill("#sinks", s.sinks, (tr, x) => { cell(tr, x.name); cell(tr, x.cursor); cell(tr, x.head); cell(tr, x.lag_records); cell(tr, x.lag_secs == null ? "" : x.lag_secs.toFixed(1)); });
-  } catch (e) { fill("#sinks", [], () => {}); }
+  } catch (e) { fill("#sinks", [], () => {}); showError(e); }
+  agentActivity("#agents-overview");
   try {
     const c = await api("/api/v1/counts");
     fill("#counts", Object.entries(c.by_kind), (tr, [k, n]) => { cell(tr, k); cell(tr, n); });
-  } catch (e) { fill("#counts", [], () => {}); }
+  } catch (e) { fill("#counts", [], () => {}); showError(e); }
+}
+
+// Activity per agent as a table with a bar (a <meter>, no inline style: the CSP forbids it).
+async function agentActivity(tableSel) {
+  try {
+    const a = await api("/api/v1/agents?limit=50");
+    const max = Math.max(1, ...a.agents.map((x) => x.events));
+    fill(tableSel, a.agents, (tr, x) => {
+      tr.dataset.agent = x.agent_id;
+      cell(tr, x.agent_id); cell(tr, x.sessions); cell(tr, x.events);
+      const td = cell(tr, "");
+      const m = document.createElement("meter");
+      m.min = 0; m.max = max; m.value = x.events;
+      m.title = x.events + " events";
+      td.appendChild(m);
+      cell(tr, x.first_time); cell(tr, x.last_time);
+    });
+  } catch (e) { fill(tableSel, [], () => {}); showError(e); }
 }
 
 async function sessions() {
+  agentActivity("#agents-sessions");
   try {
     const s = await api("/api/v1/sessions?limit=100");
     fill("#sessions", s.sessions, (tr, x) => {
@@ -73,17 +102,43 @@ async function sessions() {
   } catch (e) { showError(e); }
 }
 
-async function timeline(id) {
+// The timeline of a session, oldest first; rows whose event id is in `evidence` are marked.
+async function timeline(id, evidence = []) {
   try {
     const t = await api("/api/v1/sessions/" + encodeURIComponent(id) + "/timeline?limit=500");
+    const marked = new Set(evidence);
     $("#timeline-title").hidden = false;
-    $("#timeline-title").textContent = "Timeline of " + id;
+    $("#timeline-title").textContent = "Timeline of " + id + (marked.size ? " — evidence marked" : "");
     $("#timeline").hidden = false;
     fill("#timeline", t.events, (tr, e) => {
+      tr.dataset.eventId = e.event_id;
+      const isEvidence = marked.has(e.event_id);
+      if (isEvidence) tr.className = "evidence";
+      cell(tr, isEvidence ? "evidence" : "", "mark");
       cell(tr, e.seq); cell(tr, e.time); cell(tr, e.kind); cell(tr, e.method); cell(tr, e.tool_invoked);
-      cell(tr, JSON.stringify(e.parameters_used || e.response_summary || e.detail || ""), "detail");
+      const td = cell(tr, JSON.stringify(e.parameters_used || e.response_summary || e.detail || ""), "detail");
+      // Encrypted fields: a reveal is a request that a second principal approves.
+      for (const r of (e.redactions || []).filter((r) => r.action === "encrypt")) {
+        const b = document.createElement("button");
+        b.className = "ask-reveal";
+        b.dataset.field = r.path;
+        b.textContent = "Request reveal of " + r.path;
+        b.addEventListener("click", () => askReveal(e.event_id, r.path));
+        td.append(document.createElement("br"), b);
+      }
     });
+    const first = $("#timeline tr.evidence");
+    if (first) first.scrollIntoView({ block: "center" });
   } catch (e) { showError(e); }
+}
+
+function askReveal(eventId, field) {
+  show("requests");
+  $("#req-action").value = "reveal";
+  $("#req-action").dispatchEvent(new Event("change"));
+  $("#req-event").value = eventId;
+  $("#req-field").value = field;
+  $("#req-reason").focus();
 }
 
 async function alerts() {
@@ -91,8 +146,18 @@ async function alerts() {
     const a = await api("/api/v1/alerts?limit=100");
     fill("#alerts", a.events, (tr, e) => {
       const d = e.detail || {};
-      cell(tr, e.time); cell(tr, e.session_id); cell(tr, d.rule || d.name || "");
-      cell(tr, JSON.stringify(d.evidence || d), "detail");
+      const evidence = Array.isArray(d.evidence) ? d.evidence : [];
+      tr.dataset.rule = d.rule || "";
+      cell(tr, e.time); cell(tr, d.severity, "sev-" + (d.severity || "none")); cell(tr, d.rule || d.name || "");
+      cell(tr, d.summary || ""); cell(tr, e.session_id);
+      const td = cell(tr, evidence.join("\n"), "detail");
+      if (e.session_id && evidence.length) {
+        const b = document.createElement("button");
+        b.className = "show-evidence";
+        b.textContent = "Show evidence (" + evidence.length + ")";
+        b.addEventListener("click", () => { show("sessions"); timeline(e.session_id, evidence); });
+        td.prepend(b, document.createElement("br"));
+      }
     });
     showError(null);
   } catch (e) { showError(e); }
@@ -118,7 +183,17 @@ async function tail() {
         const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
         if (!data) continue;
         const li = document.createElement("li");
-        li.textContent = data;
+        const head = document.createElement("span");
+        head.className = "head";
+        try {
+          const e = JSON.parse(data);
+          head.textContent = ["#" + e.seq, e.time, e.kind, e.method, e.tool_invoked].filter(Boolean).join(" ");
+          li.dataset.kind = e.kind;
+        } catch (_) { head.textContent = "(not JSON)"; }
+        const body = document.createElement("span");
+        body.className = "detail";
+        body.textContent = data;
+        li.append(head, document.createElement("br"), body);
         $("#tail").prepend(li);
         while ($("#tail").children.length > 500) $("#tail").lastChild.remove();
       }
@@ -131,19 +206,44 @@ async function requests() {
   try {
     const r = await api("/api/v1/requests");
     fill("#requests", r.requests, (tr, x) => {
-      cell(tr, x.created); cell(tr, x.action); cell(tr, x.requested_by);
-      cell(tr, x.expired ? "expired" : x.state); cell(tr, x.expires_at);
+      tr.dataset.request = x.id;
+      const what = x.action === "reveal" ? "reveal " + x.field + " of " + x.event_id : x.action;
+      cell(tr, x.created); cell(tr, what + (x.reason ? ": " + x.reason : "")); cell(tr, x.requested_by);
+      cell(tr, (x.expired ? "expired" : x.state) + (x.decided_by ? " by " + x.decided_by : ""), "state"); cell(tr, x.expires_at);
       const td = cell(tr, "");
-      if (x.state === "pending" && !x.expired) {
+      // An approved reveal is collected once, by whoever asked for it.
+      if (x.action === "reveal" && x.state === "approved" && x.requested_by === me.name) {
+        const b = document.createElement("button");
+        b.textContent = "Collect value";
+        b.className = "collect";
+        b.addEventListener("click", async () => {
+          let failed = null;
+          try {
+            const v = await api("/api/v1/requests/" + encodeURIComponent(x.id) + "/reveal", { method: "POST", body: "{}" });
+            $("#revealed").textContent = v.value;
+            $("#revealed-box").hidden = false;
+            notice("Revealed " + v.field + " of " + v.event_id + " (recorded as governance.reveal)");
+          } catch (e) { failed = e; }
+          await requests();
+          showError(failed);
+        });
+        td.appendChild(b);
+      }
+      // Approving is the auditor's, and never of one's own request (the server refuses both).
+      if (x.state === "pending" && !x.expired && has("auditor") && x.requested_by !== me.name) {
         for (const [label, verb] of [["Approve", "approve"], ["Deny", "deny"]]) {
           const b = document.createElement("button");
           b.textContent = label;
           b.dataset.request = x.id;
           b.className = verb;
           b.addEventListener("click", async () => {
-            try { await api("/api/v1/requests/" + encodeURIComponent(x.id) + "/" + verb, { method: "POST", body: "{}" }); showError(null); }
-            catch (e) { showError(e); }
-            requests();
+            let failed = null;
+            try {
+              const r = await api("/api/v1/requests/" + encodeURIComponent(x.id) + "/" + verb, { method: "POST", body: "{}" });
+              notice("Request " + r.id + ": " + r.state + (r.decided_by ? " by " + r.decided_by : ""));
+            } catch (e) { failed = e; }
+            await requests();
+            showError(failed);
           });
           td.appendChild(b);
         }
@@ -153,9 +253,34 @@ async function requests() {
   } catch (e) { showError(e); }
 }
 
+function notice(text) {
+  $("#notice").textContent = text || "";
+}
+
+function requestBody() {
+  const action = $("#req-action").value;
+  const reason = $("#req-reason").value;
+  if (action === "forget") return { action, subject: $("#req-subject").value, reason };
+  if (action === "purge") return { action, through_seq: Number($("#req-through").value), reason };
+  if (action === "reveal") return { action, event_id: $("#req-event").value.trim(), field: $("#req-field").value.trim(), reason };
+  return { action, reason };
+}
+
 const views = { overview, sessions, alerts, tail, requests };
 
+// The views each role can use (the API enforces it; this only spares the user a 403).
+const roleViews = {
+  operator: ["overview"],
+  investigator: ["sessions", "alerts", "tail", "requests"],
+  auditor: ["overview", "requests"],
+  admin: ["requests"],
+};
+
 function show(name) {
+  // Neither a notice nor a revealed value outlives the view it was shown in.
+  notice(null);
+  $("#revealed").textContent = "";
+  $("#revealed-box").hidden = true;
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-" + name;
   for (const b of document.querySelectorAll("nav button")) b.classList.toggle("active", b.dataset.view === name);
   showError(null);
@@ -163,15 +288,25 @@ function show(name) {
 }
 
 async function start() {
+  // No token yet: the sign-in form, without an unauthenticated call (each is a recorded refusal).
+  if (!token) {
+    $("#login").hidden = false;
+    $("#app").hidden = true;
+    return;
+  }
   try {
-    const me = await api("/api/v1/whoami");
+    me = await api("/api/v1/whoami");
     $("#who").textContent = me.name + " (" + me.roles.join(", ") + ")";
     $("#login").hidden = true;
     $("#app").hidden = false;
     $("#logout").hidden = false;
+    const usable = new Set(me.roles.flatMap((r) => roleViews[r] || []));
+    for (const b of document.querySelectorAll("nav button")) b.hidden = !usable.has(b.dataset.view);
     show(me.roles.includes("investigator") ? "sessions" : me.roles.includes("auditor") ? "requests" : "overview");
   } catch (e) {
-    $("#login-error").textContent = token ? "Sign-in failed: " + e.message : "";
+    $("#login-error").textContent = "Sign-in failed: " + e.message;
+    // A refused credential is not kept for the next visit.
+    if (e.status === 401) { sessionStorage.removeItem("mcptrail_token"); token = ""; }
     $("#login").hidden = false;
     $("#app").hidden = true;
   }
@@ -190,8 +325,29 @@ $("#logout").addEventListener("click", () => {
   location.reload();
 });
 $("#verify-now").addEventListener("click", async () => {
-  try { await api("/api/v1/integrity/verify", { method: "POST", body: "{}" }); } catch (e) { showError(e); }
-  overview();
+  $("#integrity").textContent = "verifying…";
+  let failed = null;
+  try { await api("/api/v1/integrity/verify", { method: "POST", body: "{}" }); } catch (e) { failed = e; }
+  await overview();
+  showError(failed);
+});
+$("#revealed-hide").addEventListener("click", () => {
+  $("#revealed").textContent = "";
+  $("#revealed-box").hidden = true;
+});
+$("#req-action").addEventListener("change", () => {
+  for (const l of document.querySelectorAll(".req-field")) l.hidden = l.dataset.action !== $("#req-action").value;
+});
+$("#request-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  let failed = null;
+  try {
+    const r = await api("/api/v1/requests", { method: "POST", body: JSON.stringify(requestBody()) });
+    notice("Request " + r.id + " made: waiting for a second principal with the auditor role");
+    for (const f of ["#req-subject", "#req-through", "#req-event", "#req-field", "#req-reason"]) $(f).value = "";
+  } catch (e) { failed = e; notice(null); }
+  await requests();
+  showError(failed);
 });
 for (const b of document.querySelectorAll("nav button")) b.addEventListener("click", () => show(b.dataset.view));
 start();

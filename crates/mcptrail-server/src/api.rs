@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use crate::audit::Recorder;
 use crate::auth::{Authn, Principal, Role};
 use crate::config::ServeConfig;
-use crate::governance::{self, Action, Refusal, Requests};
+use crate::governance::{self, Action, NotCollectable, Refusal, Requests};
 use crate::tokens::TokenStore;
 
 use Role::{Admin, Auditor, Investigator, Operator};
@@ -88,6 +88,11 @@ pub const ROUTES: &[RouteSpec] = &[
         method: "GET",
         path: "/api/v1/sinks",
         roles: &[Operator],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/agents",
+        roles: &[Operator, Investigator],
     },
     RouteSpec {
         method: "GET",
@@ -151,6 +156,11 @@ pub const ROUTES: &[RouteSpec] = &[
     },
     RouteSpec {
         method: "POST",
+        path: "/api/v1/requests/{id}/reveal",
+        roles: &[Investigator, Auditor, Admin],
+    },
+    RouteSpec {
+        method: "POST",
         path: "/api/v1/retention/purge",
         roles: ALL,
     },
@@ -191,6 +201,7 @@ pub struct AppState {
     pub(crate) decide: tokio::sync::Mutex<()>,
     pub(crate) engine: Option<Arc<mcptrail_retention::Engine>>,
     pub(crate) token_key: Option<mcptrail_redact::TokenKey>,
+    pub(crate) vault: Option<mcptrail_redact::Vault>,
     pub(crate) sinks: Vec<mcptrail_sinks::SinkConfig>,
     pub(crate) verify: mcptrail_ledger::VerifyOptions,
     pub(crate) last_verify: Mutex<Option<Value>>,
@@ -362,6 +373,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/counts", get(counts))
         .route("/api/v1/sinks", get(sinks))
+        .route("/api/v1/agents", get(agents))
         .route("/api/v1/integrity", get(integrity))
         .route("/api/v1/integrity/verify", post(integrity_verify))
         .route("/api/v1/events", get(events))
@@ -373,6 +385,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/requests", get(list_requests).post(create_request))
         .route("/api/v1/requests/{id}/approve", post(approve))
         .route("/api/v1/requests/{id}/deny", post(deny))
+        .route("/api/v1/requests/{id}/reveal", post(collect_reveal))
         .route("/api/v1/retention/purge", post(direct_purge))
         .route("/api/v1/config", get(config))
         .route("/api/v1/tokens", get(tokens))
@@ -441,6 +454,30 @@ async fn counts(State(st): St, headers: HeaderMap, RawQuery(q): RawQuery) -> Api
     let by_kind: serde_json::Map<String, Value> =
         counts.into_iter().map(|(k, n)| (k, json!(n))).collect();
     Ok(Json(json!({"total": total, "by_kind": by_kind})).into_response())
+}
+
+/// Query of `GET /api/v1/agents`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentsQuery {
+    limit: Option<u64>,
+}
+
+/// Activity per agent: counts only (sessions, events, first and last time), so operators may
+/// read it too.
+async fn agents(
+    State(st): St,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    q: Result<Query<AgentsQuery>, QueryRejection>,
+) -> ApiResult {
+    let spec = route("GET", "/api/v1/agents");
+    let p = st.authorise(&headers, spec, raw.as_deref())?;
+    let Query(q) = q?;
+    let limit = st.limit(q.limit)?;
+    let list = st.with_index(move |i| i.agents(limit)).await?;
+    st.read_event(spec, &p, raw.as_deref(), 0);
+    Ok(Json(json!({"agents": list})).into_response())
 }
 
 async fn sinks(State(st): St, headers: HeaderMap) -> ApiResult {
@@ -611,20 +648,26 @@ async fn events(
     let spec = route("GET", "/api/v1/events");
     let p = st.authorise(&headers, spec, raw.as_deref())?;
     let Query(q) = q?;
-    let search = Search {
-        session: text_param("session", q.session)?,
-        agent: text_param("agent", q.agent)?,
-        users: st.users(text_param("user", q.user)?),
-        tool: text_param("tool", q.tool)?,
-        kind: kind_param(q.kind)?,
-        since: time_param("since", q.since)?,
-        until: time_param("until", q.until)?,
-        text: text_param("q", q.q)?,
-        before_seq: q.before_seq,
-        limit: st.limit(q.limit)?,
-        // The meta-audit is the auditor's (GET /api/v1/meta-audit), not the investigator's.
-        exclude_kind_prefix: Some("governance.".into()),
-    };
+    let search =
+        Search {
+            session: text_param("session", q.session)?,
+            agent: text_param("agent", q.agent)?,
+            users: st.users(text_param("user", q.user)?),
+            tool: text_param("tool", q.tool)?,
+            kind: kind_param(q.kind)?,
+            since: time_param("since", q.since)?,
+            until: time_param("until", q.until)?,
+            text: match text_param("q", q.q)? {
+                Some(t) if !t.chars().any(char::is_alphanumeric) => return Err(ApiError::bad(
+                    "q matches words of the redacted text: give it at least one letter or digit",
+                )),
+                t => t,
+            },
+            before_seq: q.before_seq,
+            limit: st.limit(q.limit)?,
+            // The meta-audit is the auditor's (GET /api/v1/meta-audit), not the investigator's.
+            exclude_kind_prefix: Some("governance.".into()),
+        };
     let page = st.with_index(move |i| i.search(&search)).await?;
     let (n, body) = page_json(page);
     st.read_event(spec, &p, raw.as_deref(), n);
@@ -783,6 +826,9 @@ async fn tail(
         let mut t = mcptrail_sinks::LedgerTail::open(&dir, from);
         loop {
             match t.next_record() {
+                // The meta-audit is the auditor's (GET /api/v1/meta-audit): investigators do not
+                // watch who reads what, here any more than in the search.
+                Ok(Some(r)) if r.kind.starts_with("governance.") => {}
                 Ok(Some(r)) => {
                     let data = String::from_utf8_lossy(&r.line).into_owned();
                     let ev = SseEvent::default()
@@ -832,10 +878,22 @@ async fn list_requests(State(st): St, headers: HeaderMap) -> ApiResult {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 enum NewRequest {
-    Forget { subject: String, reason: String },
-    Reveal {},
-    Purge { through_seq: u64, reason: String },
-    RetentionPolicy { policy: mcptrail_retention::Policy },
+    Forget {
+        subject: String,
+        reason: String,
+    },
+    Reveal {
+        event_id: String,
+        field: String,
+        reason: String,
+    },
+    Purge {
+        through_seq: u64,
+        reason: String,
+    },
+    RetentionPolicy {
+        policy: mcptrail_retention::Policy,
+    },
 }
 
 async fn create_request(
@@ -859,7 +917,9 @@ async fn create_request(
         NewRequest::Forget { subject, reason } => {
             reason_ok(&reason)?;
             if subject.trim().is_empty() || subject.len() > 512 {
-                return Err(ApiError::bad("subject must name the principal (1–512 characters)"));
+                return Err(ApiError::bad(
+                    "subject must name the principal (1–512 characters)",
+                ));
             }
             let key = st.token_key.as_ref().ok_or_else(|| {
                 ApiError::new(StatusCode::CONFLICT, "no_key", "no pseudonym key in this data directory: nothing was ever encrypted, there is nothing to forget")
@@ -869,22 +929,68 @@ async fn create_request(
                 reason,
             }
         }
-        NewRequest::Reveal {} => {
-            return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "not_built",
-                "reveal through the server is not built yet; use `mcptrail reveal` (recorded as governance.reveal)",
-            ))
+        NewRequest::Reveal {
+            event_id,
+            field,
+            reason,
+        } => {
+            reason_ok(&reason)?;
+            valid_id(&event_id)?;
+            if !field.starts_with('/') || field.len() > 512 || field.chars().any(char::is_control) {
+                return Err(ApiError::bad(
+                    "field is a JSON pointer from the event's `redactions`, e.g. /parameters_used/ssn",
+                ));
+            }
+            if st.vault.is_none() {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_master_key",
+                    "this server has no master key ([redact] master_key_file or $MCPTRAIL_MASTER_KEY): nothing can be revealed",
+                ));
+            }
+            // Checked now, so the approver decides on something that can be carried out.
+            let (id2, f2) = (event_id.clone(), field.clone());
+            let event = st.with_index(move |i| i.event_by_id(&id2)).await?;
+            match event {
+                None => {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        format!("no event {event_id} in the index"),
+                    ))
+                }
+                Some(e) if !governance::has_sealed(&e, &f2) => {
+                    return Err(ApiError::bad(format!(
+                        "{field} of event {event_id} holds no encrypted value (its `redactions` name the encrypted fields)"
+                    )))
+                }
+                Some(_) => {}
+            }
+            Action::Reveal {
+                event_id,
+                field,
+                reason,
+            }
         }
-        NewRequest::Purge { through_seq, reason } => {
+        NewRequest::Purge {
+            through_seq,
+            reason,
+        } => {
             reason_ok(&reason)?;
             if through_seq == 0 {
-                return Err(ApiError::bad("through_seq must be the last seq of a sealed segment"));
+                return Err(ApiError::bad(
+                    "through_seq must be the last seq of a sealed segment",
+                ));
             }
-            Action::Purge { through_seq, reason }
+            Action::Purge {
+                through_seq,
+                reason,
+            }
         }
         NewRequest::RetentionPolicy { policy } => {
-            policy.validate().map_err(|e| ApiError::bad(e.to_string()))?;
+            policy
+                .validate()
+                .map_err(|e| ApiError::bad(e.to_string()))?;
             Action::RetentionPolicy { policy }
         }
     };
@@ -964,7 +1070,8 @@ async fn decide(st: Arc<AppState>, headers: HeaderMap, id: String, approve: bool
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .apply(&ev);
-    if approve {
+    // A reveal is carried out when its requester collects it (POST .../reveal).
+    if approve && !matches!(req.action, Action::Reveal { .. }) {
         let st2 = st.clone();
         let by = p.name.clone();
         let x = tokio::task::spawn_blocking(move || {
@@ -1002,6 +1109,142 @@ async fn approve(State(st): St, headers: HeaderMap, UrlPath(id): UrlPath<String>
 
 async fn deny(State(st): St, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> ApiResult {
     decide(st, headers, id, false).await
+}
+
+/// The requester collects an approved reveal: decrypted now, returned once, recorded as
+/// `governance.reveal` (without the value) before the answer leaves.
+async fn collect_reveal(
+    State(st): St,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult {
+    let spec = route("POST", "/api/v1/requests/{id}/reveal");
+    let p = st.authorise(&headers, spec, None)?;
+    valid_id(&id)?;
+    let _one_at_a_time = st.decide.lock().await;
+    let now = time::OffsetDateTime::now_utc();
+    let ttl =
+        time::Duration::seconds(i64::try_from(st.cfg.approval_ttl_secs).unwrap_or(i64::MAX / 2));
+    let checked = st
+        .requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .check_collect(&id, &p.name, now, ttl);
+    let req = match checked {
+        Ok(r) => r,
+        Err(why) => {
+            let (status, code, msg) = match why {
+                NotCollectable::NotFound => (
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no such reveal request".to_string(),
+                ),
+                NotCollectable::NotRequester => (
+                    StatusCode::FORBIDDEN,
+                    "not_requester",
+                    "only the principal who asked for the reveal can collect it".to_string(),
+                ),
+                NotCollectable::NotApproved(s) => (
+                    StatusCode::CONFLICT,
+                    "not_approved",
+                    format!("the request is not approved ({s:?})"),
+                ),
+                NotCollectable::Collected => (
+                    StatusCode::GONE,
+                    "collected",
+                    "the value was already collected (a reveal is given once); make a new request"
+                        .to_string(),
+                ),
+                NotCollectable::Expired => (
+                    StatusCode::CONFLICT,
+                    "expired",
+                    "the approval is older than approval_ttl_secs; make a new request".to_string(),
+                ),
+            };
+            st.access_event(
+                &format!("POST {}", spec.path),
+                Some(&p),
+                code,
+                status.as_u16(),
+                None,
+            );
+            return Err(ApiError::new(status, code, msg));
+        }
+    };
+    let Action::Reveal {
+        event_id,
+        field,
+        reason,
+    } = &req.action
+    else {
+        return Err(ApiError::internal("not a reveal"));
+    };
+    let vault = st.vault.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "no_master_key",
+            "this server has no master key: nothing can be revealed",
+        )
+    })?;
+    let eid = event_id.clone();
+    let event = st.with_index(move |i| i.event_by_id(&eid)).await?;
+    let (eid, f) = (event_id.clone(), field.clone());
+    let revealed = tokio::task::spawn_blocking(move || match event {
+        Some(e) => governance::reveal(&vault, &e, &eid, &f),
+        None => governance::Revealed {
+            text: None,
+            values: vec![json!({"result": "no_such_event"})],
+        },
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let approved_by = req.decided_by.clone().unwrap_or_default();
+    let mut ev = Event::new(EventKind::GovernanceReveal);
+    ev.detail = Some(json!({
+        "request_id": id, "event_id": event_id, "field": field, "reason": reason,
+        "by": req.requested_by, "approved_by": approved_by, "values": revealed.values,
+    }));
+    st.recorder
+        .record_durable(ev)
+        .await
+        .map_err(ApiError::internal)?;
+    let x = governance::Executed {
+        outcome: if revealed.text.is_some() {
+            "executed"
+        } else {
+            "failed"
+        },
+        detail: json!({"values": revealed.values}),
+        events: Vec::new(),
+    };
+    let ev = governance::execution_event(&id, &x, &approved_by);
+    st.recorder
+        .record_durable(ev.clone())
+        .await
+        .map_err(ApiError::internal)?;
+    st.requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .apply(&ev);
+    st.read_event(spec, &p, None, usize::from(revealed.text.is_some()));
+    match revealed.text {
+        Some(value) => Ok((
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(json!({
+                "request_id": id, "event_id": event_id, "field": field,
+                "value": value, "values": revealed.values,
+            })),
+        )
+            .into_response()),
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_revealed",
+            format!(
+                "the value cannot be revealed: {}",
+                serde_json::to_string(&revealed.values).unwrap_or_default()
+            ),
+        )),
+    }
 }
 
 /// A purge asked for directly, without a request: refused, and the refusal recorded.

@@ -1,10 +1,17 @@
-//! Dual authorisation. `forget`, ad-hoc retention purges and retention policy changes are
-//! *requests*: one principal asks (`governance.request`), a second, different principal with
-//! the auditor role decides within the time limit (`governance.decision`), and on approval
-//! the server carries the action out through the library code — `mcptrail-redact` for
-//! `forget`, `mcptrail-retention` for purges and policy changes, which take the
-//! [`Authorisation`] and sign it into what they write (`governance.execution`). A
+//! Dual authorisation. `forget`, `reveal`, ad-hoc retention purges and retention policy
+//! changes are *requests*: one principal asks (`governance.request`), a second, different
+//! principal with the auditor role decides within the time limit (`governance.decision`), and
+//! on approval the server carries the action out through the library code — `mcptrail-redact`
+//! for `forget` and `reveal`, `mcptrail-retention` for purges and policy changes, which take
+//! the [`Authorisation`] and sign it into what they write (`governance.execution`). A
 //! self-approval or a decision on an expired request is refused, and the refusal recorded.
+//!
+//! A `reveal` is carried out when the *requester* collects it (`POST
+//! /api/v1/requests/{id}/reveal`), once, within the time limit counted from the approval: the
+//! field is decrypted then, returned in that one response and recorded as `governance.reveal`
+//! (who asked, who approved, why, which field, whether it opened — never the value). The
+//! approver decides without seeing the value, and the clear value is held by the server only
+//! while it builds that response.
 //!
 //! The state of every request is derived from those events in the ledger, so a restart
 //! keeps pending requests pending and decided ones decided: [`Requests::load`] replays them.
@@ -42,6 +49,15 @@ pub enum Action {
         /// The new policy.
         policy: Policy,
     },
+    /// Decrypt one encrypted field of one event, for the requester, once.
+    Reveal {
+        /// The event.
+        event_id: String,
+        /// The field: a JSON pointer as in the event's `redactions`.
+        field: String,
+        /// Why (recorded).
+        reason: String,
+    },
 }
 
 /// Where a request stands.
@@ -50,6 +66,8 @@ pub enum Action {
 pub enum State {
     /// Waiting for a second principal.
     Pending,
+    /// Approved; a reveal waits for its requester to collect it.
+    Approved,
     /// Approved and carried out.
     Executed,
     /// Approved, but carrying it out failed (see `outcome`).
@@ -78,6 +96,8 @@ pub struct Request {
     pub expired: bool,
     /// Who decided.
     pub decided_by: Option<String>,
+    /// When it was approved (RFC 3339).
+    pub approved_at: Option<String>,
     /// What execution did, or why it failed.
     pub outcome: Option<Value>,
     /// Refused decisions (self-approval, expiry), for the record.
@@ -161,6 +181,7 @@ impl Requests {
                         state: State::Pending,
                         expired: false,
                         decided_by: None,
+                        approved_at: None,
                         outcome: None,
                         refusals: Vec::new(),
                     },
@@ -175,7 +196,11 @@ impl Requests {
                         r.state = State::Denied;
                         r.decided_by = d["by"].as_str().map(String::from);
                     }
-                    Some("approved") => r.decided_by = d["by"].as_str().map(String::from),
+                    Some("approved") => {
+                        r.state = State::Approved;
+                        r.decided_by = d["by"].as_str().map(String::from);
+                        r.approved_at = Some(ev.time.clone());
+                    }
                     _ => r.refusals.push(d.clone()),
                 }
             }
@@ -224,6 +249,50 @@ impl Requests {
         }
         if r.expired {
             return Err(Refusal::Expired);
+        }
+        Ok(r)
+    }
+}
+
+/// Why a reveal cannot be collected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotCollectable {
+    /// No such request, or not a reveal.
+    NotFound,
+    /// Someone other than the requester.
+    NotRequester,
+    /// Not approved (yet, or denied).
+    NotApproved(State),
+    /// Already collected (or failed).
+    Collected,
+    /// The collection window (the approval time limit, from the approval) has passed.
+    Expired,
+}
+
+impl Requests {
+    /// Whether `by` may collect reveal `id` at `now`, given the time limit `ttl`.
+    pub fn check_collect(
+        &self,
+        id: &str,
+        by: &str,
+        now: OffsetDateTime,
+        ttl: time::Duration,
+    ) -> Result<Request, NotCollectable> {
+        let r = self.get(id, now).ok_or(NotCollectable::NotFound)?;
+        if !matches!(r.action, Action::Reveal { .. }) {
+            return Err(NotCollectable::NotFound);
+        }
+        if r.requested_by.trim() != by.trim() {
+            return Err(NotCollectable::NotRequester);
+        }
+        match r.state {
+            State::Approved => {}
+            State::Executed | State::Failed => return Err(NotCollectable::Collected),
+            s => return Err(NotCollectable::NotApproved(s)),
+        }
+        let approved = r.approved_at.as_deref().and_then(parse_time);
+        if approved.is_none_or(|t| now >= t + ttl) {
+            return Err(NotCollectable::Expired);
         }
         Ok(r)
     }
@@ -318,6 +387,11 @@ pub fn execute(
                 Err(e) => failed(e.to_string()),
             }
         }
+        Action::Reveal { .. } => Executed {
+            outcome: "failed",
+            detail: json!({"error": "a reveal is carried out when its requester collects it"}),
+            events: Vec::new(),
+        },
         Action::RetentionPolicy { policy } => {
             let Some(engine) = engine else {
                 return failed("retention is not configured ([retention] in mcptrail.toml)".into());
@@ -331,6 +405,77 @@ pub fn execute(
                 Err(e) => failed(e.to_string()),
             }
         }
+    }
+}
+
+/// What decrypting a field gave: the revealed text when every sealed value in it opened, and
+/// per value the rule and `revealed` / `forgotten` / `does_not_decrypt` / `key_unusable`.
+#[derive(Debug)]
+pub struct Revealed {
+    /// The field's text with every sealed value opened (`None` unless all opened).
+    pub text: Option<String>,
+    /// Per sealed value: `{rule, result}` (recorded; never the value).
+    pub values: Vec<Value>,
+}
+
+/// The string at `path` of `event`, following `{json}` segments into JSON held in strings
+/// (the paths `redactions` name, as `mcptrail reveal` reads them).
+pub fn resolve_field(event: &Value, path: &str) -> Option<String> {
+    let mut parts = path.split("/{json}");
+    let mut current = event.pointer(parts.next()?)?.as_str()?.to_string();
+    for rest in parts {
+        let inner: Value = serde_json::from_str(&current).ok()?;
+        current = if rest.is_empty() {
+            inner.as_str()?.to_string()
+        } else {
+            inner.pointer(rest)?.as_str()?.to_string()
+        };
+    }
+    Some(current)
+}
+
+/// Whether `field` of `event` holds at least one encrypted value.
+pub fn has_sealed(event: &Value, field: &str) -> bool {
+    resolve_field(event, field).is_some_and(|t| !mcptrail_redact::find_sealed(&t).is_empty())
+}
+
+/// Decrypt the sealed values of `field` of `event` with the vault, as `mcptrail reveal` does.
+pub fn reveal(
+    vault: &mcptrail_redact::Vault,
+    event: &Value,
+    event_id: &str,
+    field: &str,
+) -> Revealed {
+    let Some(text) = resolve_field(event, field) else {
+        return Revealed {
+            text: None,
+            values: vec![json!({"result": "no_such_field"})],
+        };
+    };
+    let sealed = mcptrail_redact::find_sealed(&text);
+    let mut values = Vec::new();
+    let mut revealed = text.clone();
+    for (range, s) in sealed.iter().rev() {
+        match vault.open(s, event_id, field) {
+            Ok(clear) => {
+                revealed.replace_range(range.clone(), &clear);
+                values.push(json!({"rule": s.rule, "result": "revealed"}));
+            }
+            Err(e) => {
+                let result = match e {
+                    mcptrail_redact::OpenError::Shredded => "forgotten",
+                    mcptrail_redact::OpenError::Corrupt => "does_not_decrypt",
+                    mcptrail_redact::OpenError::Key(_) => "key_unusable",
+                };
+                values.push(json!({"rule": s.rule, "result": result}));
+            }
+        }
+    }
+    values.reverse();
+    let ok = !values.is_empty() && values.iter().all(|v| v["result"] == "revealed");
+    Revealed {
+        text: ok.then_some(revealed),
+        values,
     }
 }
 

@@ -3,7 +3,7 @@
 //! An HTTP(S) API and dashboard over the ledger and its index, with roles and segregation of
 //! duties (operator, investigator, auditor, admin; see [`api::ROUTES`]), authentication by
 //! local API tokens (hashed at rest, [`tokens`]) or bearer JWTs ([`auth`]), dual
-//! authorisation of forget, purge and retention policy changes ([`governance`]), and a
+//! authorisation of forget, reveal, purge and retention policy changes ([`governance`]), and a
 //! meta-audit in the ledger itself of every read and refusal ([`audit`]), so the watchers are
 //! watched. TLS is terminated with rustls, with the gateway's certificate loading.
 
@@ -84,6 +84,9 @@ pub struct ServerOptions {
     pub engine: Option<Arc<mcptrail_retention::Engine>>,
     /// The pseudonym key (user search by principal, forget by subject).
     pub token_key: Option<mcptrail_redact::TokenKey>,
+    /// The master key of the encrypted fields (`[redact] master_key_file` or
+    /// `$MCPTRAIL_MASTER_KEY`); without it a reveal request is refused.
+    pub master_key: Option<mcptrail_redact::MasterKey>,
     /// The configured sinks (lag).
     pub sinks: Vec<mcptrail_sinks::SinkConfig>,
     /// How `POST /api/v1/integrity/verify` verifies (seed, anchors).
@@ -180,6 +183,9 @@ pub async fn start(opts: ServerOptions) -> Result<Running, ServerError> {
             addr: cfg.listen.clone(),
             source,
         })?;
+    let vault = opts
+        .master_key
+        .map(|k| mcptrail_redact::Vault::new(&opts.data_dir, k));
     let state = Arc::new(api::AppState {
         data_dir: opts.data_dir,
         cfg,
@@ -191,6 +197,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running, ServerError> {
         decide: tokio::sync::Mutex::new(()),
         engine: opts.engine,
         token_key: opts.token_key,
+        vault,
         sinks: opts.sinks,
         verify: opts.verify,
         last_verify: Mutex::new(None),

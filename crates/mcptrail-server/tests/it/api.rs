@@ -236,6 +236,23 @@ fn search_filters_pagination_and_redacted_content() {
     let (_, b) = s.get(Some("oscar"), "/api/v1/counts");
     assert_eq!(b["by_kind"]["mcp.request"], 1);
     assert!(b.get("events").is_none(), "no payloads for operators");
+    // Activity per agent: counts only, for operators and investigators.
+    let (st, b) = s.get(Some("oscar"), "/api/v1/agents");
+    assert_eq!(st, 200, "{b}");
+    let a = &b["agents"][0];
+    assert_eq!(
+        (
+            a["agent_id"].as_str(),
+            a["sessions"].as_u64(),
+            a["events"].as_u64()
+        ),
+        (Some("claude-desktop"), Some(1), Some(4))
+    );
+    assert_eq!(b["agents"].as_array().unwrap().len(), 1);
+    let (st, _) = s.get(Some("ivy"), "/api/v1/agents?limit=5");
+    assert_eq!(st, 200);
+    let (st, _) = s.get(Some("ivy"), "/api/v1/agents?limit=0");
+    assert_eq!(st, 400);
 }
 
 #[test]
@@ -273,10 +290,19 @@ fn bad_input_is_a_clear_400_and_never_reaches_sql_as_text() {
         "\" OR \"\"=\"",
     ] {
         let enc: String = url_encode(inj);
-        // An unescaped `%` would match every event; `_` is left out of `q` because the
-        // stored JSON holds literal underscores (event_id).
+        // An unescaped `%` would match every event in a LIKE; `q` is an FTS5 phrase, and
+        // the other parameters are compared as bound values.
         for param in ["q", "session", "tool", "user", "agent"] {
             let (status, body) = s.get(Some("ivy"), &format!("/api/v1/events?{param}={enc}"));
+            if param == "q" && !inj.chars().any(char::is_alphanumeric) {
+                // q matches words: no word, no search, and a message that says so.
+                assert_eq!(status, 400, "{param}={inj}: {body}");
+                assert!(body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("letter or digit"));
+                continue;
+            }
             assert_eq!(status, 200, "{param}={inj}: {body}");
             assert_eq!(
                 body["events"].as_array().unwrap().len(),
@@ -342,9 +368,12 @@ fn live_tail_streams_new_records() {
     let writer = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(300));
         let mut l = mcptrail_ledger::Ledger::open(&dir, crate::harness::ledger_cfg()).unwrap();
+        // A meta-audit record first: the tail leaves governance.* out, as the search does.
+        let mut g = mcptrail_event::Event::new(mcptrail_event::EventKind::GovernanceRead);
+        g.detail = Some(json!({"principal": "governance_marker"}));
         let mut e = mcptrail_event::Event::new(mcptrail_event::EventKind::McpRequest);
         e.tool_invoked = Some("tail_marker_tool".into());
-        l.append(&mut [e]).unwrap();
+        l.append(&mut [g, e]).unwrap();
     });
     let mut reader = BufReader::new(resp.into_body().into_reader());
     let mut line = String::new();
@@ -354,6 +383,10 @@ fn live_tail_streams_new_records() {
         if reader.read_line(&mut line).unwrap() == 0 {
             break;
         }
+        assert!(
+            !line.contains("governance_marker") && !line.contains("governance."),
+            "a governance record came down the investigator's tail: {line}"
+        );
         if line.starts_with("data:") && line.contains("tail_marker_tool") {
             saw = true;
             break;

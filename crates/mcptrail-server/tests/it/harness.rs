@@ -73,10 +73,26 @@ impl Server {
         Self::start_in(dir, cfg, None)
     }
 
+    pub(crate) fn start_without_master_key() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        seed_ledger(dir.path());
+        Self::start_with(dir, ServeConfig::default(), None, None)
+    }
+
     pub(crate) fn start_in(
+        dir: tempfile::TempDir,
+        cfg: ServeConfig,
+        engine: Option<Arc<mcptrail_retention::Engine>>,
+    ) -> Server {
+        let master = mcptrail_redact::MasterKey::from_bytes([7; 32]);
+        Self::start_with(dir, cfg, engine, Some(master))
+    }
+
+    fn start_with(
         dir: tempfile::TempDir,
         mut cfg: ServeConfig,
         engine: Option<Arc<mcptrail_retention::Engine>>,
+        master_key: Option<mcptrail_redact::MasterKey>,
     ) -> Server {
         cfg.listen = "127.0.0.1:0".into();
         let store = mcptrail_server::token_store(&cfg, dir.path());
@@ -103,6 +119,7 @@ impl Server {
             event_hook: None,
             engine,
             token_key: Some(token_key),
+            master_key,
             sinks: Vec::new(),
             verify: mcptrail_ledger::VerifyOptions {
                 skip_macs: true,

@@ -6,3 +6,4 @@ mod harness;
 mod api;
 mod governance;
 mod openapi;
+mod tls;

@@ -99,6 +99,16 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
     } else {
         None
     };
+    // The master key of the encrypted fields, when one is configured: reveal requests need it.
+    let master_key = if cfg.redact.master_key_file.is_some()
+        || std::env::var_os("MCPTRAIL_MASTER_KEY").is_some()
+    {
+        Some(mcptrail_redact::MasterKey::load(
+            cfg.redact.master_key_file.as_deref(),
+        )?)
+    } else {
+        None
+    };
     let seed = super::load_seed(None, cfg.ledger.mac_seed_path.as_deref(), &data_dir)?;
     let verify = mcptrail_ledger::VerifyOptions {
         skip_macs: seed.is_none(),
@@ -114,6 +124,7 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
         event_hook,
         engine,
         token_key,
+        master_key,
         sinks: cfg.sinks.clone(),
         verify,
     };

@@ -17,6 +17,7 @@ mod query;
 mod redaction;
 mod retention;
 mod scenarios;
+mod serve_browser;
 mod ship;
 mod siem;
 mod support;
