@@ -63,11 +63,23 @@ impl Error {
 
 impl From<tokio_postgres::Error> for Error {
     fn from(e: tokio_postgres::Error) -> Self {
-        // The Display of a db error is terse; the source carries the server's message.
-        let detail = e
-            .as_db_error()
-            .map(|d| format!("{}: {}", d.code().code(), d.message()))
-            .unwrap_or_else(|| e.to_string());
-        Error::Postgres(detail)
+        Error::Postgres(pg_detail(&e))
+    }
+}
+
+/// What PostgreSQL said (the Display of a db error is terse; the source carries the server's
+/// message), without a prefix.
+pub(crate) fn pg_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.code().code(), d.message()),
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(c) = src {
+                s.push_str(&format!(": {c}"));
+                src = c.source();
+            }
+            s
+        }
     }
 }

@@ -153,7 +153,7 @@ impl FleetStore {
             Error::Postgres(format!(
                 "cannot connect to {}: {}",
                 crate::config::redact_pg(url),
-                Error::from(e)
+                crate::pg_detail(&e)
             ))
         })?;
         tokio::spawn(async move {
@@ -323,6 +323,64 @@ impl FleetStore {
                     user: r.get(6),
                     last_us: to_us(last),
                 }
+            })
+            .collect())
+    }
+
+    /// Events at or after `start_us`, oldest first, at most `limit` (the live tail polls this
+    /// with a look-back, since events of a lagging source arrive after newer ones): (time in
+    /// µs, event id, the event).
+    pub async fn since(
+        &self,
+        start_us: i64,
+        exclude_kind_prefix: &str,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, Value)>, Error> {
+        let rows = self
+            .client
+            .query(
+                "SELECT e.time, e.event_id, e.line, s.tenant || '/' || s.source FROM events e
+                 JOIN sources s ON s.source_id = e.source_id
+                 WHERE e.time >= $1 AND e.kind NOT LIKE $2 ESCAPE '\\'
+                 ORDER BY e.time, e.event_id LIMIT $3",
+                &[
+                    &from_us(start_us),
+                    &format!("{}%", like_escape(exclude_kind_prefix)),
+                    &limit.clamp(1, 10_000),
+                ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let t: time::OffsetDateTime = r.get(0);
+                let id: uuid::Uuid = r.get(1);
+                (to_us(t), id.to_string(), event_json(r.get(2), r.get(3)))
+            })
+            .collect())
+    }
+
+    /// Activity per agent (sessions, events, first and last time), the busiest first.
+    pub async fn agents(&self, limit: i64) -> Result<Vec<Value>, Error> {
+        let rows = self
+            .client
+            .query(
+                "SELECT agent_id, count(*)::int8, sum(events)::int8, min(first_time), max(last_time)
+                 FROM sessions WHERE agent_id IS NOT NULL
+                 GROUP BY agent_id ORDER BY sum(events) DESC, agent_id LIMIT $1",
+                &[&limit.clamp(1, 10_000)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "agent_id": r.get::<_, String>(0),
+                    "sessions": r.get::<_, i64>(1),
+                    "events": r.get::<_, i64>(2),
+                    "first_time": rfc3339(r.get(3)),
+                    "last_time": rfc3339(r.get(4)),
+                })
             })
             .collect())
     }

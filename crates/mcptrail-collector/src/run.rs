@@ -87,7 +87,7 @@ pub(crate) async fn connect_pg(cfg: &CollectorConfig) -> Result<tokio_postgres::
         Error::Postgres(format!(
             "cannot connect to {}: {}",
             redact_pg(&cfg.postgres_url),
-            Error::from(e)
+            crate::pg_detail(&e)
         ))
     })?;
     tokio::spawn(async move {

@@ -258,9 +258,9 @@ pub async fn migrate(client: &mut Client, schema: &str) -> Result<usize, Error> 
         if done.contains(version) {
             continue;
         }
-        tx.batch_execute(sql)
-            .await
-            .map_err(|e| Error::Postgres(format!("migration {version}: {}", Error::from(e))))?;
+        tx.batch_execute(sql).await.map_err(|e| {
+            Error::Postgres(format!("migration {version}: {}", crate::pg_detail(&e)))
+        })?;
         tx.execute(
             "INSERT INTO schema_migrations (version) VALUES ($1)",
             &[version],

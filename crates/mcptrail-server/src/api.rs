@@ -206,6 +206,8 @@ pub struct AppState {
     pub(crate) verify: mcptrail_ledger::VerifyOptions,
     pub(crate) last_verify: Mutex<Option<Value>>,
     pub(crate) started: std::time::Instant,
+    /// `[serve.fleet]`: the searches read the fleet store.
+    pub(crate) fleet: Option<crate::fleet::Fleet>,
 }
 
 type St = State<Arc<AppState>>;
@@ -428,12 +430,22 @@ async fn status(State(st): St, headers: HeaderMap, RawQuery(q): RawQuery) -> Api
     let spec = route("GET", "/api/v1/status");
     let p = st.authorise(&headers, spec, q.as_deref())?;
     let range = st.with_index(|i| i.seq_range()).await?;
+    let fleet = match st.fleet_store().await? {
+        Some(f) => {
+            let (events, oldest, newest) = f.totals().await.map_err(fleet_err)?;
+            let sources = f.sources().await.map_err(fleet_err)?.len();
+            Some(json!({"events": events, "sources": sources,
+                        "oldest_us": oldest, "newest_us": newest}))
+        }
+        None => None,
+    };
     st.read_event(spec, &p, q.as_deref(), 0);
     Ok(Json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": st.started.elapsed().as_secs(),
         "indexed": range.map(|(a, b)| json!({"first_seq": a, "last_seq": b})),
+        "fleet": fleet,
     }))
     .into_response())
 }
@@ -448,7 +460,10 @@ async fn whoami(State(st): St, headers: HeaderMap) -> ApiResult {
 async fn counts(State(st): St, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
     let spec = route("GET", "/api/v1/counts");
     let p = st.authorise(&headers, spec, q.as_deref())?;
-    let counts = st.with_index(|i| i.counts_by_kind()).await?;
+    let counts = match st.fleet_store().await? {
+        Some(f) => f.counts_by_kind().await.map_err(fleet_err)?,
+        None => st.with_index(|i| i.counts_by_kind()).await?,
+    };
     st.read_event(spec, &p, q.as_deref(), 0);
     let total: u64 = counts.iter().map(|(_, n)| n).sum();
     let by_kind: serde_json::Map<String, Value> =
@@ -475,7 +490,13 @@ async fn agents(
     let p = st.authorise(&headers, spec, raw.as_deref())?;
     let Query(q) = q?;
     let limit = st.limit(q.limit)?;
-    let list = st.with_index(move |i| i.agents(limit)).await?;
+    let list = match st.fleet_store().await? {
+        Some(f) => json!(f
+            .agents(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(fleet_err)?),
+        None => json!(st.with_index(move |i| i.agents(limit)).await?),
+    };
     st.read_event(spec, &p, raw.as_deref(), 0);
     Ok(Json(json!({"agents": list})).into_response())
 }
@@ -523,12 +544,28 @@ async fn integrity(State(st): St, headers: HeaderMap) -> ApiResult {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let fleet = match st.fleet_store().await? {
+        Some(f) => {
+            let sources = f.sources().await.map_err(fleet_err)?;
+            let broken = sources
+                .iter()
+                .filter(|s| s.pending > 0 || s.quarantined > 0)
+                .count();
+            Some(json!({"sources": sources, "sources_with_problems": broken}))
+        }
+        None => None,
+    };
     st.read_event(spec, &p, None, 0);
-    // Green only when the last verification run here found the ledger intact.
+    // Green only when the last verification run here found the ledger intact (and, for a
+    // fleet, no source has records waiting or quarantined).
     let green = last_verify
         .as_ref()
-        .is_some_and(|v| v["verdict"] == "intact");
+        .is_some_and(|v| v["verdict"] == "intact")
+        && fleet
+            .as_ref()
+            .is_none_or(|f| f["sources_with_problems"] == 0);
     Ok(Json(json!({
+        "fleet": fleet,
         "green": green,
         "last_server_verify": last_verify,
         "last_tap_verify": tap_verify.events.first().map(|e| e["detail"].clone()),
@@ -631,6 +668,65 @@ impl AppState {
     }
 }
 
+/// The fleet store when `[serve.fleet]` is set (reconnected if its connection dropped).
+impl AppState {
+    async fn fleet_store(
+        &self,
+    ) -> Result<Option<Arc<mcptrail_collector::query::FleetStore>>, ApiError> {
+        match &self.fleet {
+            None => Ok(None),
+            Some(f) => f.store().await.map(Some).map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "fleet_store_unavailable",
+                    format!("the fleet store cannot be reached: {e}"),
+                )
+            }),
+        }
+    }
+}
+
+fn fleet_err(e: mcptrail_collector::Error) -> ApiError {
+    match e {
+        mcptrail_collector::Error::Config(m) => ApiError::bad(m),
+        e => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fleet_store_unavailable",
+            format!("the fleet store failed: {e}"),
+        ),
+    }
+}
+
+/// A local search as a fleet search: `before_seq` is the fleet's time cursor (µs), `q` a
+/// case-insensitive substring of the stored (redacted) event.
+fn to_fleet(s: &Search) -> mcptrail_collector::query::FleetSearch {
+    mcptrail_collector::query::FleetSearch {
+        session: s.session.clone(),
+        agent: s.agent.clone(),
+        users: s.users.clone(),
+        tool: s.tool.clone(),
+        kind: s.kind.clone(),
+        since: s.since.clone(),
+        until: s.until.clone(),
+        text: s.text.clone(),
+        exclude_kind_prefix: s.exclude_kind_prefix.clone(),
+        before_us: s.before_seq.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+        limit: i64::try_from(s.limit).unwrap_or(i64::MAX),
+    }
+}
+
+async fn fleet_page(
+    store: &mcptrail_collector::query::FleetStore,
+    s: &Search,
+) -> Result<(usize, Value), ApiError> {
+    let page = store.search(&to_fleet(s)).await.map_err(fleet_err)?;
+    let n = page.events.len();
+    Ok((
+        n,
+        json!({"events": page.events, "next_before_seq": page.next_before_us}),
+    ))
+}
+
 fn page_json(page: mcptrail_index::Page) -> (usize, Value) {
     let n = page.events.len();
     (
@@ -668,8 +764,10 @@ async fn events(
             // The meta-audit is the auditor's (GET /api/v1/meta-audit), not the investigator's.
             exclude_kind_prefix: Some("governance.".into()),
         };
-    let page = st.with_index(move |i| i.search(&search)).await?;
-    let (n, body) = page_json(page);
+    let (n, body) = match st.fleet_store().await? {
+        Some(f) => fleet_page(&f, &search).await?,
+        None => page_json(st.with_index(move |i| i.search(&search)).await?),
+    };
     st.read_event(spec, &p, raw.as_deref(), n);
     Ok(Json(body).into_response())
 }
@@ -692,6 +790,18 @@ async fn sessions(
     let p = st.authorise(&headers, spec, raw.as_deref())?;
     let Query(q) = q?;
     let limit = st.limit(q.limit)?;
+    if let Some(f) = st.fleet_store().await? {
+        let before = q.before_seq.map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+        let list = f
+            .sessions(before, i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(fleet_err)?;
+        let next = (list.len() as u64 == limit)
+            .then(|| list.last().map(|s| s.last_us))
+            .flatten();
+        st.read_event(spec, &p, raw.as_deref(), 0);
+        return Ok(Json(json!({"sessions": list, "next_before_seq": next})).into_response());
+    }
     let list = st
         .with_index(move |i| i.sessions(q.before_seq, limit))
         .await?;
@@ -734,9 +844,14 @@ async fn timeline(
         limit: st.limit(q.limit)?,
         ..Default::default()
     };
-    let mut page = st.with_index(move |i| i.search(&search)).await?;
-    page.events.reverse(); // a timeline reads oldest first
-    let (n, mut body) = page_json(page);
+    let (n, mut body) = match st.fleet_store().await? {
+        Some(f) => fleet_page(&f, &search).await?,
+        None => page_json(st.with_index(move |i| i.search(&search)).await?),
+    };
+    // A timeline reads oldest first.
+    if let Some(events) = body["events"].as_array_mut() {
+        events.reverse();
+    }
     body["session_id"] = json!(id);
     st.read_event(spec, &p, raw.as_deref(), n);
     Ok(Json(body).into_response())
@@ -770,7 +885,50 @@ async fn alerts(
     RawQuery(raw): RawQuery,
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult {
-    kind_page(st, headers, raw, q, route("GET", "/api/v1/alerts"), "alert").await
+    let spec = route("GET", "/api/v1/alerts");
+    if st.fleet.is_some() {
+        // The fleet's alerts are the collector's: integrity, silence and detection across
+        // sources (alerts the taps raised themselves are events: `/events?kind=alert`).
+        let p = st.authorise(&headers, spec, raw.as_deref())?;
+        let Query(q) = q?;
+        let limit = st.limit(q.limit)?;
+        let f = st.fleet_store().await?.expect("fleet mode");
+        let before = q.before_seq.map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+        let rows = f
+            .alerts(before, i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(fleet_err)?;
+        let next = (rows.len() as u64 == limit)
+            .then(|| rows.last().and_then(|r| r["id"].as_u64()))
+            .flatten();
+        // Shaped like the `alert` events of a tap's ledger, so the dashboard shows them.
+        let events: Vec<Value> = rows
+            .into_iter()
+            .map(|r| {
+                let evidence = r["detail"]["evidence"].clone();
+                json!({
+                    "event_id": r["alert_id"].as_str().map(String::from)
+                        .unwrap_or_else(|| format!("collector-alert-{}", r["id"])),
+                    "kind": "alert",
+                    "time": r["time"],
+                    "seq": r["seq"],
+                    "_source": format!("{}/{}", r["tenant"].as_str().unwrap_or("-"),
+                                       r["source"].as_str().unwrap_or("-")),
+                    "detail": {
+                        "source": "collector",
+                        "rule": r["detail"]["rule"].as_str().unwrap_or(r["kind"].as_str().unwrap_or("")),
+                        "severity": r["severity"],
+                        "summary": r["message"],
+                        "evidence": if evidence.is_null() { json!([]) } else { evidence },
+                    },
+                })
+            })
+            .collect();
+        let n = events.len();
+        st.read_event(spec, &p, raw.as_deref(), n);
+        return Ok(Json(json!({"events": events, "next_before_seq": next})).into_response());
+    }
+    kind_page(st, headers, raw, q, spec, "alert").await
 }
 
 async fn meta_audit(
@@ -807,6 +965,10 @@ async fn tail(
     let spec = route("GET", "/api/v1/tail");
     let p = st.authorise(&headers, spec, raw.as_deref())?;
     let Query(q) = q?;
+    if st.fleet.is_some() {
+        st.read_event(spec, &p, raw.as_deref(), 0);
+        return Ok(fleet_tail(st.clone(), q.from_seq));
+    }
     let from = match q.from_seq {
         Some(s) => s.max(1),
         None => {
@@ -859,6 +1021,77 @@ async fn tail(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+/// The live tail over the fleet store: every event stored from now on (or from `from_us`, µs
+/// since the epoch), polled every `tail_poll_ms`. Sources catch up out of order, so each
+/// poll looks `tail_lookback_secs` back in event time again and skips what it sent; an event
+/// that arrives later than that is in the search, not in the tail.
+fn fleet_tail(st: Arc<AppState>, from_us: Option<u64>) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<SseEvent, Infallible>>(256);
+    tokio::spawn(async move {
+        let settings = st.fleet.as_ref().expect("fleet mode").settings.clone();
+        let poll = Duration::from_millis(settings.tail_poll_ms.max(50));
+        let lookback = i64::try_from(settings.tail_lookback_secs.saturating_mul(1_000_000))
+            .unwrap_or(i64::MAX);
+        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
+        let mut watermark = from_us.map_or(now, |f| i64::try_from(f).unwrap_or(now));
+        let mut sent: std::collections::HashMap<String, i64> = Default::default();
+        let fail = |e: String| Ok(SseEvent::default().event("error").data(e));
+        loop {
+            if tx.is_closed() {
+                return;
+            }
+            let store = match st.fleet_store().await {
+                Ok(Some(s)) => s,
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send(fail(e.message.clone())).await;
+                    return;
+                }
+            };
+            let mut cursor = watermark.saturating_sub(lookback);
+            loop {
+                let before = cursor;
+                let rows = match store.since(cursor, "governance.", 1000).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(fail(e.to_string())).await;
+                        return;
+                    }
+                };
+                let full = rows.len() == 1000;
+                for (t, id, ev) in rows {
+                    cursor = cursor.max(t);
+                    if sent.contains_key(&id) {
+                        continue;
+                    }
+                    watermark = watermark.max(t);
+                    let kind = ev["kind"].as_str().unwrap_or("event").to_string();
+                    let item = SseEvent::default()
+                        .id(id.clone())
+                        .event(kind)
+                        .data(ev.to_string());
+                    sent.insert(id, t);
+                    if tx.send(Ok(item)).await.is_err() {
+                        return;
+                    }
+                }
+                if !full || cursor == before {
+                    break;
+                }
+            }
+            let horizon = watermark.saturating_sub(lookback);
+            sent.retain(|_, t| *t >= horizon);
+            tokio::time::sleep(poll).await;
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 async fn list_requests(State(st): St, headers: HeaderMap) -> ApiResult {

@@ -23,6 +23,9 @@ pub struct ServeConfig {
     pub approval_ttl_secs: u64,
     /// Largest page an API call returns (`limit` above it is a 400).
     pub max_page_size: u64,
+    /// Serve the fleet's PostgreSQL store (what `mcptrail collector` writes) instead of this
+    /// data directory's index.
+    pub fleet: Option<crate::fleet::FleetSettings>,
 }
 
 impl Default for ServeConfig {
@@ -34,6 +37,7 @@ impl Default for ServeConfig {
             jwt: None,
             approval_ttl_secs: 86_400,
             max_page_size: 500,
+            fleet: None,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod fleet;
 pub mod governance;
 pub mod tokens;
 
@@ -183,6 +184,17 @@ pub async fn start(opts: ServerOptions) -> Result<Running, ServerError> {
             addr: cfg.listen.clone(),
             source,
         })?;
+    let fleet = match cfg.fleet.clone() {
+        Some(f) => Some(
+            fleet::Fleet::connect(f)
+                .await
+                .map_err(|message| ServerError::Config {
+                    field: "fleet".into(),
+                    message,
+                })?,
+        ),
+        None => None,
+    };
     let vault = opts
         .master_key
         .map(|k| mcptrail_redact::Vault::new(&opts.data_dir, k));
@@ -202,6 +214,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running, ServerError> {
         verify: opts.verify,
         last_verify: Mutex::new(None),
         started: std::time::Instant::now(),
+        fleet,
     });
     let router = api::router(state);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);

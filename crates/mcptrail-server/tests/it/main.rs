@@ -4,6 +4,7 @@
 mod harness;
 
 mod api;
+mod fleet;
 mod governance;
 mod openapi;
 mod tls;

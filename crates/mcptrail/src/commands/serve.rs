@@ -128,6 +128,13 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
         sinks: cfg.sinks.clone(),
         verify,
     };
+    let fleet = opts.config.fleet.as_ref().map(|f| {
+        format!(
+            "; searching the fleet store {} schema {}",
+            mcptrail_collector::config::redact_pg(&f.postgres_url),
+            f.schema
+        )
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -135,9 +142,10 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
     rt.block_on(async move {
         let running = mcptrail_server::start(opts).await?;
         eprintln!(
-            "mcptrail serve: listening on {}://{} (dashboard at /, API under /api/v1/)",
+            "mcptrail serve: listening on {}://{} (dashboard at /, API under /api/v1/){}",
             if running.tls { "https" } else { "http" },
-            running.addr
+            running.addr,
+            fleet.unwrap_or_default()
         );
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
