@@ -461,6 +461,25 @@ pub struct Processed {
     pub error: Option<Error>,
 }
 
+impl Processed {
+    /// Take one transaction's result: its counts, alerts and messages when it committed
+    /// (`true`), the error when it did not (`false`: stop there).
+    fn absorb(&mut self, r: Result<Outcome, Error>, idxs: Vec<usize>) -> bool {
+        match r {
+            Ok(out) => {
+                self.counts += out.counts;
+                self.alerts.extend(out.alerts);
+                self.committed.extend(idxs);
+                true
+            }
+            Err(e) => {
+                self.error = Some(e);
+                false
+            }
+        }
+    }
+}
+
 /// Check and store one batch: one transaction per source (so collectors sharing a consumer
 /// pipeline across sources instead of queueing behind one lock), in (tenant, source) order.
 /// Every message of a committed transaction is decided (stored, a duplicate, pending or
@@ -528,23 +547,17 @@ pub async fn process(
         }
         partitions.insert(day);
     }
+    // Messages on subjects that name no source, then each source: one transaction each.
     if !bad_idx.is_empty() {
-        let r: Result<(), Error> = async {
+        let r: Result<Outcome, Error> = async {
             let tx = client.transaction().await?;
             bad.write(&tx).await?;
-            Ok(tx.commit().await?)
+            tx.commit().await?;
+            Ok(bad)
         }
         .await;
-        match r {
-            Ok(()) => {
-                done.counts += bad.counts;
-                done.alerts.extend(bad.alerts);
-                done.committed.extend(bad_idx);
-            }
-            Err(e) => {
-                done.error = Some(e);
-                return done;
-            }
+        if !done.absorb(r, bad_idx) {
+            return done;
         }
     }
     for ((tenant, source), g, idxs) in groups {
@@ -556,16 +569,8 @@ pub async fn process(
             let again = group_of(checks, msgs, &idxs);
             result = one_source(client, checks, &tenant, &source, again, true).await;
         }
-        match result {
-            Ok(out) => {
-                done.counts += out.counts;
-                done.alerts.extend(out.alerts);
-                done.committed.extend(idxs);
-            }
-            Err(e) => {
-                done.error = Some(e);
-                return done;
-            }
+        if !done.absorb(result, idxs) {
+            return done;
         }
     }
     done

@@ -18,7 +18,9 @@ use std::path::PathBuf;
 pub use detect::{Class, Detector, Finding, TextDetectors};
 pub use policy::{Action, LabelConfig, RedactConfig, RuleConfig};
 pub use token::{TokenKey, TOKEN_KEY_FILE};
-pub use vault::{find_sealed, forget_subject, MasterKey, OpenError, Sealed, Vault};
+pub use vault::{
+    find_sealed, forget_subject, resolve_field, MasterKey, OpenError, Revealed, Sealed, Vault,
+};
 pub use walk::Redactor;
 
 /// What went wrong setting up redaction.

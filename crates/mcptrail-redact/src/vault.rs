@@ -310,6 +310,78 @@ pub fn find_sealed(text: &str) -> Vec<(std::ops::Range<usize>, Sealed)> {
     out
 }
 
+/// What revealing a field gave: the text with every sealed value opened (when all opened),
+/// and per sealed value `{rule, result}` with `revealed`, `forgotten`, `does_not_decrypt` or
+/// `key_unusable` (what is recorded: never the value).
+#[derive(Debug)]
+pub struct Revealed {
+    /// The field's text with every sealed value opened (`None` unless all opened).
+    pub text: Option<String>,
+    /// Per sealed value, in order: `{rule, result}`.
+    pub values: Vec<serde_json::Value>,
+    /// Why each value that did not open did not, for the person asking: `rule: reason`
+    /// (no value and no key in them).
+    pub problems: Vec<String>,
+}
+
+/// The string at `path` of `event`, following `{json}` segments into JSON held in strings
+/// (the paths an event's `redactions` name).
+pub fn resolve_field(event: &serde_json::Value, path: &str) -> Option<String> {
+    let mut parts = path.split("/{json}");
+    let mut current = event.pointer(parts.next()?)?.as_str()?.to_string();
+    for rest in parts {
+        let inner: serde_json::Value = serde_json::from_str(&current).ok()?;
+        current = if rest.is_empty() {
+            inner.as_str()?.to_string()
+        } else {
+            inner.pointer(rest)?.as_str()?.to_string()
+        };
+    }
+    Some(current)
+}
+
+impl Vault {
+    /// Open every sealed value of `field` of the stored `event` (`mcptrail reveal`, and a
+    /// reveal approved through the governance server). `None`: the event has no text there.
+    pub fn reveal_field(
+        &self,
+        event: &serde_json::Value,
+        event_id: &str,
+        field: &str,
+    ) -> Option<Revealed> {
+        let text = resolve_field(event, field)?;
+        let sealed = find_sealed(&text);
+        let mut values = Vec::new();
+        let mut problems = Vec::new();
+        let mut revealed = text.clone();
+        for (range, s) in sealed.iter().rev() {
+            let result = match self.open(s, event_id, field) {
+                Ok(clear) => {
+                    revealed.replace_range(range.clone(), &clear);
+                    "revealed"
+                }
+                Err(e) => {
+                    problems.push(format!("{}: {e}", s.rule));
+                    match e {
+                        OpenError::Shredded => "forgotten",
+                        OpenError::Corrupt => "does_not_decrypt",
+                        OpenError::Key(_) => "key_unusable",
+                    }
+                }
+            };
+            values.push(serde_json::json!({"rule": s.rule, "result": result}));
+        }
+        values.reverse();
+        problems.reverse();
+        let ok = !values.is_empty() && values.iter().all(|v| v["result"] == "revealed");
+        Some(Revealed {
+            text: ok.then_some(revealed),
+            values,
+            problems,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1424,9 +1424,10 @@ async fn collect_reveal(
     let (eid, f) = (event_id.clone(), field.clone());
     let revealed = tokio::task::spawn_blocking(move || match event {
         Some(e) => governance::reveal(&vault, &e, &eid, &f),
-        None => governance::Revealed {
+        None => mcptrail_redact::Revealed {
             text: None,
             values: vec![json!({"result": "no_such_event"})],
+            problems: Vec::new(),
         },
     })
     .await

@@ -408,35 +408,10 @@ pub fn execute(
     }
 }
 
-/// What decrypting a field gave: the revealed text when every sealed value in it opened, and
-/// per value the rule and `revealed` / `forgotten` / `does_not_decrypt` / `key_unusable`.
-#[derive(Debug)]
-pub struct Revealed {
-    /// The field's text with every sealed value opened (`None` unless all opened).
-    pub text: Option<String>,
-    /// Per sealed value: `{rule, result}` (recorded; never the value).
-    pub values: Vec<Value>,
-}
-
-/// The string at `path` of `event`, following `{json}` segments into JSON held in strings
-/// (the paths `redactions` name, as `mcptrail reveal` reads them).
-pub fn resolve_field(event: &Value, path: &str) -> Option<String> {
-    let mut parts = path.split("/{json}");
-    let mut current = event.pointer(parts.next()?)?.as_str()?.to_string();
-    for rest in parts {
-        let inner: Value = serde_json::from_str(&current).ok()?;
-        current = if rest.is_empty() {
-            inner.as_str()?.to_string()
-        } else {
-            inner.pointer(rest)?.as_str()?.to_string()
-        };
-    }
-    Some(current)
-}
-
 /// Whether `field` of `event` holds at least one encrypted value.
 pub fn has_sealed(event: &Value, field: &str) -> bool {
-    resolve_field(event, field).is_some_and(|t| !mcptrail_redact::find_sealed(&t).is_empty())
+    mcptrail_redact::resolve_field(event, field)
+        .is_some_and(|t| !mcptrail_redact::find_sealed(&t).is_empty())
 }
 
 /// Decrypt the sealed values of `field` of `event` with the vault, as `mcptrail reveal` does.
@@ -445,38 +420,14 @@ pub fn reveal(
     event: &Value,
     event_id: &str,
     field: &str,
-) -> Revealed {
-    let Some(text) = resolve_field(event, field) else {
-        return Revealed {
+) -> mcptrail_redact::Revealed {
+    vault
+        .reveal_field(event, event_id, field)
+        .unwrap_or_else(|| mcptrail_redact::Revealed {
             text: None,
             values: vec![json!({"result": "no_such_field"})],
-        };
-    };
-    let sealed = mcptrail_redact::find_sealed(&text);
-    let mut values = Vec::new();
-    let mut revealed = text.clone();
-    for (range, s) in sealed.iter().rev() {
-        match vault.open(s, event_id, field) {
-            Ok(clear) => {
-                revealed.replace_range(range.clone(), &clear);
-                values.push(json!({"rule": s.rule, "result": "revealed"}));
-            }
-            Err(e) => {
-                let result = match e {
-                    mcptrail_redact::OpenError::Shredded => "forgotten",
-                    mcptrail_redact::OpenError::Corrupt => "does_not_decrypt",
-                    mcptrail_redact::OpenError::Key(_) => "key_unusable",
-                };
-                values.push(json!({"rule": s.rule, "result": result}));
-            }
-        }
-    }
-    values.reverse();
-    let ok = !values.is_empty() && values.iter().all(|v| v["result"] == "revealed");
-    Revealed {
-        text: ok.then_some(revealed),
-        values,
-    }
+            problems: Vec::new(),
+        })
 }
 
 /// The `governance.execution` event.

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use mcptrail_event::{Event, EventKind};
 use mcptrail_ledger::{Ledger, LedgerConfig, LedgerReader};
-use mcptrail_redact::{find_sealed, forget_subject, MasterKey, OpenError, TokenKey, Vault};
+use mcptrail_redact::{find_sealed, forget_subject, MasterKey, TokenKey, Vault};
 use serde_json::{json, Value};
 
 use crate::config::{token_key_path, Config};
@@ -111,21 +111,6 @@ pub(crate) fn forget(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The string at `path` of `event`, following `{json}` segments into JSON held in strings.
-fn resolve(event: &Value, path: &str) -> Option<String> {
-    let mut parts = path.split("/{json}");
-    let mut current = event.pointer(parts.next()?)?.as_str()?.to_string();
-    for rest in parts {
-        let inner: Value = serde_json::from_str(&current).ok()?;
-        current = if rest.is_empty() {
-            inner.as_str()?.to_string()
-        } else {
-            inner.pointer(rest)?.as_str()?.to_string()
-        };
-    }
-    Some(current)
-}
-
 pub(crate) fn reveal(
     args: RevealArgs,
     data_dir: &Path,
@@ -150,41 +135,26 @@ pub(crate) fn reveal(
         }
     }
     let event = found.with_context(|| format!("no event {} in the ledger", args.event_id))?;
-    let text = resolve(&event, &args.field).with_context(|| {
+    let text = mcptrail_redact::resolve_field(&event, &args.field).with_context(|| {
         format!(
             "event {} has no text at {} (the paths of its encrypted fields are in its `redactions`)",
             args.event_id, args.field
         )
     })?;
-    let sealed = find_sealed(&text);
-    if sealed.is_empty() {
+    if find_sealed(&text).is_empty() {
         bail!(
             "{} of event {} holds no encrypted value",
             args.field,
             args.event_id
         );
     }
-    let mut outcome = Vec::new();
-    let mut revealed = text.clone();
-    for (range, s) in sealed.iter().rev() {
-        match vault.open(s, &args.event_id, &args.field) {
-            Ok(clear) => {
-                revealed.replace_range(range.clone(), &clear);
-                outcome.push(json!({"rule": s.rule, "result": "revealed"}));
-            }
-            Err(e) => {
-                let result = match e {
-                    OpenError::Shredded => "forgotten",
-                    OpenError::Corrupt => "does_not_decrypt",
-                    OpenError::Key(_) => "key_unusable",
-                };
-                eprintln!("mcptrail: {}: {e}", s.rule);
-                outcome.push(json!({"rule": s.rule, "result": result}));
-            }
-        }
+    let revealed = vault
+        .reveal_field(&event, &args.event_id, &args.field)
+        .expect("the field was just resolved");
+    for p in &revealed.problems {
+        eprintln!("mcptrail: {p}");
     }
-    outcome.reverse();
-    let ok = outcome.iter().all(|o| o["result"] == "revealed");
+    let outcome = revealed.values.clone();
     // Recorded whether it worked or not: an attempt is an access.
     record(
         data_dir,
@@ -194,9 +164,9 @@ pub(crate) fn reveal(
         json!({"event_id": args.event_id, "field": args.field, "reason": args.reason,
                "by": who(), "values": outcome}),
     )?;
-    if !ok {
+    let Some(text) = revealed.text else {
         return Ok(ExitCode::from(1));
-    }
-    println!("{revealed}");
+    };
+    println!("{text}");
     Ok(ExitCode::SUCCESS)
 }
