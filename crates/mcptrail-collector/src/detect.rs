@@ -31,8 +31,10 @@ use crate::config::CollectorConfig;
 use crate::store::Alert;
 use crate::Error;
 
-/// Records read per source per poll.
+/// Records read per source per poll, at most.
 const PER_SOURCE: i64 = 2000;
+/// Records read per poll in all, about (with many sources, fewer per source).
+const PER_POLL: i64 = 50_000;
 
 /// What one detection pass did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -142,13 +144,18 @@ where
                 &[],
             )
             .await?;
+        let sources: i64 = client
+            .query_one("SELECT count(*) FROM detect_cursors", &[])
+            .await?
+            .get(0);
+        let per_source = (PER_POLL / sources.max(1)).clamp(50, PER_SOURCE);
         let rows = client
             .query(
                 "SELECT r.source_id, r.seq, e.line, e.time FROM detect_cursors c
                  CROSS JOIN LATERAL (SELECT * FROM records r WHERE r.source_id = c.source_id AND r.seq > c.seq
                                      ORDER BY r.seq LIMIT $1) r
                  JOIN events e ON e.time = r.time AND e.event_id = r.event_id",
-                &[&PER_SOURCE],
+                &[&per_source],
             )
             .await?;
         if rows.is_empty() {
