@@ -128,9 +128,14 @@ impl Server {
         };
         let running = rt.block_on(mcptrail_server::start(opts)).unwrap();
         let base = format!("http://{}", running.addr);
+        // A new connection per request: a pooled connection the server closed (after a
+        // refusal that left a request body unread, say) makes the next POST fail with EOF,
+        // which is the client's race, not the server's answer.
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(20)))
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
             .build()
             .new_agent();
         Server {
