@@ -2,6 +2,8 @@
 //! record the members it indexes and checks. The record hash is the ledger's own
 //! [`mcptrail_ledger::record_hash`] (never re-implemented here).
 
+use mcptrail_event::activity::{ActivityFacts, Tally};
+use mcptrail_event::{Direction, Status};
 use serde::Deserialize;
 
 /// What a subject names.
@@ -49,6 +51,20 @@ struct Wire<'a> {
     tool_invoked: Option<String>,
     #[serde(borrow)]
     prev_hash: &'a str,
+    // What the hourly activity counts (read leniently: a value this version does not know
+    // counts as "not a call / failed", it never rejects the record).
+    method: Option<String>,
+    direction: Option<String>,
+    response_summary: Option<Summary>,
+    bytes_out: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Summary {
+    status: Option<String>,
+    #[serde(default)]
+    is_error: bool,
+    size: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +93,8 @@ pub struct Record {
     pub tool: Option<String>,
     /// `prev_hash`.
     pub prev_hash: [u8; 32],
+    /// What it adds to its agent's hour.
+    pub activity: Tally,
     /// The record hash (chain link and Merkle leaf).
     pub hash: [u8; 32],
     /// The line, verbatim.
@@ -99,6 +117,26 @@ pub fn record(payload: &[u8]) -> Result<Record, String> {
     if w.seq == 0 {
         return Err("seq 0 is not a ledger seq".into());
     }
+    let mut activity = Tally::default();
+    activity.add(&ActivityFacts {
+        kind: &w.kind,
+        method: w.method.as_deref(),
+        direction: match w.direction.as_deref() {
+            Some("client_to_server") => Some(Direction::ClientToServer),
+            Some("server_to_client") => Some(Direction::ServerToClient),
+            _ => None,
+        },
+        status: w
+            .response_summary
+            .as_ref()
+            .map(|r| match r.status.as_deref() {
+                Some("ok") => Status::Ok,
+                _ => Status::Error,
+            }),
+        is_error: w.response_summary.as_ref().is_some_and(|r| r.is_error),
+        size: w.response_summary.as_ref().and_then(|r| r.size),
+        bytes_out: w.bytes_out,
+    });
     Ok(Record {
         event_id,
         seq: w.seq,
@@ -109,6 +147,7 @@ pub fn record(payload: &[u8]) -> Result<Record, String> {
         user: w.user_identity.map(|u| u.principal),
         tool: w.tool_invoked,
         prev_hash,
+        activity,
         hash: mcptrail_ledger::record_hash(payload),
         line: line.to_string(),
     })

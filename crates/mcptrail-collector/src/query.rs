@@ -385,6 +385,44 @@ impl FleetStore {
             .collect())
     }
 
+    /// One agent's activity per clock hour in `[since, until)` (RFC 3339; `since` counts
+    /// from the start of its hour), summed over the sources, oldest first; shaped as the local
+    /// index's `AgentHour`.
+    pub async fn agent_hours(
+        &self,
+        agent: &str,
+        since: &str,
+        until: &str,
+    ) -> Result<Vec<Value>, Error> {
+        let since = parse_time(since, "since")?;
+        let since =
+            since.replace_time(time::Time::from_hms(since.hour(), 0, 0).expect("a valid hour"));
+        let until = parse_time(until, "until")?;
+        let rows = self
+            .client
+            .query(
+                "SELECT hour, sum(events)::int8, sum(calls)::int8, sum(results)::int8,
+                        sum(errors)::int8, sum(bytes)::int8
+                 FROM agent_hours WHERE agent_id = $1 AND hour >= $2 AND hour < $3
+                 GROUP BY hour ORDER BY hour",
+                &[&agent, &since, &until],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "hour": rfc3339(r.get(0)),
+                    "events": r.get::<_, i64>(1),
+                    "calls": r.get::<_, i64>(2),
+                    "results": r.get::<_, i64>(3),
+                    "errors": r.get::<_, i64>(4),
+                    "bytes": r.get::<_, i64>(5),
+                })
+            })
+            .collect())
+    }
+
     /// Stored events per kind.
     pub async fn counts_by_kind(&self) -> Result<Vec<(String, u64)>, Error> {
         Ok(self

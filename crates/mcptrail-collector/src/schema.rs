@@ -223,6 +223,22 @@ CREATE TABLE kind_counts (
 INSERT INTO kind_counts SELECT source_id, kind, count(*) FROM events GROUP BY source_id, kind;
 "#,
     ),
+    (
+        7,
+        r#"
+CREATE TABLE agent_hours (
+    agent_id text NOT NULL,
+    hour timestamptz NOT NULL,
+    source_id bigint NOT NULL REFERENCES sources,
+    events bigint NOT NULL,
+    calls bigint NOT NULL,
+    results bigint NOT NULL,
+    errors bigint NOT NULL,
+    bytes bigint NOT NULL,
+    PRIMARY KEY (agent_id, hour, source_id)
+);
+"#,
+    ),
 ];
 
 /// The advisory lock key of a schema (stable across processes).

@@ -35,6 +35,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use mcptrail_event::activity::Tally;
 use mcptrail_integrity::merkle::Frontier;
 use mcptrail_integrity::{Checkpoint, NoteVerifier};
 use tokio_postgres::{Client, Transaction};
@@ -338,6 +339,8 @@ struct Rows {
     line: Vec<String>,
     starts: Vec<(String, time::OffsetDateTime)>,
     ends: Vec<String>,
+    /// Activity per (agent, clock hour).
+    hours: HashMap<(String, time::OffsetDateTime), Tally>,
 }
 
 impl Rows {
@@ -348,6 +351,17 @@ impl Rows {
                 "session.end" => self.ends.push(s.clone()),
                 _ => {}
             }
+        }
+        if let Some(agent) = &rec.agent {
+            let hour = rec
+                .time
+                .replace_time(time::Time::from_hms(rec.time.hour(), 0, 0).expect("a valid hour"));
+            let t = self.hours.entry((agent.clone(), hour)).or_default();
+            t.events += rec.activity.events;
+            t.calls += rec.activity.calls;
+            t.results += rec.activity.results;
+            t.errors += rec.activity.errors;
+            t.bytes += rec.activity.bytes;
         }
         self.source_id.push(source_id);
         self.seq.push(rec.seq as i64);
@@ -401,6 +415,35 @@ impl Rows {
             &[&source_id, &self.kind],
         )
         .await?;
+        if !self.hours.is_empty() {
+            let mut cols: [Vec<i64>; 5] = Default::default();
+            let mut agents = Vec::with_capacity(self.hours.len());
+            let mut hours = Vec::with_capacity(self.hours.len());
+            for ((agent, hour), t) in &self.hours {
+                agents.push(agent.as_str());
+                hours.push(*hour);
+                for (c, v) in cols
+                    .iter_mut()
+                    .zip([t.events, t.calls, t.results, t.errors, t.bytes])
+                {
+                    c.push(i64::try_from(v).unwrap_or(i64::MAX));
+                }
+            }
+            tx.execute(
+                "INSERT INTO agent_hours (agent_id, hour, source_id, events, calls, results, errors, bytes)
+                 SELECT a, h, $1, e, c, r, f, b
+                 FROM UNNEST($2::text[], $3::timestamptz[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[])
+                   AS x(a, h, e, c, r, f, b)
+                 ON CONFLICT (agent_id, hour, source_id) DO UPDATE SET
+                   events = agent_hours.events + excluded.events,
+                   calls = agent_hours.calls + excluded.calls,
+                   results = agent_hours.results + excluded.results,
+                   errors = agent_hours.errors + excluded.errors,
+                   bytes = agent_hours.bytes + excluded.bytes",
+                &[&source_id, &agents, &hours, &cols[0], &cols[1], &cols[2], &cols[3], &cols[4]],
+            )
+            .await?;
+        }
         if !self.starts.is_empty() {
             let ids: Vec<&str> = self.starts.iter().map(|(s, _)| s.as_str()).collect();
             let times: Vec<time::OffsetDateTime> = self.starts.iter().map(|(_, t)| *t).collect();

@@ -39,7 +39,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use mcptrail_event::{Direction, Event, EventKind, Status};
+use mcptrail_event::{Event, EventKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -284,32 +284,22 @@ pub(crate) fn agent_of(e: &Event) -> &str {
 
 /// A `tools/call` request from the client.
 pub(crate) fn is_call(e: &Event) -> bool {
-    e.kind == EventKind::McpRequest
-        && e.method.as_deref() == Some("tools/call")
-        && e.direction != Some(Direction::ServerToClient)
+    e.activity_facts().is_tool_call()
 }
 
 /// A result the server sent for a tool call or a resource read.
 pub(crate) fn is_result(e: &Event) -> bool {
-    e.kind == EventKind::McpResponse
-        && matches!(e.method.as_deref(), Some("tools/call" | "resources/read"))
-        && e.direction != Some(Direction::ClientToServer)
+    e.activity_facts().is_tool_result()
 }
 
 /// Whether a result failed.
 pub(crate) fn failed(e: &Event) -> bool {
-    e.response_summary
-        .as_ref()
-        .is_some_and(|r| r.status != Status::Ok || r.is_error)
+    e.activity_facts().failed()
 }
 
 /// Bytes of a result.
 pub(crate) fn result_bytes(e: &Event) -> f64 {
-    e.response_summary
-        .as_ref()
-        .map(|r| r.size as f64)
-        .or(e.bytes_out.map(|b| b as f64))
-        .unwrap_or(0.0)
+    e.activity_facts().result_bytes() as f64
 }
 
 /// Counts toward ingestion volume (what taps record, not their liveness or our alerts).

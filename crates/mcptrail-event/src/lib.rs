@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub mod activity;
 mod kind;
 mod time_fmt;
 
@@ -506,6 +507,20 @@ pub fn new_event_id() -> String {
 }
 
 impl Event {
+    /// The members [`activity::Tally`] counts.
+    pub fn activity_facts(&self) -> activity::ActivityFacts<'_> {
+        let r = self.response_summary.as_ref();
+        activity::ActivityFacts {
+            kind: self.kind.as_str(),
+            method: self.method.as_deref(),
+            direction: self.direction,
+            status: r.map(|r| r.status),
+            is_error: r.is_some_and(|r| r.is_error),
+            size: r.map(|r| r.size),
+            bytes_out: self.bytes_out,
+        }
+    }
+
     /// A new event of `kind`, stamped now, with a fresh id. `seq` and `prev_hash` are left for
     /// the ledger to assign.
     pub fn new(kind: EventKind) -> Self {

@@ -5,7 +5,7 @@
 //! no longer holds that record (a different ledger, or one restored from backup), the index
 //! rebuilds itself. Deleting `index.sqlite` loses nothing: `mcptrail reindex` recreates it.
 //!
-//! Layout (schema 3), shaped by the searches of `mcptrail serve` over tens of millions of
+//! Layout (schema 4), shaped by the searches of `mcptrail serve` over tens of millions of
 //! records (BENCHMARKS.md, "Governance server"):
 //! - `events`: one row per record, the stored JSON as is, `seq` as the rowid; secondary
 //!   indexes end in `seq` (newest first walks the index, keyset pagination by `before_seq`
@@ -16,8 +16,10 @@
 //! - `events_fts`: a contentless FTS5 table (rowid = `seq`) over the searchable text of each
 //!   record — tool, method, URIs, the string values of the redacted parameters, the redacted
 //!   preview and error message, the strings of `detail` (alert summaries) and labels;
-//! - `sessions` and `kind_counts`: summaries kept up to date by every sync, so listing
-//!   sessions and counting kinds does not scan the table.
+//! - `sessions`, `kind_counts` and `agent_hours`: summaries kept up to date by every sync, so
+//!   listing sessions, counting kinds and charting an agent's activity hour by hour (calls,
+//!   results, failures, bytes: [`mcptrail_event::activity::Tally`], what its baseline counts)
+//!   does not scan the table.
 //!
 //! A sync resumes at the byte offset of the last record it indexed (checked against that
 //! record's `seq` and `event_id`) instead of re-reading its segment from the start, and
@@ -32,16 +34,17 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use mcptrail_event::activity::{hour_of, Tally};
 use mcptrail_event::Event;
 use mcptrail_ledger::{LedgerError, LedgerReader, RawRecord, LEDGER_DIR};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
-pub use search::{AgentActivity, Page, Search, SessionSummary};
+pub use search::{AgentActivity, AgentHour, Page, Search, SessionSummary};
 pub use timeline::render_timeline;
 
 /// File name of the index inside the data directory.
 pub const INDEX_FILE: &str = "index.sqlite";
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 /// The records an investigator sees (the meta-audit is the auditor's): the condition of the
 /// partial index `events_visible`, written the same way in the queries that use it (SQLite
 /// uses a partial index only when the query states its condition literally).
@@ -202,6 +205,7 @@ impl Index {
                  DROP TABLE IF EXISTS events_fts;
                  DROP TABLE IF EXISTS sessions;
                  DROP TABLE IF EXISTS kind_counts;
+                 DROP TABLE IF EXISTS agent_hours;
                  DELETE FROM meta;
                  CREATE TABLE events(
                     seq INTEGER PRIMARY KEY,
@@ -239,7 +243,17 @@ impl Index {
                     last_seq INTEGER NOT NULL
                  );
                  CREATE INDEX sessions_last ON sessions(last_seq);
-                 CREATE TABLE kind_counts(kind TEXT PRIMARY KEY, n INTEGER NOT NULL);",
+                 CREATE TABLE kind_counts(kind TEXT PRIMARY KEY, n INTEGER NOT NULL);
+                 CREATE TABLE agent_hours(
+                    agent_id TEXT NOT NULL,
+                    hour TEXT NOT NULL,
+                    events INTEGER NOT NULL,
+                    calls INTEGER NOT NULL,
+                    results INTEGER NOT NULL,
+                    errors INTEGER NOT NULL,
+                    bytes INTEGER NOT NULL,
+                    PRIMARY KEY(agent_id, hour)
+                 ) WITHOUT ROWID;",
             ))?;
             self.set_meta("schema_version", &SCHEMA_VERSION.to_string())?;
         }
@@ -273,7 +287,7 @@ impl Index {
     pub fn rebuild(&mut self) -> Result<SyncReport, IndexError> {
         self.sql(self.conn.execute_batch(
             "DELETE FROM events; DELETE FROM events_fts; DELETE FROM sessions;
-             DELETE FROM kind_counts;
+             DELETE FROM kind_counts; DELETE FROM agent_hours;
              DELETE FROM meta WHERE key IN ('last_seq','last_event_id','last_segment','last_offset');",
         ))?;
         let mut r = self.sync()?;
@@ -296,7 +310,54 @@ impl Index {
             [seq],
         ))?;
         self.sql(tx.execute("DELETE FROM kind_counts WHERE n <= 0", []))?;
+        // The agent hours that lose events: counted again from what is left of them.
+        let hours: Vec<(String, String)> = {
+            let mut stmt = self.sql(tx.prepare(
+                "SELECT DISTINCT agent_id, substr(time, 1, 13) FROM events
+                 WHERE seq <= ?1 AND agent_id IS NOT NULL",
+            ))?;
+            let rows = self.sql(stmt.query_map([seq], |r| Ok((r.get(0)?, r.get(1)?))))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(|source| IndexError::Sqlite {
+                    path: self.path.clone(),
+                    source,
+                })?
+        };
         let n = self.sql(tx.execute("DELETE FROM events WHERE seq <= ?1", [seq]))?;
+        for (agent, hour) in &hours {
+            let mut tally = Tally::default();
+            {
+                let mut stmt = self.sql(tx.prepare_cached(
+                    "SELECT json FROM events WHERE agent_id = ?1 AND time >= ?2 AND time < ?3",
+                ))?;
+                let mut rows = self.sql(stmt.query(params![agent, hour, format!("{hour};")]))?;
+                while let Some(r) = self.sql(rows.next())? {
+                    let json: String = self.sql(r.get(0))?;
+                    if let Ok(ev) = serde_json::from_str::<Event>(&json) {
+                        tally.add(&ev.activity_facts());
+                    }
+                }
+            }
+            self.sql(tx.execute(
+                "DELETE FROM agent_hours WHERE agent_id = ?1 AND hour = ?2",
+                params![agent, hour],
+            ))?;
+            if tally.events > 0 {
+                self.sql(tx.execute(
+                    "INSERT INTO agent_hours(agent_id, hour, events, calls, results, errors, bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        agent,
+                        hour,
+                        tally.events as i64,
+                        tally.calls as i64,
+                        tally.results as i64,
+                        tally.errors as i64,
+                        tally.bytes as i64
+                    ],
+                ))?;
+            }
+        }
         self.sql(tx.execute("DELETE FROM events_fts WHERE rowid <= ?1", [seq]))?;
         self.sql(tx.execute("DELETE FROM sessions WHERE last_seq <= ?1", [seq]))?;
         // Sessions that straddle the boundary: summarise what is left of them.
@@ -506,6 +567,25 @@ impl Index {
                     first_seq = min(first_seq, excluded.first_seq),
                     last_seq = max(last_seq, excluded.last_seq)",
             )?;
+            let mut hours = prep(
+                "INSERT INTO agent_hours(agent_id, hour, events, calls, results, errors, bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(agent_id, hour) DO UPDATE SET
+                    events = events + excluded.events, calls = calls + excluded.calls,
+                    results = results + excluded.results, errors = errors + excluded.errors,
+                    bytes = bytes + excluded.bytes",
+            )?;
+            for ((agent, hour), t) in &batch.hours {
+                sql(hours.execute(params![
+                    agent,
+                    hour,
+                    t.events as i64,
+                    t.calls as i64,
+                    t.results as i64,
+                    t.errors as i64,
+                    t.bytes as i64
+                ]))?;
+            }
             for (id, s) in &batch.sessions {
                 sql(sessions.execute(params![
                     id,
@@ -689,6 +769,8 @@ struct Batch {
     rows: Vec<Row>,
     sessions: HashMap<String, SessionAgg>,
     kinds: HashMap<&'static str, u64>,
+    /// Activity per (agent, clock hour).
+    hours: HashMap<(String, String), Tally>,
     last: Option<(u64, String, PathBuf, u64)>,
 }
 
@@ -699,6 +781,12 @@ impl Batch {
 
     fn add(&mut self, ev: Event, rec: RawRecord) {
         *self.kinds.entry(ev.kind.as_str()).or_default() += 1;
+        if let (Some(agent), Some(hour)) = (&ev.agent_id, hour_of(&ev.time)) {
+            self.hours
+                .entry((agent.clone(), hour.to_string()))
+                .or_default()
+                .add(&ev.activity_facts());
+        }
         if let Some(id) = &ev.session_id {
             let s = self
                 .sessions
@@ -918,6 +1006,67 @@ mod tests {
         assert!(r.rebuilt);
         assert_eq!(idx.count().unwrap(), 2);
         assert_eq!(idx.sessions(None, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn agent_hours_count_calls_results_failures_and_bytes_and_follow_a_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::open(dir.path(), cfg()).unwrap();
+        // agent-a: two calls at 09:xx (one failing), one at 10:xx; agent-b: one at 09:xx.
+        let mut at = |agent: &str, time: &str, fail: bool, size: u64| {
+            let mut evs = call("s-1", "alice", "read_file", "x");
+            for e in &mut evs {
+                e.agent_id = Some(agent.into());
+                e.time = time.into();
+            }
+            let r = evs[1].response_summary.as_mut().unwrap();
+            r.size = size;
+            if fail {
+                r.status = Status::Error;
+            }
+            l.append(&mut evs).unwrap();
+        };
+        at("agent-a", "2026-12-01T09:05:00.000000000Z", false, 100);
+        at("agent-b", "2026-12-01T09:30:00.000000000Z", false, 7);
+        at("agent-a", "2026-12-01T09:59:59.999999999Z", true, 20);
+        at("agent-a", "2026-12-01T10:00:00.000000000Z", false, 5);
+        let mut idx = Index::open(dir.path()).unwrap();
+        idx.sync().unwrap();
+        let hours = |idx: &Index, agent: &str| {
+            idx.agent_hours(agent, "2026-12-01T00", "2026-12-02T00")
+                .unwrap()
+                .into_iter()
+                .map(|h| (h.hour, h.events, h.calls, h.results, h.errors, h.bytes))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            hours(&idx, "agent-a"),
+            vec![
+                ("2026-12-01T09:00:00Z".to_string(), 4, 2, 2, 1, 120),
+                ("2026-12-01T10:00:00Z".to_string(), 2, 1, 1, 0, 5),
+            ]
+        );
+        assert_eq!(
+            hours(&idx, "agent-b"),
+            vec![("2026-12-01T09:00:00Z".to_string(), 2, 1, 1, 0, 7)]
+        );
+        // Hours that start in [since's hour, until).
+        let n = |since: &str, until: &str| idx.agent_hours("agent-a", since, until).unwrap().len();
+        assert_eq!(n("2026-12-01T10:15:00Z", "2026-12-01T11"), 1);
+        assert_eq!(n("2026-12-01T08:00:00Z", "2026-12-01T10:00:00.000Z"), 1);
+        assert_eq!(n("2026-12-01T08:00:00Z", "2026-12-01T10:00:00.5Z"), 2);
+        assert_eq!(n("2026-12-01T09:59:00Z", "2026-12-01T10:30:00Z"), 2);
+        // Retention removes the first call of agent-a: its hour is counted again from the rest.
+        idx.purge_through(2).unwrap();
+        assert_eq!(
+            hours(&idx, "agent-a"),
+            vec![
+                ("2026-12-01T09:00:00Z".to_string(), 2, 1, 1, 1, 20),
+                ("2026-12-01T10:00:00Z".to_string(), 2, 1, 1, 0, 5),
+            ]
+        );
+        idx.purge_through(4).unwrap();
+        assert!(hours(&idx, "agent-b").is_empty(), "an emptied hour goes");
     }
 
     fn list_segments_len(dir: &Path) -> usize {

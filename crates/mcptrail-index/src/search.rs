@@ -65,6 +65,23 @@ pub struct SessionSummary {
     pub last_seq: u64,
 }
 
+/// One agent's activity in one clock hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentHour {
+    /// Start of the hour, RFC 3339 UTC.
+    pub hour: String,
+    /// Records of the agent.
+    pub events: u64,
+    /// `tools/call` requests.
+    pub calls: u64,
+    /// Tool and resource results.
+    pub results: u64,
+    /// Of which failed.
+    pub errors: u64,
+    /// Bytes of those results.
+    pub bytes: u64,
+}
+
 /// What one agent did, from the session summaries.
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentActivity {
@@ -377,6 +394,41 @@ impl Index {
                 last_time: r.get(4)?,
             })
         }))?;
+        rows.map(|r| self.sql(r)).collect()
+    }
+
+    /// One agent's activity per clock hour, oldest first, for the hours that start in
+    /// `[since's hour, until)` (RFC 3339 UTC times as stored, or hours as `2026-12-07T13`);
+    /// hours without events are left out.
+    pub fn agent_hours(
+        &self,
+        agent: &str,
+        since: &str,
+        until: &str,
+    ) -> Result<Vec<AgentHour>, IndexError> {
+        let cut = |t: &str| t.get(..13).unwrap_or(t).to_string();
+        // The hour `until` falls in starts before it unless `until` is that hour's start.
+        let past_start = until
+            .get(13..)
+            .is_some_and(|rest| rest.bytes().any(|b| (b'1'..=b'9').contains(&b)));
+        let mut stmt = self.sql(self.conn.prepare(
+            "SELECT hour, events, calls, results, errors, bytes FROM agent_hours
+             WHERE agent_id = ?1 AND hour >= ?2 AND (hour < ?3 OR (hour = ?3 AND ?4))
+             ORDER BY hour",
+        ))?;
+        let rows = self.sql(stmt.query_map(
+            rusqlite::params![agent, cut(since), cut(until), past_start],
+            |r| {
+                Ok(AgentHour {
+                    hour: format!("{}:00:00Z", r.get::<_, String>(0)?),
+                    events: r.get::<_, i64>(1)? as u64,
+                    calls: r.get::<_, i64>(2)? as u64,
+                    results: r.get::<_, i64>(3)? as u64,
+                    errors: r.get::<_, i64>(4)? as u64,
+                    bytes: r.get::<_, i64>(5)? as u64,
+                })
+            },
+        ))?;
         rows.map(|r| self.sql(r)).collect()
     }
 

@@ -88,6 +88,91 @@ async function agentActivity(tableSel) {
   } catch (e) { fill(tableSel, [], () => {}); showError(e); }
 }
 
+// The agents view: pick an agent, see its hourly tool calls against its baseline.
+async function agents() {
+  await agentActivity("#agents-list");
+  for (const tr of document.querySelectorAll("#agents-list tbody tr")) {
+    tr.classList.add("clickable");
+    tr.addEventListener("click", () => agentDetail(tr.dataset.agent));
+  }
+  const first = $("#agents-list tbody tr");
+  if (first) agentDetail(first.dataset.agent);
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+function svg(parent, name, attrs, text) {
+  const el = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  if (text != null) el.textContent = String(text);
+  parent.appendChild(el);
+  return el;
+}
+
+async function agentDetail(agent) {
+  for (const tr of document.querySelectorAll("#agents-list tbody tr")) tr.classList.toggle("selected", tr.dataset.agent === agent);
+  let a;
+  try {
+    a = await api("/api/v1/agents/" + encodeURIComponent(agent) + "/activity");
+  } catch (e) { showError(e); return; }
+  $("#agent-detail").hidden = false;
+  $("#agent-title").textContent = "Activity of " + agent;
+  // One slot per clock hour of the window; hours without events are zero.
+  const start = Math.floor(Date.parse(a.since) / 3600000) * 3600000;
+  const end = Date.parse(a.until);
+  const slots = [];
+  for (let t = start; t < end; t += 3600000) slots.push({ t, calls: 0, events: 0, errors: 0 });
+  for (const h of a.hours) {
+    const i = Math.round((Date.parse(h.hour) - start) / 3600000);
+    if (i >= 0 && i < slots.length) Object.assign(slots[i], { calls: h.calls, events: h.events, errors: h.errors });
+  }
+  const b = a.baseline;
+  const p50 = b ? b.hourly_calls.p50 : null, p99 = b ? b.hourly_calls.p99 : null;
+  const top = Math.max(1, p99 || 0, ...slots.map((s) => s.calls)) * 1.1;
+  const chart = $("#activity-chart");
+  chart.replaceChildren();
+  const W = 760, H = 180, left = 40, bottom = 20, plotH = H - bottom - 8;
+  const bw = (W - left - 4) / Math.max(1, slots.length);
+  const y = (v) => 8 + plotH - (v / top) * plotH;
+  svg(chart, "text", { x: 2, y: 14 }, Math.round(top));
+  svg(chart, "text", { x: 2, y: H - bottom }, 0);
+  slots.forEach((s, i) => {
+    const over = p99 != null && s.calls > p99;
+    const r = svg(chart, "rect", { x: left + i * bw + 1, y: y(s.calls), width: Math.max(1, bw - 2), height: Math.max(0, y(0) - y(s.calls)), class: over ? "bar over" : "bar" });
+    r.dataset.hour = new Date(s.t).toISOString();
+    r.dataset.calls = s.calls;
+    svg(r, "title", {}, new Date(s.t).toISOString().slice(0, 13) + ":00Z — " + s.calls + " calls, " + s.events + " events, " + s.errors + " failed");
+    if (i % 6 === 0 && left + i * bw < W - 60) svg(chart, "text", { x: left + i * bw, y: H - 4 }, new Date(s.t).toISOString().slice(5, 13).replace("T", " ") + "h");
+  });
+  for (const [v, cls] of [[p50, "p50"], [p99, "p99"]]) {
+    if (v != null) svg(chart, "line", { x1: left, x2: W - 4, y1: y(v), y2: y(v), class: cls });
+  }
+  const total = slots.reduce((n, s) => n + s.calls, 0);
+  const busiest = slots.reduce((m, s) => Math.max(m, s.calls), 0);
+  const over = slots.filter((s) => p99 != null && s.calls > p99).length;
+  $("#activity-summary").textContent = total + " tool calls from " + a.since.slice(0, 16) + "Z to " + a.until.slice(0, 16) + "Z; busiest hour " + busiest
+    + (b ? "; baseline v" + b.version + ": p50 " + b.hourly_calls.p50.toFixed(1) + ", p99 " + b.hourly_calls.p99.toFixed(1) + " calls per active hour; " + over + " hour(s) above p99" : "");
+  $("#baseline-none").hidden = !!b;
+  try {
+    const bl = await api("/api/v1/baselines?agent=" + encodeURIComponent(agent));
+    const ab = bl.baseline && bl.baseline.agents[agent];
+    const n = (v) => (v == null ? "" : Number(v).toLocaleString("en", { maximumFractionDigits: 1 }));
+    const stat = (s) => "p50 " + n(s.p50) + " · p95 " + n(s.p95) + " · p99 " + n(s.p99) + " · max " + n(s.max) + " (n " + s.n + ")";
+    const rows = ab ? [
+      ["version", "v" + bl.baseline.version + " learnt " + bl.baseline.learnt_at + " from " + bl.baseline.since + " to " + bl.baseline.until],
+      ["sessions / active days", ab.sessions + " / " + ab.active_days],
+      ["tool calls per active hour", stat(ab.hourly_calls)],
+      ["result bytes per session", stat(ab.session_bytes)],
+      ["results per session", stat(ab.session_records)],
+      ["result bytes per day", stat(ab.daily_bytes)],
+      ["results per day", stat(ab.daily_records)],
+      ["error rate", (100 * ab.error_rate).toFixed(2) + " % of " + ab.results + " results"],
+      ["tools", Object.entries(ab.tools).sort((x, y) => y[1].calls - x[1].calls).slice(0, 8).map(([k, t]) => k + " (" + t.calls + ")").join(", ")],
+      ["destinations", Object.entries(ab.destinations).map(([k, c]) => k + " (" + c + ")").join(", ") || "none"],
+    ] : [];
+    fill("#baseline", rows, (tr, [k, v]) => { cell(tr, k); cell(tr, v); });
+  } catch (e) { fill("#baseline", [], () => {}); showError(e); }
+}
+
 async function sessions() {
   agentActivity("#agents-sessions");
   try {
@@ -266,13 +351,13 @@ function requestBody() {
   return { action, reason };
 }
 
-const views = { overview, sessions, alerts, tail, requests };
+const views = { overview, sessions, agents, alerts, tail, requests };
 
 // The views each role can use (the API enforces it; this only spares the user a 403).
 const roleViews = {
-  operator: ["overview"],
-  investigator: ["sessions", "alerts", "tail", "requests"],
-  auditor: ["overview", "requests"],
+  operator: ["overview", "agents"],
+  investigator: ["sessions", "agents", "alerts", "tail", "requests"],
+  auditor: ["overview", "agents", "requests"],
   admin: ["requests"],
 };
 

@@ -92,7 +92,17 @@ pub const ROUTES: &[RouteSpec] = &[
     RouteSpec {
         method: "GET",
         path: "/api/v1/agents",
-        roles: &[Operator, Investigator],
+        roles: &[Operator, Investigator, Auditor],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/agents/{id}/activity",
+        roles: &[Operator, Investigator, Auditor],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/api/v1/baselines",
+        roles: &[Operator, Investigator, Auditor],
     },
     RouteSpec {
         method: "GET",
@@ -376,6 +386,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/counts", get(counts))
         .route("/api/v1/sinks", get(sinks))
         .route("/api/v1/agents", get(agents))
+        .route("/api/v1/agents/{id}/activity", get(agent_activity))
+        .route("/api/v1/baselines", get(baselines))
         .route("/api/v1/integrity", get(integrity))
         .route("/api/v1/integrity/verify", post(integrity_verify))
         .route("/api/v1/events", get(events))
@@ -499,6 +511,165 @@ async fn agents(
     };
     st.read_event(spec, &p, raw.as_deref(), 0);
     Ok(Json(json!({"agents": list})).into_response())
+}
+
+/// Query of `GET /api/v1/agents/{id}/activity`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivityQuery {
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// The longest span `GET /api/v1/agents/{id}/activity` returns, in hours (31 days).
+const MAX_ACTIVITY_HOURS: i64 = 31 * 24;
+
+/// One agent's activity per clock hour (events, tool calls, results, failures, bytes — counts
+/// only) next to what its newest baseline says is normal (calls per hour, calls per hour of
+/// day). Hours without events are left out.
+async fn agent_activity(
+    State(st): St,
+    headers: HeaderMap,
+    UrlPath(agent): UrlPath<String>,
+    RawQuery(raw): RawQuery,
+    q: Result<Query<ActivityQuery>, QueryRejection>,
+) -> ApiResult {
+    let spec = route("GET", "/api/v1/agents/{id}/activity");
+    let p = st.authorise(&headers, spec, raw.as_deref())?;
+    let Query(q) = q?;
+    let time = |v: &Option<String>, key: &str| -> Result<Option<time::OffsetDateTime>, ApiError> {
+        v.as_deref()
+            .map(|t| {
+                mcptrail_event::parse_rfc3339(t).map_err(|_| {
+                    ApiError::bad(format!(
+                        "{key} = {t:?} is not an RFC 3339 time (e.g. 2026-12-07T09:00:00Z)"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let until = time(&q.until, "until")?.unwrap_or_else(time::OffsetDateTime::now_utc);
+    let since = time(&q.since, "since")?.unwrap_or(until - time::Duration::hours(48));
+    if since >= until {
+        return Err(ApiError::bad("since must be before until"));
+    }
+    if until - since > time::Duration::hours(MAX_ACTIVITY_HOURS) {
+        return Err(ApiError::bad(format!(
+            "at most {MAX_ACTIVITY_HOURS} hours at a time; page with since and until"
+        )));
+    }
+    let (since, until) = (
+        mcptrail_event::format_rfc3339_nanos(since),
+        mcptrail_event::format_rfc3339_nanos(until),
+    );
+    let hours = match st.fleet_store().await? {
+        Some(f) => f
+            .agent_hours(&agent, &since, &until)
+            .await
+            .map_err(fleet_err)?,
+        None => {
+            let (a, s, u) = (agent.clone(), since.clone(), until.clone());
+            json!(st.with_index(move |i| i.agent_hours(&a, &s, &u)).await?)
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    let data_dir = st.data_dir.clone();
+    let a = agent.clone();
+    let baseline = tokio::task::spawn_blocking(move || {
+        mcptrail_detect::BaselineStore::new(&data_dir)
+            .latest()
+            .map(|b| {
+                b.and_then(|b| {
+                    b.agents.get(&a).map(|ab| {
+                        json!({
+                            "version": b.version, "since": b.since, "until": b.until,
+                            "hourly_calls": ab.hourly_calls,
+                            "hour_of_day": ab.hour_of_day,
+                            "active_days": ab.active_days,
+                            "error_rate": ab.error_rate(),
+                        })
+                    })
+                })
+            })
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    st.read_event(spec, &p, raw.as_deref(), 0);
+    Ok(Json(json!({
+        "agent_id": agent, "since": since, "until": until,
+        "hours": hours, "baseline": baseline,
+    }))
+    .into_response())
+}
+
+/// Query of `GET /api/v1/baselines`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BaselinesQuery {
+    version: Option<u64>,
+    agent: Option<String>,
+}
+
+/// The stored behavioural baselines (`mcptrail baseline learn`): the list of versions and one
+/// of them (the newest unless `version` is given), optionally one agent only. Statistics and
+/// names (tools, servers, destinations, argument key shapes) — no payloads.
+async fn baselines(
+    State(st): St,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    q: Result<Query<BaselinesQuery>, QueryRejection>,
+) -> ApiResult {
+    let spec = route("GET", "/api/v1/baselines");
+    let p = st.authorise(&headers, spec, raw.as_deref())?;
+    let Query(q) = q?;
+    let data_dir = st.data_dir.clone();
+    let all = tokio::task::spawn_blocking(move || {
+        mcptrail_detect::BaselineStore::new(&data_dir).load_all()
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let versions: Vec<Value> = all
+        .iter()
+        .map(|b| {
+            json!({
+                "version": b.version, "learnt_at": b.learnt_at, "since": b.since,
+                "until": b.until, "events": b.events, "agents": b.agents.len(),
+            })
+        })
+        .collect();
+    let chosen = match q.version {
+        None => all.into_iter().last(),
+        Some(v) => Some(all.into_iter().find(|b| b.version == v).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no baseline version {v}; GET /api/v1/baselines lists them"),
+            )
+        })?),
+    };
+    let baseline = match chosen {
+        None => Value::Null,
+        Some(mut b) => {
+            if let Some(a) = &q.agent {
+                b.agents.retain(|k, _| k == a);
+            }
+            let mut v = serde_json::to_value(&b).map_err(ApiError::internal)?;
+            if let Some(agents) = v.get_mut("agents").and_then(Value::as_object_mut) {
+                for (name, a) in agents.iter_mut() {
+                    if let Some(rate) = b.agents.get(name).map(|x| x.error_rate()) {
+                        a["error_rate"] = json!(rate);
+                    }
+                }
+            }
+            v
+        }
+    };
+    st.read_event(spec, &p, raw.as_deref(), 0);
+    Ok(Json(json!({"versions": versions, "baseline": baseline})).into_response())
 }
 
 async fn sinks(State(st): St, headers: HeaderMap) -> ApiResult {

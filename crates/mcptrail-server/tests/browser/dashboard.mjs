@@ -158,6 +158,22 @@ try {
   check(!(await p.content()).includes(secret), "the secret the tool read is not shown (the trail is redacted)");
   await screenshot(p, "session-timeline");
 
+  // The agents view: the agent's tool calls per hour against its baseline.
+  await p.click("nav button[data-view=agents]");
+  const listRow = '#agents-list tbody tr[data-agent="browser-test-agent"]';
+  await p.waitForSelector(listRow);
+  await p.click(listRow);
+  await p.waitForFunction(() => document.querySelector("#agent-title").textContent === "Activity of browser-test-agent");
+  await p.waitForSelector("#activity-chart rect.bar", { state: "attached" }); // empty hours have no height
+  const bars = await p.$$eval("#activity-chart rect.bar", (r) => r.map((x) => Number(x.dataset.calls)));
+  check(bars.length >= 48 && bars.length <= 49, `one bar per hour of the last 48 (got ${bars.length})`);
+  check(bars.reduce((a, b) => a + b, 0) === 2, `the two tool calls are drawn (got ${bars.filter((b) => b > 0)})`);
+  check((await p.$$("#activity-chart line.p50")).length === 1 && (await p.$$("#activity-chart line.p99")).length === 1, "the baseline's p50 and p99 are drawn");
+  const baselineRows = await p.$$eval("#baseline tbody tr td:first-child", (c) => c.map((x) => x.textContent));
+  check(baselineRows.includes("tool calls per active hour"), `the baseline table: ${baselineRows}`);
+  check((await p.textContent("#baseline")).includes("read_text_file (1)"), "the baseline lists the agent's tools");
+  await screenshot(p, "agent-activity");
+
   // An alert and its evidence.
   await p.click("nav button[data-view=alerts]");
   const alertRow = '#alerts tbody tr[data-rule="builtin.secret_in_tool_call"]';

@@ -255,6 +255,100 @@ fn search_filters_pagination_and_redacted_content() {
     assert_eq!(st, 400);
 }
 
+/// An agent's hourly activity next to its baseline, and the stored baselines themselves:
+/// counts and statistics for operators, investigators and auditors; bad ranges are a 400.
+#[test]
+fn agent_activity_per_hour_and_the_stored_baselines() {
+    let s = Server::start(ServeConfig::default());
+    // Nothing learnt yet: an empty list, no baseline next to the activity.
+    let (st, b) = s.get(Some("oscar"), "/api/v1/baselines");
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        (b["versions"].as_array().unwrap().len(), &b["baseline"]),
+        (0, &Value::Null)
+    );
+    let (st, b) = s.get(Some("audrey"), "/api/v1/agents/claude-desktop/activity");
+    assert_eq!(st, 200, "{b}");
+    let hours = b["hours"].as_array().unwrap();
+    assert_eq!(hours.len(), 1, "the seeded session is in this hour: {b}");
+    assert_eq!(
+        (&hours[0]["events"], &hours[0]["calls"]),
+        (&json!(2), &json!(1)),
+        "session.start and the tools/call request carry the agent"
+    );
+    assert!(b["baseline"].is_null());
+    // Learn a baseline from the ledger as `mcptrail baseline learn` does, and store it.
+    let mut learner = mcptrail_detect::Learner::new();
+    for e in ledger_events(&s.data_dir()) {
+        learner.observe(&serde_json::from_value(e).unwrap());
+    }
+    let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let mut learnt = learner.finish(now_ms - 86_400_000, now_ms + 1, "2026-12-07T00:00:00Z");
+    mcptrail_detect::BaselineStore::new(&s.data_dir())
+        .store(&mut learnt)
+        .unwrap();
+    let (st, b) = s.get(Some("ivy"), "/api/v1/baselines");
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["versions"][0]["version"], 1);
+    let agent = &b["baseline"]["agents"]["claude-desktop"];
+    assert_eq!(
+        (&agent["calls"], &agent["sessions"]),
+        (&json!(1), &json!(1)),
+        "{b}"
+    );
+    assert_eq!(agent["hourly_calls"]["n"], 1);
+    assert_eq!(agent["tools"]["read_file"]["calls"], 1);
+    assert!(agent["error_rate"].is_number());
+    let (_, b) = s.get(Some("ivy"), "/api/v1/baselines?agent=nobody");
+    assert_eq!(b["baseline"]["agents"], json!({}));
+    let (st, b) = s.get(Some("ivy"), "/api/v1/baselines?version=9");
+    assert_eq!((st, b["error"].as_str()), (404, Some("not_found")), "{b}");
+    let (_, b) = s.get(Some("oscar"), "/api/v1/agents/claude-desktop/activity");
+    assert_eq!(b["baseline"]["version"], 1, "{b}");
+    assert_eq!(b["baseline"]["hourly_calls"]["p50"], 1.0);
+    // A window without the session; an agent nobody saw.
+    let (_, b) = s.get(
+        Some("oscar"),
+        "/api/v1/agents/claude-desktop/activity?since=2020-01-01T00:00:00Z&until=2020-01-02T00:00:00Z",
+    );
+    assert_eq!(b["hours"], json!([]));
+    let (_, b) = s.get(Some("oscar"), "/api/v1/agents/nobody/activity");
+    assert_eq!((&b["hours"], &b["baseline"]), (&json!([]), &Value::Null));
+    for (path, needle) in [
+        ("/api/v1/agents/a/activity?since=yesterday", "RFC 3339"),
+        (
+            "/api/v1/agents/a/activity?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
+            "before until",
+        ),
+        (
+            "/api/v1/agents/a/activity?since=2026-01-01T00:00:00Z&until=2026-03-01T00:00:00Z",
+            "at most 744 hours",
+        ),
+        ("/api/v1/agents/a/activity?limit=5", "unknown field"),
+        ("/api/v1/baselines?version=x", "version"),
+    ] {
+        let (st, b) = s.get(Some("oscar"), path);
+        assert_eq!(st, 400, "{path}: {b}");
+        assert!(
+            b["message"].as_str().unwrap().contains(needle),
+            "{path}: {b}"
+        );
+    }
+    // Each read is in the meta-audit.
+    wait_for_ledger(
+        &s.data_dir(),
+        "the reads of activity and baselines",
+        |evs| {
+            ["GET /api/v1/agents/{id}/activity", "GET /api/v1/baselines"]
+                .iter()
+                .all(|ep| {
+                    evs.iter()
+                        .any(|e| e["kind"] == "governance.read" && e["detail"]["endpoint"] == *ep)
+                })
+        },
+    );
+}
+
 #[test]
 fn bad_input_is_a_clear_400_and_never_reaches_sql_as_text() {
     let s = Server::start(ServeConfig::default());

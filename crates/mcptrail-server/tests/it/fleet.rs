@@ -145,6 +145,35 @@ fn serve_on_the_fleet_store_searches_every_tap_with_the_same_roles_and_meta_audi
     assert_eq!(counts["total"], total);
     let (_, agents) = s.get(Some("oscar"), "/api/v1/agents");
     assert_eq!(agents["agents"][0]["agent_id"], "fixture-agent");
+    // The agent's hours, summed over both sources: every stored record of the agent, and its
+    // tools/call requests, counted from the lines themselves.
+    let stored: Vec<Value> = a
+        .lines
+        .iter()
+        .chain(&b.lines[..b.lines.len() - 1])
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Value| e["agent_id"] == "fixture-agent")
+        .collect();
+    let want_calls = stored
+        .iter()
+        .filter(|e| e["kind"] == "mcp.request" && e["method"] == "tools/call")
+        .count();
+    assert!(want_calls > 0);
+    let (code, act) = s.get(Some("oscar"), "/api/v1/agents/fixture-agent/activity");
+    assert_eq!(code, 200, "{act}");
+    let sum = |k: &str| {
+        act["hours"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h[k].as_u64().unwrap())
+            .sum::<u64>() as usize
+    };
+    assert_eq!(
+        (sum("events"), sum("calls")),
+        (stored.len(), want_calls),
+        "{act}"
+    );
 
     // The collector's alerts, shaped like alert events.
     let (code, alerts) = s.get(Some("ivy"), "/api/v1/alerts");

@@ -302,6 +302,18 @@ fn serve_dashboard_in_chromium() {
         "--append",
     ]);
     assert_eq!(code, 0, "{err}");
+    // A baseline for the agents view to draw the activity against.
+    let (code, _, err) = run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "baseline",
+        "learn",
+        "--since",
+        "1d",
+    ]);
+    assert_eq!(code, 0, "{err}");
     let ivy = add_token(&data, Some(&config), "ivy", "investigator");
     let audrey = add_token(&data, Some(&config), "audrey", "auditor");
     let serve = Serve::start(&data, Some(&config));
