@@ -19,6 +19,7 @@
 #           the gateway's own added latency rather than CPU stolen from the server on a
 #           2-core machine. Without it all share both cores (the harder, default case).
 # MCPTRAIL_BENCH_ONLY_A=1 skips part B (supergateway).
+# MCPTRAIL_BENCH_GW_THREADS=N runs part A's gateway with [gateway] worker_threads = N.
 # Needs: wrk (apt-get install wrk; installed here when missing and running as root),
 # the test peers (.ci/install-peers.sh), npm for supergateway (installed under target/).
 set -euo pipefail
@@ -105,7 +106,10 @@ up_port="$(free_port)"; gw_port="$(free_port)"
 PORT="$up_port" bg_on_cpu 1 node "$everything" streamableHttp >/dev/null 2>&1 & node_pid=$!; pids+=($!)
 wait_port "$up_port"
 data="$(mktemp -d "$bench_dir/data.XXXXXX")"
-bg_on_cpu 0 "$mcptrail" gateway --data-dir "$data" --listen "127.0.0.1:$gw_port" \
+# MCPTRAIL_BENCH_GW_THREADS=N: [gateway] worker_threads = N (default: one per CPU).
+gw_cfg="$bench_dir/http.toml"
+printf '[gateway]\nworker_threads = %s\n' "${MCPTRAIL_BENCH_GW_THREADS:-0}" >"$gw_cfg"
+bg_on_cpu 0 "$mcptrail" --config "$gw_cfg" gateway --data-dir "$data" --listen "127.0.0.1:$gw_port" \
     --route "/ev=http://127.0.0.1:$up_port" 2>"$bench_dir/gateway-http.log" & gw_pid=$!; pids+=($!)
 wait_port "$gw_port"
 read -r d_rps d_p50 d_p99 d_scpu _ < <(run direct "http://127.0.0.1:$up_port/mcp" "$node_pid")

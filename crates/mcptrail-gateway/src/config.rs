@@ -31,6 +31,10 @@ pub struct GatewayConfig {
     pub idle_session_timeout_secs: u64,
     /// Most client connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Threads of the async runtime that serves the connections; 0: one per CPU. On a small
+    /// machine shared with the MCP server, 1 spends less CPU per request (no cross-thread
+    /// wake-ups) — BENCHMARKS.md, "HTTP gateway".
+    pub worker_threads: usize,
     /// TLS termination; none: plain HTTP.
     pub tls: Option<TlsConfig>,
     /// Trace context propagation.
@@ -51,6 +55,7 @@ impl Default for GatewayConfig {
             upstream_response_timeout_secs: 120,
             idle_session_timeout_secs: 3600,
             max_connections: 1024,
+            worker_threads: 0,
             tls: None,
             trace: TraceConfig::default(),
             routes: Vec::new(),

@@ -82,7 +82,11 @@ pub(crate) fn run(args: Args, cfg: &Config, data_dir: PathBuf) -> anyhow::Result
         redactor,
         egress: cfg.egress.clone(),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if opts.config.worker_threads > 0 {
+        rt.worker_threads(opts.config.worker_threads);
+    }
+    let rt = rt
         .enable_all()
         .thread_name("mcptrail-gateway")
         .build()
