@@ -31,9 +31,9 @@ pub struct GatewayConfig {
     pub idle_session_timeout_secs: u64,
     /// Most client connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
-    /// Threads of the async runtime that serves the connections; 0: one per CPU. On a small
-    /// machine shared with the MCP server, 1 spends less CPU per request (no cross-thread
-    /// wake-ups) — BENCHMARKS.md, "HTTP gateway".
+    /// Threads of the async runtime that serves the connections; 0: one per CPU (a machine
+    /// shared with the MCP servers may want fewer; the CPU per request is the same either way —
+    /// BENCHMARKS.md, "HTTP gateway").
     pub worker_threads: usize,
     /// TLS termination; none: plain HTTP.
     pub tls: Option<TlsConfig>,
