@@ -93,9 +93,11 @@ fn prefix_upper(p: &str) -> Option<String> {
 }
 
 /// `q` as an FTS5 query: its words as one phrase (adjacent, in order); a `*` at the end makes
-/// the last word a prefix (`invoice-0421*` finds `invoice-042117`). Prefixes are opt-in: a
-/// prefix query merges the posting lists of every word that starts with it, which for a
-/// short, common prefix is most of the index. `None` when it holds no word.
+/// the last word a prefix (`invoice-0421*` finds `invoice-042117`). A prefix of 2–4
+/// characters is served by the FTS table's prefix index (one posting list, read newest first);
+/// a shorter or longer one makes FTS5 merge the whole posting lists of every word that starts
+/// with it before the first row, whatever the rowid range — the cost of every record holding
+/// such a word. `None` when it holds no word.
 pub(crate) fn fts_query(q: &str) -> Option<String> {
     let (words, prefix) = match q.trim_end().strip_suffix('*') {
         Some(w) => (w, true),
