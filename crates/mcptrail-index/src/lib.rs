@@ -5,7 +5,7 @@
 //! no longer holds that record (a different ledger, or one restored from backup), the index
 //! rebuilds itself. Deleting `index.sqlite` loses nothing: `mcptrail reindex` recreates it.
 //!
-//! Layout (schema 4), shaped by the searches of `mcptrail serve` over tens of millions of
+//! Layout (schema 5), shaped by the searches of `mcptrail serve` over tens of millions of
 //! records (BENCHMARKS.md, "Governance server"):
 //! - `events`: one row per record, the stored JSON as is, `seq` as the rowid; secondary
 //!   indexes end in `seq` (newest first walks the index, keyset pagination by `before_seq`
@@ -15,7 +15,9 @@
 //!   over the meta-audit (which every read grows);
 //! - `events_fts`: a contentless FTS5 table (rowid = `seq`) over the searchable text of each
 //!   record — tool, method, URIs, the string values of the redacted parameters, the redacted
-//!   preview and error message, the strings of `detail` (alert summaries) and labels;
+//!   preview and error message, the strings of `detail` (alert summaries) and labels; with
+//!   prefix indexes of 2, 3 and 4 characters, so a `stea*` search reads one posting list
+//!   newest first instead of merging those of every word that starts with it;
 //! - `sessions`, `kind_counts` and `agent_hours`: summaries kept up to date by every sync, so
 //!   listing sessions, counting kinds and charting an agent's activity hour by hour (calls,
 //!   results, failures, bytes: [`mcptrail_event::activity::Tally`], what its baseline counts)
@@ -44,7 +46,7 @@ pub use timeline::render_timeline;
 
 /// File name of the index inside the data directory.
 pub const INDEX_FILE: &str = "index.sqlite";
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 /// The records an investigator sees (the meta-audit is the auditor's): the condition of the
 /// partial index `events_visible`, written the same way in the queries that use it (SQLite
 /// uses a partial index only when the query states its condition literally).
@@ -230,7 +232,8 @@ impl Index {
                  CREATE INDEX events_tool_time ON events(tool, time, kind);
                  CREATE INDEX events_kind ON events(kind, seq);
                  CREATE VIRTUAL TABLE events_fts USING fts5(
-                    text, content='', contentless_delete=1, tokenize='unicode61'
+                    text, content='', contentless_delete=1, tokenize='unicode61',
+                    prefix='2 3 4'
                  );
                  CREATE TABLE sessions(
                     session_id TEXT PRIMARY KEY,

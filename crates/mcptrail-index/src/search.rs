@@ -110,9 +110,11 @@ fn prefix_upper(p: &str) -> Option<String> {
 }
 
 /// `q` as an FTS5 query: its words as one phrase (adjacent, in order); a `*` at the end makes
-/// the last word a prefix (`invoice-0421*` finds `invoice-042117`). Prefixes are opt-in: a
-/// prefix query merges the posting lists of every word that starts with it, which for a
-/// short, common prefix is most of the index. `None` when it holds no word.
+/// the last word a prefix (`invoice-0421*` finds `invoice-042117`). A prefix of 2–4
+/// characters is served by the FTS table's prefix index (one posting list, read newest first);
+/// a shorter or longer one makes FTS5 merge the whole posting lists of every word that starts
+/// with it before the first row, whatever the rowid range — the cost of every record holding
+/// such a word. `None` when it holds no word.
 pub(crate) fn fts_query(q: &str) -> Option<String> {
     let (words, prefix) = match q.trim_end().strip_suffix('*') {
         Some(w) => (w, true),
@@ -447,7 +449,10 @@ impl Index {
 
 #[cfg(test)]
 mod tests {
-    use super::{fts_query, prefix_upper};
+    use super::{fts_query, prefix_upper, Search};
+    use crate::Index;
+    use mcptrail_event::{Event, EventKind, ResponseSummary, Status};
+    use mcptrail_ledger::{Ledger, LedgerConfig};
 
     #[test]
     fn prefixes_and_fts_queries() {
@@ -465,5 +470,194 @@ mod tests {
         assert_eq!(fts_query("a \" OR b").as_deref(), Some("\"a \"\" OR b\""));
         assert_eq!(fts_query("%_\\"), None);
         assert_eq!(fts_query(" * "), None);
+    }
+
+    /// A response whose searchable text is `preview` alone.
+    fn response(preview: &str) -> Event {
+        let mut ev = Event::new(EventKind::McpResponse);
+        ev.response_summary = Some(ResponseSummary {
+            status: Status::Ok,
+            is_error: false,
+            error_code: None,
+            error_message: None,
+            size: 1,
+            sha256: None,
+            preview: Some(preview.into()),
+            content_types: Vec::new(),
+        });
+        ev
+    }
+
+    fn ledger(dir: &std::path::Path) -> Ledger {
+        Ledger::open(
+            dir,
+            LedgerConfig {
+                fsync: false,
+                ..LedgerConfig::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// Every seq `s` finds, page by page (`limit` a page), checked newest first and unique.
+    fn all_pages(idx: &Index, mut s: Search, limit: u64) -> Vec<u64> {
+        s.limit = limit;
+        let mut got: Vec<u64> = Vec::new();
+        loop {
+            let p = idx.search(&s).unwrap();
+            assert!(p.events.len() as u64 <= limit);
+            for e in &p.events {
+                let seq = e["seq"].as_u64().unwrap();
+                assert!(
+                    got.last().is_none_or(|&l| seq < l),
+                    "newest first, once: {s:?}"
+                );
+                got.push(seq);
+            }
+            match p.next_before_seq {
+                Some(b) => {
+                    assert_eq!(p.events.len() as u64, limit, "only a full page has a next");
+                    s.before_seq = Some(b);
+                }
+                None => break,
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn prefix_searches_are_complete_across_pages_lengths_and_purges() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = ledger(dir.path());
+        // Words sharing prefixes of every length, served by the prefix index (2-4 characters)
+        // and past it (1, 5, 6+); non-ASCII ones (a prefix is counted in characters).
+        const WORDS: &[&str] = &[
+            "steal", "steam", "steady", "stealth", "Stealing", "st", "s", "stove", "strait",
+            "teal", "quick", "brown", "Ĉefo", "ĉevalo", "x",
+        ];
+        let mut texts = Vec::new();
+        let mut rng = 0x2545_f491_u64;
+        for i in 0..400u64 {
+            // The oldest records match, then a long stretch that does not: a search must
+            // find them past many pages of newer, non-matching records.
+            let text = if i < 3 {
+                "quick steam".to_string()
+            } else if i < 250 {
+                "nothing brown here".to_string()
+            } else {
+                (0..1 + i % 5)
+                    .map(|_| {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        WORDS[(rng % WORDS.len() as u64) as usize]
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            l.append(&mut [response(&text)]).unwrap();
+            texts.push(text);
+        }
+        let mut idx = Index::open(dir.path()).unwrap();
+        idx.sync().unwrap();
+        // What a plain scan finds (seqs from `from_seq` on, newest first): the last word a
+        // case-insensitive prefix, the words before it the same words, adjacent.
+        let want = |q: &str, from_seq: u64| -> Vec<u64> {
+            let q = q.to_lowercase();
+            let q: Vec<&str> = q.trim_end_matches('*').split(' ').collect();
+            let (last, before) = q.split_last().unwrap();
+            let mut out: Vec<u64> = (from_seq..=texts.len() as u64)
+                .filter(|&seq| {
+                    let t = texts[seq as usize - 1].to_lowercase();
+                    let t: Vec<&str> = t.split(' ').collect();
+                    t.windows(q.len())
+                        .any(|w| w[..before.len()] == *before && w[before.len()].starts_with(last))
+                })
+                .collect();
+            out.reverse();
+            out
+        };
+        let queries = [
+            "s*",
+            "st*",
+            "ste*",
+            "stea*",
+            "steal*",
+            "steali*",
+            "STEA*",
+            "stealth*",
+            "quick stea*",
+            "quick ste*",
+            "ĉe*",
+            "ĉev*",
+            "stez*",
+            "x*",
+        ];
+        for q in queries {
+            let w = want(q, 1);
+            assert!(q == "stez*" || !w.is_empty(), "{q} finds something");
+            for limit in [1, 7, 100] {
+                let s = Search {
+                    text: Some(q.into()),
+                    ..Default::default()
+                };
+                assert_eq!(all_pages(&idx, s, limit), w, "{q}, pages of {limit}");
+            }
+        }
+        assert_eq!(want("quick stea*", 1).last(), Some(&1), "the oldest found");
+        // A page that starts in the middle.
+        let s = Search {
+            text: Some("stea*".into()),
+            before_seq: Some(300),
+            ..Default::default()
+        };
+        let w: Vec<u64> = want("stea*", 1).into_iter().filter(|&q| q < 300).collect();
+        assert_eq!(all_pages(&idx, s, 5), w);
+        // Purged records leave the prefix indexes too.
+        idx.purge_through(320).unwrap();
+        for q in ["s*", "st*", "stea*", "steal*", "quick stea*"] {
+            let s = Search {
+                text: Some(q.into()),
+                ..Default::default()
+            };
+            assert_eq!(all_pages(&idx, s, 7), want(q, 321), "{q} after a purge");
+        }
+    }
+
+    #[test]
+    fn an_index_of_an_older_schema_is_rebuilt_with_the_prefix_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = ledger(dir.path());
+        l.append(&mut [response("steady steam")]).unwrap();
+        let mut idx = Index::open(dir.path()).unwrap();
+        idx.sync().unwrap();
+        // As schema 3 left it: the same table without `prefix=`.
+        idx.conn
+            .execute_batch(
+                "DROP TABLE events_fts;
+                 CREATE VIRTUAL TABLE events_fts USING fts5(
+                    text, content='', contentless_delete=1, tokenize='unicode61');
+                 UPDATE meta SET value = '3' WHERE key = 'schema_version';",
+            )
+            .unwrap();
+        drop(idx);
+        let mut idx = Index::open(dir.path()).unwrap();
+        let sql: String = idx
+            .conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'events_fts'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(sql.contains("prefix='2 3 4'"), "{sql}");
+        assert_eq!(idx.count().unwrap(), 0, "emptied");
+        assert_eq!(idx.sync().unwrap().indexed, 1, "and filled again");
+        let s = Search {
+            text: Some("stea*".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(idx.search(&s).unwrap().events.len(), 1);
     }
 }
