@@ -323,7 +323,17 @@ impl SourceState {
     }
 }
 
-/// Rows to insert into `records` and `events`.
+/// One session's share of a batch (the `sessions` summary row it adds to).
+struct SessionShare {
+    first: time::OffsetDateTime,
+    last: time::OffsetDateTime,
+    events: i64,
+    agent: Option<String>,
+    user: Option<String>,
+}
+
+/// Rows to insert into `records` and `events`, and what they add to the summaries (sessions,
+/// counts per kind, agent hours), summed here so each summary gets one row per key.
 #[derive(Default)]
 struct Rows {
     source_id: Vec<i64>,
@@ -339,6 +349,8 @@ struct Rows {
     line: Vec<String>,
     starts: Vec<(String, time::OffsetDateTime)>,
     ends: Vec<String>,
+    sessions: HashMap<String, SessionShare>,
+    kinds: HashMap<String, i64>,
     /// Activity per (agent, clock hour).
     hours: HashMap<(String, time::OffsetDateTime), Tally>,
 }
@@ -350,6 +362,31 @@ impl Rows {
                 "session.start" => self.starts.push((s.clone(), rec.time)),
                 "session.end" => self.ends.push(s.clone()),
                 _ => {}
+            }
+            let share = self
+                .sessions
+                .entry(s.clone())
+                .or_insert_with(|| SessionShare {
+                    first: rec.time,
+                    last: rec.time,
+                    events: 0,
+                    agent: None,
+                    user: None,
+                });
+            share.first = share.first.min(rec.time);
+            share.last = share.last.max(rec.time);
+            share.events += 1;
+            if rec.agent > share.agent {
+                share.agent.clone_from(&rec.agent);
+            }
+            if rec.user > share.user {
+                share.user.clone_from(&rec.user);
+            }
+        }
+        match self.kinds.get_mut(rec.kind.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                self.kinds.insert(rec.kind.clone(), 1);
             }
         }
         if let Some(agent) = &rec.agent {
@@ -380,6 +417,7 @@ impl Rows {
         if self.seq.is_empty() {
             return Ok(());
         }
+        // First on its own: a reused event id fails here (`Error::UniqueEventId`).
         tx.execute(
             "INSERT INTO records (source_id, seq, event_id, record_hash, time)
              SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::uuid[], $4::bytea[], $5::timestamptz[])",
@@ -387,47 +425,74 @@ impl Rows {
         )
         .await
         .map_err(Error::from_insert)?;
-        tx.execute(
+        // The rest are sent together (pipelined on the connection: one round trip, not five).
+        let events = async {
+            tx.execute(
             "INSERT INTO events (time, event_id, source_id, seq, kind, session_id, user_principal, tool, line, agent_id)
              SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])",
             &[&self.time, &self.event_id, &self.source_id, &self.seq, &self.kind, &self.session, &self.user, &self.tool, &self.line, &self.agent],
         )
-        .await?;
-        // The summaries investigators page through (sessions, counts per kind).
-        tx.execute(
-            "INSERT INTO sessions (source_id, session_id, first_time, last_time, events, agent_id, user_principal)
-             SELECT $1, s, min(t), max(t), count(*), max(a), max(u)
-             FROM UNNEST($2::text[], $3::timestamptz[], $4::text[], $5::text[]) AS x(s, t, a, u)
-             WHERE s IS NOT NULL GROUP BY s
-             ON CONFLICT (source_id, session_id) DO UPDATE SET
-               first_time = least(sessions.first_time, excluded.first_time),
-               last_time = greatest(sessions.last_time, excluded.last_time),
-               events = sessions.events + excluded.events,
-               agent_id = coalesce(sessions.agent_id, excluded.agent_id),
-               user_principal = coalesce(sessions.user_principal, excluded.user_principal)",
-            &[&source_id, &self.session, &self.time, &self.agent, &self.user],
-        )
-        .await?;
-        tx.execute(
+            .await
+        };
+        // The summaries investigators page through (sessions, counts per kind, agent hours).
+        let mut s_id = Vec::with_capacity(self.sessions.len());
+        let mut s_first = Vec::with_capacity(self.sessions.len());
+        let mut s_last = Vec::with_capacity(self.sessions.len());
+        let mut s_events = Vec::with_capacity(self.sessions.len());
+        let mut s_agent = Vec::with_capacity(self.sessions.len());
+        let mut s_user = Vec::with_capacity(self.sessions.len());
+        for (id, sh) in &self.sessions {
+            s_id.push(id.as_str());
+            s_first.push(sh.first);
+            s_last.push(sh.last);
+            s_events.push(sh.events);
+            s_agent.push(sh.agent.as_deref());
+            s_user.push(sh.user.as_deref());
+        }
+        let sessions = async {
+            if s_id.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(
+                "INSERT INTO sessions (source_id, session_id, first_time, last_time, events, agent_id, user_principal)
+                 SELECT $1, * FROM UNNEST($2::text[], $3::timestamptz[], $4::timestamptz[], $5::int8[], $6::text[], $7::text[])
+                 ON CONFLICT (source_id, session_id) DO UPDATE SET
+                   first_time = least(sessions.first_time, excluded.first_time),
+                   last_time = greatest(sessions.last_time, excluded.last_time),
+                   events = sessions.events + excluded.events,
+                   agent_id = coalesce(sessions.agent_id, excluded.agent_id),
+                   user_principal = coalesce(sessions.user_principal, excluded.user_principal)",
+                &[&source_id, &s_id, &s_first, &s_last, &s_events, &s_agent, &s_user],
+            )
+            .await
+        };
+        let (k_kind, k_n): (Vec<&str>, Vec<i64>) =
+            self.kinds.iter().map(|(k, n)| (k.as_str(), *n)).unzip();
+        let kinds = async {
+            tx.execute(
             "INSERT INTO kind_counts (source_id, kind, events)
-             SELECT $1, k, count(*) FROM UNNEST($2::text[]) AS x(k) GROUP BY k
+             SELECT $1, * FROM UNNEST($2::text[], $3::int8[])
              ON CONFLICT (source_id, kind) DO UPDATE SET events = kind_counts.events + excluded.events",
-            &[&source_id, &self.kind],
+            &[&source_id, &k_kind, &k_n],
         )
-        .await?;
-        if !self.hours.is_empty() {
-            let mut cols: [Vec<i64>; 5] = Default::default();
-            let mut agents = Vec::with_capacity(self.hours.len());
-            let mut hours = Vec::with_capacity(self.hours.len());
-            for ((agent, hour), t) in &self.hours {
-                agents.push(agent.as_str());
-                hours.push(*hour);
-                for (c, v) in cols
-                    .iter_mut()
-                    .zip([t.events, t.calls, t.results, t.errors, t.bytes])
-                {
-                    c.push(i64::try_from(v).unwrap_or(i64::MAX));
-                }
+            .await
+        };
+        let mut cols: [Vec<i64>; 5] = Default::default();
+        let mut h_agent = Vec::with_capacity(self.hours.len());
+        let mut h_hour = Vec::with_capacity(self.hours.len());
+        for ((agent, hour), t) in &self.hours {
+            h_agent.push(agent.as_str());
+            h_hour.push(*hour);
+            for (c, v) in cols
+                .iter_mut()
+                .zip([t.events, t.calls, t.results, t.errors, t.bytes])
+            {
+                c.push(i64::try_from(v).unwrap_or(i64::MAX));
+            }
+        }
+        let hours = async {
+            if h_agent.is_empty() {
+                return Ok(0);
             }
             tx.execute(
                 "INSERT INTO agent_hours (agent_id, hour, source_id, events, calls, results, errors, bytes)
@@ -440,27 +505,31 @@ impl Rows {
                    results = agent_hours.results + excluded.results,
                    errors = agent_hours.errors + excluded.errors,
                    bytes = agent_hours.bytes + excluded.bytes",
-                &[&source_id, &agents, &hours, &cols[0], &cols[1], &cols[2], &cols[3], &cols[4]],
+                &[&source_id, &h_agent, &h_hour, &cols[0], &cols[1], &cols[2], &cols[3], &cols[4]],
             )
-            .await?;
-        }
-        if !self.starts.is_empty() {
-            let ids: Vec<&str> = self.starts.iter().map(|(s, _)| s.as_str()).collect();
-            let times: Vec<time::OffsetDateTime> = self.starts.iter().map(|(_, t)| *t).collect();
-            tx.execute(
-                "INSERT INTO open_sessions (source_id, session_id, started_at)
-                 SELECT $1, * FROM UNNEST($2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING",
-                &[&source_id, &ids, &times],
-            )
-            .await?;
-        }
-        if !self.ends.is_empty() {
-            tx.execute(
-                "DELETE FROM open_sessions WHERE source_id = $1 AND session_id = ANY($2)",
-                &[&source_id, &self.ends],
-            )
-            .await?;
-        }
+            .await
+        };
+        let o_ids: Vec<&str> = self.starts.iter().map(|(s, _)| s.as_str()).collect();
+        let o_times: Vec<time::OffsetDateTime> = self.starts.iter().map(|(_, t)| *t).collect();
+        let open = async {
+            if !o_ids.is_empty() {
+                tx.execute(
+                    "INSERT INTO open_sessions (source_id, session_id, started_at)
+                     SELECT $1, * FROM UNNEST($2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING",
+                    &[&source_id, &o_ids, &o_times],
+                )
+                .await?;
+            }
+            if !self.ends.is_empty() {
+                tx.execute(
+                    "DELETE FROM open_sessions WHERE source_id = $1 AND session_id = ANY($2)",
+                    &[&source_id, &self.ends],
+                )
+                .await?;
+            }
+            Ok::<_, tokio_postgres::Error>(0)
+        };
+        futures_util::future::try_join5(events, sessions, kinds, hours, open).await?;
         Ok(())
     }
 }
