@@ -393,12 +393,10 @@ impl Rows {
             let hour = rec
                 .time
                 .replace_time(time::Time::from_hms(rec.time.hour(), 0, 0).expect("a valid hour"));
-            let t = self.hours.entry((agent.clone(), hour)).or_default();
-            t.events += rec.activity.events;
-            t.calls += rec.activity.calls;
-            t.results += rec.activity.results;
-            t.errors += rec.activity.errors;
-            t.bytes += rec.activity.bytes;
+            self.hours
+                .entry((agent.clone(), hour))
+                .or_default()
+                .merge(&rec.activity);
         }
         self.source_id.push(source_id);
         self.seq.push(rec.seq as i64);

@@ -68,6 +68,15 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Add the counts of `other` (a tally of other records).
+    pub fn merge(&mut self, other: &Tally) {
+        self.events += other.events;
+        self.calls += other.calls;
+        self.results += other.results;
+        self.errors += other.errors;
+        self.bytes += other.bytes;
+    }
+
     /// Count one record.
     pub fn add(&mut self, f: &ActivityFacts<'_>) {
         self.events += 1;

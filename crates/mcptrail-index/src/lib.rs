@@ -51,6 +51,15 @@ const SCHEMA_VERSION: i64 = 5;
 /// partial index `events_visible`, written the same way in the queries that use it (SQLite
 /// uses a partial index only when the query states its condition literally).
 pub(crate) const NOT_GOVERNANCE: &str = "NOT (kind >= 'governance.' AND kind < 'governance/')";
+/// Adds a tally to an agent's hour (`?1` agent, `?2` hour, then events, calls, results,
+/// errors, bytes).
+const ADD_AGENT_HOUR: &str =
+    "INSERT INTO agent_hours(agent_id, hour, events, calls, results, errors, bytes)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+     ON CONFLICT(agent_id, hour) DO UPDATE SET
+        events = events + excluded.events, calls = calls + excluded.calls,
+        results = results + excluded.results, errors = errors + excluded.errors,
+        bytes = bytes + excluded.bytes";
 /// Records per transaction while syncing (bounds the write-ahead log during a rebuild).
 pub const SYNC_COMMIT_EVERY: u64 = 100_000;
 
@@ -347,8 +356,7 @@ impl Index {
             ))?;
             if tally.events > 0 {
                 self.sql(tx.execute(
-                    "INSERT INTO agent_hours(agent_id, hour, events, calls, results, errors, bytes)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    ADD_AGENT_HOUR,
                     params![
                         agent,
                         hour,
@@ -570,14 +578,7 @@ impl Index {
                     first_seq = min(first_seq, excluded.first_seq),
                     last_seq = max(last_seq, excluded.last_seq)",
             )?;
-            let mut hours = prep(
-                "INSERT INTO agent_hours(agent_id, hour, events, calls, results, errors, bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT(agent_id, hour) DO UPDATE SET
-                    events = events + excluded.events, calls = calls + excluded.calls,
-                    results = results + excluded.results, errors = errors + excluded.errors,
-                    bytes = bytes + excluded.bytes",
-            )?;
+            let mut hours = prep(ADD_AGENT_HOUR)?;
             for ((agent, hour), t) in &batch.hours {
                 sql(hours.execute(params![
                     agent,

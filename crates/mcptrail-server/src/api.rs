@@ -537,19 +537,8 @@ async fn agent_activity(
     let spec = route("GET", "/api/v1/agents/{id}/activity");
     let p = st.authorise(&headers, spec, raw.as_deref())?;
     let Query(q) = q?;
-    let time = |v: &Option<String>, key: &str| -> Result<Option<time::OffsetDateTime>, ApiError> {
-        v.as_deref()
-            .map(|t| {
-                mcptrail_event::parse_rfc3339(t).map_err(|_| {
-                    ApiError::bad(format!(
-                        "{key} = {t:?} is not an RFC 3339 time (e.g. 2026-12-07T09:00:00Z)"
-                    ))
-                })
-            })
-            .transpose()
-    };
-    let until = time(&q.until, "until")?.unwrap_or_else(time::OffsetDateTime::now_utc);
-    let since = time(&q.since, "since")?.unwrap_or(until - time::Duration::hours(48));
+    let until = parse_time_param("until", q.until)?.unwrap_or_else(time::OffsetDateTime::now_utc);
+    let since = parse_time_param("since", q.since)?.unwrap_or(until - time::Duration::hours(48));
     if since >= until {
         return Err(ApiError::bad("since must be before until"));
     }
@@ -563,16 +552,13 @@ async fn agent_activity(
         mcptrail_event::format_rfc3339_nanos(until),
     );
     let hours = match st.fleet_store().await? {
-        Some(f) => f
+        Some(f) => json!(f
             .agent_hours(&agent, &since, &until)
             .await
-            .map_err(fleet_err)?,
+            .map_err(fleet_err)?),
         None => {
             let (a, s, u) = (agent.clone(), since.clone(), until.clone());
             json!(st.with_index(move |i| i.agent_hours(&a, &s, &u)).await?)
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
         }
     };
     let data_dir = st.data_dir.clone();
@@ -787,16 +773,23 @@ struct EventsQuery {
     limit: Option<u64>,
 }
 
-fn time_param(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+fn parse_time_param(
+    name: &str,
+    v: Option<String>,
+) -> Result<Option<time::OffsetDateTime>, ApiError> {
     v.map(|s| {
-        let t = mcptrail_event::parse_rfc3339(&s).map_err(|_| {
+        mcptrail_event::parse_rfc3339(&s).map_err(|_| {
             ApiError::bad(format!(
                 "{name}={s:?} is not an RFC 3339 time (e.g. 2026-11-25T10:00:00Z)"
             ))
-        })?;
-        Ok(mcptrail_event::format_rfc3339_nanos(t))
+        })
     })
     .transpose()
+}
+
+/// A time parameter as the index stores times (UTC, nanoseconds).
+fn time_param(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+    Ok(parse_time_param(name, v)?.map(mcptrail_event::format_rfc3339_nanos))
 }
 
 fn text_param(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
