@@ -17,6 +17,9 @@
 //!   after it wait in `pending` (acknowledged, durable, not searchable). JetStream redelivers a
 //!   killed collector's batch only after its ack wait, so records routinely arrive out of
 //!   order with two collectors; nothing is held in NATS and nothing is redelivered in a loop.
+//!   A source whose records in a batch *start* after a gap is first retried a few times within
+//!   75 ms (its predecessors are usually in the other collector's batch, a moment ahead): a
+//!   write and a delete in `pending` per record saved.
 //! - A new source's first record must be seq 1 and link to the genesis hash (anchored). A
 //!   source whose records start later (retention purged its first segments under a signed
 //!   tombstone, or it was shipped from the middle) waits in `pending` until
@@ -263,6 +266,11 @@ pub(crate) struct SourceState {
     /// Records stored in this transaction.
     stored: u64,
     changed: bool,
+    /// Whether `pending` may hold records of this source (false only when
+    /// [`SourceState::lock_all`] saw none: the row lock keeps it so).
+    pending_rows: bool,
+    /// Whether `pending_checkpoints` may hold checkpoints of this source (likewise).
+    pending_checkpoints: bool,
 }
 
 impl SourceState {
@@ -306,7 +314,80 @@ impl SourceState {
             silent_alerted: row.get(10),
             stored: 0,
             changed: false,
+            pending_rows: true,
+            pending_checkpoints: true,
         })
+    }
+
+    /// Lock and read the rows of several sources at once (creating the missing ones), in
+    /// byte order of (tenant, source) so that collectors locking several never deadlock,
+    /// with whether each has rows in `pending` and `pending_checkpoints`. Two statements,
+    /// sent together. Returned in the order of `keys`.
+    pub(crate) async fn lock_all(
+        tx: &Transaction<'_>,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Self>, Error> {
+        let tenants: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+        let sources: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&tenants, &sources];
+        let create = tx.execute(
+            "INSERT INTO sources (tenant, source) SELECT * FROM UNNEST($1::text[], $2::text[])
+             ON CONFLICT (tenant, source) DO NOTHING",
+            &params,
+        );
+        let read = tx.query(
+            "SELECT s.source_id, s.first_seq, s.last_seq, s.last_hash, s.tree_size, s.tree_roots, s.anchored,
+                    s.origin, s.checkpoint_size, s.gap_alerted_seq, s.silent_alerted, s.tenant, s.source,
+                    EXISTS (SELECT 1 FROM pending p WHERE p.source_id = s.source_id),
+                    EXISTS (SELECT 1 FROM pending_checkpoints c WHERE c.source_id = s.source_id)
+             FROM sources s JOIN UNNEST($1::text[], $2::text[]) AS k(t, s) ON s.tenant = k.t AND s.source = k.s
+             ORDER BY s.tenant COLLATE \"C\", s.source COLLATE \"C\"
+             FOR UPDATE OF s",
+            &params,
+        );
+        let (_, rows) = futures_util::future::try_join(create, read).await?;
+        let mut by_key: HashMap<(String, String), SourceState> = HashMap::new();
+        for row in rows {
+            let (tenant, source): (String, String) = (row.get(11), row.get(12));
+            let tree_size: i64 = row.get(4);
+            let tree_roots: Vec<u8> = row.get(5);
+            let tree = frontier_of(tree_size, &tree_roots).ok_or_else(|| {
+                Error::Postgres(format!(
+                    "sources row of {tenant}/{source}: tree_roots does not fit tree_size {tree_size}"
+                ))
+            })?;
+            by_key.insert(
+                (tenant.clone(), source.clone()),
+                SourceState {
+                    id: row.get(0),
+                    tenant,
+                    source,
+                    first_seq: row.get(1),
+                    last_seq: row.get(2),
+                    last_hash: row.get(3),
+                    tree,
+                    anchored: row.get(6),
+                    origin: row.get(7),
+                    checkpoint_size: row.get(8),
+                    gap_alerted_seq: row.get(9),
+                    silent_alerted: row.get(10),
+                    stored: 0,
+                    changed: false,
+                    pending_rows: row.get(13),
+                    pending_checkpoints: row.get(14),
+                },
+            );
+        }
+        keys.iter()
+            .map(|k| {
+                by_key.remove(k).ok_or_else(|| {
+                    Error::Postgres(format!(
+                        "sources row of {}/{} not found after insert",
+                        k.0, k.1
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// Begin an unanchored chain just before `seq`, whose record names `prev_hash`.
@@ -347,25 +428,26 @@ struct Rows {
     user: Vec<Option<String>>,
     tool: Vec<Option<String>>,
     line: Vec<String>,
-    starts: Vec<(String, time::OffsetDateTime)>,
-    ends: Vec<String>,
-    sessions: HashMap<String, SessionShare>,
-    kinds: HashMap<String, i64>,
-    /// Activity per (agent, clock hour).
-    hours: HashMap<(String, time::OffsetDateTime), Tally>,
+    /// Sessions started, and ended: (source, session id[, start time]).
+    starts: Vec<(i64, String, time::OffsetDateTime)>,
+    ends: Vec<(i64, String)>,
+    sessions: HashMap<(i64, String), SessionShare>,
+    kinds: HashMap<(i64, String), i64>,
+    /// Activity per (agent, clock hour, source).
+    hours: HashMap<(String, time::OffsetDateTime, i64), Tally>,
 }
 
 impl Rows {
     fn push(&mut self, source_id: i64, rec: Record) {
         if let Some(s) = &rec.session_id {
             match rec.kind.as_str() {
-                "session.start" => self.starts.push((s.clone(), rec.time)),
-                "session.end" => self.ends.push(s.clone()),
+                "session.start" => self.starts.push((source_id, s.clone(), rec.time)),
+                "session.end" => self.ends.push((source_id, s.clone())),
                 _ => {}
             }
             let share = self
                 .sessions
-                .entry(s.clone())
+                .entry((source_id, s.clone()))
                 .or_insert_with(|| SessionShare {
                     first: rec.time,
                     last: rec.time,
@@ -383,18 +465,13 @@ impl Rows {
                 share.user.clone_from(&rec.user);
             }
         }
-        match self.kinds.get_mut(rec.kind.as_str()) {
-            Some(n) => *n += 1,
-            None => {
-                self.kinds.insert(rec.kind.clone(), 1);
-            }
-        }
+        *self.kinds.entry((source_id, rec.kind.clone())).or_default() += 1;
         if let Some(agent) = &rec.agent {
             let hour = rec
                 .time
                 .replace_time(time::Time::from_hms(rec.time.hour(), 0, 0).expect("a valid hour"));
             self.hours
-                .entry((agent.clone(), hour))
+                .entry((agent.clone(), hour, source_id))
                 .or_default()
                 .merge(&rec.activity);
         }
@@ -411,7 +488,8 @@ impl Rows {
         self.line.push(rec.line);
     }
 
-    async fn insert(&self, tx: &Transaction<'_>, source_id: i64) -> Result<(), Error> {
+    /// Insert the rows (of any number of sources) and add to the summaries.
+    async fn insert(&self, tx: &Transaction<'_>) -> Result<(), Error> {
         if self.seq.is_empty() {
             return Ok(());
         }
@@ -433,13 +511,15 @@ impl Rows {
             .await
         };
         // The summaries investigators page through (sessions, counts per kind, agent hours).
+        let mut s_source = Vec::with_capacity(self.sessions.len());
         let mut s_id = Vec::with_capacity(self.sessions.len());
         let mut s_first = Vec::with_capacity(self.sessions.len());
         let mut s_last = Vec::with_capacity(self.sessions.len());
         let mut s_events = Vec::with_capacity(self.sessions.len());
         let mut s_agent = Vec::with_capacity(self.sessions.len());
         let mut s_user = Vec::with_capacity(self.sessions.len());
-        for (id, sh) in &self.sessions {
+        for ((source, id), sh) in &self.sessions {
+            s_source.push(*source);
             s_id.push(id.as_str());
             s_first.push(sh.first);
             s_last.push(sh.last);
@@ -453,34 +533,42 @@ impl Rows {
             }
             tx.execute(
                 "INSERT INTO sessions (source_id, session_id, first_time, last_time, events, agent_id, user_principal)
-                 SELECT $1, * FROM UNNEST($2::text[], $3::timestamptz[], $4::timestamptz[], $5::int8[], $6::text[], $7::text[])
+                 SELECT * FROM UNNEST($1::int8[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::int8[], $6::text[], $7::text[])
                  ON CONFLICT (source_id, session_id) DO UPDATE SET
                    first_time = least(sessions.first_time, excluded.first_time),
                    last_time = greatest(sessions.last_time, excluded.last_time),
                    events = sessions.events + excluded.events,
                    agent_id = coalesce(sessions.agent_id, excluded.agent_id),
                    user_principal = coalesce(sessions.user_principal, excluded.user_principal)",
-                &[&source_id, &s_id, &s_first, &s_last, &s_events, &s_agent, &s_user],
+                &[&s_source, &s_id, &s_first, &s_last, &s_events, &s_agent, &s_user],
             )
             .await
         };
-        let (k_kind, k_n): (Vec<&str>, Vec<i64>) =
-            self.kinds.iter().map(|(k, n)| (k.as_str(), *n)).unzip();
+        let mut k_source = Vec::with_capacity(self.kinds.len());
+        let mut k_kind = Vec::with_capacity(self.kinds.len());
+        let mut k_n = Vec::with_capacity(self.kinds.len());
+        for ((source, kind), n) in &self.kinds {
+            k_source.push(*source);
+            k_kind.push(kind.as_str());
+            k_n.push(*n);
+        }
         let kinds = async {
             tx.execute(
-            "INSERT INTO kind_counts (source_id, kind, events)
-             SELECT $1, * FROM UNNEST($2::text[], $3::int8[])
-             ON CONFLICT (source_id, kind) DO UPDATE SET events = kind_counts.events + excluded.events",
-            &[&source_id, &k_kind, &k_n],
-        )
+                "INSERT INTO kind_counts (source_id, kind, events)
+                 SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[])
+                 ON CONFLICT (source_id, kind) DO UPDATE SET events = kind_counts.events + excluded.events",
+                &[&k_source, &k_kind, &k_n],
+            )
             .await
         };
         let mut cols: [Vec<i64>; 5] = Default::default();
         let mut h_agent = Vec::with_capacity(self.hours.len());
         let mut h_hour = Vec::with_capacity(self.hours.len());
-        for ((agent, hour), t) in &self.hours {
+        let mut h_source = Vec::with_capacity(self.hours.len());
+        for ((agent, hour, source), t) in &self.hours {
             h_agent.push(agent.as_str());
             h_hour.push(*hour);
+            h_source.push(*source);
             for (c, v) in cols
                 .iter_mut()
                 .zip([t.events, t.calls, t.results, t.errors, t.bytes])
@@ -494,34 +582,38 @@ impl Rows {
             }
             tx.execute(
                 "INSERT INTO agent_hours (agent_id, hour, source_id, events, calls, results, errors, bytes)
-                 SELECT a, h, $1, e, c, r, f, b
-                 FROM UNNEST($2::text[], $3::timestamptz[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[])
-                   AS x(a, h, e, c, r, f, b)
+                 SELECT a, h, s, e, c, r, f, b
+                 FROM UNNEST($1::int8[], $2::text[], $3::timestamptz[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[])
+                   AS x(s, a, h, e, c, r, f, b)
                  ON CONFLICT (agent_id, hour, source_id) DO UPDATE SET
                    events = agent_hours.events + excluded.events,
                    calls = agent_hours.calls + excluded.calls,
                    results = agent_hours.results + excluded.results,
                    errors = agent_hours.errors + excluded.errors,
                    bytes = agent_hours.bytes + excluded.bytes",
-                &[&source_id, &h_agent, &h_hour, &cols[0], &cols[1], &cols[2], &cols[3], &cols[4]],
+                &[&h_source, &h_agent, &h_hour, &cols[0], &cols[1], &cols[2], &cols[3], &cols[4]],
             )
             .await
         };
-        let o_ids: Vec<&str> = self.starts.iter().map(|(s, _)| s.as_str()).collect();
-        let o_times: Vec<time::OffsetDateTime> = self.starts.iter().map(|(_, t)| *t).collect();
+        let o_sources: Vec<i64> = self.starts.iter().map(|(s, _, _)| *s).collect();
+        let o_ids: Vec<&str> = self.starts.iter().map(|(_, s, _)| s.as_str()).collect();
+        let o_times: Vec<time::OffsetDateTime> = self.starts.iter().map(|(_, _, t)| *t).collect();
+        let e_sources: Vec<i64> = self.ends.iter().map(|(s, _)| *s).collect();
+        let e_ids: Vec<&str> = self.ends.iter().map(|(_, s)| s.as_str()).collect();
         let open = async {
             if !o_ids.is_empty() {
                 tx.execute(
                     "INSERT INTO open_sessions (source_id, session_id, started_at)
-                     SELECT $1, * FROM UNNEST($2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING",
-                    &[&source_id, &o_ids, &o_times],
+                     SELECT * FROM UNNEST($1::int8[], $2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING",
+                    &[&o_sources, &o_ids, &o_times],
                 )
                 .await?;
             }
-            if !self.ends.is_empty() {
+            if !e_ids.is_empty() {
                 tx.execute(
-                    "DELETE FROM open_sessions WHERE source_id = $1 AND session_id = ANY($2)",
-                    &[&source_id, &self.ends],
+                    "DELETE FROM open_sessions o USING UNNEST($1::int8[], $2::text[]) AS e(s, id)
+                     WHERE o.source_id = e.s AND o.session_id = e.id",
+                    &[&e_sources, &e_ids],
                 )
                 .await?;
             }
@@ -590,10 +682,11 @@ impl Processed {
     }
 }
 
-/// Check and store one batch: one transaction per source (so collectors sharing a consumer
-/// pipeline across sources instead of queueing behind one lock), in (tenant, source) order.
-/// Every message of a committed transaction is decided (stored, a duplicate, pending or
-/// quarantined): acknowledge those in [`Processed::committed`].
+/// Check and store one batch: one transaction for all its sources (their rows locked at once,
+/// in byte order of (tenant, source)), so a batch costs a handful of round trips and one
+/// commit whatever the number of sources. Every message of a committed transaction is decided
+/// (stored, a duplicate, pending or quarantined): acknowledge those in
+/// [`Processed::committed`].
 pub async fn process(
     client: &mut Client,
     checks: &Checks,
@@ -657,7 +750,7 @@ pub async fn process(
         }
         partitions.insert(day);
     }
-    // Messages on subjects that name no source, then each source: one transaction each.
+    // Messages on subjects that name no source, then the sources: one transaction for all.
     if !bad_idx.is_empty() {
         let r: Result<Outcome, Error> = async {
             let tx = client.transaction().await?;
@@ -670,21 +763,60 @@ pub async fn process(
             return done;
         }
     }
-    for ((tenant, source), g, idxs) in groups {
+    // A source whose records in this batch start after a gap is put back and retried in a
+    // later transaction, a few times with short waits: its predecessors are usually in
+    // another collector's batch a few milliseconds ahead. The last try stores what chains
+    // and parks the rest in `pending`, as it would have at once (a real gap waits there).
+    let mut todo = groups;
+    for attempt in 0..=GAP_RETRIES.len() {
+        if todo.is_empty() {
+            break;
+        }
+        let last = attempt == GAP_RETRIES.len();
+        if attempt > 0 {
+            tokio::time::sleep(GAP_RETRIES[attempt - 1]).await;
+        }
+        let keys: Vec<(String, String)> = todo.iter().map(|(k, _, _)| k.clone()).collect();
+        let idxs: Vec<Vec<usize>> = todo.iter().map(|(_, _, i)| i.clone()).collect();
+        let parsed: Vec<Group> = todo.into_iter().map(|(_, g, _)| g).collect();
         // The fast path lets the unique index on records.event_id catch a reused event id;
-        // if it does, the source's transaction is redone with an explicit check (from the
-        // messages again: the fast path consumed the parsed group).
-        let mut result = one_source(client, checks, &tenant, &source, g, false).await;
+        // if it does, the transaction is redone with an explicit check (from the messages
+        // again: the fast path consumed the parsed groups).
+        let mut result = sources_tx(client, checks, &keys, parsed, false, !last).await;
         if let Err(Error::UniqueEventId) = result {
-            let again = group_of(checks, msgs, &idxs);
-            result = one_source(client, checks, &tenant, &source, again, true).await;
+            let again = idxs.iter().map(|i| group_of(checks, msgs, i)).collect();
+            result = sources_tx(client, checks, &keys, again, true, false).await;
         }
-        if !done.absorb(result, idxs) {
-            return done;
+        let (out, deferred) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                done.error = Some(e);
+                return done;
+            }
+        };
+        let mut later = Vec::new();
+        let mut committed = Vec::new();
+        let mut deferred = deferred.into_iter().peekable();
+        for (n, (key, idx)) in keys.into_iter().zip(idxs).enumerate() {
+            match deferred.next_if(|(d, _)| *d == n) {
+                Some((_, g)) => later.push((key, g, idx)),
+                None => committed.extend(idx),
+            }
         }
+        done.absorb(Ok(out), committed);
+        todo = later;
     }
     done
 }
+
+/// The waits before each retry of a source whose batch starts after a gap in its chain (75 ms
+/// in all, then the records wait in `pending`).
+const GAP_RETRIES: [std::time::Duration; 4] = [
+    std::time::Duration::from_millis(5),
+    std::time::Duration::from_millis(10),
+    std::time::Duration::from_millis(20),
+    std::time::Duration::from_millis(40),
+];
 
 /// The messages `idxs` of one source, parsed.
 fn group_of(checks: &Checks, msgs: &[Incoming], idxs: &[usize]) -> Group {
@@ -723,21 +855,62 @@ fn group_of(checks: &Checks, msgs: &[Incoming], idxs: &[usize]) -> Group {
     g
 }
 
-/// One source's part of a batch, in its own transaction.
-async fn one_source(
+/// The sources of a batch (`keys`, in byte order, with their parsed `groups`) in one
+/// transaction: every source row locked at once, each source's tombstones and records
+/// chained, all rows inserted together, then each source's checkpoints and the new chain
+/// states. With `defer_gap`, a source whose records start after a gap in its chain is left
+/// out (nothing of it written): returned with its position in `keys`.
+async fn sources_tx(
     client: &mut Client,
     checks: &Checks,
-    tenant: &str,
-    source: &str,
-    g: Group,
+    keys: &[(String, String)],
+    groups: Vec<Group>,
     check_ids: bool,
-) -> Result<Outcome, Error> {
+    defer_gap: bool,
+) -> Result<(Outcome, Vec<(usize, Group)>), Error> {
     let mut out = Outcome::default();
     let tx = client.transaction().await?;
-    let mut st = SourceState::lock(&tx, tenant, source).await?;
+    let mut states = SourceState::lock_all(&tx, keys).await?;
+    let mut rows = Rows::default();
+    let mut deferred = Vec::new();
+    let mut kept = Vec::new();
+    for (n, (st, g)) in states.iter_mut().zip(groups).enumerate() {
+        if defer_gap && g.tombstones.is_empty() {
+            let first = g.records.iter().map(|(r, _)| r.seq as i64).min();
+            if first.is_some_and(|f| f > st.last_seq + 1) {
+                deferred.push((n, g));
+                continue;
+            }
+        }
+        let checkpoints = one_source(&tx, checks, st, g, check_ids, &mut out, &mut rows).await?;
+        kept.push((n, checkpoints));
+    }
+    // First on its own: a reused event id fails here (`Error::UniqueEventId`).
+    rows.insert(&tx).await?;
+    for (n, checkpoints) in kept {
+        finish(&tx, checks, &mut states[n], checkpoints, &mut out).await?;
+    }
+    save_all(&tx, &mut states).await?;
+    out.write(&tx).await?;
+    tx.commit().await.map_err(Error::from_insert)?;
+    Ok((out, deferred))
+}
+
+/// One locked source's part of a batch: its rejected messages, tombstones and records (the
+/// rows that chain go to `rows`). Returns its checkpoints, to check once the rows are in.
+async fn one_source(
+    tx: &Transaction<'_>,
+    checks: &Checks,
+    st: &mut SourceState,
+    g: Group,
+    check_ids: bool,
+    out: &mut Outcome,
+    rows: &mut Rows,
+) -> Result<Vec<(String, Vec<u8>, String)>, Error> {
+    let (tenant, source) = (st.tenant.clone(), st.source.clone());
     for (subject, payload, kind, reason) in g.rejected {
         out.reject(
-            tenant, source, &subject, &payload, None, kind, "high", reason,
+            &tenant, &source, &subject, &payload, None, kind, "high", reason,
         );
     }
     // Tombstones in order; records removed before the fleet saw them make one alert per
@@ -756,7 +929,7 @@ async fn one_source(
     let mut skipped: Option<(i64, i64, &'static str)> = None;
     for (_, note, subject) in tombstones {
         if let Some((from, to, state)) =
-            apply_tombstone(&tx, checks, &mut st, &note, &subject, &mut out).await?
+            apply_tombstone(tx, checks, st, &note, &subject, out).await?
         {
             skipped = Some(match skipped {
                 Some((f, _, _)) => (f, to, state),
@@ -766,8 +939,8 @@ async fn one_source(
     }
     if let Some((from, to, state)) = skipped {
         out.alert(
-            tenant,
-            source,
+            &tenant,
+            &source,
             "purged_before_shipped",
             "medium",
             Some(from),
@@ -777,19 +950,8 @@ async fn one_source(
             ),
         );
     }
-    settle(
-        &tx,
-        checks,
-        &mut st,
-        g.records,
-        g.checkpoints,
-        check_ids,
-        &mut out,
-    )
-    .await?;
-    out.write(&tx).await?;
-    tx.commit().await.map_err(Error::from_insert)?;
-    Ok(out)
+    chain(tx, st, g.records, check_ids, out, rows).await?;
+    Ok(g.checkpoints)
 }
 
 /// Everything for one locked source: repeated records, chaining (fresh and pending
@@ -798,10 +960,28 @@ pub(crate) async fn settle(
     tx: &Transaction<'_>,
     checks: &Checks,
     st: &mut SourceState,
-    mut fresh: Vec<(Record, String)>,
+    fresh: Vec<(Record, String)>,
     checkpoints: Vec<(String, Vec<u8>, String)>,
     check_ids: bool,
     out: &mut Outcome,
+) -> Result<(), Error> {
+    let mut rows = Rows::default();
+    chain(tx, st, fresh, check_ids, out, &mut rows).await?;
+    rows.insert(tx).await?;
+    finish(tx, checks, st, checkpoints, out).await?;
+    save(tx, st).await
+}
+
+/// The records of one locked source: repeated records, chaining (fresh and pending
+/// candidates) and the `pending` table. What chains is added to `rows` (inserted by the
+/// caller, with other sources' rows, before [`finish`]).
+async fn chain(
+    tx: &Transaction<'_>,
+    st: &mut SourceState,
+    mut fresh: Vec<(Record, String)>,
+    check_ids: bool,
+    out: &mut Outcome,
+    rows: &mut Rows,
 ) -> Result<(), Error> {
     let (tenant, source) = (st.tenant.clone(), st.source.clone());
     fresh.sort_by_key(|(r, _)| r.seq);
@@ -849,7 +1029,6 @@ pub(crate) async fn settle(
 
     // Chain from last_seq + 1, loading pending candidates chunk by chunk.
     const CHUNK: i64 = 2000;
-    let mut rows = Rows::default();
     let mut known_ids: HashSet<uuid::Uuid> = HashSet::new();
     let mut new_ids: HashSet<uuid::Uuid> = HashSet::new();
     if check_ids {
@@ -857,7 +1036,7 @@ pub(crate) async fn settle(
         known_ids.extend(known_event_ids(tx, &fresh_ids).await?);
     }
     let mut pending_loaded_to = st.last_seq; // pending rows with seq ≤ this are in `map`
-    let mut pending_more = true;
+    let mut pending_more = st.pending_rows;
     let mut drop_pending: (Vec<i64>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
     loop {
         let next = st.last_seq + 1;
@@ -1021,11 +1200,23 @@ pub(crate) async fn settle(
         )
         .await?;
     }
-    rows.insert(tx, st.id).await?;
+    Ok(())
+}
 
-    // Checkpoints of this batch, then those that waited for the chain to reach them.
+/// After the records are inserted: one locked source's checkpoints of this batch, then those
+/// that waited in `pending_checkpoints` for the chain to reach them.
+async fn finish(
+    tx: &Transaction<'_>,
+    checks: &Checks,
+    st: &mut SourceState,
+    checkpoints: Vec<(String, Vec<u8>, String)>,
+    out: &mut Outcome,
+) -> Result<(), Error> {
     for (note, payload, subject) in checkpoints {
         check_checkpoint(tx, checks, st, &note, &payload, &subject, out).await?;
+    }
+    if !st.pending_checkpoints {
+        return Ok(());
     }
     let due = tx
         .query(
@@ -1037,7 +1228,7 @@ pub(crate) async fn settle(
         let (note, subject): (String, String) = (row.get(0), row.get(1));
         check_checkpoint(tx, checks, st, &note, note.as_bytes(), &subject, out).await?;
     }
-    save(tx, st).await
+    Ok(())
 }
 
 /// A retention tombstone of the source (records `first..=P` removed on the tap under a
@@ -1266,6 +1457,99 @@ pub(crate) async fn save(tx: &Transaction<'_>, st: &mut SourceState) -> Result<(
     }
     st.changed = false;
     st.stored = 0;
+    Ok(())
+}
+
+/// Write the chain states of several sources back (those that changed), with a tree
+/// snapshot for the anchored ones that stored records: two statements, sent together.
+async fn save_all(tx: &Transaction<'_>, states: &mut [SourceState]) -> Result<(), Error> {
+    /// The `sources` columns written, one array each.
+    #[derive(Default)]
+    struct Columns {
+        id: Vec<i64>,
+        first_seq: Vec<Option<i64>>,
+        last_seq: Vec<i64>,
+        last_hash: Vec<Option<Vec<u8>>>,
+        tree_size: Vec<i64>,
+        tree_roots: Vec<Vec<u8>>,
+        anchored: Vec<bool>,
+        origin: Vec<Option<String>>,
+        checkpoint_size: Vec<i64>,
+        gap_alerted_seq: Vec<i64>,
+        silent_alerted: Vec<bool>,
+        arrived: Vec<bool>,
+    }
+    let mut c = Columns::default();
+    let mut snaps: (Vec<i64>, Vec<i64>, Vec<Vec<u8>>) = Default::default();
+    for st in states.iter_mut().filter(|s| s.changed) {
+        let size = st.tree.size() as i64;
+        let roots = roots_bytes(&st.tree);
+        let records_arrived = st.stored > 0;
+        if records_arrived {
+            st.silent_alerted = false; // the source is not silent (any more)
+        }
+        if st.anchored && size > 0 && records_arrived {
+            snaps.0.push(st.id);
+            snaps.1.push(size);
+            snaps.2.push(roots.clone());
+        }
+        c.id.push(st.id);
+        c.first_seq.push(st.first_seq);
+        c.last_seq.push(st.last_seq);
+        c.last_hash.push(st.last_hash.clone());
+        c.tree_size.push(size);
+        c.tree_roots.push(roots);
+        c.anchored.push(st.anchored);
+        c.origin.push(st.origin.clone());
+        c.checkpoint_size.push(st.checkpoint_size);
+        c.gap_alerted_seq.push(st.gap_alerted_seq);
+        c.silent_alerted.push(st.silent_alerted);
+        c.arrived.push(records_arrived);
+        st.changed = false;
+        st.stored = 0;
+    }
+    if c.id.is_empty() {
+        return Ok(());
+    }
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+        &c.id,
+        &c.first_seq,
+        &c.last_seq,
+        &c.last_hash,
+        &c.tree_size,
+        &c.tree_roots,
+        &c.anchored,
+        &c.origin,
+        &c.checkpoint_size,
+        &c.gap_alerted_seq,
+        &c.silent_alerted,
+        &c.arrived,
+    ];
+    let update = tx.execute(
+        "UPDATE sources SET first_seq = u.first_seq, last_seq = u.last_seq, last_hash = u.last_hash,
+           tree_size = u.tree_size, tree_roots = u.tree_roots, anchored = u.anchored, origin = u.origin,
+           checkpoint_size = u.checkpoint_size, gap_alerted_seq = u.gap_alerted_seq,
+           silent_alerted = u.silent_alerted, last_seen = now(),
+           last_record_at = CASE WHEN u.arrived THEN now() ELSE sources.last_record_at END
+         FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::bytea[], $5::int8[], $6::bytea[], $7::bool[],
+                     $8::text[], $9::int8[], $10::int8[], $11::bool[], $12::bool[])
+           AS u(id, first_seq, last_seq, last_hash, tree_size, tree_roots, anchored, origin,
+                checkpoint_size, gap_alerted_seq, silent_alerted, arrived)
+         WHERE sources.source_id = u.id",
+        &params,
+    );
+    let snapshot = async {
+        if snaps.0.is_empty() {
+            return Ok(0);
+        }
+        tx.execute(
+            "INSERT INTO tree_snapshots (source_id, size, roots)
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::bytea[]) ON CONFLICT DO NOTHING",
+            &[&snaps.0, &snaps.1, &snaps.2],
+        )
+        .await
+    };
+    futures_util::future::try_join(update, snapshot).await?;
     Ok(())
 }
 
