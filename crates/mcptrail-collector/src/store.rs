@@ -321,7 +321,7 @@ impl SourceState {
 
     /// Lock and read the rows of several sources at once (creating the missing ones), in
     /// byte order of (tenant, source) so that collectors locking several never deadlock,
-    /// with whether each has rows in `pending` and `pending_checkpoints`. Two statements,
+    /// with whether each has rows in `pending` and `pending_checkpoints`. Three statements,
     /// sent together. Returned in the order of `keys`.
     pub(crate) async fn lock_all(
         tx: &Transaction<'_>,
@@ -337,15 +337,27 @@ impl SourceState {
         );
         let read = tx.query(
             "SELECT s.source_id, s.first_seq, s.last_seq, s.last_hash, s.tree_size, s.tree_roots, s.anchored,
-                    s.origin, s.checkpoint_size, s.gap_alerted_seq, s.silent_alerted, s.tenant, s.source,
-                    EXISTS (SELECT 1 FROM pending p WHERE p.source_id = s.source_id),
-                    EXISTS (SELECT 1 FROM pending_checkpoints c WHERE c.source_id = s.source_id)
+                    s.origin, s.checkpoint_size, s.gap_alerted_seq, s.silent_alerted, s.tenant, s.source
              FROM sources s JOIN UNNEST($1::text[], $2::text[]) AS k(t, s) ON s.tenant = k.t AND s.source = k.s
              ORDER BY s.tenant COLLATE \"C\", s.source COLLATE \"C\"
              FOR UPDATE OF s",
             &params,
         );
-        let (_, rows) = futures_util::future::try_join(create, read).await?;
+        // A statement of its own, after the lock: a statement sees what was committed when it
+        // began, and the lock may have waited for another collector's commit (which may have
+        // parked records in `pending`).
+        let waiting = tx.query(
+            "SELECT s.source_id,
+                    EXISTS (SELECT 1 FROM pending p WHERE p.source_id = s.source_id),
+                    EXISTS (SELECT 1 FROM pending_checkpoints c WHERE c.source_id = s.source_id)
+             FROM sources s JOIN UNNEST($1::text[], $2::text[]) AS k(t, s) ON s.tenant = k.t AND s.source = k.s",
+            &params,
+        );
+        let (_, rows, waiting) = futures_util::future::try_join3(create, read, waiting).await?;
+        let waiting: HashMap<i64, (bool, bool)> = waiting
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect();
         let mut by_key: HashMap<(String, String), SourceState> = HashMap::new();
         for row in rows {
             let (tenant, source): (String, String) = (row.get(11), row.get(12));
@@ -373,8 +385,8 @@ impl SourceState {
                     silent_alerted: row.get(10),
                     stored: 0,
                     changed: false,
-                    pending_rows: row.get(13),
-                    pending_checkpoints: row.get(14),
+                    pending_rows: waiting.get(&row.get(0)).is_none_or(|w| w.0),
+                    pending_checkpoints: waiting.get(&row.get(0)).is_none_or(|w| w.1),
                 },
             );
         }

@@ -15,7 +15,9 @@
 //!   not mistaken for silence.
 //! - pending records left behind at seqs the chain has already passed (possible only when
 //!   more than a chunk of candidates competed for one seq) are settled: duplicates dropped,
-//!   others quarantined (`chain_conflict`).
+//!   others quarantined (`chain_conflict`);
+//! - pending records whose predecessor is stored are chained (a safety net: the batch that
+//!   stores a predecessor chains what waits after it).
 
 use tokio_postgres::Client;
 
@@ -143,6 +145,10 @@ async fn sweep_source(
                     store::settle(tx, checks, st, Vec::new(), Vec::new(), true, out).await?;
                 }
             }
+        } else if seq == st.last_seq + 1 {
+            // Its predecessor is stored: it chains now. (A batch chains what waits right after
+            // its records; this is the safety net for anything a batch did not reach.)
+            store::settle(tx, checks, st, Vec::new(), Vec::new(), true, out).await?;
         } else if seq > st.last_seq + 1 && oldest_waiting && st.gap_alerted_seq != st.last_seq + 1 {
             out.alert(
                 &tenant,

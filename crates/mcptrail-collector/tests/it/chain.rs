@@ -200,3 +200,39 @@ fn a_source_silent_while_its_session_is_open_is_an_alert_once_and_one_that_close
     });
     f.stop_collectors();
 }
+
+#[test]
+fn a_waiting_record_whose_predecessor_is_stored_is_chained_by_the_sweep() {
+    let mut f = Fleet::new("sweepchain");
+    let a = FixtureSource::build(&f.dir.path().join("a"), 3, "sa", true, &[]);
+    let n = a.lines.len();
+    let cfg = f.config(
+        &[&a.vkey],
+        "hold_secs = 1\ngap_alert_secs = 1\nsilence_secs = 600\n",
+    );
+    f.start_collector(&cfg);
+    for seq in 1..n {
+        f.publish_record("a", &a, seq);
+    }
+    wait_until("all but the last record stored", 30, || {
+        f.events_of("a") == n as u64 - 1
+    });
+    // The last record parked in `pending` as if by a batch that did not see its predecessor
+    // being stored, with no later batch of the source to pick it up.
+    let line = &a.lines[n - 1];
+    let hash = hex::encode(mcptrail_ledger::record_hash(line.as_bytes()));
+    f.pg(&format!(
+        "INSERT INTO pending (source_id, seq, record_hash, subject, line, received_at)
+         SELECT source_id, {n}, '\\x{hash}', '{}.acme.a.events', $l${line}$l$, now() - interval '1 minute'
+         FROM sources WHERE source = 'a'",
+        f.names.prefix
+    ));
+    wait_until("the sweep chained it", 30, || f.events_of("a") == n as u64);
+    assert_eq!(f.pg("SELECT count(*) FROM pending"), "0");
+    assert_eq!(
+        f.pg("SELECT last_seq FROM sources WHERE source = 'a'"),
+        n.to_string()
+    );
+    assert!(f.alert_kinds("a").is_empty(), "{:?}", f.alert_kinds("a"));
+    f.stop_collectors();
+}
