@@ -99,68 +99,62 @@ pub(crate) async fn connect_pg(cfg: &CollectorConfig) -> Result<tokio_postgres::
     Ok(client)
 }
 
-/// The pulled messages, fetched ahead: JetStream keeps the next batch coming while the
-/// current one is in PostgreSQL.
-type Messages = consumer::pull::Stream;
-
 struct Nats {
     client: async_nats::Client,
     consumer: consumer::Consumer<consumer::pull::Config>,
-    messages: Option<Messages>,
 }
 
 impl Nats {
-    /// Up to `max` messages: waits up to `wait` for the first, then takes what arrives within
-    /// `linger` (a fuller batch is cheaper per event in PostgreSQL).
-    async fn next_batch(
-        &mut self,
-        max: usize,
-        wait: Duration,
-        linger: Duration,
-    ) -> Vec<jetstream::Message> {
+    /// Up to `max` messages: what the stream holds for this consumer now, taken with one
+    /// no-wait pull request. So a backlog is dealt out in contiguous runs: collectors that
+    /// each kept a pull request standing would be handed alternate messages, and half the
+    /// records would wait in `pending` for a neighbour held by the other collector.
+    async fn fetch_now(&self, max: usize) -> Vec<jetstream::Message> {
         let mut out = Vec::new();
-        if self.messages.is_none() {
-            match self
-                .consumer
-                .stream()
-                .max_messages_per_batch(max)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
-                .messages()
-                .await
-            {
-                Ok(m) => self.messages = Some(m),
-                Err(e) => {
-                    eprintln!("mcptrail collector: pull: {e}; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    return out;
+        // No reply within this (NATS down, a reconnect): give back what came.
+        let limit = tokio::time::Instant::now() + Duration::from_secs(5);
+        match tokio::time::timeout_at(limit, self.consumer.fetch().max_messages(max).messages())
+            .await
+        {
+            Ok(Ok(mut batch)) => loop {
+                match tokio::time::timeout_at(limit, batch.next()).await {
+                    Ok(Some(Ok(m))) => out.push(m),
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        eprintln!("mcptrail collector: pull: {e}");
+                        break;
+                    }
+                    Err(_) => {
+                        eprintln!("mcptrail collector: pull: no reply from NATS in 5 s");
+                        break;
+                    }
                 }
+            },
+            Ok(Err(e)) => {
+                eprintln!("mcptrail collector: pull: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-        }
-        let messages = self.messages.as_mut().expect("just set");
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut linger_until = None;
-        while out.len() < max {
-            let until = linger_until.unwrap_or(deadline);
-            match tokio::time::timeout_at(until, messages.next()).await {
-                Ok(Some(Ok(m))) => {
-                    out.push(m);
-                    linger_until.get_or_insert(tokio::time::Instant::now() + linger);
-                }
-                Ok(Some(Err(e))) => {
-                    // Missed heartbeats, a reconnect: start a fresh pull.
-                    eprintln!("mcptrail collector: pull: {e}");
-                    self.messages = None;
-                    break;
-                }
-                Ok(None) => {
-                    self.messages = None;
-                    break;
-                }
-                Err(_) => break,
-            }
+            Err(_) => eprintln!("mcptrail collector: pull: no reply from NATS in 5 s; retrying"),
         }
         out
+    }
+
+    /// [`Nats::fetch_now`]; when nothing is there, again every `poll` until `wait` is over
+    /// (what arrives in between makes the batch: the poll is also the linger).
+    async fn next_batch(
+        &self,
+        max: usize,
+        wait: Duration,
+        poll: Duration,
+    ) -> Vec<jetstream::Message> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let out = self.fetch_now(max).await;
+            if !out.is_empty() || tokio::time::Instant::now() + poll > deadline {
+                return out;
+            }
+            tokio::time::sleep(poll).await;
+        }
     }
 }
 
@@ -188,11 +182,7 @@ async fn connect_nats(cfg: &CollectorConfig) -> Result<Nats, Error> {
         )
         .await
         .map_err(|e| Error::Nats(format!("consumer `{}`: {e}", cfg.consumer)))?;
-    Ok(Nats {
-        client,
-        consumer,
-        messages: None,
-    })
+    Ok(Nats { client, consumer })
 }
 
 /// Run until `stop` is set. Errors only for what retrying cannot fix (configuration).
@@ -297,6 +287,8 @@ async fn run_async(cfg: &CollectorConfig, stop: Arc<AtomicBool>) -> Result<RunSt
     let mut partitions: HashSet<time::Date> = HashSet::new();
     let mut attempt = 0;
     let mut last_sweep = tokio::time::Instant::now();
+    // A batch fetched ahead, while the previous one was being stored.
+    let mut ahead: Vec<jetstream::Message> = Vec::new();
     eprintln!(
         "mcptrail collector: consuming `{}` with `{}` into PostgreSQL {} schema {}",
         cfg.stream,
@@ -324,13 +316,16 @@ async fn run_async(cfg: &CollectorConfig, stop: Arc<AtomicBool>) -> Result<RunSt
                 }
             },
         };
-        let msgs = nats
-            .next_batch(
+        let msgs = if ahead.is_empty() {
+            nats.next_batch(
                 cfg.batch_size,
                 Duration::from_millis(500),
                 Duration::from_millis(20),
             )
-            .await;
+            .await
+        } else {
+            std::mem::take(&mut ahead)
+        };
         if !msgs.is_empty() {
             let incoming: Vec<Incoming> = msgs
                 .iter()
@@ -339,7 +334,13 @@ async fn run_async(cfg: &CollectorConfig, stop: Arc<AtomicBool>) -> Result<RunSt
                     payload: m.payload.to_vec(),
                 })
                 .collect();
-            let done = store::process(client, &checks, &incoming, &mut partitions).await;
+            // The next batch is fetched while this one is in PostgreSQL (a no-wait request:
+            // it takes what is there now, and leaves the rest to the other collectors).
+            let (done, next) = tokio::join!(
+                store::process(client, &checks, &incoming, &mut partitions),
+                nats.fetch_now(cfg.batch_size)
+            );
+            ahead = next;
             stats.batches += 1;
             stats.counts += done.counts;
             let mut acked = vec![false; msgs.len()];
@@ -389,6 +390,10 @@ async fn run_async(cfg: &CollectorConfig, stop: Arc<AtomicBool>) -> Result<RunSt
                 }
             }
         }
+    }
+    // Stopping: a batch fetched ahead goes back to the stream at once (not after the ack wait).
+    for m in ahead {
+        let _ = m.ack_with(AckKind::Nak(None)).await;
     }
     Ok(stats)
 }
