@@ -20,6 +20,8 @@
 #           2-core machine. Without it all share both cores (the harder, default case).
 # MCPTRAIL_BENCH_ONLY_A=1 skips part B (supergateway).
 # MCPTRAIL_BENCH_GW_THREADS=N runs part A's gateway with [gateway] worker_threads = N.
+# MCPTRAIL_BENCH_GW_TOML='…' is appended to part A's config (printf %b: \n for new lines),
+#   e.g. '[gateway.trace]\ninject_meta = false'.
 # Needs: wrk (apt-get install wrk; installed here when missing and running as root),
 # the test peers (.ci/install-peers.sh), npm for supergateway (installed under target/).
 set -euo pipefail
@@ -102,18 +104,23 @@ run() {
 }
 
 # --- A. HTTP upstream ---------------------------------------------------------
-up_port="$(free_port)"; gw_port="$(free_port)"
+# Each target gets a server of its own, started fresh: server-everything keeps every
+# response in memory for resumability, so a server that served the first target is slower
+# (a bigger heap to collect) when it serves the second, whichever that is.
+up_port="$(free_port)"; up2_port="$(free_port)"; gw_port="$(free_port)"
 PORT="$up_port" bg_on_cpu 1 node "$everything" streamableHttp >/dev/null 2>&1 & node_pid=$!; pids+=($!)
+PORT="$up2_port" bg_on_cpu 1 node "$everything" streamableHttp >/dev/null 2>&1 & node2_pid=$!; pids+=($!)
 wait_port "$up_port"
+wait_port "$up2_port"
 data="$(mktemp -d "$bench_dir/data.XXXXXX")"
 # MCPTRAIL_BENCH_GW_THREADS=N: [gateway] worker_threads = N (default: one per CPU).
 gw_cfg="$bench_dir/http.toml"
-printf '[gateway]\nworker_threads = %s\n' "${MCPTRAIL_BENCH_GW_THREADS:-0}" >"$gw_cfg"
+printf '[gateway]\nworker_threads = %s\n%b\n' "${MCPTRAIL_BENCH_GW_THREADS:-0}" "${MCPTRAIL_BENCH_GW_TOML:-}" >"$gw_cfg"
 bg_on_cpu 0 "$mcptrail" --config "$gw_cfg" gateway --data-dir "$data" --listen "127.0.0.1:$gw_port" \
-    --route "/ev=http://127.0.0.1:$up_port" 2>"$bench_dir/gateway-http.log" & gw_pid=$!; pids+=($!)
+    --route "/ev=http://127.0.0.1:$up2_port" 2>"$bench_dir/gateway-http.log" & gw_pid=$!; pids+=($!)
 wait_port "$gw_port"
 read -r d_rps d_p50 d_p99 d_scpu _ < <(run direct "http://127.0.0.1:$up_port/mcp" "$node_pid")
-read -r g_rps g_p50 g_p99 g_scpu g_gcpu < <(run gateway "http://127.0.0.1:$gw_port/ev/mcp" "$node_pid" "$gw_pid")
+read -r g_rps g_p50 g_p99 g_scpu g_gcpu < <(run gateway "http://127.0.0.1:$gw_port/ev/mcp" "$node2_pid" "$gw_pid")
 if [[ "${MCPTRAIL_BENCH_ONLY_A:-0}" == 1 ]]; then
     printf '\nmcptrail gateway benchmark (A only%s): wrk -t1 -c%s -d%ss, tools/call echo, %s cores\n\n' \
         "$([[ $pin == 1 ]] && echo ', pinned')" "$conns" "$secs" "$(nproc)"
