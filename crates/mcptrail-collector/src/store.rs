@@ -266,8 +266,8 @@ pub(crate) struct SourceState {
     /// Records stored in this transaction.
     stored: u64,
     changed: bool,
-    /// Whether `pending` may hold records of this source (false only when
-    /// [`SourceState::lock_all`] saw none: the row lock keeps it so).
+    /// Whether `pending` may hold records of this source (false when none were there once
+    /// the row was locked: the lock keeps it so until the commit).
     pending_rows: bool,
     /// Whether `pending_checkpoints` may hold checkpoints of this source (likewise).
     pending_checkpoints: bool,
@@ -280,43 +280,8 @@ impl SourceState {
         tenant: &str,
         source: &str,
     ) -> Result<Self, Error> {
-        tx.execute(
-            "INSERT INTO sources (tenant, source) VALUES ($1, $2) ON CONFLICT (tenant, source) DO NOTHING",
-            &[&tenant, &source],
-        )
-        .await?;
-        let row = tx
-            .query_one(
-                "SELECT source_id, first_seq, last_seq, last_hash, tree_size, tree_roots, anchored, origin,
-                        checkpoint_size, gap_alerted_seq, silent_alerted
-                 FROM sources WHERE tenant = $1 AND source = $2 FOR UPDATE",
-                &[&tenant, &source],
-            )
-            .await?;
-        let tree_size: i64 = row.get(4);
-        let tree_roots: Vec<u8> = row.get(5);
-        Ok(SourceState {
-            id: row.get(0),
-            tenant: tenant.into(),
-            source: source.into(),
-            first_seq: row.get(1),
-            last_seq: row.get(2),
-            last_hash: row.get(3),
-            tree: frontier_of(tree_size, &tree_roots).ok_or_else(|| {
-                Error::Postgres(format!(
-                    "sources row of {tenant}/{source}: tree_roots does not fit tree_size {tree_size}"
-                ))
-            })?,
-            anchored: row.get(6),
-            origin: row.get(7),
-            checkpoint_size: row.get(8),
-            gap_alerted_seq: row.get(9),
-            silent_alerted: row.get(10),
-            stored: 0,
-            changed: false,
-            pending_rows: true,
-            pending_checkpoints: true,
-        })
+        let mut one = Self::lock_all(tx, &[(tenant.to_string(), source.to_string())]).await?;
+        Ok(one.pop().expect("lock_all returns one state per key"))
     }
 
     /// Lock and read the rows of several sources at once (creating the missing ones), in
