@@ -1406,35 +1406,7 @@ async fn known_event_ids(
 
 /// Write the chain state back (and a tree snapshot for anchored sources).
 pub(crate) async fn save(tx: &Transaction<'_>, st: &mut SourceState) -> Result<(), Error> {
-    if !st.changed {
-        return Ok(());
-    }
-    let size = st.tree.size() as i64;
-    let roots = roots_bytes(&st.tree);
-    let records_arrived = st.stored > 0;
-    if records_arrived {
-        // The source is not silent (any more).
-        st.silent_alerted = false;
-    }
-    tx.execute(
-        "UPDATE sources SET first_seq = $2, last_seq = $3, last_hash = $4, tree_size = $5, tree_roots = $6,
-         anchored = $7, origin = $8, checkpoint_size = $9, gap_alerted_seq = $10, silent_alerted = $11,
-         last_seen = now(), last_record_at = CASE WHEN $12 THEN now() ELSE last_record_at END
-         WHERE source_id = $1",
-        &[&st.id, &st.first_seq, &st.last_seq, &st.last_hash, &size, &roots, &st.anchored, &st.origin,
-          &st.checkpoint_size, &st.gap_alerted_seq, &st.silent_alerted, &records_arrived],
-    )
-    .await?;
-    if st.anchored && size > 0 && st.stored > 0 {
-        tx.execute(
-            "INSERT INTO tree_snapshots (source_id, size, roots) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            &[&st.id, &size, &roots],
-        )
-        .await?;
-    }
-    st.changed = false;
-    st.stored = 0;
-    Ok(())
+    save_all(tx, std::slice::from_mut(st)).await
 }
 
 /// Write the chain states of several sources back (those that changed), with a tree
