@@ -599,6 +599,22 @@ mod tests {
     }
 
     #[test]
+    fn a_meta_number_reads_back_the_same_from_the_tombstones_own_text() {
+        // Found by the `tombstone` fuzz target: a float that JSON parsing without exact
+        // rounding read as a neighbour of the number the text was written from.
+        let signer = NoteSigner::generate("mcptrail.test/ts").unwrap();
+        let mut t = sample(&signer);
+        let note = t.sign(&signer).unwrap();
+        let text = note.replace(
+            "\"default_days\":90",
+            "\"default_days\":2665364527374987.987e14",
+        );
+        t = Tombstone::read_unverified(&text).unwrap();
+        let again = Tombstone::read_unverified(&format!("{}\n— x AAAA\n", t.to_text())).unwrap();
+        assert_eq!(again, t);
+    }
+
+    #[test]
     fn tampered_or_foreign_tombstones_are_refused() {
         let signer = NoteSigner::generate("mcptrail.test/ts").unwrap();
         let note = sample(&signer).sign(&signer).unwrap();
