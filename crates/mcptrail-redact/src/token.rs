@@ -70,16 +70,9 @@ impl TokenKey {
                 let mut key = Zeroizing::new([0u8; 32]);
                 getrandom::fill(key.as_mut()).map_err(|e| err(e.to_string()))?;
                 let text = Zeroizing::new(hex::encode(key.as_ref()));
-                let written = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .and_then(|mut f| {
-                        f.write_all(text.as_bytes())?;
-                        f.write_all(b"\n")?;
-                        f.sync_all()
-                    });
+                let mut bytes = Zeroizing::new(text.as_bytes().to_vec());
+                bytes.push(b'\n');
+                let written = create_private_once(path, &bytes);
                 match written {
                     Ok(()) => Ok(TokenKey(key)),
                     // Another tap created it meanwhile: use theirs.
@@ -134,9 +127,54 @@ pub(crate) fn normalise_value(rule: &str, v: &str) -> String {
     }
 }
 
+/// Create the private file (0600) `path` holding `bytes`, unless it exists
+/// (`AlreadyExists`): the bytes go to a temporary file beside it first, synced, which is then
+/// linked in under its name. So a process that reads `path` meanwhile sees no file or the
+/// whole file, never an empty or half-written one; and of two processes creating it at once,
+/// one wins and the other reads the winner's.
+pub(crate) fn create_private_once(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("key");
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", hex::encode(nonce)));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    written
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn taps_creating_the_key_at_once_all_read_one_whole_key() {
+        // Several wraps starting on a fresh data directory: none may read the key file while
+        // another is still writing it (seen in CI as "not a key file").
+        for round in 0..30 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("keys/redact.key");
+            let keys: Vec<[u8; 32]> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| *TokenKey::load_or_create(&path).unwrap().0))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(keys.iter().all(|k| *k == keys[0]), "round {round}");
+            let left: Vec<_> = std::fs::read_dir(dir.path().join("keys"))
+                .unwrap()
+                .collect();
+            assert_eq!(left.len(), 1, "no temporary file left behind");
+        }
+    }
 
     #[test]
     fn created_private_and_stable() {

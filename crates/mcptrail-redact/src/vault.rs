@@ -8,8 +8,7 @@
 //! ([`forget_subject`]) makes every field encrypted for the subject unreadable forever, while
 //! the ledger still verifies: the chain covers the ciphertext, which does not change.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -173,15 +172,7 @@ impl Vault {
                     )
                     .map_err(|_| err("wrapping failed".into()))?;
                 let text = hex::encode([nonce.as_slice(), &ct].concat());
-                let written = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .and_then(|mut f| {
-                        f.write_all(text.as_bytes())?;
-                        f.sync_all()
-                    });
+                let written = crate::token::create_private_once(&path, text.as_bytes());
                 match written {
                     Ok(()) => Ok(Some(key)),
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
