@@ -314,9 +314,19 @@ pub async fn run(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             metrics.connection(1);
+            // The connection's upstream connection, kept between its requests.
+            let slot = upstream::Slot::default();
             let svc = |cert: Option<Arc<tls::CertIdentity>>| {
                 let shared = Arc::clone(&shared);
-                service_fn(move |req| proxy::handle(Arc::clone(&shared), req, peer, cert.clone()))
+                service_fn(move |req| {
+                    proxy::handle(
+                        Arc::clone(&shared),
+                        req,
+                        peer,
+                        cert.clone(),
+                        Arc::clone(&slot),
+                    )
+                })
             };
             let mut builder = http1::Builder::new();
             builder

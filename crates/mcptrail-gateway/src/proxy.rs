@@ -31,7 +31,7 @@ use crate::sse::SseParser;
 use crate::stdio_bridge::StdioBridge;
 use crate::tls::CertIdentity;
 use crate::trace::{self, TraceParent};
-use crate::upstream::Client;
+use crate::upstream::{Connector, Slot};
 use crate::GatewayError;
 
 /// Body of every response the gateway sends.
@@ -59,7 +59,7 @@ pub(crate) enum Target {
     /// An HTTP(S) server.
     Http {
         base: Uri,
-        client: Box<Client<Full<Bytes>>>,
+        connector: Box<Connector>,
     },
     /// A stdio server the gateway runs, one process per session.
     Stdio(Arc<StdioBridge>),
@@ -101,7 +101,7 @@ impl Route {
                     if base.query().is_some() {
                         return Err(err("upstream", "the upstream URL must not have a query".into()));
                     }
-                    let client = crate::upstream::client_with_timeout(
+                    let connector = crate::upstream::connector(
                         cfg.upstream_ca_file.as_deref(),
                         connect_timeout,
                     )?;
@@ -113,7 +113,7 @@ impl Route {
                     (
                         Target::Http {
                             base,
-                            client: Box::new(client),
+                            connector: Box::new(connector),
                         },
                         url.clone(),
                         server,
@@ -178,14 +178,20 @@ impl Route {
         }
     }
 
-    /// Send a request to the route's server; `Err` says why it could not be reached.
-    async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<RespBody>, String> {
+    /// Send a request to the route's server (over the client connection's upstream
+    /// connection kept in `slot`); `Err` says why it could not be reached.
+    async fn send(
+        &self,
+        slot: &Slot,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<RespBody>, String> {
         match &self.target {
-            Target::Http { client, .. } => client
-                .request(req)
-                .await
-                .map(|r| r.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()))
-                .map_err(|e| upstream_error_text(&e)),
+            Target::Http { connector, .. } => {
+                crate::upstream::send(connector, &self.name, slot, req)
+                    .await
+                    .map(|r| r.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()))
+                    .map_err(|e| e.to_string())
+            }
             Target::Stdio(bridge) => bridge
                 .send(req)
                 .await
@@ -289,6 +295,7 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
     cert: Option<Arc<CertIdentity>>,
+    slot: Slot,
 ) -> Result<Response<RespBody>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
@@ -299,7 +306,7 @@ pub(crate) async fn handle(
             "mcptrail gateway: no route for this path\n",
         ));
     };
-    let resp = serve(&shared, route, rest, req, peer, cert.as_deref()).await;
+    let resp = serve(&shared, route, rest, req, peer, cert.as_deref(), &slot).await;
     shared.metrics.request(
         &route.name,
         method.as_str(),
@@ -351,6 +358,7 @@ async fn serve(
     req: Request<Incoming>,
     peer: SocketAddr,
     cert: Option<&CertIdentity>,
+    slot: &Slot,
 ) -> Response<RespBody> {
     // ---- who ----
     if let Authenticator::Jwt(v) = &route.auth {
@@ -503,7 +511,7 @@ async fn serve(
         })
         .flatten();
     let timeout = Duration::from_secs(shared.cfg.upstream_response_timeout_secs.max(1));
-    let result = tokio::time::timeout(timeout, route.send(up)).await;
+    let result = tokio::time::timeout(timeout, route.send(slot, up)).await;
     let resp = match result {
         Ok(Ok(resp)) => resp,
         failed => {
@@ -778,22 +786,6 @@ fn upstream_failed(
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
-}
-
-fn upstream_error_text(e: &hyper_util::client::legacy::Error) -> String {
-    use std::error::Error as _;
-    let mut s = if e.is_connect() {
-        "unreachable".to_string()
-    } else {
-        "failed".to_string()
-    };
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// The `id` of a body holding one JSON-RPC request.

@@ -8,7 +8,11 @@ Paths (POST with a JSON-RPC request unless said otherwise):
 ``/echo/mcp``
     Answers ``application/json`` with a result that echoes the request headers it received
     and the body (as text), and sets ``Mcp-Session-Id: echo-session``. Used to show what the
-    gateway forwarded (trace context, end-to-end headers, unchanged bytes).
+    gateway forwarded (trace context, end-to-end headers, unchanged bytes). ``peer_port`` in
+    the result is the port the request came from: which connection carried it.
+``/close-after/mcp``
+    Answers like ``/echo/mcp``, then closes the connection although the answer did not say
+    so (what a server does when a keep-alive connection has been idle too long).
 ``/bad-sse/mcp``
     Answers ``text/event-stream`` with, in order: a valid progress notification, an event
     whose data is not JSON, an event whose data is not UTF-8, the valid response, and an
@@ -72,13 +76,17 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self._body()
         rid = request_id(body)
-        if self.path.startswith("/echo/"):
+        if self.path.startswith(("/echo/", "/close-after/")):
             result = {
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "body": body.decode("utf-8", "replace"),
+                "peer_port": self.client_address[1],
             }
             out = json.dumps({"jsonrpc": "2.0", "id": rid, "result": result}).encode()
             self._send(200, "application/json", out, {"Mcp-Session-Id": "echo-session"})
+            if self.path.startswith("/close-after/"):
+                self.wfile.flush()
+                self.close_connection = True
         elif self.path.startswith("/bad-sse/"):
             events = [
                 b'data: {"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}\n\n',

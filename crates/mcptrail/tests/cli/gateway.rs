@@ -660,6 +660,101 @@ fn trace_context_continues_to_the_upstream_in_header_and_meta() {
     assert_eq!(req.parameters_used, Some(json!({"q": 1})));
 }
 
+/// One request on an open keep-alive connection; the status and the (de-chunked) body.
+fn keep_alive_exchange(s: &mut TcpStream, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in mcp_headers() {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let status: u16 = line.split(' ').nth(1).unwrap().parse().unwrap();
+    let (mut length, mut chunked) = (None, false);
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').unwrap();
+        match k.to_ascii_lowercase().as_str() {
+            "content-length" => length = v.trim().parse::<usize>().ok(),
+            "transfer-encoding" => chunked = v.trim() == "chunked",
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            let n = usize::from_str_radix(line.trim(), 16).unwrap();
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        out.resize(length.expect("a length or chunks"), 0);
+        r.read_exact(&mut out).unwrap();
+    }
+    (status, out)
+}
+
+#[test]
+fn a_client_connection_keeps_its_upstream_connection_and_reopens_it_when_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = HttpPeer::test_upstream(&[]);
+    let gw = Gateway::one_route(dir.path(), "up", "/up", &up.base_url());
+    let mut s = TcpStream::connect(&gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut call = |path: &str, id: u32| {
+        let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"t","arguments":{}}}).to_string();
+        let (st, resp) = keep_alive_exchange(&mut s, path, body.as_bytes());
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&resp));
+        let v: Value = serde_json::from_slice(&resp).unwrap();
+        assert_eq!(v["id"], id);
+        v["result"]["peer_port"].as_u64().unwrap()
+    };
+    // Requests on one client connection share one upstream connection.
+    let first = call("/up/echo/mcp", 1);
+    assert_eq!(call("/up/echo/mcp", 2), first);
+    // The upstream closes it after this answer, without saying so in the answer...
+    assert_eq!(call("/up/close-after/mcp", 3), first);
+    std::thread::sleep(Duration::from_millis(200));
+    // ...and the next request goes over a new one, with no error for the client.
+    let second = call("/up/echo/mcp", 4);
+    assert_ne!(second, first);
+    assert_eq!(call("/up/echo/mcp", 5), second);
+    drop(s);
+    // A second client connection has an upstream connection of its own.
+    let mut other = TcpStream::connect(&gw.addr).unwrap();
+    let body = json!({"jsonrpc":"2.0","id":6,"method":"ping"}).to_string();
+    let (st, resp) = keep_alive_exchange(&mut other, "/up/echo/mcp", body.as_bytes());
+    assert_eq!(st, 200);
+    let v: Value = serde_json::from_slice(&resp).unwrap();
+    assert_ne!(v["result"]["peer_port"].as_u64().unwrap(), second);
+    drop(other);
+    gw.stop();
+    let all = events(&dir.path().join("data"));
+    let requests = all
+        .iter()
+        .filter(|e| e.kind == EventKind::McpRequest)
+        .count();
+    assert_eq!(requests, 6, "every request is recorded");
+    verify_ok(&dir.path().join("data"));
+}
+
 #[test]
 fn a_request_without_meta_traceparent_gets_one_and_nothing_else_changes() {
     let dir = tempfile::tempdir().unwrap();
