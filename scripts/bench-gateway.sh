@@ -19,6 +19,8 @@
 #           the gateway's own added latency rather than CPU stolen from the server on a
 #           2-core machine. Without it all share both cores (the harder, default case).
 # MCPTRAIL_BENCH_ONLY_A=1 skips part B (supergateway).
+# MCPTRAIL_BENCH_ROUNDS=N runs part A N times (default 3), alternating which target goes
+#   first; the table shows the medians, and each round's ratios are printed too.
 # MCPTRAIL_BENCH_GW_THREADS=N runs part A's gateway with [gateway] worker_threads = N.
 # MCPTRAIL_BENCH_GW_TOML='…' is appended to part A's config (printf %b: \n for new lines),
 #   e.g. '[gateway.trace]\ninject_meta = false'.
@@ -86,7 +88,7 @@ run() {
     local name="$1" url="$2" server_pid="$3" proxy_pid="${4:-}" sid s0 s1 p0=0 p1=0
     sid="$(open_session "$url")"
     # Warm up (JIT, connection pools), then measure.
-    MCP_SESSION="$sid" MCP_ID_BASE=0 on_cpu 0 wrk -t1 -c"$conns" -d2s -s scripts/bench/gateway-post.lua "$url" >/dev/null
+    MCP_SESSION="$sid" MCP_ID_BASE=0 on_cpu 0 wrk -t1 -c"$conns" -d"${MCPTRAIL_BENCH_WARMUP:-2}s" -s scripts/bench/gateway-post.lua "$url" >/dev/null
     s0="$(cpu_ticks "$server_pid")"
     [[ -n $proxy_pid ]] && p0="$(cpu_ticks "$proxy_pid")"
     MCP_SESSION="$sid" MCP_ID_BASE=100000000 on_cpu 0 wrk -t1 -c"$conns" -d"${secs}s" --latency -s scripts/bench/gateway-post.lua "$url" >"$bench_dir/$name.txt"
@@ -104,14 +106,21 @@ run() {
 }
 
 # --- A. HTTP upstream ---------------------------------------------------------
-# Each target gets a server of its own, started fresh: server-everything keeps every
-# response in memory for resumability, so a server that served the first target is slower
-# (a bigger heap to collect) when it serves the second, whichever that is.
+# Every measurement gets a server started fresh for it: server-everything keeps every
+# response in memory for resumability, so a server that has already served is slower (a
+# bigger heap to collect), and by an amount that depends on how much it served before.
 up_port="$(free_port)"; up2_port="$(free_port)"; gw_port="$(free_port)"
-PORT="$up_port" bg_on_cpu 1 node "$everything" streamableHttp >/dev/null 2>&1 & node_pid=$!; pids+=($!)
-PORT="$up2_port" bg_on_cpu 1 node "$everything" streamableHttp >/dev/null 2>&1 & node2_pid=$!; pids+=($!)
-wait_port "$up_port"
-wait_port "$up2_port"
+node_pid=""; node2_pid=""
+fresh_server() { # fresh_server PORT VAR: (re)start server-everything on PORT, its pid in VAR
+    local port="$1" var="$2"
+    if [[ -n ${!var} ]]; then kill "${!var}" 2>/dev/null || true; wait "${!var}" 2>/dev/null || true; fi
+    PORT="$port" bg_on_cpu 1 node "$everything" streamableHttp >/dev/null 2>&1 &
+    printf -v "$var" '%s' "$!"
+    pids+=($!)
+    wait_port "$port"
+}
+fresh_server "$up_port" node_pid
+fresh_server "$up2_port" node2_pid
 data="$(mktemp -d "$bench_dir/data.XXXXXX")"
 # MCPTRAIL_BENCH_GW_THREADS=N: [gateway] worker_threads = N (default: one per CPU).
 gw_cfg="$bench_dir/http.toml"
@@ -119,16 +128,42 @@ printf '[gateway]\nworker_threads = %s\n%b\n' "${MCPTRAIL_BENCH_GW_THREADS:-0}" 
 bg_on_cpu 0 "$mcptrail" --config "$gw_cfg" gateway --data-dir "$data" --listen "127.0.0.1:$gw_port" \
     --route "/ev=http://127.0.0.1:$up2_port" 2>"$bench_dir/gateway-http.log" & gw_pid=$!; pids+=($!)
 wait_port "$gw_port"
-read -r d_rps d_p50 d_p99 d_scpu _ < <(run direct "http://127.0.0.1:$up_port/mcp" "$node_pid")
-read -r g_rps g_p50 g_p99 g_scpu g_gcpu < <(run gateway "http://127.0.0.1:$gw_port/ev/mcp" "$node2_pid" "$gw_pid")
+# Rounds alternate the order (direct first, then the gateway first, ...), so that drift on a
+# shared machine (another job, CPU frequency) falls on both targets alike. Each target's figures are the medians over the rounds.
+rounds="${MCPTRAIL_BENCH_ROUNDS:-3}"
+: >"$bench_dir/rounds.txt"
+for ((r = 1; r <= rounds; r++)); do
+    if ((r % 2)); then order="direct gateway"; else order="gateway direct"; fi
+    for t in $order; do
+        if [[ $t == direct ]]; then
+            fresh_server "$up_port" node_pid
+            read -r rps p50 p99 scpu _ < <(run direct "http://127.0.0.1:$up_port/mcp" "$node_pid")
+            gcpu=-
+        else
+            fresh_server "$up2_port" node2_pid
+            read -r rps p50 p99 scpu gcpu < <(run gateway "http://127.0.0.1:$gw_port/ev/mcp" "$node2_pid" "$gw_pid")
+        fi
+        printf '%s %s %s %s %s %s %s\n' "$r" "$t" "$rps" "$p50" "$p99" "$scpu" "$gcpu" >>"$bench_dir/rounds.txt"
+    done
+done
+median() { # median TARGET COLUMN (of rounds.txt)
+    awk -v t="$1" -v c="$2" '$2==t {print $c}' "$bench_dir/rounds.txt" | sort -g |
+        awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'
+}
+read -r d_rps d_p50 d_p99 d_scpu <<<"$(median direct 3) $(median direct 4) $(median direct 5) $(median direct 6)"
+read -r g_rps g_p50 g_p99 g_scpu g_gcpu <<<"$(median gateway 3) $(median gateway 4) $(median gateway 5) $(median gateway 6) $(median gateway 7)"
+# The ratios of each round (the two targets of one round ran back to back).
+round_ratios="$(awk '{rps[$1,$2]=$3; p50[$1,$2]=$4; if ($1>n) n=$1}
+    END {for (r=1; r<=n; r++) printf "%s%.3f (%+.2f ms)", (r>1?", ":""), rps[r,"gateway"]/rps[r,"direct"], p50[r,"gateway"]-p50[r,"direct"]}' "$bench_dir/rounds.txt")"
 if [[ "${MCPTRAIL_BENCH_ONLY_A:-0}" == 1 ]]; then
-    printf '\nmcptrail gateway benchmark (A only%s): wrk -t1 -c%s -d%ss, tools/call echo, %s cores\n\n' \
-        "$([[ $pin == 1 ]] && echo ', pinned')" "$conns" "$secs" "$(nproc)"
+    printf '\nmcptrail gateway benchmark (A only%s): wrk -t1 -c%s -d%ss, tools/call echo, %s cores, median of %s rounds\n\n' \
+        "$([[ $pin == 1 ]] && echo ', pinned')" "$conns" "$secs" "$(nproc)" "$rounds"
     printf '%-34s %10s %10s %10s %12s %12s\n' target "req/s" "p50 ms" "p99 ms" "server µs/req" "gateway µs/req"
     printf '%-34s %10.0f %10.3f %10.3f %12s %12s\n' "A  direct (server-everything HTTP)" "$d_rps" "$d_p50" "$d_p99" "$d_scpu" "-"
     printf '%-34s %10.0f %10.3f %10.3f %12s %12s\n' "A  through mcptrail gateway" "$g_rps" "$g_p50" "$g_p99" "$g_scpu" "$g_gcpu"
     awk -v d="$d_rps" -v g="$g_rps" -v dp="$d_p50" -v gp="$g_p50" 'BEGIN {
         printf "\nA: throughput gateway/direct = %.3f (target >= 0.90); p50 overhead = %+.3f ms, %+.1f %% (targets <= 0.3 ms and <= 10 %%)\n", g/d, gp-dp, (gp/dp-1)*100 }'
+    printf 'A, round by round (gateway/direct throughput, p50 difference): %s\n' "$round_ratios"
     exit 0
 fi
 
@@ -159,4 +194,5 @@ awk -v d="$d_rps" -v g="$g_rps" -v dp="$d_p50" -v gp="$g_p50" -v s="$s_rps" -v t
     if (s > 0) printf "B: throughput mcptrail/supergateway = %.3f; p50 mcptrail/supergateway = %.3f\n", t/s, tp/sp
     else printf "B: supergateway answered no request (it crashed: see target/bench-gateway/supergateway.log)\n"
 }'
+printf 'A, round by round (gateway/direct throughput, p50 difference): %s\n' "$round_ratios"
 printf 'tools/call requests recorded in the ledger during A: %s (every one, fsync on)\n' "$events"

@@ -91,8 +91,9 @@ pub(crate) fn connector(
         .wrap_connector(http))
 }
 
-/// Where a client connection keeps its upstream connection between requests.
-pub(crate) type Slot = Arc<Mutex<Option<Conn>>>;
+/// Where a client connection keeps its upstream connection between requests. (Boxed: a
+/// connection is large, and moves between the slot, the request and the body.)
+pub(crate) type Slot = Arc<Mutex<Option<Box<Conn>>>>;
 
 /// One HTTP/1.1 connection to an upstream. Nothing polls it but its user: while a request is
 /// sent and its response read ([`Conn::send`], [`InlineBody`]), or when it is taken for the
@@ -137,7 +138,11 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl Conn {
-    async fn open(connector: &Connector, route: &Arc<str>, uri: &Uri) -> Result<Conn, SendError> {
+    async fn open(
+        connector: &Connector,
+        route: &Arc<str>,
+        uri: &Uri,
+    ) -> Result<Box<Conn>, SendError> {
         let mut connector = connector.clone();
         let io = tower_service::Service::call(&mut connector, uri.clone())
             .await
@@ -146,12 +151,12 @@ impl Conn {
             .handshake(io)
             .await
             .map_err(|e| SendError::Connect(chain(&e)))?;
-        Ok(Conn {
+        Ok(Box::new(Conn {
             route: Arc::clone(route),
             sender,
             driver: Some(driver),
             idle_since: Instant::now(),
-        })
+        }))
     }
 
     /// Let the connection read and write what it can; false once it has ended.
@@ -263,7 +268,7 @@ pub(crate) async fn send(
 /// connection goes back to its slot once the body has ended.
 pub(crate) struct InlineBody {
     body: Incoming,
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     slot: Slot,
     ended: bool,
 }
