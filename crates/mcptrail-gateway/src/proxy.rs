@@ -374,7 +374,7 @@ async fn serve(
         Ok(Caller { user }) => user,
         Err(denied) => return deny(shared, route, &req, peer, denied),
     };
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let x = Exchange {
         shared,
         route,
@@ -473,7 +473,10 @@ async fn serve(
 
     // ---- forward ----
     let mut up_body = body.clone();
-    let mut headers = end_to_end(&parts.headers);
+    // The request's own headers, hop-by-hop ones removed, go upstream (nothing reads them
+    // after this).
+    let mut headers = std::mem::take(&mut parts.headers);
+    strip_hop_by_hop(&mut headers);
     if let (Some(span), true) = (&span, shared.cfg.trace.propagate) {
         if let Ok(v) = HeaderValue::from_str(&span.traceparent) {
             headers.insert(HeaderName::from_static("traceparent"), v);
@@ -576,7 +579,7 @@ async fn serve(
 
     // ---- relay the response as it comes ----
     let (mut rparts, rbody) = resp.into_parts();
-    rparts.headers = end_to_end(&rparts.headers);
+    strip_hop_by_hop(&mut rparts.headers);
     if parts.method == Method::GET && request_session.is_none() {
         // A legacy stream's endpoint event may be rewritten: its length can change.
         rparts.headers.remove(CONTENT_LENGTH);
@@ -815,7 +818,9 @@ fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and those named in `Connection` are not forwarded.
-fn end_to_end(h: &HeaderMap) -> HeaderMap {
+/// Remove the hop-by-hop headers (RFC 9110 §7.6.1: the fixed ones and those `Connection`
+/// names), leaving the end-to-end ones as they were.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
     const HOP: &[&str] = &[
         "connection",
         "keep-alive",
@@ -833,16 +838,20 @@ fn end_to_end(h: &HeaderMap) -> HeaderMap {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
         .collect();
-    let mut out = HeaderMap::with_capacity(h.len());
-    for (k, v) in h {
-        let n = k.as_str();
-        if HOP.contains(&n) || named.iter().any(|x| x == n) {
-            continue;
-        }
-        out.append(k.clone(), v.clone());
+    let hop = |n: &str| HOP.contains(&n) || named.iter().any(|x| x == n);
+    if !h.keys().any(|k| hop(k.as_str())) {
+        return; // the common case: nothing to take out, nothing copied
     }
-    out
+    // Rebuilt rather than removed from: `HeaderMap::remove` would reorder the rest.
+    let mut kept = HeaderMap::with_capacity(h.len());
+    for (k, v) in h.iter() {
+        if !hop(k.as_str()) {
+            kept.append(k.clone(), v.clone());
+        }
+    }
+    *h = kept;
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<RespBody> {
@@ -1123,5 +1132,56 @@ impl Drop for TapBody {
     fn drop(&mut self) {
         // The client went away mid-response: what was relayed so far is recorded.
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_end_to_end_ones_stay_in_order() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("host", "gw.example:8080"),
+            ("origin", "http://agent.local"),
+            ("connection", "keep-alive, X-Private-Hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-private-hop", "drop me"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic c2VjcmV0"),
+            ("accept", "application/json"),
+            ("accept", "text/event-stream"),
+            ("mcp-session-id", "s-1"),
+        ] {
+            h.append(
+                HeaderName::from_static(k),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<(String, String)> = h
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        let want = [
+            ("host", "gw.example:8080"),
+            ("origin", "http://agent.local"),
+            ("accept", "application/json"),
+            ("accept", "text/event-stream"),
+            ("mcp-session-id", "s-1"),
+        ];
+        assert_eq!(
+            left,
+            want.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        );
+        // Nothing to take out: the map is left as it is.
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 }

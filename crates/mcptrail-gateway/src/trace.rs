@@ -112,6 +112,12 @@ fn random_hex<const N: usize>() -> String {
 
 /// `params._meta.traceparent` of a JSON-RPC request body (a single message, not a batch).
 pub fn meta_traceparent(body: &[u8]) -> Option<String> {
+    // A body that names no `traceparent` (the key spelt out, or written with `\u` escapes)
+    // has none: most requests are not parsed here at all.
+    let finder = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
+    if !finder(b"traceparent") && !finder(b"\\u") {
+        return None;
+    }
     #[derive(serde::Deserialize)]
     struct Msg {
         params: Option<Value>,
@@ -269,6 +275,20 @@ mod tests {
         let root = open_span(None);
         assert_eq!(root.ids.parent_span_id, None);
         assert_eq!(root.traceparent.len(), TRACEPARENT_LEN);
+    }
+
+    #[test]
+    fn meta_traceparent_is_found_however_the_key_is_spelt() {
+        let plain = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{{"_meta":{{"traceparent":"{TP}"}}}}}}"#
+        );
+        assert_eq!(meta_traceparent(plain.as_bytes()).as_deref(), Some(TP));
+        // The same key with escapes: no `traceparent` in the bytes, still the same member.
+        let escaped = plain.replace("traceparent", r"trace\u0070arent");
+        assert!(!escaped.contains("traceparent"));
+        assert_eq!(meta_traceparent(escaped.as_bytes()).as_deref(), Some(TP));
+        let none = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
+        assert_eq!(meta_traceparent(none.as_bytes()), None);
     }
 
     #[test]
