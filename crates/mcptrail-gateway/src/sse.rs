@@ -75,7 +75,21 @@ impl SseParser {
 
     /// Feed bytes; complete events are pushed to `out`.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) {
-        for &b in bytes {
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.state == State::Value {
+                // Inside a value: take everything up to the end of the line at once (a
+                // message's JSON is one long `data:` line).
+                let end = memchr::memchr2(b'\r', b'\n', &bytes[i..]).map_or(bytes.len(), |n| i + n);
+                if end > i {
+                    self.value_run(&bytes[i..end]);
+                    self.offset += (end - i) as u64;
+                    i = end;
+                    continue;
+                }
+            }
+            let b = bytes[i];
+            i += 1;
             self.offset += 1;
             if self.after_cr {
                 self.after_cr = false;
@@ -136,10 +150,15 @@ impl SseParser {
     }
 
     fn value_byte(&mut self, b: u8) {
+        self.value_run(&[b]);
+    }
+
+    fn value_run(&mut self, run: &[u8]) {
         if self.name == b"data" {
-            self.data.absorb(&[b]);
-        } else if self.value.len() < MAX_FIELD {
-            self.value.push(b);
+            self.data.absorb(run);
+        } else {
+            let room = MAX_FIELD.saturating_sub(self.value.len());
+            self.value.extend_from_slice(&run[..run.len().min(room)]);
         }
     }
 
