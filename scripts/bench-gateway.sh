@@ -152,9 +152,17 @@ median() { # median TARGET COLUMN (of rounds.txt)
 }
 read -r d_rps d_p50 d_p99 d_scpu <<<"$(median direct 3) $(median direct 4) $(median direct 5) $(median direct 6)"
 read -r g_rps g_p50 g_p99 g_scpu g_gcpu <<<"$(median gateway 3) $(median gateway 4) $(median gateway 5) $(median gateway 6) $(median gateway 7)"
-# The ratios of each round (the two targets of one round ran back to back).
+# The ratios of each round (the two targets of one round ran back to back), and their medians:
+# the paired comparison, which drift between rounds does not enter.
 round_ratios="$(awk '{rps[$1,$2]=$3; p50[$1,$2]=$4; if ($1>n) n=$1}
     END {for (r=1; r<=n; r++) printf "%s%.3f (%+.2f ms)", (r>1?", ":""), rps[r,"gateway"]/rps[r,"direct"], p50[r,"gateway"]-p50[r,"direct"]}' "$bench_dir/rounds.txt")"
+paired="$(awk '{rps[$1,$2]=$3; p50[$1,$2]=$4; if ($1>n) n=$1}
+    END {for (r=1; r<=n; r++) printf "%.6f %.6f %.6f\n", rps[r,"gateway"]/rps[r,"direct"], p50[r,"gateway"]-p50[r,"direct"], p50[r,"gateway"]/p50[r,"direct"]-1}' "$bench_dir/rounds.txt" |
+    awk '{for (c=1; c<=3; c++) v[c,NR]=$c} END {
+        for (c=1; c<=3; c++) { for (i=1; i<=NR; i++) a[i]=v[c,i]
+            for (i=1; i<=NR; i++) for (j=i+1; j<=NR; j++) if (a[j]<a[i]) {t=a[i]; a[i]=a[j]; a[j]=t}
+            m[c] = (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2 }
+        printf "throughput %.3f, p50 %+.3f ms (%+.1f %%)", m[1], m[2], m[3]*100 }')"
 if [[ "${MCPTRAIL_BENCH_ONLY_A:-0}" == 1 ]]; then
     printf '\nmcptrail gateway benchmark (A only%s): wrk -t1 -c%s -d%ss, tools/call echo, %s cores, median of %s rounds\n\n' \
         "$([[ $pin == 1 ]] && echo ', pinned')" "$conns" "$secs" "$(nproc)" "$rounds"
@@ -164,6 +172,7 @@ if [[ "${MCPTRAIL_BENCH_ONLY_A:-0}" == 1 ]]; then
     awk -v d="$d_rps" -v g="$g_rps" -v dp="$d_p50" -v gp="$g_p50" 'BEGIN {
         printf "\nA: throughput gateway/direct = %.3f (target >= 0.90); p50 overhead = %+.3f ms, %+.1f %% (targets <= 0.3 ms and <= 10 %%)\n", g/d, gp-dp, (gp/dp-1)*100 }'
     printf 'A, round by round (gateway/direct throughput, p50 difference): %s\n' "$round_ratios"
+    printf 'A, median of the rounds (paired): %s\n' "$paired"
     exit 0
 fi
 
@@ -195,4 +204,5 @@ awk -v d="$d_rps" -v g="$g_rps" -v dp="$d_p50" -v gp="$g_p50" -v s="$s_rps" -v t
     else printf "B: supergateway answered no request (it crashed: see target/bench-gateway/supergateway.log)\n"
 }'
 printf 'A, round by round (gateway/direct throughput, p50 difference): %s\n' "$round_ratios"
+printf 'A, median of the rounds (paired): %s\n' "$paired"
 printf 'tools/call requests recorded in the ledger during A: %s (every one, fsync on)\n' "$events"
