@@ -915,17 +915,33 @@ async fn one_source(
         }
     }
     if let Some((from, to, state)) = skipped {
-        out.alert(
-            &tenant,
-            &source,
-            "purged_before_shipped",
-            "medium",
-            Some(from),
-            format!(
-                "records seq {from}..={to} were removed on the tap by retention (signed tombstones, {state}) before the fleet received them; the chain continues at seq {}",
-                to + 1
-            ),
-        );
+        // One removal's tombstones can arrive over more than one batch. When the seq before
+        // this range was not stored either, the range continues the one named by the source's
+        // last such alert: that alert is extended rather than a second one raised.
+        let extended = from > 1
+            && tx
+                .execute(
+                    "UPDATE alerts SET message = format('records seq %s..=%s were removed on the tap by retention (signed tombstones, %s) before the fleet received them; the chain continues at seq %s', seq, $4::int8, $5::text, $4::int8 + 1)
+                     WHERE id = (SELECT id FROM alerts WHERE tenant = $1 AND source = $2
+                                 AND kind = 'purged_before_shipped' ORDER BY id DESC LIMIT 1)
+                       AND NOT EXISTS (SELECT 1 FROM records WHERE source_id = $3 AND seq = $6::int8)",
+                    &[&tenant, &source, &st.id, &to, &state, &(from - 1)],
+                )
+                .await?
+                == 1;
+        if !extended {
+            out.alert(
+                &tenant,
+                &source,
+                "purged_before_shipped",
+                "medium",
+                Some(from),
+                format!(
+                    "records seq {from}..={to} were removed on the tap by retention (signed tombstones, {state}) before the fleet received them; the chain continues at seq {}",
+                    to + 1
+                ),
+            );
+        }
     }
     chain(tx, st, g.records, check_ids, out, rows).await?;
     Ok(g.checkpoints)

@@ -197,3 +197,36 @@ fn tombstones_anchor_a_purged_source_check_a_stored_one_and_name_records_never_s
     assert_eq!(f.pg("SELECT count(*) FROM pending"), "0");
     f.stop_collectors();
 }
+
+#[test]
+fn one_removal_whose_tombstones_come_in_several_batches_is_one_alert() {
+    let mut f = Fleet::new("tombsplit");
+    let behind = f.dir.path().join("behind");
+    append(&behind, 3);
+    let keys = [vkey(&behind)];
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    // One message per batch: each of the removal's tombstones is stored on its own.
+    let mut cfg = f.config(&keys, "");
+    cfg.batch_size = 1;
+    f.start_collector(&cfg);
+    let prefix = f.names.prefix.clone();
+    ship(&behind, &prefix, "behind");
+    wait_until("behind stored", 30, || f.events_of("behind") == 3);
+    append(&behind, 60);
+    let purged = purge_oldest(&behind, 3);
+    append(&behind, 5);
+    ship(&behind, &prefix, "behind");
+    wait_until("behind after the purge", 30, || {
+        f.events_of("behind") == 3 + (68 - purged)
+    });
+    assert_eq!(f.alert_kinds("behind"), ["purged_before_shipped"]);
+    let message = f.pg("SELECT message FROM alerts WHERE source = 'behind'");
+    assert!(
+        message.contains(&format!("records seq 4..={purged} were removed")),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("continues at seq {}", purged + 1)),
+        "{message}"
+    );
+}
