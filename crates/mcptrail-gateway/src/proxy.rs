@@ -817,7 +817,6 @@ fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and those named in `Connection` are not forwarded.
 /// Remove the hop-by-hop headers (RFC 9110 §7.6.1: the fixed ones and those `Connection`
 /// names), leaving the end-to-end ones as they were.
 fn strip_hop_by_hop(h: &mut HeaderMap) {

@@ -131,10 +131,10 @@ impl SseParser {
             State::ValueStart => {
                 self.state = State::Value;
                 if b != b' ' {
-                    self.value_byte(b);
+                    self.value_run(&[b]);
                 }
             }
-            State::Value => self.value_byte(b),
+            State::Value => self.value_run(&[b]),
             State::Skip => {}
         }
     }
@@ -147,10 +147,6 @@ impl SseParser {
             }
             self.has_data = true;
         }
-    }
-
-    fn value_byte(&mut self, b: u8) {
-        self.value_run(&[b]);
     }
 
     fn value_run(&mut self, run: &[u8]) {

@@ -190,14 +190,9 @@ impl Conn {
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Full<Bytes>>>> {
         let mut answer = std::pin::pin!(self.sender.try_send_request(req));
-        let driver = &mut self.driver;
         poll_fn(|cx| {
-            if let Some(d) = driver.as_mut() {
-                if Pin::new(d).poll(cx).is_ready() {
-                    // Ended: the answer future now resolves with the reason.
-                    *driver = None;
-                }
-            }
+            // Once the connection has ended, the answer resolves with the reason.
+            self.drive(cx);
             answer.as_mut().poll(cx)
         })
         .await
