@@ -31,9 +31,10 @@ pub struct GatewayConfig {
     pub idle_session_timeout_secs: u64,
     /// Most client connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
-    /// Threads of the async runtime that serves the connections; 0: one per CPU (a machine
-    /// shared with the MCP servers may want fewer; the CPU per request is the same either way —
-    /// BENCHMARKS.md, "HTTP gateway").
+    /// Serving threads: each runs an async runtime of its own and serves the client
+    /// connections handed to it (to the one serving the fewest), so a request never waits on
+    /// a wake-up between threads; 0: one per CPU. Also the size of the runtime that accepts
+    /// connections and runs stdio routes' servers.
     pub worker_threads: usize,
     /// TLS termination; none: plain HTTP.
     pub tls: Option<TlsConfig>,

@@ -20,6 +20,7 @@ pub mod config;
 mod metrics;
 mod proxy;
 mod record;
+mod serving;
 pub mod sse;
 mod stdio_bridge;
 mod tls;
@@ -285,6 +286,14 @@ pub async fn run(
     on_bound(bound);
 
     // Serve until told to stop.
+    let threads = match cfg.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let serving = serving::ServingThreads::start(threads).map_err(|source| GatewayError::Io {
+        what: "starting the serving threads",
+        source,
+    })?;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections.max(1)));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -308,11 +317,22 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // The connection moves to a serving thread, whose runtime then polls its socket.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("mcptrail gateway: accepted connection unusable: {e}");
+                continue;
+            }
+        };
         let shared = Arc::clone(&shared);
         let metrics = Arc::clone(&metrics);
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        serving.serve(async move {
+            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                return;
+            };
             metrics.connection(1);
             // The connection's upstream connection, kept between its requests.
             let slot = upstream::Slot::default();
@@ -373,9 +393,10 @@ pub async fn run(
     }
     drop(shared);
     drop(metrics);
-    // Every handler's sender is gone once their tasks end; the recorder then ends the
-    // sessions and stops.
+    // Connections still open (long-lived SSE streams) are cut: every handler's sender is then
+    // gone, and the recorder ends the sessions and stops.
     let join = tokio::task::spawn_blocking(move || {
+        serving.stop();
         let _ = recorder.join();
         writer.finish()
     });

@@ -40,6 +40,10 @@ pub(crate) struct StdioBridge {
     /// `egress = true`: each server process runs behind its own egress proxy, whose records
     /// go to the recorder (set once the recorder runs) under the session's key.
     egress: Option<EgressSetup>,
+    /// The runtime the bridge was made on (the gateway's main one). Server processes and
+    /// their readers run there, not on the serving thread of the connection that started
+    /// them: they outlive that connection, and are stopped from the main runtime.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 struct EgressSetup {
@@ -153,6 +157,7 @@ impl StdioBridge {
                 route,
                 record: std::sync::OnceLock::new(),
             }),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -362,6 +367,7 @@ impl StdioBridge {
     }
 
     fn spawn(&self) -> Result<(String, Arc<Session>), BridgeError> {
+        let _on_main = self.runtime.as_ref().map(tokio::runtime::Handle::enter);
         if self.session_count() >= self.max_sessions {
             return Err(BridgeError(format!(
                 "{} sessions already run this server (max_sessions); refusing another",
