@@ -514,7 +514,15 @@ async fn serve(
         })
         .flatten();
     let timeout = Duration::from_secs(shared.cfg.upstream_response_timeout_secs.max(1));
+    let mut unanswered = Unanswered {
+        x: &x,
+        session: request_session.clone().or_else(|| legacy_post_key.clone()),
+        legacy: request_session.is_none() && legacy_post_key.is_some(),
+        frame: request_frame,
+    };
     let result = tokio::time::timeout(timeout, route.send(slot, up)).await;
+    let request_frame = unanswered.frame.take();
+    drop(unanswered);
     let resp = match result {
         Ok(Ok(resp)) => resp,
         failed => {
@@ -633,6 +641,48 @@ async fn serve(
         done: false,
     };
     Response::from_parts(rparts, tap.boxed())
+}
+
+/// A request sent upstream whose answer has not come yet. Dropped with its frame still in it
+/// (the client went away, or the gateway stopped, while the upstream worked on it), it records
+/// the request anyway: the server got it and may have acted on it. The recorder then closes it
+/// as unanswered.
+struct Unanswered<'x, 'a> {
+    x: &'x Exchange<'a>,
+    /// `Mcp-Session-Id`, or the legacy transport's key.
+    session: Option<String>,
+    legacy: bool,
+    frame: Option<Frame>,
+}
+
+impl Drop for Unanswered<'_, '_> {
+    fn drop(&mut self) {
+        let Some(mut frame) = self.frame.take() else {
+            return;
+        };
+        let x = self.x;
+        let mcp_id = if self.legacy {
+            self.session.as_deref().and_then(legacy_session_param)
+        } else {
+            self.session.clone()
+        };
+        if let Some(ctx) = frame.context.as_mut() {
+            ctx.http = Some(x.http(mcp_id, None));
+        }
+        let id = self
+            .session
+            .take()
+            .unwrap_or_else(|| format!("stateless:{}", x.caller.principal));
+        x.shared.send(RecordMsg::Frame {
+            key: x.key(id),
+            open: Arc::clone(if self.legacy {
+                &x.route.legacy
+            } else {
+                &x.route.streamable
+            }),
+            frame,
+        });
+    }
 }
 
 impl Exchange<'_> {

@@ -817,6 +817,61 @@ fn a_request_without_meta_traceparent_gets_one_and_nothing_else_changes() {
 }
 
 #[test]
+fn requests_still_waiting_on_the_upstream_are_recorded_when_the_client_leaves_or_the_gateway_stops()
+{
+    // The upstream takes 60 s to answer: neither request gets an answer while the test runs.
+    let dir = tempfile::tempdir().unwrap();
+    let up = HttpPeer::test_upstream(&["--slow-secs", "60"]);
+    let config = format!(
+        "[gateway]\n{}",
+        route("slow", "/slow", &format!("{}/slow", up.base_url()))
+    );
+    let gw = Gateway::start(dir.path(), &config);
+    let send = |id: u32| {
+        let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"x","arguments":{}}}).to_string();
+        let mut s = TcpStream::connect(&gw.addr).unwrap();
+        let mut req = format!(
+            "POST /slow/mcp HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+            gw.addr,
+            body.len()
+        );
+        for (k, v) in mcp_headers() {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(body.as_bytes()).unwrap();
+        s
+    };
+    // 31: the client leaves while the upstream works on it. 32: the client waits, and the
+    // gateway is stopped meanwhile (its grace period for open requests then ends).
+    let leaving = send(31);
+    let waiting = send(32);
+    std::thread::sleep(Duration::from_millis(500));
+    drop(leaving);
+    std::thread::sleep(Duration::from_millis(200));
+    let stopping = Instant::now();
+    gw.stop();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "the gateway waited for the upstream instead of cutting the request: {:?}",
+        stopping.elapsed()
+    );
+    drop(waiting);
+
+    let all = events(&dir.path().join("data"));
+    for id in [31, 32] {
+        let req = all
+            .iter()
+            .find(|e| e.kind == EventKind::McpRequest && e.request_id == Some(json!(id)))
+            .unwrap_or_else(|| panic!("request {id} is not in the record"));
+        assert_eq!(req.method.as_deref(), Some("tools/call"));
+        // No answer came: no status is claimed for it.
+        assert_eq!(req.http.as_ref().unwrap().status, None, "{req:?}");
+    }
+}
+
+#[test]
 fn upstream_failures_get_a_json_rpc_error_and_an_upstream_error_event() {
     let dir = tempfile::tempdir().unwrap();
     let up = HttpPeer::test_upstream(&["--slow-secs", "5"]);
