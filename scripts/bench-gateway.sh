@@ -22,8 +22,14 @@
 # MCPTRAIL_BENCH_ROUNDS=N runs part A N times (default 3), alternating which target goes
 #   first; the table shows the medians, and each round's ratios are printed too.
 # MCPTRAIL_BENCH_GW_THREADS=N runs part A's gateway with [gateway] worker_threads = N.
+# MCPTRAIL_BENCH_NGINX=1 adds a third target to part A: nginx as a plain reverse proxy (keep-alive
+#   upstream connections, no buffering, no log) in front of its own fresh server-everything. It
+#   records nothing, so its overhead is what one more loopback hop costs on this machine — the
+#   floor under any proxy's figures (apt-get install nginx-light; installed here when missing).
 # MCPTRAIL_BENCH_GW_TOML='…' is appended to part A's config (printf %b: \n for new lines),
 #   e.g. '[gateway.trace]\ninject_meta = false'.
+# MCPTRAIL_BENCH_BIN=PATH uses that mcptrail binary instead of building this checkout (to
+#   compare two builds on the same machine state).
 # Needs: wrk (apt-get install wrk; installed here when missing and running as root),
 # the test peers (.ci/install-peers.sh), npm for supergateway (installed under target/).
 set -euo pipefail
@@ -50,6 +56,11 @@ if ! command -v wrk >/dev/null; then
     if [[ $(id -u) -eq 0 ]]; then apt-get install -y -qq wrk >/dev/null; else
         echo "wrk is missing: apt-get install wrk" >&2; exit 1; fi
 fi
+nginx_on="${MCPTRAIL_BENCH_NGINX:-0}"
+if [[ $nginx_on == 1 ]] && ! command -v nginx >/dev/null; then
+    if [[ $(id -u) -eq 0 ]]; then apt-get install -y -qq nginx-light >/dev/null; else
+        echo "nginx is missing: apt-get install nginx-light" >&2; exit 1; fi
+fi
 ./.ci/install-peers.sh >/dev/null 2>&1
 everything="$repo/.ci/peers/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 bench_dir="$repo/target/bench-gateway"
@@ -57,8 +68,12 @@ mkdir -p "$bench_dir"
 if [[ ! -x "$bench_dir/node_modules/.bin/supergateway" ]]; then
     npm install --prefix "$bench_dir" --no-audit --no-fund --loglevel=error supergateway@3.4.3 >/dev/null
 fi
-cargo build --release --locked -q -p mcptrail
-mcptrail="$repo/target/release/mcptrail"
+if [[ -n ${MCPTRAIL_BENCH_BIN:-} ]]; then
+    mcptrail="$MCPTRAIL_BENCH_BIN"
+else
+    cargo build --release --locked -q -p mcptrail
+    mcptrail="$repo/target/release/mcptrail"
+fi
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -128,16 +143,52 @@ printf '[gateway]\nworker_threads = %s\n%b\n' "${MCPTRAIL_BENCH_GW_THREADS:-0}" 
 bg_on_cpu 0 "$mcptrail" --config "$gw_cfg" gateway --data-dir "$data" --listen "127.0.0.1:$gw_port" \
     --route "/ev=http://127.0.0.1:$up2_port" 2>"$bench_dir/gateway-http.log" & gw_pid=$!; pids+=($!)
 wait_port "$gw_port"
+targets="direct gateway"
+if [[ $nginx_on == 1 ]]; then
+    up3_port="$(free_port)"; ng_port="$(free_port)"; node3_pid=""
+    fresh_server "$up3_port" node3_pid
+    ng_dir="$(mktemp -d "$bench_dir/nginx.XXXXXX")"
+    cat >"$ng_dir/nginx.conf" <<NGINX
+daemon off;
+worker_processes auto;
+pid $ng_dir/nginx.pid;
+error_log $ng_dir/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $ng_dir/body;
+    proxy_temp_path $ng_dir/proxy;
+    upstream everything { server 127.0.0.1:$up3_port; keepalive 64; }
+    server {
+        listen 127.0.0.1:$ng_port;
+        location / {
+            proxy_pass http://everything;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }
+    }
+}
+NGINX
+    bg_on_cpu 0 nginx -c "$ng_dir/nginx.conf" -p "$ng_dir" 2>"$ng_dir/stderr.log" & ng_pid=$!; pids+=($!)
+    wait_port "$ng_port"
+    targets="direct gateway nginx"
+fi
 # Rounds alternate the order (direct first, then the gateway first, ...), so that drift on a
 # shared machine (another job, CPU frequency) falls on both targets alike. Each target's figures are the medians over the rounds.
 rounds="${MCPTRAIL_BENCH_ROUNDS:-3}"
 : >"$bench_dir/rounds.txt"
 for ((r = 1; r <= rounds; r++)); do
-    if ((r % 2)); then order="direct gateway"; else order="gateway direct"; fi
+    if ((r % 2)); then order="$targets"; else order="$(printf '%s\n' $targets | tac | xargs)"; fi
     for t in $order; do
         if [[ $t == direct ]]; then
             fresh_server "$up_port" node_pid
             read -r rps p50 p99 scpu _ < <(run direct "http://127.0.0.1:$up_port/mcp" "$node_pid")
+            gcpu=-
+        elif [[ $t == nginx ]]; then
+            fresh_server "$up3_port" node3_pid
+            read -r rps p50 p99 scpu _ < <(run nginx "http://127.0.0.1:$ng_port/mcp" "$node3_pid")
             gcpu=-
         else
             fresh_server "$up2_port" node2_pid
@@ -154,25 +205,40 @@ read -r d_rps d_p50 d_p99 d_scpu <<<"$(median direct 3) $(median direct 4) $(med
 read -r g_rps g_p50 g_p99 g_scpu g_gcpu <<<"$(median gateway 3) $(median gateway 4) $(median gateway 5) $(median gateway 6) $(median gateway 7)"
 # The ratios of each round (the two targets of one round ran back to back), and their medians:
 # the paired comparison, which drift between rounds does not enter.
-round_ratios="$(awk '{rps[$1,$2]=$3; p50[$1,$2]=$4; if ($1>n) n=$1}
-    END {for (r=1; r<=n; r++) printf "%s%.3f (%+.2f ms)", (r>1?", ":""), rps[r,"gateway"]/rps[r,"direct"], p50[r,"gateway"]-p50[r,"direct"]}' "$bench_dir/rounds.txt")"
-paired="$(awk '{rps[$1,$2]=$3; p50[$1,$2]=$4; if ($1>n) n=$1}
-    END {for (r=1; r<=n; r++) printf "%.6f %.6f %.6f\n", rps[r,"gateway"]/rps[r,"direct"], p50[r,"gateway"]-p50[r,"direct"], p50[r,"gateway"]/p50[r,"direct"]-1}' "$bench_dir/rounds.txt" |
-    awk '{for (c=1; c<=3; c++) v[c,NR]=$c} END {
-        for (c=1; c<=3; c++) { for (i=1; i<=NR; i++) a[i]=v[c,i]
-            for (i=1; i<=NR; i++) for (j=i+1; j<=NR; j++) if (a[j]<a[i]) {t=a[i]; a[i]=a[j]; a[j]=t}
-            m[c] = (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2 }
-        printf "throughput %.3f, p50 %+.3f ms (%+.1f %%)", m[1], m[2], m[3]*100 }')"
+round_ratios_of() { # round_ratios_of TARGET: each round's TARGET/direct throughput and p50 difference
+    awk -v t="$1" '{rps[$1,$2]=$3; p50[$1,$2]=$4; if ($1>n) n=$1}
+        END {for (r=1; r<=n; r++) printf "%s%.3f (%+.2f ms)", (r>1?", ":""), rps[r,t]/rps[r,"direct"], p50[r,t]-p50[r,"direct"]}' "$bench_dir/rounds.txt"
+}
+paired_of() { # paired_of TARGET: the medians of those per-round ratios
+    awk -v t="$1" '{rps[$1,$2]=$3; p50[$1,$2]=$4; if ($1>n) n=$1}
+        END {for (r=1; r<=n; r++) printf "%.6f %.6f %.6f\n", rps[r,t]/rps[r,"direct"], p50[r,t]-p50[r,"direct"], p50[r,t]/p50[r,"direct"]-1}' "$bench_dir/rounds.txt" |
+        awk '{for (c=1; c<=3; c++) v[c,NR]=$c} END {
+            for (c=1; c<=3; c++) { for (i=1; i<=NR; i++) a[i]=v[c,i]
+                for (i=1; i<=NR; i++) for (j=i+1; j<=NR; j++) if (a[j]<a[i]) {t=a[i]; a[i]=a[j]; a[j]=t}
+                m[c] = (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2 }
+            printf "throughput %.3f, p50 %+.3f ms (%+.1f %%)", m[1], m[2], m[3]*100 }'
+}
+round_ratios="$(round_ratios_of gateway)"
+paired="$(paired_of gateway)"
+print_nginx() {
+    [[ $nginx_on == 1 ]] || return 0
+    printf 'A, nginx (records nothing), round by round (nginx/direct): %s\n' "$(round_ratios_of nginx)"
+    printf 'A, nginx, median of the rounds (paired): %s\n' "$(paired_of nginx)"
+}
 if [[ "${MCPTRAIL_BENCH_ONLY_A:-0}" == 1 ]]; then
     printf '\nmcptrail gateway benchmark (A only%s): wrk -t1 -c%s -d%ss, tools/call echo, %s cores, median of %s rounds\n\n' \
         "$([[ $pin == 1 ]] && echo ', pinned')" "$conns" "$secs" "$(nproc)" "$rounds"
     printf '%-34s %10s %10s %10s %12s %12s\n' target "req/s" "p50 ms" "p99 ms" "server µs/req" "gateway µs/req"
     printf '%-34s %10.0f %10.3f %10.3f %12s %12s\n' "A  direct (server-everything HTTP)" "$d_rps" "$d_p50" "$d_p99" "$d_scpu" "-"
     printf '%-34s %10.0f %10.3f %10.3f %12s %12s\n' "A  through mcptrail gateway" "$g_rps" "$g_p50" "$g_p99" "$g_scpu" "$g_gcpu"
+    if [[ $nginx_on == 1 ]]; then
+        printf '%-34s %10.0f %10.3f %10.3f %12s %12s\n' "A  through nginx (records nothing)" "$(median nginx 3)" "$(median nginx 4)" "$(median nginx 5)" "$(median nginx 6)" "-"
+    fi
     awk -v d="$d_rps" -v g="$g_rps" -v dp="$d_p50" -v gp="$g_p50" 'BEGIN {
         printf "\nA: throughput gateway/direct = %.3f (target >= 0.90); p50 overhead = %+.3f ms, %+.1f %% (targets <= 0.3 ms and <= 10 %%)\n", g/d, gp-dp, (gp/dp-1)*100 }'
     printf 'A, round by round (gateway/direct throughput, p50 difference): %s\n' "$round_ratios"
     printf 'A, median of the rounds (paired): %s\n' "$paired"
+    print_nginx
     exit 0
 fi
 
@@ -205,4 +271,5 @@ awk -v d="$d_rps" -v g="$g_rps" -v dp="$d_p50" -v gp="$g_p50" -v s="$s_rps" -v t
 }'
 printf 'A, round by round (gateway/direct throughput, p50 difference): %s\n' "$round_ratios"
 printf 'A, median of the rounds (paired): %s\n' "$paired"
+print_nginx
 printf 'tools/call requests recorded in the ledger during A: %s (every one, fsync on)\n' "$events"
