@@ -330,8 +330,12 @@ pub async fn run(
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         serving.serve(async move {
-            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
-                return;
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("mcptrail gateway: accepted connection unusable: {e}");
+                    return;
+                }
             };
             metrics.connection(1);
             // The connection's upstream connection, kept between its requests.

@@ -551,12 +551,9 @@ async fn serve(
     let response_session = header_str(resp.headers(), MCP_SESSION_ID);
     let session_id = request_session.clone().or(response_session);
     let (key, open) = match (&session_id, &legacy_post_key) {
-        (Some(id), _) => (x.key(id.clone()), &route.streamable),
-        (None, Some(k)) => (x.key(k.clone()), &route.legacy),
-        (None, None) => (
-            x.key(format!("stateless:{}", x.caller.principal)),
-            &route.streamable,
-        ),
+        (Some(id), _) => (x.key(Some(id.clone())), &route.streamable),
+        (None, Some(k)) => (x.key(Some(k.clone())), &route.legacy),
+        (None, None) => (x.key(None), &route.streamable),
     };
     let mcp_id = session_id
         .clone()
@@ -669,12 +666,8 @@ impl Drop for Unanswered<'_, '_> {
         if let Some(ctx) = frame.context.as_mut() {
             ctx.http = Some(x.http(mcp_id, None));
         }
-        let id = self
-            .session
-            .take()
-            .unwrap_or_else(|| format!("stateless:{}", x.caller.principal));
         x.shared.send(RecordMsg::Frame {
-            key: x.key(id),
+            key: x.key(self.session.take()),
             open: Arc::clone(if self.legacy {
                 &x.route.legacy
             } else {
@@ -686,10 +679,12 @@ impl Drop for Unanswered<'_, '_> {
 }
 
 impl Exchange<'_> {
-    fn key(&self, id: String) -> SessionKey {
+    /// The recorded session of `id` (`Mcp-Session-Id` or the legacy transport's key); none:
+    /// the caller's session with a server that has no sessions.
+    fn key(&self, id: Option<String>) -> SessionKey {
         SessionKey {
             route: Arc::clone(&self.route.name),
-            id,
+            id: id.unwrap_or_else(|| format!("stateless:{}", self.caller.principal)),
         }
     }
 }
@@ -780,12 +775,7 @@ fn upstream_failed(
     let shared = x.shared;
     let route = x.route;
     shared.metrics.upstream_error(&route.name);
-    let key = x.key(
-        request_session
-            .clone()
-            .or(legacy_key)
-            .unwrap_or_else(|| format!("stateless:{}", x.caller.principal)),
-    );
+    let key = x.key(request_session.clone().or(legacy_key));
     let message = format!("mcptrail gateway: upstream {} {what}", route.shown);
     // The request was seen; record it, then the answer the client got in the server's place.
     let id = single_request_id(body);
