@@ -891,7 +891,8 @@ async fn one_source(
         );
     }
     // Tombstones in order; records removed before the fleet saw them make one alert per
-    // batch (a removal of several segments comes as several contiguous tombstones).
+    // removal (a removal of several segments comes as several contiguous tombstones, possibly
+    // over several batches).
     let mut tombstones: Vec<(u64, String, String)> = g
         .tombstones
         .into_iter()
@@ -918,33 +919,47 @@ async fn one_source(
         // One removal's tombstones can arrive over more than one batch. When the seq before
         // this range was not stored either, the range continues the one named by the source's
         // last such alert: that alert is extended rather than a second one raised.
-        let extended = from > 1
-            && tx
-                .execute(
-                    "UPDATE alerts SET message = format('records seq %s..=%s were removed on the tap by retention (signed tombstones, %s) before the fleet received them; the chain continues at seq %s', seq, $4::int8, $5::text, $4::int8 + 1)
-                     WHERE id = (SELECT id FROM alerts WHERE tenant = $1 AND source = $2
-                                 AND kind = 'purged_before_shipped' ORDER BY id DESC LIMIT 1)
-                       AND NOT EXISTS (SELECT 1 FROM records WHERE source_id = $3 AND seq = $6::int8)",
-                    &[&tenant, &source, &st.id, &to, &state, &(from - 1)],
+        let continued = if from > 1 {
+            tx.query_opt(
+                "SELECT id, seq FROM alerts WHERE tenant = $1 AND source = $2
+                   AND kind = 'purged_before_shipped'
+                   AND NOT EXISTS (SELECT 1 FROM records WHERE source_id = $3 AND seq = $4::int8)
+                 ORDER BY id DESC LIMIT 1",
+                &[&tenant, &source, &st.id, &(from - 1)],
+            )
+            .await?
+        } else {
+            None
+        };
+        match continued {
+            Some(alert) => {
+                let (id, first): (i64, Option<i64>) = (alert.get(0), alert.get(1));
+                tx.execute(
+                    "UPDATE alerts SET message = $1 WHERE id = $2",
+                    &[&purged_message(first.unwrap_or(from), to, state), &id],
                 )
-                .await?
-                == 1;
-        if !extended {
-            out.alert(
+                .await?;
+            }
+            None => out.alert(
                 &tenant,
                 &source,
                 "purged_before_shipped",
                 "medium",
                 Some(from),
-                format!(
-                    "records seq {from}..={to} were removed on the tap by retention (signed tombstones, {state}) before the fleet received them; the chain continues at seq {}",
-                    to + 1
-                ),
-            );
+                purged_message(from, to, state),
+            ),
         }
     }
     chain(tx, st, g.records, check_ids, out, rows).await?;
     Ok(g.checkpoints)
+}
+
+/// The `purged_before_shipped` alert's message for records `from..=to`.
+fn purged_message(from: i64, to: i64, state: &str) -> String {
+    format!(
+        "records seq {from}..={to} were removed on the tap by retention (signed tombstones, {state}) before the fleet received them; the chain continues at seq {}",
+        to + 1
+    )
 }
 
 /// Everything for one locked source: repeated records, chaining (fresh and pending
