@@ -205,13 +205,15 @@ read -r d_rps d_p50 d_p99 d_scpu <<<"$(median direct 3) $(median direct 4) $(med
 read -r g_rps g_p50 g_p99 g_scpu g_gcpu <<<"$(median gateway 3) $(median gateway 4) $(median gateway 5) $(median gateway 6) $(median gateway 7)"
 # The ratios of each round (the two targets of one round ran back to back), and their medians:
 # the paired comparison, which drift between rounds does not enter.
-round_ratios_of() { # round_ratios_of TARGET: each round's TARGET/direct throughput and p50 difference
+ratios_of() { # ratios_of TARGET: per round, TARGET/direct throughput, p50 difference (ms), p50 ratio - 1
     awk -v t="$1" '{rps[$1,$2]=$3; p50[$1,$2]=$4; if ($1>n) n=$1}
-        END {for (r=1; r<=n; r++) printf "%s%.3f (%+.2f ms)", (r>1?", ":""), rps[r,t]/rps[r,"direct"], p50[r,t]-p50[r,"direct"]}' "$bench_dir/rounds.txt"
+        END {for (r=1; r<=n; r++) printf "%.6f %.6f %.6f\n", rps[r,t]/rps[r,"direct"], p50[r,t]-p50[r,"direct"], p50[r,t]/p50[r,"direct"]-1}' "$bench_dir/rounds.txt"
+}
+round_ratios_of() { # round_ratios_of TARGET: each round's throughput ratio and p50 difference
+    ratios_of "$1" | awk '{printf "%s%.3f (%+.2f ms)", (NR>1?", ":""), $1, $2}'
 }
 paired_of() { # paired_of TARGET: the medians of those per-round ratios
-    awk -v t="$1" '{rps[$1,$2]=$3; p50[$1,$2]=$4; if ($1>n) n=$1}
-        END {for (r=1; r<=n; r++) printf "%.6f %.6f %.6f\n", rps[r,t]/rps[r,"direct"], p50[r,t]-p50[r,"direct"], p50[r,t]/p50[r,"direct"]-1}' "$bench_dir/rounds.txt" |
+    ratios_of "$1" |
         awk '{for (c=1; c<=3; c++) v[c,NR]=$c} END {
             for (c=1; c<=3; c++) { for (i=1; i<=NR; i++) a[i]=v[c,i]
                 for (i=1; i<=NR; i++) for (j=i+1; j<=NR; j++) if (a[j]<a[i]) {t=a[i]; a[i]=a[j]; a[j]=t}
