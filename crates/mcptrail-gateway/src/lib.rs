@@ -329,6 +329,7 @@ pub async fn run(
         let metrics = Arc::clone(&metrics);
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
+        let peer = proxy::Peer::new(peer);
         serving.serve(async move {
             let stream = match tokio::net::TcpStream::from_std(stream) {
                 Ok(s) => s,
@@ -346,7 +347,7 @@ pub async fn run(
                     proxy::handle(
                         Arc::clone(&shared),
                         req,
-                        peer,
+                        peer.clone(),
                         cert.clone(),
                         Arc::clone(&slot),
                     )

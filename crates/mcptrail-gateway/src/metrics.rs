@@ -3,10 +3,12 @@
 //! upstream errors; refused authentications; open sessions; and ledger lag (events handed to
 //! the writer but not yet durable).
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -16,34 +18,60 @@ use prometheus_client::registry::Registry;
 
 use crate::record::RecordStats;
 
+// Label values are built for every request: shared or static strings and integers, so that
+// counting a request allocates and formats nothing (a `String` per label did).
+type Route = Arc<str>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
-    method: String,
-    status: String,
+    route: Route,
+    method: Cow<'static, str>,
+    status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteMethod {
-    route: String,
-    method: String,
+    route: Route,
+    method: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteDirection {
-    route: String,
-    direction: String,
+    route: Route,
+    direction: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
-    route: String,
+    route: Route,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteReason {
-    route: String,
-    reason: String,
+    route: Route,
+    reason: &'static str,
+}
+
+/// `method` as a label value: the standard ones without a copy.
+fn method_label(method: &Method) -> Cow<'static, str> {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::DELETE,
+        Method::PUT,
+        Method::PATCH,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    const NAMES: [&str; 9] = [
+        "GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    match STANDARD.iter().position(|m| m == method) {
+        Some(i) => Cow::Borrowed(NAMES[i]),
+        None => Cow::Owned(method.as_str().to_owned()),
+    }
 }
 
 /// The gateway's metrics.
@@ -143,44 +171,45 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn request(&self, route: &str, method: &str, status: u16, started: Instant) {
+    pub(crate) fn request(&self, route: &Route, method: &Method, status: u16, started: Instant) {
+        let method = method_label(method);
         self.requests
             .get_or_create(&RequestLabels {
-                route: route.into(),
-                method: method.into(),
-                status: status.to_string(),
+                route: Arc::clone(route),
+                method: method.clone(),
+                status,
             })
             .inc();
         self.durations
             .get_or_create(&RouteMethod {
-                route: route.into(),
-                method: method.into(),
+                route: Arc::clone(route),
+                method,
             })
             .observe(started.elapsed().as_secs_f64());
     }
 
-    pub(crate) fn bytes(&self, route: &str, direction: &str, n: u64) {
+    pub(crate) fn bytes(&self, route: &Route, direction: &'static str, n: u64) {
         self.bytes
             .get_or_create(&RouteDirection {
-                route: route.into(),
-                direction: direction.into(),
+                route: Arc::clone(route),
+                direction,
             })
             .inc_by(n);
     }
 
-    pub(crate) fn upstream_error(&self, route: &str) {
+    pub(crate) fn upstream_error(&self, route: &Route) {
         self.upstream_errors
             .get_or_create(&RouteLabel {
-                route: route.into(),
+                route: Arc::clone(route),
             })
             .inc();
     }
 
-    pub(crate) fn auth_denied(&self, route: &str, reason: &str) {
+    pub(crate) fn auth_denied(&self, route: &Route, reason: &'static str) {
         self.auth_denied
             .get_or_create(&RouteReason {
-                route: route.into(),
-                reason: reason.into(),
+                route: Arc::clone(route),
+                reason,
             })
             .inc();
     }

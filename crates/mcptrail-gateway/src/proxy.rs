@@ -289,30 +289,46 @@ impl Shared {
     }
 }
 
+/// The client at the other end of a connection: its address, and that address as events
+/// show it (formatted once per connection, not for each event).
+#[derive(Clone, Debug)]
+pub(crate) struct Peer {
+    addr: SocketAddr,
+    shown: Arc<str>,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        Peer {
+            addr,
+            shown: addr.to_string().into(),
+        }
+    }
+}
+
 /// Handle one request. Never fails: every problem is answered with a status and recorded.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: Peer,
     cert: Option<Arc<CertIdentity>>,
     slot: Slot,
 ) -> Result<Response<RespBody>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
     let Some((route, rest)) = shared.route_for(req.uri().path()) else {
-        shared.metrics.request("", method.as_str(), 404, started);
+        shared
+            .metrics
+            .request(&Arc::from(""), &method, 404, started);
         return Ok(plain(
             StatusCode::NOT_FOUND,
             "mcptrail gateway: no route for this path\n",
         ));
     };
-    let resp = serve(&shared, route, rest, req, peer, cert.as_deref(), &slot).await;
-    shared.metrics.request(
-        &route.name,
-        method.as_str(),
-        resp.status().as_u16(),
-        started,
-    );
+    let resp = serve(&shared, route, rest, req, &peer, cert.as_deref(), &slot).await;
+    shared
+        .metrics
+        .request(&route.name, &method, resp.status().as_u16(), started);
     Ok(resp)
 }
 
@@ -320,7 +336,7 @@ struct Exchange<'a> {
     shared: &'a Shared,
     route: &'a Route,
     method: Method,
-    peer: SocketAddr,
+    peer: &'a Peer,
     caller: UserIdentity,
 }
 
@@ -330,7 +346,7 @@ impl Exchange<'_> {
             route: self.route.name.to_string(),
             method: self.method.as_str().to_string(),
             mcp_session_id,
-            client_address: Some(self.peer.to_string()),
+            client_address: Some(self.peer.shown.to_string()),
             status,
         }
     }
@@ -356,7 +372,7 @@ async fn serve(
     route: &Route,
     rest: String,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: &Peer,
     cert: Option<&CertIdentity>,
     slot: &Slot,
 ) -> Response<RespBody> {
@@ -370,7 +386,7 @@ async fn serve(
             }
         }
     }
-    let caller = match route.auth.check(req.headers(), peer.ip(), cert) {
+    let caller = match route.auth.check(req.headers(), peer.addr.ip(), cert) {
         Ok(Caller { user }) => user,
         Err(denied) => return deny(shared, route, &req, peer, denied),
     };
@@ -693,7 +709,7 @@ fn deny(
     shared: &Shared,
     route: &Route,
     req: &Request<Incoming>,
-    peer: SocketAddr,
+    peer: &Peer,
     denied: Denied,
 ) -> Response<RespBody> {
     shared.metrics.auth_denied(&route.name, denied.reason);
@@ -704,7 +720,7 @@ fn deny(
         route: route.name.to_string(),
         method: req.method().as_str().to_string(),
         mcp_session_id: header_str(req.headers(), MCP_SESSION_ID),
-        client_address: Some(peer.to_string()),
+        client_address: Some(peer.shown.to_string()),
         status: Some(401),
     });
     e.detail = Some(json!({
@@ -860,33 +876,39 @@ fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
 /// Remove the hop-by-hop headers (RFC 9110 §7.6.1: the fixed ones and those `Connection`
 /// names), leaving the end-to-end ones as they were.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    const HOP: &[&str] = &[
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
+    use http::header::{
+        CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
+        UPGRADE,
+    };
+    const HOP: [HeaderName; 9] = [
+        CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
     ];
+    // The common case, nothing to take out (no `Connection` header, so none it names either),
+    // costs nine lookups and copies nothing.
+    if !HOP.iter().any(|n| h.contains_key(n)) {
+        return;
+    }
     let named: Vec<String> = h
-        .get_all(http::header::CONNECTION)
+        .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| !s.is_empty())
         .collect();
-    let hop = |n: &str| HOP.contains(&n) || named.iter().any(|x| x == n);
-    if !h.keys().any(|k| hop(k.as_str())) {
-        return; // the common case: nothing to take out, nothing copied
-    }
+    let hop = |n: &HeaderName| HOP.contains(n) || named.iter().any(|x| x == n.as_str());
     // Rebuilt rather than removed from: `HeaderMap::remove` would reorder the rest.
     let mut kept = HeaderMap::with_capacity(h.len());
     for (k, v) in h.iter() {
-        if !hop(k.as_str()) {
+        if !hop(k) {
             kept.append(k.clone(), v.clone());
         }
     }
