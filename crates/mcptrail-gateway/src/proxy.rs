@@ -254,7 +254,13 @@ impl SeenSse {
                 all.remove(&k);
             }
         }
-        let ids = all.entry(key.clone()).or_default();
+        // The session is usually known already: look it up without cloning its key.
+        if !all.contains_key(key) {
+            all.insert(key.clone(), Default::default());
+        }
+        let Some(ids) = all.get_mut(key) else {
+            return true;
+        };
         if ids.set.contains(id) {
             return false;
         }

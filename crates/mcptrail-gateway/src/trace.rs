@@ -69,8 +69,16 @@ pub fn open_span(parent: Option<&TraceParent>) -> Span {
     let trace_id = parent.map_or_else(random_hex::<16>, |p| p.trace_id.clone());
     let span_id = random_hex::<8>();
     let flags = parent.map_or(1, |p| p.flags);
+    // Written out rather than `format!`ed: this runs for every request.
+    let mut traceparent = String::with_capacity(TRACEPARENT_LEN);
+    traceparent.push_str("00-");
+    traceparent.push_str(&trace_id);
+    traceparent.push('-');
+    traceparent.push_str(&span_id);
+    traceparent.push('-');
+    push_hex(&mut traceparent, &[flags]);
     Span {
-        traceparent: format!("00-{trace_id}-{span_id}-{flags:02x}"),
+        traceparent,
         ids: TraceIds {
             trace_id,
             span_id,
@@ -100,12 +108,23 @@ fn random_bytes(out: &mut [u8]) {
     });
 }
 
+/// Append `bytes` to `out` as lowercase hex.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+}
+
 fn random_hex<const N: usize>() -> String {
     let mut b = [0u8; N];
     loop {
         random_bytes(&mut b);
         if b.iter().any(|&x| x != 0) {
-            return hex::encode(b);
+            let mut s = String::with_capacity(2 * N);
+            push_hex(&mut s, &b);
+            return s;
         }
     }
 }
@@ -198,16 +217,16 @@ pub fn inject_meta_traceparent(body: &[u8], tp: &str) -> Option<Vec<u8>> {
 }
 
 /// The members of a JSON object, in order, duplicates kept; `None` when `text` is not one.
-fn entries(text: &str) -> Option<Vec<(String, &RawValue)>> {
+fn entries(text: &str) -> Option<Vec<(Key<'_>, &RawValue)>> {
     struct Entries;
     impl<'de> Visitor<'de> for Entries {
-        type Value = Vec<(String, &'de RawValue)>;
+        type Value = Vec<(Key<'de>, &'de RawValue)>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a JSON object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
-            while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
+            while let Some((k, v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
                 out.push((k, v));
             }
             Ok(out)
@@ -219,8 +238,37 @@ fn entries(text: &str) -> Option<Vec<(String, &RawValue)>> {
     Some(out)
 }
 
+/// An object's key: borrowed from the text, or unescaped into a copy when it has escapes.
+#[derive(Debug)]
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl PartialEq<str> for Key<'_> {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
 /// `Some(None)` when `key` is absent, `Some(Some(v))` when present once, `None` when twice.
-fn unique<'a>(entries: &[(String, &'a RawValue)], key: &str) -> Option<Option<&'a RawValue>> {
+fn unique<'a>(entries: &[(Key<'_>, &'a RawValue)], key: &str) -> Option<Option<&'a RawValue>> {
     let mut hits = entries.iter().filter(|(k, _)| k == key).map(|(_, v)| *v);
     match (hits.next(), hits.next()) {
         (first, None) => Some(first),
@@ -382,6 +430,9 @@ mod tests {
             r#"{"method":"x","params":{"_meta":"nope"}}"#.to_string(),
             r#"{"method":"x","params":{"_meta":{},"_meta":{}}}"#.to_string(),
             r#"{"method":"x","method":"y"}"#.to_string(),
+            // Keys written with escapes are the same keys.
+            r#"{"method":"x","\u006dethod":"y"}"#.to_string(),
+            format!(r#"{{"method":"x","params":{{"_meta":{{"trace\u0070arent":"{TP}"}}}}}}"#),
             r#"{"method":"x"} trailing"#.to_string(),
             r#"{"method":"x""#.to_string(),
             String::new(),
