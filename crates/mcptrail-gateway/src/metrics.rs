@@ -54,7 +54,7 @@ struct RouteReason {
 
 /// `method` as a label value: the standard ones without a copy.
 fn method_label(method: &Method) -> Cow<'static, str> {
-    const STANDARD: [Method; 9] = [
+    static STANDARD: [Method; 9] = [
         Method::GET,
         Method::POST,
         Method::DELETE,
@@ -65,11 +65,8 @@ fn method_label(method: &Method) -> Cow<'static, str> {
         Method::CONNECT,
         Method::TRACE,
     ];
-    const NAMES: [&str; 9] = [
-        "GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
-    ];
-    match STANDARD.iter().position(|m| m == method) {
-        Some(i) => Cow::Borrowed(NAMES[i]),
+    match STANDARD.iter().find(|m| *m == method) {
+        Some(m) => Cow::Borrowed(m.as_str()),
         None => Cow::Owned(method.as_str().to_owned()),
     }
 }

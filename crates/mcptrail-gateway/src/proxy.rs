@@ -249,17 +249,17 @@ impl SeenSse {
     /// Whether `id` is new in `key`'s session (and remember it).
     fn first_time(&self, key: &SessionKey, id: &str) -> bool {
         let mut all = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if !all.contains_key(key) && all.len() >= SEEN_SESSIONS {
-            if let Some(k) = all.keys().next().cloned() {
-                all.remove(&k);
-            }
-        }
-        // The session is usually known already: look it up without cloning its key.
+        // The session is usually known already: its key is cloned only when it is new.
         if !all.contains_key(key) {
+            if all.len() >= SEEN_SESSIONS {
+                if let Some(k) = all.keys().next().cloned() {
+                    all.remove(&k);
+                }
+            }
             all.insert(key.clone(), Default::default());
         }
         let Some(ids) = all.get_mut(key) else {
-            return true;
+            return true; // inserted just above
         };
         if ids.set.contains(id) {
             return false;
